@@ -1,0 +1,1 @@
+"""featurekube feature server."""

@@ -1,0 +1,11 @@
+"""The local platform: real Kubernetes API, S3, DynamoDB, started on loopback.
+
+Used by `featurekube dev up|down|env` and by the test suite's session fixtures; never
+deployed anywhere. Its parts:
+
+- :mod:`.pki`: certificates and keys for the API server and its users (pure);
+- :mod:`.components`: the command line and readiness check of each process (pure);
+- :mod:`.kubeconfig`: kubeconfig documents (pure);
+- :mod:`.processes`: starting, watching and stopping background processes (I/O);
+- :mod:`.platform`: puts them together into a platform with a state directory (I/O).
+"""

@@ -1,0 +1,147 @@
+"""What each process of the local platform is: its command line; pure, no I/O.
+
+Flags follow controller-runtime's envtest, which runs the same binaries for
+Kubebuilder projects' controller tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "Layout",
+    "Ports",
+    "apiserver_command",
+    "controller_manager_command",
+    "etcd_command",
+    "moto_command",
+]
+
+LOOPBACK = "127.0.0.1"
+
+# The controllers a feature store's tests lean on: owned objects garbage-collected,
+# namespaces deleted, Deployments turned into ReplicaSets and Pods (which stay
+# Pending: nothing here schedules or runs pods).
+CONTROLLERS = (
+    "garbage-collector-controller",
+    "namespace-controller",
+    "deployment-controller",
+    "replicaset-controller",
+)
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Loopback TCP ports of one platform instance."""
+
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    moto: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one platform instance keeps its files, under ``root``."""
+
+    root: Path
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def etcd_data(self) -> Path:
+        return self.root / "etcd-data"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """Admin credentials (group system:masters)."""
+        return self.root / "kubeconfig"
+
+    @property
+    def kubeconfig_unprivileged(self) -> Path:
+        """A user bound to no role, for checking that RBAC refuses what it should."""
+        return self.root / "kubeconfig-unprivileged"
+
+    @property
+    def controller_manager_kubeconfig(self) -> Path:
+        return self.root / "kubeconfig-controller-manager"
+
+    @property
+    def state_file(self) -> Path:
+        """Endpoints and process ids of the running platform (JSON)."""
+        return self.root / "platform.json"
+
+    def log(self, component: str) -> Path:
+        return self.logs / f"{component}.log"
+
+    def pki_file(self, name: str) -> Path:
+        return self.pki / name
+
+
+def etcd_command(binary: Path, layout: Layout, ports: Ports) -> list[str]:
+    """etcd as a single member on loopback; fsync off, since the data is throwaway."""
+    client = f"http://{LOOPBACK}:{ports.etcd_client}"
+    peer = f"http://{LOOPBACK}:{ports.etcd_peer}"
+    return [
+        str(binary),
+        "--name=featurekube-dev",
+        f"--data-dir={layout.etcd_data}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=featurekube-dev={peer}",
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_command(binary: Path, layout: Layout, ports: Ports) -> list[str]:
+    """kube-apiserver with TLS, x509 client auth and RBAC, serving on loopback only."""
+    pki = layout.pki_file
+    return [
+        str(binary),
+        f"--etcd-servers=http://{LOOPBACK}:{ports.etcd_client}",
+        f"--bind-address={LOOPBACK}",
+        f"--advertise-address={LOOPBACK}",
+        f"--secure-port={ports.apiserver}",
+        f"--cert-dir={layout.pki}",
+        f"--tls-cert-file={pki('apiserver.crt')}",
+        f"--tls-private-key-file={pki('apiserver.key')}",
+        f"--client-ca-file={pki('client-ca.crt')}",
+        "--authorization-mode=RBAC",
+        f"--service-account-issuer=https://{LOOPBACK}:{ports.apiserver}/",
+        f"--service-account-key-file={pki('sa.pub')}",
+        f"--service-account-signing-key-file={pki('sa.key')}",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--allow-privileged=true",
+        # No token controller runs, so pods must not require a service-account token.
+        "--disable-admission-plugins=ServiceAccount",
+        # One API server, no Service endpoints to keep for it.
+        "--endpoint-reconciler-type=none",
+        "--v=1",
+    ]
+
+
+def controller_manager_command(binary: Path, layout: Layout) -> list[str]:
+    """kube-controller-manager running only the controllers in :data:`CONTROLLERS`."""
+    return [
+        str(binary),
+        f"--kubeconfig={layout.controller_manager_kubeconfig}",
+        "--leader-elect=false",
+        "--secure-port=0",
+        f"--controllers={','.join(CONTROLLERS)}",
+        "--v=1",
+    ]
+
+
+def moto_command(python: Path, ports: Ports) -> list[str]:
+    """moto's server: S3 and DynamoDB (and the rest of AWS) in one process."""
+    return [str(python), "-m", "moto.server", "-H", LOOPBACK, "-p", str(ports.moto)]

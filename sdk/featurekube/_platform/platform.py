@@ -1,0 +1,366 @@
+"""The local platform as a whole: start, find again, stop; does I/O.
+
+A platform lives in a state directory: certificates, logs, etcd's data, kubeconfigs,
+and ``platform.json`` with its endpoints and process ids. Start order matters: etcd
+before the API server, the API server before the controller-manager and the CRDs;
+moto's server is independent and starts alongside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from featurekube import errors
+from featurekube._platform import components, kubeconfig, pki, processes
+
+__all__ = ["Endpoints", "LocalPlatform", "PlatformSettings", "default_state_dir"]
+
+K8S_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+# Stopped in the reverse of this order.
+START_ORDER = ("moto", "etcd", "kube-apiserver", "kube-controller-manager")
+
+# moto accepts any credentials; these are the values its documentation uses.
+AWS_ACCESS_KEY_ID = "testing"
+AWS_SECRET_ACCESS_KEY = "testing"
+
+
+def default_state_dir() -> Path:
+    """``$FEATUREKUBE_STATE_DIR``, else ``~/.local/state/featurekube/dev``."""
+    env = os.environ.get("FEATUREKUBE_STATE_DIR")
+    return Path(env) if env else Path.home() / ".local" / "state" / "featurekube" / "dev"
+
+
+@dataclass(frozen=True)
+class PlatformSettings:
+    """How to start a local platform."""
+
+    state_dir: Path = field(default_factory=default_state_dir)
+    """Where the platform keeps certificates, logs, data and its endpoints."""
+
+    k8s_bin_dir: Path | None = None
+    """Directory with etcd, kube-apiserver, kube-controller-manager and kubectl.
+    None: ``$FEATUREKUBE_K8S_BIN``, else built or found by ``hack/k8s/build.sh``."""
+
+    crd_dirs: tuple[Path, ...] = ()
+    """Extra directories of CRD manifests to install, besides the Spark Operator's."""
+
+    region: str = "us-east-1"
+    """AWS region name the clients are told; moto serves any."""
+
+    start_timeout: float = 180.0
+    """Seconds each component may take to become ready (the API server is the slow one)."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """How to reach a running platform."""
+
+    kubeconfig: Path
+    kubeconfig_unprivileged: Path
+    apiserver_url: str
+    aws_endpoint_url: str
+    region: str
+    pids: Mapping[str, int]
+    log_dir: Path
+
+    def environment(self) -> dict[str, str]:
+        """The variables that point kubectl, kopf, boto3, pyarrow, deltalake and Spark here."""
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
+            "AWS_REGION": self.region,
+            "AWS_DEFAULT_REGION": self.region,
+            # delta-rs (object_store) refuses plain HTTP endpoints unless told.
+            "AWS_ALLOW_HTTP": "true",
+        }
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in data.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> Endpoints:
+        data = json.loads(text)
+        for key in ("kubeconfig", "kubeconfig_unprivileged", "log_dir"):
+            data[key] = Path(data[key])
+        return cls(**data)
+
+
+def _find_repo_root() -> Path | None:
+    for start in (Path.cwd(), Path(__file__).resolve()):
+        for candidate in (start, *start.parents):
+            if (candidate / "hack" / "k8s" / "build.sh").is_file():
+                return candidate
+    return None
+
+
+def resolve_k8s_bin_dir(settings: PlatformSettings) -> Path:
+    """The directory holding the Kubernetes binaries, building them if need be."""
+    if settings.k8s_bin_dir is not None:
+        bin_dir = settings.k8s_bin_dir
+    elif os.environ.get("FEATUREKUBE_K8S_BIN"):
+        bin_dir = Path(os.environ["FEATUREKUBE_K8S_BIN"])
+    else:
+        root = _find_repo_root()
+        if root is None:
+            raise errors.PlatformError(
+                "cannot find the Kubernetes binaries: set FEATUREKUBE_K8S_BIN to a directory "
+                "holding etcd, kube-apiserver, kube-controller-manager and kubectl, or run "
+                "from a featurekube checkout (hack/k8s/build.sh builds them)"
+            )
+        built = subprocess.run(
+            [str(root / "hack" / "k8s" / "build.sh")], stdout=subprocess.PIPE, text=True
+        )
+        if built.returncode != 0:
+            raise errors.PlatformError(
+                f"hack/k8s/build.sh failed with exit status {built.returncode}; "
+                "its output above says why"
+            )
+        bin_dir = Path(built.stdout.strip().splitlines()[-1])
+    missing = [b for b in K8S_BINARIES if not (bin_dir / b).is_file()]
+    if missing:
+        raise errors.PlatformError(
+            f"{bin_dir} lacks {', '.join(missing)}: run `make platform-bin` to build them"
+        )
+    return bin_dir
+
+
+class LocalPlatform:
+    """A Kubernetes API (etcd, kube-apiserver, kube-controller-manager) and moto's
+    S3 and DynamoDB on loopback, as background processes of one state directory."""
+
+    def __init__(self, settings: PlatformSettings | None = None) -> None:
+        self.settings = settings or PlatformSettings()
+        self.layout = components.Layout(self.settings.state_dir)
+
+    # -- finding a running platform ------------------------------------------------
+
+    def endpoints(self) -> Endpoints | None:
+        """The endpoints of the platform running in this state directory, or None."""
+        try:
+            found = Endpoints.from_json(self.layout.state_file.read_text())
+        except (OSError, ValueError, TypeError):
+            return None
+        if all(processes.is_running(pid, _executable(name)) for name, pid in found.pids.items()):
+            return found
+        return None
+
+    # -- starting ------------------------------------------------------------------
+
+    def start(self) -> Endpoints:
+        """Start every component, wait until each is ready, and return the endpoints.
+
+        Idempotent: a platform already running in the state directory is returned as
+        is. A component that fails stops the ones already started and raises
+        :class:`~featurekube.errors.ComponentStartError` with the tail of its log.
+        """
+        running = self.endpoints()
+        if running is not None:
+            return running
+        self.stop()  # whatever is left of an earlier, broken start
+        bin_dir = resolve_k8s_bin_dir(self.settings)
+        self._reset_state_dir()
+        ports = components.Ports(*(processes.free_port() for _ in range(4)))
+        self._write_pki(ports)
+        pids: dict[str, int] = {}
+        try:
+            self._start_components(bin_dir, ports, pids)
+        except BaseException:
+            self._stop_pids(pids)
+            raise
+        found = Endpoints(
+            kubeconfig=self.layout.kubeconfig,
+            kubeconfig_unprivileged=self.layout.kubeconfig_unprivileged,
+            apiserver_url=_apiserver_url(ports),
+            aws_endpoint_url=f"http://{components.LOOPBACK}:{ports.moto}",
+            region=self.settings.region,
+            pids=pids,
+            log_dir=self.layout.logs,
+        )
+        self.layout.state_file.write_text(found.to_json())
+        return found
+
+    def _reset_state_dir(self) -> None:
+        root = self.layout.root
+        for child in (self.layout.etcd_data, self.layout.pki, self.layout.logs):
+            shutil.rmtree(child, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        self.layout.pki.mkdir(mode=0o700)
+        self.layout.logs.mkdir()
+
+    def _write_pki(self, ports: components.Ports) -> None:
+        now = dt.datetime.now(dt.UTC)
+        serving_ca = pki.new_authority("featurekube-dev-serving-ca", now)
+        client_ca = pki.new_authority("featurekube-dev-client-ca", now)
+        serving = pki.issue_certificate(
+            serving_ca,
+            "kube-apiserver",
+            now,
+            hosts=("127.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc"),
+            server=True,
+        )
+        sa = pki.new_rsa_key()
+        files = {
+            "serving-ca.crt": serving_ca.pair.cert_pem,
+            "client-ca.crt": client_ca.pair.cert_pem,
+            "apiserver.crt": serving.cert_pem,
+            "apiserver.key": serving.key_pem,
+            "sa.pub": sa.cert_pem,
+            "sa.key": sa.key_pem,
+        }
+        users = {
+            # name: (user, groups, kubeconfig path)
+            "admin": ("admin", ("system:masters",), self.layout.kubeconfig),
+            "unprivileged": (
+                "featurekube-dev-unprivileged",
+                ("featurekube:unprivileged",),
+                self.layout.kubeconfig_unprivileged,
+            ),
+            # Its own identity, so audit and logs tell it apart; full rights, since the
+            # garbage collector must see and delete every kind.
+            "controller-manager": (
+                "system:kube-controller-manager",
+                ("system:masters",),
+                self.layout.controller_manager_kubeconfig,
+            ),
+        }
+        for key, (user, groups, path) in users.items():
+            cert = pki.issue_certificate(client_ca, user, now, organizations=groups)
+            files[f"{key}.crt"] = cert.cert_pem
+            files[f"{key}.key"] = cert.key_pem
+            doc = kubeconfig.render_kubeconfig(
+                server=_apiserver_url(ports),
+                ca_pem=serving_ca.pair.cert_pem,
+                user=user,
+                client_cert_pem=cert.cert_pem,
+                client_key_pem=cert.key_pem,
+            )
+            _write_private(path, yaml.safe_dump(doc, sort_keys=False).encode())
+        for name, data in files.items():
+            _write_private(self.layout.pki_file(name), data)
+
+    def _start_components(
+        self, bin_dir: Path, ports: components.Ports, pids: dict[str, int]
+    ) -> None:
+        layout, timeout = self.layout, self.settings.start_timeout
+        pids["moto"] = processes.spawn(
+            components.moto_command(Path(sys.executable), ports), layout.log("moto")
+        )
+        pids["etcd"] = processes.spawn(
+            components.etcd_command(bin_dir / "etcd", layout, ports), layout.log("etcd")
+        )
+        etcd_health = f"http://{components.LOOPBACK}:{ports.etcd_client}/health"
+        self._await("etcd", pids["etcd"], timeout, lambda: processes.http_ok(etcd_health))
+        pids["kube-apiserver"] = processes.spawn(
+            components.apiserver_command(bin_dir / "kube-apiserver", layout, ports),
+            layout.log("kube-apiserver"),
+        )
+        self._await(
+            "kube-apiserver",
+            pids["kube-apiserver"],
+            timeout,
+            lambda: (
+                self._api_ok(ports, "/readyz") and self._api_ok(ports, "/api/v1/namespaces/default")
+            ),
+        )
+        pids["kube-controller-manager"] = processes.spawn(
+            components.controller_manager_command(bin_dir / "kube-controller-manager", layout),
+            layout.log("kube-controller-manager"),
+        )
+        moto_ready = f"http://{components.LOOPBACK}:{ports.moto}/moto-api/"
+        self._await("moto", pids["moto"], timeout, lambda: processes.http_ok(moto_ready))
+        self._install_crds(bin_dir / "kubectl")
+        # The controller-manager has no health port here (--secure-port=0); that it
+        # is still up after the CRDs went in shows it got past its start-up checks.
+        if not processes.is_running(pids["kube-controller-manager"]):
+            raise errors.ComponentStartError(
+                "kube-controller-manager",
+                "it exited",
+                processes.tail(layout.log("kube-controller-manager")),
+            )
+
+    def _await(self, name: str, pid: int, timeout: float, ready: Callable[[], bool]) -> None:
+        if processes.wait_until(ready, timeout, abort=lambda: not processes.is_running(pid)):
+            return
+        reason = (
+            "it exited"
+            if not processes.is_running(pid)
+            else f"it was not ready within {timeout:.0f} s"
+        )
+        raise errors.ComponentStartError(name, reason, processes.tail(self.layout.log(name)))
+
+    def _api_ok(self, ports: components.Ports, path: str) -> bool:
+        context = ssl.create_default_context(cafile=self.layout.pki_file("serving-ca.crt"))
+        context.load_cert_chain(
+            self.layout.pki_file("admin.crt"), self.layout.pki_file("admin.key")
+        )
+        return processes.http_ok(_apiserver_url(ports) + path, context)
+
+    def _install_crds(self, kubectl: Path) -> None:
+        crd_dirs = [_bundled_crd_dir(), *self.settings.crd_dirs]
+        for crd_dir in crd_dirs:
+            if not any(crd_dir.glob("*.yaml")):
+                continue
+            base = [str(kubectl), f"--kubeconfig={self.layout.kubeconfig}"]
+            for args in (
+                ["apply", "--server-side", "--force-conflicts", "-f", str(crd_dir)],
+                ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir)],
+            ):
+                done = subprocess.run([*base, *args], capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise errors.ComponentStartError(
+                        "CRD installation",
+                        f"`kubectl {' '.join(args)}` exited with {done.returncode}",
+                        done.stdout + done.stderr,
+                    )
+
+    # -- stopping --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop every component recorded in the state directory; keep the logs."""
+        try:
+            recorded = Endpoints.from_json(self.layout.state_file.read_text())
+        except (OSError, ValueError, TypeError):
+            return
+        self._stop_pids(dict(recorded.pids))
+        self.layout.state_file.unlink(missing_ok=True)
+
+    @staticmethod
+    def _stop_pids(pids: Mapping[str, int]) -> None:
+        for name in reversed(START_ORDER):
+            if name in pids:
+                processes.stop(pids[name], _executable(name))
+
+
+def _executable(component: str) -> str:
+    return "python" if component == "moto" else component
+
+
+def _apiserver_url(ports: components.Ports) -> str:
+    return f"https://{components.LOOPBACK}:{ports.apiserver}"
+
+
+def _bundled_crd_dir() -> Path:
+    return Path(str(resources.files("featurekube._platform") / "crds"))
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)

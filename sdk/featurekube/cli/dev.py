@@ -1,0 +1,98 @@
+"""``featurekube dev up | down | env``: the local platform for development and tests."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from featurekube._platform import platform
+
+__all__ = ["register"]
+
+
+def register(commands: Any) -> None:
+    """Add the ``dev`` command group to the root parser's subcommands."""
+    parser = commands.add_parser(
+        "dev",
+        help="run the local platform (Kubernetes API, S3, DynamoDB) in the background",
+        description="The local platform: a real kube-apiserver, etcd and "
+        "kube-controller-manager, and moto's S3 and DynamoDB, on loopback.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where the platform keeps its files (default: $FEATUREKUBE_STATE_DIR "
+        "or ~/.local/state/featurekube/dev)",
+    )
+    actions = parser.add_subparsers(dest="action", required=True)
+    up = actions.add_parser(
+        "up",
+        parents=[common],
+        help="start the platform (or find it running) and print its environment",
+    )
+    up.add_argument(
+        "--crds",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also install the CRDs in DIR (repeatable)",
+    )
+    up.set_defaults(run=_up)
+    down = actions.add_parser("down", parents=[common], help="stop the platform")
+    down.set_defaults(run=_down)
+    env = actions.add_parser(
+        "env", parents=[common], help="print `export` lines for the running platform"
+    )
+    env.set_defaults(run=_env)
+
+
+def _platform(args: argparse.Namespace) -> platform.LocalPlatform:
+    state_dir = args.state_dir or platform.default_state_dir()
+    crds = tuple(getattr(args, "crds", ()))
+    return platform.LocalPlatform(platform.PlatformSettings(state_dir=state_dir, crd_dirs=crds))
+
+
+def _print_env(endpoints: platform.Endpoints) -> None:
+    for key, value in endpoints.environment().items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+def _up(args: argparse.Namespace) -> int:
+    local = _platform(args)
+    started = time.monotonic()
+    running = local.endpoints()
+    if running is None:
+        print(f"starting the local platform in {local.layout.root} ...", file=sys.stderr)
+    endpoints = local.start()
+    if running is None:
+        print(f"ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    else:
+        print("already running", file=sys.stderr)
+    print(f"# Kubernetes API: {endpoints.apiserver_url}", file=sys.stderr)
+    print(f"# S3 and DynamoDB: {endpoints.aws_endpoint_url}", file=sys.stderr)
+    print(f"# logs: {endpoints.log_dir}", file=sys.stderr)
+    print('# eval "$(featurekube dev env)" to use it from this shell', file=sys.stderr)
+    _print_env(endpoints)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    _platform(args).stop()
+    print("stopped", file=sys.stderr)
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    endpoints = _platform(args).endpoints()
+    if endpoints is None:
+        print("the local platform is not running: `featurekube dev up` starts it", file=sys.stderr)
+        return 1
+    _print_env(endpoints)
+    return 0

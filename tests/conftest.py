@@ -1,0 +1,121 @@
+"""Fixtures shared by the test tiers; the folder decides a test's tier.
+
+- ``tests/unit``: no network, cluster or JVM; a short timeout each.
+- ``tests/integration`` and ``tests/e2e``: the local platform (a real kube-apiserver,
+  etcd and kube-controller-manager, moto's S3 and DynamoDB), started once per run by
+  the session fixture :func:`platform`, and one shared local-mode SparkSession. Each
+  test gets its own namespace, S3 prefix and DynamoDB table prefix.
+
+A platform that cannot start fails the tests that need it, loudly: there is no skip.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    import kubernetes.client
+    from pyspark.sql import SparkSession
+
+    from featurekube._platform.platform import Endpoints
+
+TESTS = Path(__file__).parent
+UNIT_TIMEOUT_SECONDS = 10
+TEST_BUCKET = "featurekube-test"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if (TESTS / "unit") in item.path.parents:
+            item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_SECONDS))
+
+
+def _unique(request: pytest.FixtureRequest, limit: int) -> str:
+    """A DNS-label-safe name for the requesting test, unique within the run."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    suffix = uuid.uuid4().hex[:6]
+    return f"{name[: limit - len(suffix) - 1].rstrip('-')}-{suffix}"
+
+
+@pytest.fixture(scope="session")
+def platform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Endpoints]:
+    """The local platform, started once per test run, its environment exported."""
+    from featurekube._platform import platform as local
+
+    if (TESTS / "unit") in request.node.path.parents:
+        pytest.fail("unit tests must not use the local platform: move the test to integration/")
+    settings = local.PlatformSettings(state_dir=tmp_path_factory.mktemp("platform"))
+    running = local.LocalPlatform(settings)
+    endpoints = running.start()
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            for key, value in endpoints.environment().items():
+                env.setenv(key, value)
+            yield endpoints
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="session")
+def kube_api(platform: Endpoints) -> Iterator[kubernetes.client.ApiClient]:
+    """A Kubernetes API client with admin rights on the platform."""
+    import kubernetes.config
+
+    client = kubernetes.config.new_client_from_config(config_file=str(platform.kubeconfig))
+    with client:
+        yield client
+
+
+@pytest.fixture
+def namespace(
+    kube_api: kubernetes.client.ApiClient, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A namespace of the test's own, deleted afterwards (without waiting)."""
+    import kubernetes.client
+
+    core = kubernetes.client.CoreV1Api(kube_api)
+    name = _unique(request, 63)
+    core.create_namespace({"metadata": {"name": name, "labels": {"featurekube.dev/test": "true"}}})
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def test_bucket(platform: Endpoints) -> str:
+    """One S3 bucket for the run; tests keep to their own :func:`s3_prefix` in it."""
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=TEST_BUCKET)
+    return TEST_BUCKET
+
+
+@pytest.fixture
+def s3_prefix(test_bucket: str, request: pytest.FixtureRequest) -> str:
+    """``s3://<bucket>/<unique>/``: the test's own corner of S3."""
+    return f"s3://{test_bucket}/{_unique(request, 60)}/"
+
+
+@pytest.fixture
+def table_prefix(platform: Endpoints, request: pytest.FixtureRequest) -> str:
+    """A DynamoDB table-name prefix of the test's own."""
+    return f"fk-{_unique(request, 40)}-"
+
+
+@pytest.fixture(scope="session")
+def spark(platform: Endpoints) -> Iterator[SparkSession]:
+    """The run's one local-mode SparkSession, reaching the platform's S3."""
+    from featurekube import spark_session
+
+    session = spark_session.create_session(
+        spark_session.SparkSettings(app_name="featurekube-tests")
+    )
+    yield session
+    session.stop()

@@ -1,0 +1,86 @@
+"""Running benchmarks and reporting them: JSON under bench-results/, a table on stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RESULTS = Path(os.environ.get("FEATUREKUBE_BENCH_RESULTS", "bench-results"))
+
+
+@dataclass
+class Measurement:
+    """One subject (featurekube, or a peer) measured on one metric."""
+
+    subject: str
+    metric: str
+    unit: str
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+@dataclass
+class Report:
+    """What one benchmark found; ``baseline`` names the peer ratios are taken against."""
+
+    name: str
+    description: str
+    measurements: list[Measurement] = field(default_factory=list)
+    baseline: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def add(self, subject: str, metric: str, unit: str, samples: list[float]) -> None:
+        self.measurements.append(Measurement(subject, metric, unit, samples))
+
+    def ratio(self, m: Measurement) -> float | None:
+        if self.baseline is None or m.subject == self.baseline:
+            return None
+        for peer in self.measurements:
+            if peer.subject == self.baseline and peer.metric == m.metric and peer.median:
+                return m.median / peer.median
+        return None
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    """Wall seconds of ``repeat`` calls of ``fn``."""
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def write(report: Report) -> Path:
+    """Write ``report`` as JSON under bench-results/ and print it as a table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{report.name}.json"
+    doc = {
+        "name": report.name,
+        "description": report.description,
+        "baseline": report.baseline,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "notes": report.notes,
+        "measurements": [
+            {**asdict(m), "median": m.median, "ratio_to_baseline": report.ratio(m)}
+            for m in report.measurements
+        ],
+    }
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\n{report.name}: {report.description}")
+    print(f"  {'subject':<28} {'metric':<28} {'median':>12}  {'ratio':>7}")
+    for m in report.measurements:
+        ratio = report.ratio(m)
+        shown = f"{ratio:7.2f}" if ratio is not None else "      -"
+        print(f"  {m.subject:<28} {m.metric:<28} {m.median:>10.3f} {m.unit:<2} {shown}")
+    print(f"  -> {path}")
+    return path

@@ -31,6 +31,10 @@ lock: | $(BIN)/uv ## Re-pin every dependency from pyproject.toml into requiremen
 	  $(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 \
 	    --no-header --annotation-style line; } > requirements.lock
 
+.PHONY: crds
+crds: venv ## Generate crds/ from the spec models (never edit crds/ by hand).
+	$(BIN)/python hack/gen_crds.py crds
+
 .PHONY: platform-bin
 platform-bin: ## Build (once, cached under ~/.cache/featurekube) the Kubernetes API binaries.
 	hack/k8s/build.sh >/dev/null

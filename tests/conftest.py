@@ -2,7 +2,8 @@
 
 - ``tests/unit``: no network, cluster or JVM; a short timeout each.
 - ``tests/integration`` and ``tests/e2e``: the local platform (a real kube-apiserver,
-  etcd and kube-controller-manager, moto's S3 and DynamoDB), started once per run by
+  etcd and kube-controller-manager with featurekube's generated CRDs from ``crds/``,
+  moto's S3 and DynamoDB), started once per run by
   the session fixture :func:`platform`, and one shared local-mode SparkSession. Each
   test gets its own namespace, S3 prefix and DynamoDB table prefix.
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from featurekube._platform.platform import Endpoints
 
 TESTS = Path(__file__).parent
+REPO = TESTS.parent
 UNIT_TIMEOUT_SECONDS = 10
 TEST_BUCKET = "featurekube-test"
 
@@ -52,7 +54,9 @@ def platform(
 
     if (TESTS / "unit") in request.node.path.parents:
         pytest.fail("unit tests must not use the local platform: move the test to integration/")
-    settings = local.PlatformSettings(state_dir=tmp_path_factory.mktemp("platform"))
+    settings = local.PlatformSettings(
+        state_dir=tmp_path_factory.mktemp("platform"), crd_dirs=(REPO / "crds",)
+    )
     running = local.LocalPlatform(settings)
     endpoints = running.start()
     try:

@@ -1,0 +1,224 @@
+"""The FeatureService resource: the features one model uses, and their server; pure."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, WithJsonSchema
+
+from featurekube.spec.v1alpha1._base import FeatureName, Rule, SpecModel, list_map
+from featurekube.spec.v1alpha1.common import Condition, DnsLabel, ObjectMeta, ValueType
+
+__all__ = [
+    "Autoscaling",
+    "FeatureService",
+    "FeatureServiceSpec",
+    "FeatureServiceStatus",
+    "FeatureViewReference",
+    "PodDisruptionBudget",
+    "Quantity",
+    "RequestField",
+    "RequestTransformation",
+    "ResolvedFeature",
+    "Resources",
+    "ServerSettings",
+]
+
+Quantity = Annotated[
+    int | str,
+    WithJsonSchema({"x-kubernetes-int-or-string": True}),
+]
+"""A Kubernetes resource quantity: 2, "500m", "1Gi"."""
+
+
+class FeatureViewReference(SpecModel):
+    """Features taken from one FeatureView."""
+
+    feature_view: DnsLabel
+    """The view's name."""
+    namespace: DnsLabel | None = None
+    """The view's namespace; unset: the service's own. Another namespace's view must
+    list this service's namespace in its spec.sharedWith."""
+    features: list[FeatureName] | None = Field(
+        None, min_length=1, max_length=256, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Which of the view's features; unset: all of them."""
+    prefix: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=32)] | None = None
+    """Prepended to each feature's name in the service, to tell apart equal names from
+    different views (e.g. driver_ and rider_)."""
+
+
+class RequestField(SpecModel):
+    """A value the caller sends with each request, for request-time transformations."""
+
+    name: FeatureName
+    """The field's name."""
+    type: ValueType
+    """Its values' type."""
+
+
+class RequestTransformation(SpecModel):
+    """A feature computed at request time from request data and fetched features.
+
+    The same expression is evaluated by the feature server online and by the SDK for
+    training, so both agree.
+    """
+
+    name: FeatureName
+    """The computed feature's name."""
+    type: ValueType
+    """Its values' type."""
+    expression: Annotated[str, Field(min_length=1, max_length=4096)]
+    """A SQL expression over request fields and the service's features, e.g.
+    trip_distance_km / nullif(avg_speed_kmh_7d, 0)."""
+    description: Annotated[str, Field(max_length=1024)] | None = None
+    """What it means."""
+
+
+class Resources(SpecModel):
+    """CPU and memory of each feature-server pod, as in a container's resources."""
+
+    requests: dict[str, Quantity] | None = None
+    """Guaranteed resources, e.g. cpu: 500m, memory: 512Mi."""
+    limits: dict[str, Quantity] | None = None
+    """Upper bounds."""
+
+
+class Autoscaling(SpecModel):
+    """A HorizontalPodAutoscaler on CPU for the feature server."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+            check=lambda a: a.min_replicas <= a.max_replicas,
+            field_path=".minReplicas",
+        ),
+    )
+
+    min_replicas: Annotated[int, Field(ge=1, le=1000)] = 2
+    """Fewest pods."""
+    max_replicas: Annotated[int, Field(ge=1, le=1000)] = 10
+    """Most pods."""
+    target_cpu_utilization_percentage: Annotated[int, Field(ge=1, le=100)] = 70
+    """Average CPU use, in percent of requests, that the autoscaler aims for."""
+
+
+class PodDisruptionBudget(SpecModel):
+    """How many feature-server pods must stay up during voluntary disruptions."""
+
+    min_available: Annotated[int, Field(ge=0, le=1000)] = 1
+    """Pods that must stay available."""
+
+
+class ServerSettings(SpecModel):
+    """How the service's gRPC feature server runs."""
+
+    replicas: Annotated[int, Field(ge=0, le=1000)] = 2
+    """Pods, when autoscaling is off."""
+    resources: Resources | None = None
+    """Per-pod CPU and memory; unset: the operator's defaults."""
+    autoscaling: Autoscaling | None = None
+    """Scale on CPU between minReplicas and maxReplicas."""
+    pod_disruption_budget: PodDisruptionBudget | None = None
+    """Keep this many pods through node drains."""
+    service_account_name: DnsLabel | None = None
+    """The pods' ServiceAccount (e.g. one with an IAM role for DynamoDB)."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 50051
+    """The gRPC port of the pods and the Service."""
+
+
+class FeatureServiceSpec(SpecModel):
+    """The desired state of a FeatureService."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.transformations) || !has(self.requestData) || "
+            "self.transformations.all(t, !self.requestData.exists(r, r.name == t.name))",
+            message="a transformation must not be named like a request field",
+            check=lambda s: (
+                not (
+                    {t.name for t in s.transformations or ()}
+                    & {r.name for r in s.request_data or ()}
+                )
+            ),
+            field_path=".transformations",
+        ),
+    )
+
+    owner: Annotated[str, Field(min_length=1, max_length=256)]
+    """Who to ask about this service: the model's team."""
+    description: Annotated[str, Field(max_length=4096)] | None = None
+    """Which model uses it, and how."""
+    tags: dict[str, Annotated[str, Field(max_length=256)]] | None = Field(None, max_length=64)
+    """Free-form labels for discovery."""
+    features: list[FeatureViewReference] = Field(min_length=1, max_length=64)
+    """The views, and which of their features, this service serves."""
+    request_data: list[RequestField] | None = Field(
+        None, min_length=1, max_length=64, json_schema_extra=list_map("name")
+    )
+    """Values sent with each request, for transformations."""
+    transformations: list[RequestTransformation] | None = Field(
+        None, min_length=1, max_length=64, json_schema_extra=list_map("name")
+    )
+    """Features computed at request time."""
+    server: ServerSettings = ServerSettings()
+    """The gRPC feature server that serves this service."""
+
+
+class ResolvedFeature(SpecModel):
+    """One feature the service serves, as the operator resolved it."""
+
+    name: str
+    """Its name in the service (with any prefix)."""
+    type: str
+    """Its value type."""
+    feature_view: str | None = None
+    """The view it comes from; unset for a request-time transformation."""
+    namespace: str | None = None
+    """The view's namespace."""
+
+
+class FeatureServiceStatus(SpecModel):
+    """The observed state of a FeatureService, written by the operator."""
+
+    observed_generation: int | None = None
+    """The metadata.generation the operator last acted on."""
+    conditions: list[Condition] | None = Field(
+        None, max_length=16, json_schema_extra=list_map("type")
+    )
+    """Ready, and why not."""
+    endpoint: str | None = None
+    """The gRPC endpoint: <service>.<namespace>.svc:<port>."""
+    feature_count: int | None = None
+    """How many features the service serves."""
+    resolved_features: list[ResolvedFeature] | None = Field(None, max_length=1024)
+    """Every feature served, with its type and origin."""
+
+
+class FeatureService(SpecModel):
+    """The features one model uses, served over gRPC."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && "
+            "size(self.metadata.name) <= 50",
+            message="metadata.name must be at most 50 characters of lower-case letters, digits "
+            "and '-', starting with a letter: it names the service's Deployment and Service",
+            check=lambda s: (
+                len(s.metadata.name) <= 50
+                and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", s.metadata.name) is not None
+            ),
+            field_path=".metadata.name",
+        ),
+    )
+    model_config = SpecModel.model_config | {"alias_generator": None}
+
+    api_version: Literal["featurekube.dev/v1alpha1"] = Field(
+        "featurekube.dev/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["FeatureService"] = "FeatureService"
+    metadata: ObjectMeta
+    spec: FeatureServiceSpec
+    status: FeatureServiceStatus | None = None

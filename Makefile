@@ -65,7 +65,7 @@ bench: venv platform-bin ## Benchmarks side by side with a peer; JSON under benc
 
 .PHONY: up
 up: venv platform-bin ## Start the local platform in the background and print its environment.
-	$(BIN)/featurekube dev up
+	$(BIN)/featurekube dev up --crds crds
 
 .PHONY: down
 down: venv ## Stop the local platform.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import boto3
 
@@ -11,7 +12,7 @@ from featurekube._platform import platform
 
 
 def main() -> int:
-    local = platform.LocalPlatform()
+    local = platform.LocalPlatform(platform.PlatformSettings(crd_dirs=(Path("crds"),)))
     print(f"starting the local platform in {local.layout.root} ...", flush=True)
     endpoints = local.start()
     env = endpoints.environment()

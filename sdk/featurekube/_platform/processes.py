@@ -22,6 +22,10 @@ from pathlib import Path
 __all__ = ["free_port", "http_ok", "is_running", "spawn", "stop", "tail", "wait_until"]
 
 
+# Processes this one spawned, reaped as they exit so they never linger as zombies.
+_children: set[int] = set()
+
+
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -46,9 +50,6 @@ def spawn(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None) 
     # CLI starts it. Children are reaped in `is_running` while we are their parent.
     _children.add(proc.pid)
     return proc.pid
-
-
-_children: set[int] = set()
 
 
 def _reap(pid: int) -> None:

@@ -396,6 +396,8 @@ class FeatureViewStatus(SpecModel):
     """Ready, Materialized, Degraded."""
     version: int | None = None
     """The data version serving now; a change of data (source, features, ...) makes a new one."""
+    latest_version: int | None = None
+    """The version of the current spec; it serves once its backfill is done."""
     last_materialized_window: Window | None = None
     """The latest window written to the stores."""
     online_table: str | None = None

@@ -1,0 +1,55 @@
+"""``featurekube-operator``: run the operator against the cluster in KUBECONFIG, or the
+one it runs in."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run until interrupted; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="featurekube-operator", description=__doc__)
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="act without peering (one replica only); default: peer through KopfPeering",
+    )
+    parser.add_argument(
+        "--peering", default="featurekube", help="name of the peering object (default %(default)s)"
+    )
+    parser.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8081/healthz",
+        help="liveness endpoint URL (default %(default)s)",
+    )
+    args = parser.parse_args(argv)
+
+    from featurekube_operator import handlers  # noqa: F401  (registers the handlers)
+
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=args.standalone,
+            peering_name=args.peering,
+            liveness_endpoint=args.liveness,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

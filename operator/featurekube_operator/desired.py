@@ -1,0 +1,366 @@
+"""The objects the operator wants to exist, rendered from specs; pure, no I/O.
+
+Each ``render_*`` takes spec models and settings and returns a plain Kubernetes body;
+the handlers apply them. Owned objects carry an ownerReference to the view or service,
+never Argo CD's tracking labels, so Argo CD shows them as children, not drift.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from featurekube.spec import v1alpha1
+from featurekube_operator import naming
+from featurekube_operator.settings import OperatorSettings
+from featurekube_operator.windows import Window
+
+__all__ = [
+    "ResolvedView",
+    "owner_reference",
+    "render_deployment",
+    "render_hpa",
+    "render_pdb",
+    "render_plan_configmap",
+    "render_service",
+    "render_serving_plan",
+    "render_snapshot",
+    "render_spark_application",
+]
+
+SPEC_MOUNT = "/etc/featurekube/spec"
+PLAN_MOUNT = "/etc/featurekube/plan"
+SNAPSHOT_KEY = "featureview.yaml"
+PLAN_KEY = "plan.yaml"
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    """An ownerReference to ``body``, which deletes the child with its owner."""
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "name": body["metadata"]["name"],
+        "uid": body["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _iso(moment: Any) -> str:
+    text: str = moment.isoformat().replace("+00:00", "Z")
+    return text
+
+
+def render_snapshot(
+    view: v1alpha1.FeatureView,
+    version: int,
+    settings: OperatorSettings,
+    owner: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The ConfigMap with one version's resolved spec, which every job of it reads.
+
+    Immutable: a job reads exactly the spec its version was made from, whatever the
+    view says later.
+    """
+    namespace = view.metadata.namespace or "default"
+    name = view.metadata.name
+    resolved = {
+        "apiVersion": view.api_version,
+        "kind": view.kind,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": view.spec.to_yaml_dict(),
+        "resolved": {
+            "version": version,
+            "onlineTable": naming.online_table(settings, namespace, name, version),
+            "offlineUri": naming.offline_uri(settings, namespace, name, version),
+        },
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": naming.snapshot_name(name, version),
+            "namespace": namespace,
+            "labels": {
+                naming.LABEL_FEATURE_VIEW: name,
+                naming.LABEL_VERSION: str(version),
+                naming.LABEL_FINGERPRINT: naming.data_fingerprint(view.spec),
+            },
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "immutable": True,
+        "data": {SNAPSHOT_KEY: yaml.safe_dump(resolved, sort_keys=False)},
+    }
+
+
+def render_spark_application(
+    view: v1alpha1.FeatureView,
+    version: int,
+    window: Window,
+    settings: OperatorSettings,
+    owner: Mapping[str, Any],
+    attempt: int = 1,
+) -> dict[str, Any]:
+    """The SparkApplication that materializes one window of one version of a view."""
+    namespace = view.metadata.namespace or "default"
+    name = view.metadata.name
+    spec_file = f"{SPEC_MOUNT}/{SNAPSHOT_KEY}"
+    arguments = [
+        "--spec",
+        spec_file,
+        "--start",
+        _iso(window.start),
+        "--end",
+        _iso(window.end),
+        "--offline-uri",
+        naming.offline_uri(settings, namespace, name, version),
+        "--online-table",
+        naming.online_table(settings, namespace, name, version),
+    ]
+    if not view.spec.materialization.online:
+        arguments.append("--no-online")
+    if not view.spec.materialization.offline:
+        arguments.append("--no-offline")
+    labels = {naming.LABEL_FEATURE_VIEW: name, naming.LABEL_VERSION: str(version)}
+    return {
+        "apiVersion": "sparkoperator.k8s.io/v1beta2",
+        "kind": "SparkApplication",
+        "metadata": {
+            "name": naming.spark_application_name(name, version, window),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {
+                naming.ANNOTATION_WINDOW_START: _iso(window.start),
+                naming.ANNOTATION_WINDOW_END: _iso(window.end),
+                naming.ANNOTATION_GENERATION: str(view.metadata.generation or 0),
+                naming.ANNOTATION_ATTEMPT: str(attempt),
+            },
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "type": "Python",
+            "mode": "cluster",
+            "pythonVersion": "3",
+            "sparkVersion": settings.spark_version,
+            "image": settings.spark_image,
+            "mainApplicationFile": settings.spark_main_file,
+            "arguments": arguments,
+            "sparkConf": {"spark.sql.session.timeZone": "UTC", **settings.spark_conf},
+            # The operator retries failed windows itself, with backoff and in order.
+            "restartPolicy": {"type": "Never"},
+            "driver": {
+                "cores": 1,
+                "memory": "2g",
+                "serviceAccount": settings.spark_service_account,
+                "labels": labels,
+                "configMaps": [{"name": naming.snapshot_name(name, version), "path": SPEC_MOUNT}],
+            },
+            "executor": {"cores": 1, "instances": 2, "memory": "2g", "labels": labels},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class ResolvedView:
+    """A view a service references, with where its serving version's values are."""
+
+    view: v1alpha1.FeatureView
+    online_table: str
+    features: Sequence[str]
+    prefix: str
+
+
+def render_serving_plan(
+    service: v1alpha1.FeatureService, views: Sequence[ResolvedView]
+) -> dict[str, Any]:
+    """What the feature server serves: features, their types, tables and TTLs."""
+    return {
+        "featureService": service.metadata.name,
+        "namespace": service.metadata.namespace or "default",
+        "featureViews": [
+            {
+                "name": r.view.metadata.name,
+                "namespace": r.view.metadata.namespace or "default",
+                "onlineTable": r.online_table,
+                "entities": [e.to_yaml_dict() for e in r.view.spec.entities],
+                "ttl": r.view.spec.ttl,
+                "features": [
+                    {
+                        "name": f"{r.prefix}{feature}",
+                        "source": feature,
+                        "type": r.view.spec.feature_types()[feature],
+                    }
+                    for feature in r.features
+                ],
+            }
+            for r in views
+        ],
+        "requestData": [f.to_yaml_dict() for f in service.spec.request_data or ()],
+        "transformations": [t.to_yaml_dict() for t in service.spec.transformations or ()],
+    }
+
+
+def plan_hash(plan: Mapping[str, Any]) -> str:
+    """A hash of the serving plan; on the pod template, it rolls pods when the plan changes."""
+    return hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _meta(service: v1alpha1.FeatureService, owner: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": service.metadata.namespace or "default",
+        "labels": {naming.LABEL_FEATURE_SERVICE: service.metadata.name},
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def plan_configmap_name(service: str) -> str:
+    return f"{service}-plan"
+
+
+def render_plan_configmap(
+    service: v1alpha1.FeatureService, plan: Mapping[str, Any], owner: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The ConfigMap the feature server reads its plan from."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(service, owner, plan_configmap_name(service.metadata.name)),
+        "data": {PLAN_KEY: yaml.safe_dump(dict(plan), sort_keys=False)},
+    }
+
+
+def render_deployment(
+    service: v1alpha1.FeatureService,
+    plan: Mapping[str, Any],
+    settings: OperatorSettings,
+    owner: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The feature server's Deployment; its pods roll when the plan's hash changes."""
+    server = service.spec.server
+    name = service.metadata.name
+    selector = {naming.LABEL_FEATURE_SERVICE: name}
+    resources = (
+        server.resources.to_yaml_dict()
+        if server.resources
+        else {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"memory": "512Mi"},
+        }
+    )
+    container = {
+        "name": "feature-server",
+        "image": settings.server_image,
+        "args": ["--plan", f"{PLAN_MOUNT}/{PLAN_KEY}", "--port", str(server.port)],
+        "ports": [
+            {"name": "grpc", "containerPort": server.port},
+            {"name": "metrics", "containerPort": 9090},
+        ],
+        "env": [{"name": "AWS_REGION", "value": settings.aws_region}],
+        "resources": resources,
+        "readinessProbe": {"grpc": {"port": server.port}, "periodSeconds": 5},
+        "livenessProbe": {
+            "grpc": {"port": server.port},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "volumeMounts": [{"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True}],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector},
+        "template": {
+            "metadata": {
+                "labels": selector,
+                "annotations": {naming.ANNOTATION_PLAN_HASH: plan_hash(plan)},
+            },
+            "spec": {
+                "serviceAccountName": server.service_account_name
+                or settings.server_service_account,
+                "containers": [container],
+                "volumes": [{"name": "plan", "configMap": {"name": plan_configmap_name(name)}}],
+            },
+        },
+    }
+    if server.autoscaling is None:
+        # With an autoscaler, replicas belong to it: setting them here would fight it.
+        spec["replicas"] = server.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(service, owner, name),
+        "spec": spec,
+    }
+
+
+def render_service(service: v1alpha1.FeatureService, owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The Service in front of the feature server's pods."""
+    port = service.spec.server.port
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(service, owner, service.metadata.name),
+        "spec": {
+            "selector": {naming.LABEL_FEATURE_SERVICE: service.metadata.name},
+            "ports": [{"name": "grpc", "port": port, "targetPort": "grpc", "appProtocol": "grpc"}],
+        },
+    }
+
+
+def render_hpa(service: v1alpha1.FeatureService, owner: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A HorizontalPodAutoscaler when the service asks for one."""
+    scaling = service.spec.server.autoscaling
+    if scaling is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(service, owner, service.metadata.name),
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": service.metadata.name,
+            },
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": scaling.target_cpu_utilization_percentage,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_pdb(service: v1alpha1.FeatureService, owner: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A PodDisruptionBudget when the service asks for one."""
+    budget = service.spec.server.pod_disruption_budget
+    if budget is None:
+        return None
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(service, owner, service.metadata.name),
+        "spec": {
+            "minAvailable": budget.min_available,
+            "selector": {"matchLabels": {naming.LABEL_FEATURE_SERVICE: service.metadata.name}},
+        },
+    }

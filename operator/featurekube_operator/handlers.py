@@ -1,0 +1,107 @@
+"""kopf handlers: the only module that imports kopf. Each handler is a few lines: it
+hands the body to :mod:`.reconcile` and writes back what comes out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import kopf
+from botocore.exceptions import BotoCoreError, ClientError
+from kubernetes.client.exceptions import ApiException
+
+from featurekube.spec import v1alpha1
+from featurekube_operator import reconcile
+from featurekube_operator.dynamo import OnlineTables
+from featurekube_operator.kube import Kube
+from featurekube_operator.metrics import Metrics
+from featurekube_operator.settings import OperatorSettings
+
+GROUP, VERSION = v1alpha1.GROUP, v1alpha1.VERSION
+# Decorators are evaluated at import, so the timer's interval is read here.
+INTERVAL = OperatorSettings.from_env().reconcile_interval_seconds
+RETRY_DELAY = 15.0
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod, its service account; elsewhere, the KUBECONFIG of the moment (kopf's
+    default goes through the kubernetes client, which reads KUBECONFIG at import)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keep kopf's bookkeeping under our own domain, and build the reconcile context."""
+    settings.persistence.finalizer = "featurekube.dev/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="featurekube.dev"
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="featurekube.dev"
+    )
+    # kopf's own per-handler events only for problems; ours say what changed and why.
+    settings.posting.level = logging.WARNING
+    operator_settings = OperatorSettings.from_env()
+    context = reconcile.Context(
+        settings=operator_settings,
+        kube=Kube.from_environment(),
+        tables=OnlineTables(),
+        metrics=Metrics(),
+    )
+    if operator_settings.metrics_port:
+        context.metrics.serve(operator_settings.metrics_port)
+    memo["context"] = context
+
+
+def _run(
+    kind: str,
+    step: Callable[[reconcile.Context, Mapping[str, Any]], reconcile.Outcome],
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+) -> None:
+    context: reconcile.Context = memo["context"]
+    try:
+        outcome = step(context, body)
+    except (ApiException, ClientError, BotoCoreError) as exc:
+        context.metrics.reconcile_errors.labels(kind).inc()
+        # A store or the API is unreachable: nothing is wrong with the spec, try again.
+        raise kopf.TemporaryError(f"{type(exc).__name__}: {exc}", delay=RETRY_DELAY) from exc
+    except Exception:
+        context.metrics.reconcile_errors.labels(kind).inc()
+        raise
+    patch.status.update(outcome.status)
+    for condition in outcome.events:
+        bad = (condition["type"] == "Degraded") == (condition["status"] == "True")
+        kopf.event(
+            body,
+            type="Warning" if bad else "Normal",
+            reason=condition["reason"],
+            message=f"{condition['type']}={condition['status']}: {condition['message']}",
+        )
+
+
+@kopf.on.resume(GROUP, VERSION, "featureviews")
+@kopf.on.create(GROUP, VERSION, "featureviews")
+@kopf.on.update(GROUP, VERSION, "featureviews", field="spec")
+@kopf.timer(GROUP, VERSION, "featureviews", interval=INTERVAL, sharp=False)
+def feature_view(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """Reconcile a FeatureView: table, jobs, status."""
+    _run("FeatureView", reconcile.reconcile_feature_view, body, patch, memo)
+
+
+@kopf.on.delete(GROUP, VERSION, "featureviews")
+def feature_view_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Honour spec.deletionPolicy for the online tables; owned objects go with the view."""
+    reconcile.finalize_feature_view(memo["context"], body)
+
+
+@kopf.on.resume(GROUP, VERSION, "featureservices")
+@kopf.on.create(GROUP, VERSION, "featureservices")
+@kopf.on.update(GROUP, VERSION, "featureservices", field="spec")
+@kopf.timer(GROUP, VERSION, "featureservices", interval=INTERVAL, sharp=False)
+def feature_service(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """Reconcile a FeatureService: serving plan, server Deployment, status."""
+    _run("FeatureService", reconcile.reconcile_feature_service, body, patch, memo)

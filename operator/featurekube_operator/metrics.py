@@ -1,0 +1,87 @@
+"""The operator's Prometheus metrics; served over HTTP by :func:`serve`.
+
+Freshness is computed when scraped, from the end of each view's last materialized
+window, so it keeps growing while a view is stuck rather than freezing at its last value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics"]
+
+
+class _Freshness(Collector):
+    def __init__(self) -> None:
+        self._ends: dict[tuple[str, str], dt.datetime] = {}
+        self._lock = threading.Lock()
+
+    def set(self, namespace: str, view: str, end: dt.datetime | None) -> None:
+        with self._lock:
+            if end is None:
+                self._ends.pop((namespace, view), None)
+            else:
+                self._ends[(namespace, view)] = end
+
+    def forget(self, namespace: str, view: str) -> None:
+        self.set(namespace, view, None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "featurekube_feature_view_freshness_seconds",
+            "Seconds since the end of the view's last materialized window.",
+            labels=["namespace", "feature_view"],
+        )
+        now = dt.datetime.now(dt.UTC)
+        with self._lock:
+            for (namespace, view), end in sorted(self._ends.items()):
+                family.add_metric([namespace, view], (now - end).total_seconds())
+        yield family
+
+
+class Metrics:
+    """Counters and gauges of one operator process, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.freshness = _Freshness()
+        self.registry.register(self.freshness)
+        labels = ["namespace", "feature_view"]
+        self.windows_succeeded = Counter(
+            "featurekube_windows_succeeded",
+            "Materialization windows completed.",
+            labels,
+            registry=self.registry,
+        )
+        self.windows_failed = Counter(
+            "featurekube_windows_failed",
+            "Materialization window runs that failed (each attempt counts).",
+            labels,
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "featurekube_reconcile_errors",
+            "Reconciles that raised an error, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self._counted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def count_run_once(self, key: str) -> bool:
+        """True the first time ``key`` (a run and its outcome) is seen by this process."""
+        with self._lock:
+            if key in self._counted:
+                return False
+            self._counted.add(key)
+            return True
+
+    def serve(self, port: int) -> None:
+        """Serve /metrics on ``port`` (all interfaces: Prometheus scrapes the pod IP)."""
+        start_http_server(port, registry=self.registry)

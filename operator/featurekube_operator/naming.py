@@ -1,0 +1,74 @@
+"""Names of everything the operator derives from a view or service; pure.
+
+One function per name, so the operator, the job and the SDK never disagree on where a
+view's data lives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from featurekube.spec import v1alpha1
+from featurekube_operator.settings import OperatorSettings
+from featurekube_operator.windows import Window
+
+__all__ = [
+    "DATA_FIELDS",
+    "LABEL_FEATURE_SERVICE",
+    "LABEL_FEATURE_VIEW",
+    "LABEL_VERSION",
+    "data_fingerprint",
+    "offline_uri",
+    "online_table",
+    "snapshot_name",
+    "spark_application_name",
+]
+
+LABEL_FEATURE_VIEW = "featurekube.dev/feature-view"
+LABEL_FEATURE_SERVICE = "featurekube.dev/feature-service"
+LABEL_VERSION = "featurekube.dev/version"
+LABEL_FINGERPRINT = "featurekube.dev/data-fingerprint"
+ANNOTATION_WINDOW_START = "featurekube.dev/window-start"
+ANNOTATION_WINDOW_END = "featurekube.dev/window-end"
+ANNOTATION_GENERATION = "featurekube.dev/generation"
+ANNOTATION_ATTEMPT = "featurekube.dev/attempt"
+ANNOTATION_PLAN_HASH = "featurekube.dev/plan-hash"
+
+# The spec fields that decide the data; a change to any of them makes a new version.
+DATA_FIELDS = (
+    "entities",
+    "source",
+    "transformation",
+    "features",
+    "aggregations",
+    "aggregationInterval",
+)
+
+
+def data_fingerprint(spec: v1alpha1.FeatureViewSpec) -> str:
+    """A short hash of the fields in :data:`DATA_FIELDS`, defaults included."""
+    fields = spec.to_yaml_dict()
+    data = {key: fields.get(key) for key in DATA_FIELDS}
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return digest[:16]
+
+
+def online_table(settings: OperatorSettings, namespace: str, view: str, version: int) -> str:
+    """``<prefix><namespace>.<view>.v<version>``: DynamoDB allows letters, digits, _ - ."""
+    return f"{settings.table_prefix}{namespace}.{view}.v{version}"
+
+
+def offline_uri(settings: OperatorSettings, namespace: str, view: str, version: int) -> str:
+    """``<offline_uri>/<namespace>/<view>/v<version>``, the view's Delta table."""
+    return f"{settings.offline_uri.rstrip('/')}/{namespace}/{view}/v{version}"
+
+
+def snapshot_name(view: str, version: int) -> str:
+    """The ConfigMap holding the resolved spec of one version, mounted by the job."""
+    return f"{view}-v{version}-spec"
+
+
+def spark_application_name(view: str, version: int, window: Window) -> str:
+    """``<view>-v<version>-<start as yyyymmddhhmm>``: windows never share a start."""
+    return f"{view}-v{version}-{window.start:%Y%m%d%H%M}"

@@ -1,0 +1,339 @@
+"""Reconciling FeatureViews and FeatureServices: read, decide, write; does I/O.
+
+Level-triggered: every call looks at the whole state (the object, the objects it owns,
+the tables) and moves it one step towards the desired state. Nothing is remembered
+between calls, so a restarted operator converges to the same objects. Decisions are
+made by the pure modules :mod:`.progress`, :mod:`.desired` and :mod:`.conditions`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from featurekube.spec import v1alpha1
+from featurekube_operator import conditions, desired, naming, progress
+from featurekube_operator.conditions import Condition
+from featurekube_operator.dynamo import OnlineTables
+from featurekube_operator.kube import Kube
+from featurekube_operator.metrics import Metrics
+from featurekube_operator.settings import OperatorSettings
+from featurekube_operator.windows import first_start
+
+__all__ = ["Context", "Outcome", "reconcile_feature_service", "reconcile_feature_view"]
+
+SPARK = ("sparkoperator.k8s.io/v1beta2", "SparkApplication")
+
+
+@dataclass
+class Context:
+    """What a reconcile reads and writes through."""
+
+    settings: OperatorSettings
+    kube: Kube
+    tables: OnlineTables
+    metrics: Metrics
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The status to write, and the condition changes worth an event."""
+
+    status: dict[str, Any]
+    events: list[Mapping[str, Any]]
+
+
+def _finish(
+    body: Mapping[str, Any], status: dict[str, Any], found: list[Condition], now: dt.datetime
+) -> Outcome:
+    old = (body.get("status") or {}).get("conditions")
+    generation = body["metadata"].get("generation")
+    status["observedGeneration"] = generation
+    status["conditions"] = conditions.merge_conditions(old, found, now, generation)
+    return Outcome(status, conditions.transitions(old, status["conditions"]))
+
+
+def _invalid(body: Mapping[str, Any], error: pydantic.ValidationError, now: dt.datetime) -> Outcome:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "spec"
+    message = f"{where}: {first['msg']} (fix the spec; nothing runs until then)"
+    found = [
+        Condition("Ready", False, "InvalidSpec", message),
+        Condition("Degraded", True, "InvalidSpec", message),
+    ]
+    return _finish(body, {}, found, now)
+
+
+# -- FeatureView ----------------------------------------------------------------------
+
+
+def _versions(ctx: Context, namespace: str, name: str) -> dict[int, str]:
+    """Version -> data fingerprint, from the view's immutable spec snapshots."""
+    found = ctx.kube.list("v1", "ConfigMap", namespace, {naming.LABEL_FEATURE_VIEW: name})
+    versions = {}
+    for item in found:
+        labels = item["metadata"].get("labels") or {}
+        if naming.LABEL_VERSION in labels:
+            versions[int(labels[naming.LABEL_VERSION])] = labels.get(naming.LABEL_FINGERPRINT, "")
+    return versions
+
+
+def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
+    """Move one FeatureView a step towards materialized and serving; return its status."""
+    now = ctx.clock()
+    try:
+        view = v1alpha1.FeatureView.model_validate(body)
+    except pydantic.ValidationError as exc:
+        return _invalid(body, exc, now)
+    settings, spec = ctx.settings, view.spec
+    namespace, name = view.metadata.namespace or "default", view.metadata.name
+
+    versions = _versions(ctx, namespace, name)
+    fingerprint = naming.data_fingerprint(spec)
+    latest = next((v for v, f in sorted(versions.items()) if f == fingerprint), None)
+    if latest is None:
+        latest = max(versions, default=0) + 1
+        ctx.kube.create(desired.render_snapshot(view, latest, settings, body))
+    status_before = body.get("status") or {}
+    serving = status_before.get("version")
+    if serving not in versions and serving != latest:
+        serving = None
+    active = sorted({latest} | ({serving} if serving else set()))
+
+    tags = {"featurekube.dev/namespace": namespace, "featurekube.dev/feature-view": name}
+    runs_by_version: dict[int, list[progress.Run]] = {}
+    for item in ctx.kube.list(*SPARK, namespace, {naming.LABEL_FEATURE_VIEW: name}):
+        run = progress.read_run(item)
+        runs_by_version.setdefault(run.version, []).append(run)
+
+    created = dt.datetime.fromisoformat(
+        str(body["metadata"].get("creationTimestamp") or now.isoformat()).replace("Z", "+00:00")
+    )
+    start = first_start(spec.materialization.schedule, spec.materialization.start_time, created)
+    materializes = spec.source.batch is not None and (
+        spec.materialization.online or spec.materialization.offline
+    )
+    summaries: dict[int, progress.Progress] = {}
+    failures: list[str] = []
+    next_retry: dt.datetime | None = None
+    for version in active:
+        if spec.materialization.online:
+            ctx.tables.ensure(naming.online_table(settings, namespace, name, version), tags)
+        summary = progress.summarize(start, runs_by_version.get(version, ()))
+        summaries[version] = summary
+        _count(ctx, namespace, name, summary)
+        if not materializes:
+            continue
+        decision = progress.decide(
+            summary,
+            schedule=spec.materialization.schedule,
+            first_start=start,
+            now=now,
+            max_in_flight=settings.max_windows_in_flight,
+            max_span=dt.timedelta(seconds=settings.backfill_window_seconds),
+            backoff=settings.retry_backoff_seconds,
+            max_backoff=settings.max_retry_backoff_seconds,
+        )
+        for run in decision.retry:
+            ctx.kube.delete(*SPARK, namespace, run.name)
+            ctx.kube.create(
+                desired.render_spark_application(
+                    view, version, run.window, settings, body, attempt=run.attempt + 1
+                )
+            )
+        for window in decision.create:
+            ctx.kube.create(desired.render_spark_application(view, version, window, settings, body))
+        for run in summary.failed:
+            if run not in decision.retry:
+                failures.append(
+                    f"window [{run.window.start:%Y-%m-%dT%H:%MZ}, "
+                    f"{run.window.end:%Y-%m-%dT%H:%MZ}) "
+                    f"of version {version} failed (attempt {run.attempt}): "
+                    f"{run.error or 'no message'}"
+                )
+        if decision.next_retry_at and (next_retry is None or decision.next_retry_at < next_retry):
+            next_retry = decision.next_retry_at
+        if version == latest and decision.caught_up:
+            serving = latest
+
+    if not materializes:
+        serving = latest
+    status: dict[str, Any] = {"latestVersion": latest}
+    found: list[Condition] = []
+    if serving is not None:
+        summary = summaries.get(serving) or progress.summarize(start, ())
+        status["version"] = serving
+        if spec.materialization.online:
+            status["onlineTable"] = naming.online_table(settings, namespace, name, serving)
+        if spec.materialization.offline:
+            status["offlineUri"] = naming.offline_uri(settings, namespace, name, serving)
+        if summary.materialized_until is not None:
+            status["lastMaterializedWindow"] = {
+                "start": start.isoformat().replace("+00:00", "Z"),
+                "end": summary.materialized_until.isoformat().replace("+00:00", "Z"),
+            }
+        ctx.metrics.freshness.set(namespace, name, summary.materialized_until)
+    done_until = status.get("lastMaterializedWindow", {}).get("end")
+    if not materializes:
+        found.append(Condition("Materialized", False, "PushSource", "values arrive through Push"))
+    elif done_until:
+        found.append(
+            Condition("Materialized", True, "WindowsCompleted", f"materialized up to {done_until}")
+        )
+    else:
+        found.append(Condition("Materialized", False, "Backfilling", "no window has completed yet"))
+    if failures:
+        retry = f"; next retry at {next_retry:%Y-%m-%dT%H:%M:%SZ}" if next_retry else ""
+        found.append(Condition("Degraded", True, "WindowFailed", "; ".join(failures) + retry))
+    else:
+        found.append(Condition("Degraded", False, "Healthy", "no failed windows"))
+    ready = serving is not None and (not materializes or done_until is not None)
+    if ready and serving != latest:
+        message = f"serving version {serving}; version {latest} is backfilling"
+    elif ready:
+        message = f"serving version {serving}"
+    else:
+        message = f"version {latest} is backfilling; nothing to serve yet"
+    found.insert(0, Condition("Ready", ready, "Serving" if ready else "Backfilling", message))
+    return _finish(body, status, found, now)
+
+
+def _count(ctx: Context, namespace: str, name: str, summary: progress.Progress) -> None:
+    for run in summary.completed:
+        if ctx.metrics.count_run_once(f"{namespace}/{run.name}/{run.attempt}/ok"):
+            ctx.metrics.windows_succeeded.labels(namespace, name).inc()
+    for run in summary.failed:
+        if ctx.metrics.count_run_once(f"{namespace}/{run.name}/{run.attempt}/failed"):
+            ctx.metrics.windows_failed.labels(namespace, name).inc()
+
+
+def finalize_feature_view(ctx: Context, body: Mapping[str, Any]) -> None:
+    """On deletion: delete the online tables if the view's deletionPolicy says so."""
+    meta = body["metadata"]
+    namespace, name = meta.get("namespace") or "default", meta["name"]
+    ctx.metrics.freshness.forget(namespace, name)
+    if (body.get("spec") or {}).get("deletionPolicy", "Retain") != "Delete":
+        return
+    for version in _versions(ctx, namespace, name):
+        ctx.tables.delete(naming.online_table(ctx.settings, namespace, name, version))
+
+
+# -- FeatureService -------------------------------------------------------------------
+
+
+def _condition_true(body: Mapping[str, Any], kind: str) -> bool:
+    return any(
+        c.get("type") == kind and c.get("status") == "True"
+        for c in (body.get("status") or {}).get("conditions") or ()
+    )
+
+
+def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
+    """Resolve a service's views, run its feature server, and return its status."""
+    now = ctx.clock()
+    try:
+        service = v1alpha1.FeatureService.model_validate(body)
+    except pydantic.ValidationError as exc:
+        return _invalid(body, exc, now)
+    namespace, name = service.metadata.namespace or "default", service.metadata.name
+    problems: list[tuple[str, str]] = []
+    waiting: list[str] = []
+    resolved: list[desired.ResolvedView] = []
+    for ref in service.spec.features:
+        view_ns = ref.namespace or namespace
+        where = f"FeatureView {view_ns}/{ref.feature_view}"
+        view_body = ctx.kube.get_feature_view(view_ns, ref.feature_view)
+        if view_body is None:
+            problems.append(("FeatureViewNotFound", f"{where} does not exist"))
+            continue
+        try:
+            view = v1alpha1.FeatureView.model_validate(view_body)
+        except pydantic.ValidationError:
+            problems.append(("FeatureViewInvalid", f"{where} has an invalid spec"))
+            continue
+        shared = view.spec.shared_with or []
+        if view_ns != namespace and namespace not in shared and "*" not in shared:
+            problems.append(
+                (
+                    "FeatureViewNotShared",
+                    f"{where} is not shared with namespace {namespace}: add {namespace} to "
+                    "its spec.sharedWith",
+                )
+            )
+            continue
+        names = list(ref.features or view.spec.feature_names)
+        unknown = [f for f in names if f not in view.spec.feature_types()]
+        if unknown:
+            problems.append(("UnknownFeature", f"{where} has no feature {', '.join(unknown)}"))
+            continue
+        view_status = view_body.get("status") or {}
+        version = view_status.get("version") or view_status.get("latestVersion") or 1
+        if not _condition_true(view_body, "Ready"):
+            waiting.append(f"{view_ns}/{ref.feature_view}")
+        resolved.append(
+            desired.ResolvedView(
+                view=view,
+                online_table=naming.online_table(
+                    ctx.settings, view_ns, view.metadata.name, version
+                ),
+                features=names,
+                prefix=ref.prefix or "",
+            )
+        )
+    status: dict[str, Any] = {
+        "endpoint": f"{name}.{namespace}.svc:{service.spec.server.port}",
+    }
+    found: list[Condition] = []
+    if problems:
+        reason, _ = problems[0]
+        message = "; ".join(m for _, m in problems)
+        found.append(Condition("Ready", False, reason, message))
+        return _finish(body, status, found, now)
+
+    plan = desired.render_serving_plan(service, resolved)
+    features = [f for v in plan["featureViews"] for f in v["features"]]
+    status["featureCount"] = len(features) + len(plan["transformations"])
+    status["resolvedFeatures"] = [
+        {
+            "name": f["name"],
+            "type": f["type"],
+            "featureView": v["name"],
+            "namespace": v["namespace"],
+        }
+        for v in plan["featureViews"]
+        for f in v["features"]
+    ] + [{"name": t["name"], "type": t["type"]} for t in plan["transformations"]]
+    ctx.kube.apply(desired.render_plan_configmap(service, plan, body))
+    ctx.kube.apply(desired.render_deployment(service, plan, ctx.settings, body))
+    ctx.kube.apply(desired.render_service(service, body))
+    for kind, api_version, rendered in (
+        ("HorizontalPodAutoscaler", "autoscaling/v2", desired.render_hpa(service, body)),
+        ("PodDisruptionBudget", "policy/v1", desired.render_pdb(service, body)),
+    ):
+        if rendered is None:
+            ctx.kube.delete(api_version, kind, namespace, name)
+        else:
+            ctx.kube.apply(rendered)
+
+    deployment = ctx.kube.get("apps/v1", "Deployment", namespace, name) or {}
+    available = int((deployment.get("status") or {}).get("availableReplicas") or 0)
+    if waiting:
+        found.append(
+            Condition("Ready", False, "FeatureViewsNotReady", f"waiting for {', '.join(waiting)}")
+        )
+    elif available < 1:
+        found.append(
+            Condition(
+                "Ready", False, "ServerUnavailable", "the feature server has no available pod"
+            )
+        )
+    else:
+        found.append(
+            Condition("Ready", True, "Serving", f"{available} feature server pod(s) serving")
+        )
+    return _finish(body, status, found, now)

@@ -1,0 +1,94 @@
+"""The operator's configuration, read once at start-up from the environment; no I/O
+beyond reading ``os.environ``.
+
+Every setting is an environment variable ``FEATUREKUBE_<NAME>`` (the chart sets them
+from its values); units and defaults are documented on each field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["OperatorSettings"]
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """How the operator names, places and runs what it creates."""
+
+    offline_uri: str = "s3://featurekube/offline"
+    """Root of the offline store; a view's Delta table lives at
+    ``<offline_uri>/<namespace>/<view>/v<version>``. Env: FEATUREKUBE_OFFLINE_URI."""
+
+    table_prefix: str = "featurekube."
+    """Prefix of every online DynamoDB table name. Env: FEATUREKUBE_TABLE_PREFIX."""
+
+    spark_image: str = "ghcr.io/featurekube/spark:0.1.0"
+    """Image of the Spark driver and executors. Env: FEATUREKUBE_SPARK_IMAGE."""
+
+    spark_version: str = "4.2.0"
+    """Spark version the image carries. Env: FEATUREKUBE_SPARK_VERSION."""
+
+    spark_service_account: str = "featurekube-spark"
+    """ServiceAccount of Spark drivers. Env: FEATUREKUBE_SPARK_SERVICE_ACCOUNT."""
+
+    spark_main_file: str = "local:///opt/featurekube/materialize.py"
+    """The job's entry point inside the image. Env: FEATUREKUBE_SPARK_MAIN_FILE."""
+
+    spark_conf: Mapping[str, str] = field(default_factory=dict)
+    """Extra Spark settings, as ``key=value`` pairs separated by commas.
+    Env: FEATUREKUBE_SPARK_CONF."""
+
+    server_image: str = "ghcr.io/featurekube/feature-server:0.1.0"
+    """Image of the gRPC feature server. Env: FEATUREKUBE_SERVER_IMAGE."""
+
+    server_service_account: str = "featurekube-feature-server"
+    """Default ServiceAccount of feature-server pods. Env: FEATUREKUBE_SERVER_SERVICE_ACCOUNT."""
+
+    max_windows_in_flight: int = 2
+    """Materialization windows of one view running at once.
+    Env: FEATUREKUBE_MAX_WINDOWS_IN_FLIGHT."""
+
+    backfill_window_seconds: int = 86400
+    """Longest window a backfill runs as one job, in seconds (ticks of the schedule are
+    merged up to this span). Env: FEATUREKUBE_BACKFILL_WINDOW_SECONDS."""
+
+    retry_backoff_seconds: float = 30.0
+    """Wait before the first retry of a failed window; doubles each attempt.
+    Env: FEATUREKUBE_RETRY_BACKOFF_SECONDS."""
+
+    max_retry_backoff_seconds: float = 1800.0
+    """Longest wait between retries. Env: FEATUREKUBE_MAX_RETRY_BACKOFF_SECONDS."""
+
+    reconcile_interval_seconds: float = 30.0
+    """How often each view is re-examined for due windows.
+    Env: FEATUREKUBE_RECONCILE_INTERVAL_SECONDS."""
+
+    aws_region: str = "us-east-1"
+    """Region of DynamoDB and S3. Env: AWS_REGION."""
+
+    metrics_port: int = 8080
+    """Port of the Prometheus metrics endpoint; 0 disables it. Env: FEATUREKUBE_METRICS_PORT."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
+        """Settings from ``environ`` (default ``os.environ``); unset variables keep defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in dataclasses.fields(cls):
+            key = "AWS_REGION" if f.name == "aws_region" else f"FEATUREKUBE_{f.name.upper()}"
+            if key not in env:
+                continue
+            raw = env[key]
+            if f.name == "spark_conf":
+                values[f.name] = dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
+            elif f.type in ("int",):
+                values[f.name] = int(raw)
+            elif f.type in ("float",):
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        return cls(**values)  # type: ignore[arg-type]

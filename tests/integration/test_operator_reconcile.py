@@ -1,0 +1,324 @@
+"""The operator's reconcile steps against the real API server and moto's DynamoDB,
+with a clock the test moves. SparkApplications are completed or failed by writing
+their status, as the Spark Operator would."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import kubernetes.client
+import pytest
+
+from featurekube.online import layout
+from featurekube_operator import naming, reconcile
+from featurekube_operator.dynamo import OnlineTables
+from featurekube_operator.kube import Kube
+from featurekube_operator.metrics import Metrics
+from featurekube_operator.settings import OperatorSettings
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
+H = dt.timedelta(hours=1)
+SPARK = ("sparkoperator.k8s.io", "v1beta2")
+
+VIEW: dict[str, Any] = {
+    "apiVersion": "featurekube.dev/v1alpha1",
+    "kind": "FeatureView",
+    "metadata": {"name": "driver-trip-stats"},
+    "spec": {
+        "owner": "eta-team",
+        "entities": [{"name": "driver_id", "type": "int64"}],
+        "source": {"batch": {"path": "s3://featurekube-demo/raw/trips/"}},
+        "aggregations": [
+            {"name": "trips_1h", "column": "trip_id", "function": "count", "window": "1h"},
+        ],
+        "aggregationInterval": "10m",
+        "materialization": {"schedule": "@hourly", "startTime": "2026-01-01T00:00:00Z"},
+        "deletionPolicy": "Delete",
+    },
+}
+
+
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0 + 3 * H + dt.timedelta(minutes=5))
+
+
+@pytest.fixture
+def ctx(
+    kube_api: kubernetes.client.ApiClient, table_prefix: str, clock: Clock
+) -> Iterator[reconcile.Context]:
+    settings = OperatorSettings(
+        table_prefix=table_prefix,
+        offline_uri="s3://featurekube-test/offline",
+        max_windows_in_flight=2,
+        backfill_window_seconds=3600,
+        retry_backoff_seconds=60,
+    )
+    yield reconcile.Context(
+        settings, Kube(kube_api), OnlineTables(boto3.client("dynamodb")), Metrics(), clock
+    )
+
+
+def _custom(kube_api: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(kube_api)
+
+
+def _apply_view(
+    kube_api: kubernetes.client.ApiClient, namespace: str, doc: dict[str, Any]
+) -> dict[str, Any]:
+    api = _custom(kube_api)
+    try:
+        current = api.get_namespaced_custom_object(
+            "featurekube.dev", "v1alpha1", namespace, "featureviews", doc["metadata"]["name"]
+        )
+    except kubernetes.client.exceptions.ApiException:
+        created: dict[str, Any] = api.create_namespaced_custom_object(
+            "featurekube.dev", "v1alpha1", namespace, "featureviews", doc
+        )
+        return created
+    replaced = {
+        **doc,
+        "metadata": {**doc["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
+    }
+    updated: dict[str, Any] = api.replace_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", doc["metadata"]["name"], replaced
+    )
+    return updated
+
+
+def _step(
+    ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str, name: str
+) -> dict[str, Any]:
+    """One reconcile, its status written back as kopf would."""
+    api = _custom(kube_api)
+    body = api.get_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", name
+    )
+    outcome = reconcile.reconcile_feature_view(ctx, body)
+    api.patch_namespaced_custom_object_status(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", name, {"status": outcome.status}
+    )
+    status: dict[str, Any] = outcome.status
+    return status
+
+
+def _apps(kube_api: kubernetes.client.ApiClient, namespace: str) -> dict[str, dict[str, Any]]:
+    items = _custom(kube_api).list_namespaced_custom_object(*SPARK, namespace, "sparkapplications")[
+        "items"
+    ]
+    return {a["metadata"]["name"]: a for a in items}
+
+
+def _finish(
+    kube_api: kubernetes.client.ApiClient,
+    namespace: str,
+    name: str,
+    state: str,
+    at: dt.datetime,
+    error: str = "",
+) -> None:
+    _custom(kube_api).patch_namespaced_custom_object_status(
+        *SPARK,
+        namespace,
+        "sparkapplications",
+        name,
+        {
+            "status": {
+                "applicationState": {"state": state, "errorMessage": error},
+                "driverInfo": {"podName": f"{name}-driver"},
+                "terminationTime": at.isoformat().replace("+00:00", "Z"),
+            }
+        },
+    )
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    (found,) = [c for c in status["conditions"] if c["type"] == kind]
+    return found
+
+
+def test_a_view_gets_its_table_snapshot_and_first_windows(
+    ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    table = naming.online_table(ctx.settings, namespace, "driver-trip-stats", 1)
+    dynamodb = boto3.client("dynamodb")
+    assert (
+        dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]["AttributeName"]
+        == layout.EXPIRES_AT
+    )
+    arn = dynamodb.describe_table(TableName=table)["Table"]["TableArn"]
+    tags = {t["Key"]: t["Value"] for t in dynamodb.list_tags_of_resource(ResourceArn=arn)["Tags"]}
+    assert tags == {
+        "featurekube.dev/namespace": namespace,
+        "featurekube.dev/feature-view": "driver-trip-stats",
+    }
+    core = kubernetes.client.CoreV1Api(kube_api)
+    assert core.read_namespaced_config_map("driver-trip-stats-v1-spec", namespace).immutable
+    assert sorted(_apps(kube_api, namespace)) == [
+        "driver-trip-stats-v1-202601010000",
+        "driver-trip-stats-v1-202601010100",
+    ]
+    assert status["latestVersion"] == 1
+    assert _condition(status, "Ready")["status"] == "False"
+    assert _condition(status, "Materialized")["reason"] == "Backfilling"
+
+
+def test_the_backfill_proceeds_in_order_and_the_view_becomes_ready(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    # The second window finishes first: the first gap still holds materialization back.
+    _finish(kube_api, namespace, "driver-trip-stats-v1-202601010100", "COMPLETED", clock.now)
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+    assert "lastMaterializedWindow" not in status
+    assert sorted(_apps(kube_api, namespace))[-1] == "driver-trip-stats-v1-202601010200"
+
+    for name in sorted(_apps(kube_api, namespace)):
+        _finish(kube_api, namespace, name, "COMPLETED", clock.now)
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    assert status["lastMaterializedWindow"]["end"] == "2026-01-01T03:00:00Z"
+    assert status["version"] == 1
+    assert status["onlineTable"] == naming.online_table(
+        ctx.settings, namespace, "driver-trip-stats", 1
+    )
+    assert _condition(status, "Ready")["status"] == "True"
+    assert len(_apps(kube_api, namespace)) == 3
+
+    clock.now += H
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    assert sorted(_apps(kube_api, namespace))[-1] == "driver-trip-stats-v1-202601010300"
+    assert ctx.metrics.windows_succeeded.labels(namespace, "driver-trip-stats")._value.get() == 3
+
+
+def test_a_failed_window_is_reported_then_retried_after_its_backoff(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    _finish(
+        kube_api,
+        namespace,
+        "driver-trip-stats-v1-202601010000",
+        "FAILED",
+        clock.now,
+        "source path not found",
+    )
+
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    degraded = _condition(status, "Degraded")
+    assert degraded["status"] == "True"
+    assert "source path not found" in degraded["message"] and "attempt 1" in degraded["message"]
+    assert ctx.metrics.windows_failed.labels(namespace, "driver-trip-stats")._value.get() == 1
+
+    clock.now += dt.timedelta(seconds=61)
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    retried = _apps(kube_api, namespace)["driver-trip-stats-v1-202601010000"]
+    assert retried["metadata"]["annotations"][naming.ANNOTATION_ATTEMPT] == "2"
+    assert "status" not in retried or not retried["status"].get("applicationState")
+    assert _condition(status, "Degraded")["status"] == "False"
+
+
+def test_a_restarted_operator_continues_without_duplicates_or_gaps(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    first = _apps(kube_api, namespace)
+    # A fresh process: no memory but what the cluster holds.
+    restarted = reconcile.Context(ctx.settings, ctx.kube, ctx.tables, Metrics(), clock)
+
+    _step(restarted, kube_api, namespace, "driver-trip-stats")
+    assert _apps(kube_api, namespace).keys() == first.keys()
+
+    for name in first:
+        _finish(kube_api, namespace, name, "COMPLETED", clock.now)
+    clock.now += 2 * H
+    for _ in range(4):
+        _step(restarted, kube_api, namespace, "driver-trip-stats")
+        for name, app in _apps(kube_api, namespace).items():
+            if not app.get("status"):
+                _finish(kube_api, namespace, name, "COMPLETED", clock.now)
+    windows = sorted(
+        (
+            a["metadata"]["annotations"][naming.ANNOTATION_WINDOW_START],
+            a["metadata"]["annotations"][naming.ANNOTATION_WINDOW_END],
+        )
+        for a in _apps(kube_api, namespace).values()
+    )
+    assert [w[0] for w in windows[1:]] == [w[1] for w in windows[:-1]], "windows follow each other"
+    assert windows[0][0] == "2026-01-01T00:00:00Z" and windows[-1][1] == "2026-01-01T05:00:00Z"
+
+
+def test_a_data_change_backfills_a_new_version_before_serving_it(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+    for _ in range(3):
+        _step(ctx, kube_api, namespace, "driver-trip-stats")
+        for name, app in _apps(kube_api, namespace).items():
+            if not app.get("status"):
+                _finish(kube_api, namespace, name, "COMPLETED", clock.now)
+    assert _step(ctx, kube_api, namespace, "driver-trip-stats")["version"] == 1
+
+    cosmetic = copy.deepcopy(VIEW)
+    cosmetic["spec"]["description"] = "trips per driver"
+    _apply_view(kube_api, namespace, cosmetic)
+    assert _step(ctx, kube_api, namespace, "driver-trip-stats")["latestVersion"] == 1
+
+    changed = copy.deepcopy(cosmetic)
+    changed["spec"]["aggregations"].append(
+        {"name": "trips_2h", "column": "trip_id", "function": "count", "window": "2h"}
+    )
+    _apply_view(kube_api, namespace, changed)
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    assert (status["version"], status["latestVersion"]) == (1, 2)
+    assert "version 2 is backfilling" in _condition(status, "Ready")["message"]
+    v2 = [n for n in _apps(kube_api, namespace) if "-v2-" in n]
+    assert v2 and OnlineTables().exists(
+        naming.online_table(ctx.settings, namespace, "driver-trip-stats", 2)
+    )
+
+    for _ in range(3):
+        for name, app in _apps(kube_api, namespace).items():
+            if not app.get("status"):
+                _finish(kube_api, namespace, name, "COMPLETED", clock.now)
+        status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    assert status["version"] == 2
+    assert status["onlineTable"].endswith(".v2")
+    assert status["offlineUri"].endswith("/v2")
+
+
+def test_deletion_policy_delete_removes_the_tables(
+    ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    body = _apply_view(kube_api, namespace, VIEW)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    table = naming.online_table(ctx.settings, namespace, "driver-trip-stats", 1)
+    assert ctx.tables.exists(table)
+
+    reconcile.finalize_feature_view(ctx, body)
+
+    assert not ctx.tables.exists(table)

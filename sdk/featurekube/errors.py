@@ -7,6 +7,11 @@ the operator to kopf's permanent or temporary errors, each in one table of its o
 
     FeaturekubeError
     ├── MissingDependencyError   an optional extra (spark, server, ...) is not installed
+    ├── ClusterError             the cluster's feature definitions could not be read
+    │   ├── KubeconfigError          no usable kubeconfig
+    │   ├── ClusterUnreachableError  the API server did not answer
+    │   ├── CrdsNotInstalledError    featurekube's CRDs are not installed there
+    │   └── ForbiddenError           the identity may not list featurekube's objects
     └── PlatformError            the local platform (`featurekube dev`) failed
         └── ComponentStartError  one part of it did not start; carries its log tail
 """
@@ -14,8 +19,13 @@ the operator to kopf's permanent or temporary errors, each in one table of its o
 from __future__ import annotations
 
 __all__ = [
+    "ClusterError",
+    "ClusterUnreachableError",
     "ComponentStartError",
+    "CrdsNotInstalledError",
     "FeaturekubeError",
+    "ForbiddenError",
+    "KubeconfigError",
     "MissingDependencyError",
     "PlatformError",
 ]
@@ -27,6 +37,26 @@ class FeaturekubeError(Exception):
 
 class MissingDependencyError(FeaturekubeError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class ClusterError(FeaturekubeError):
+    """The cluster's feature definitions could not be read."""
+
+
+class KubeconfigError(ClusterError):
+    """No usable kubeconfig: missing, unreadable, or without a current context."""
+
+
+class ClusterUnreachableError(ClusterError):
+    """The API server did not answer (refused, timed out, TLS failed)."""
+
+
+class CrdsNotInstalledError(ClusterError):
+    """The API server does not serve featurekube's resources: its CRDs are not installed."""
+
+
+class ForbiddenError(ClusterError):
+    """The kubeconfig's identity may not list featurekube's objects."""
 
 
 class PlatformError(FeaturekubeError):

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from featurekube import errors
-from featurekube.cli import dev
+from featurekube.cli import dev, plan, validate
 
 __all__ = ["build_parser", "main"]
 
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="A Kubernetes-native feature store: features as code, served over gRPC.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    validate.register(commands)
+    plan.register(commands)
     dev.register(commands)
     return parser
 
@@ -38,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `featurekube plan -o json | head`: the reader has all it wanted.
+        sys.stderr.close()
+        return 141
     return status
 
 

@@ -83,15 +83,24 @@ def iter_yaml_files(root: Path) -> Iterator[Path]:
     if root.is_file():
         yield root
         return
-    yield from sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    yield from sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix in (".yaml", ".yml")
+        and p.is_file()
+        # .git, .github and the like hold no feature definitions.
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def _construct(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int]) -> Any:
-    lines[path] = node.start_mark.line + 1
+    lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = yaml.safe_load(yaml.serialize(key_node))
+            # A field is where its key is: `spec:` points at that line, not the next.
+            lines[(*path, str(key))] = key_node.start_mark.line + 1
             result[key] = _construct(value_node, (*path, str(key)), lines)
         return result
     if isinstance(node, yaml.SequenceNode):

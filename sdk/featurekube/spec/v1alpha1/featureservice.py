@@ -101,7 +101,10 @@ class Autoscaling(SpecModel):
     """Fewest pods."""
     max_replicas: Annotated[int, Field(ge=1, le=1000)] = 10
     """Most pods."""
-    target_cpu_utilization_percentage: Annotated[int, Field(ge=1, le=100)] = 70
+    # Spelled as in Kubernetes' HorizontalPodAutoscaler, not as camelCase would have it.
+    target_cpu_utilization_percentage: Annotated[
+        int, Field(ge=1, le=100, alias="targetCPUUtilizationPercentage")
+    ] = 70
     """Average CPU use, in percent of requests, that the autoscaler aims for."""
 
 
@@ -115,8 +118,24 @@ class PodDisruptionBudget(SpecModel):
 class ServerSettings(SpecModel):
     """How the service's gRPC feature server runs."""
 
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.podDisruptionBudget) || (has(self.autoscaling) ? "
+            "self.podDisruptionBudget.minAvailable < self.autoscaling.minReplicas : "
+            "self.podDisruptionBudget.minAvailable < self.replicas)",
+            message="podDisruptionBudget.minAvailable must be below the number of replicas "
+            "(autoscaling.minReplicas when autoscaling), or no node could ever be drained",
+            check=lambda s: (
+                s.pod_disruption_budget is None
+                or s.pod_disruption_budget.min_available
+                < (s.autoscaling.min_replicas if s.autoscaling else s.replicas)
+            ),
+            field_path=".podDisruptionBudget",
+        ),
+    )
+
     replicas: Annotated[int, Field(ge=0, le=1000)] = 2
-    """Pods, when autoscaling is off."""
+    """Pods, when autoscaling is off (with autoscaling, the autoscaler decides)."""
     resources: Resources | None = None
     """Per-pod CPU and memory; unset: the operator's defaults."""
     autoscaling: Autoscaling | None = None

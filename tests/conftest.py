@@ -12,6 +12,7 @@ A platform that cannot start fails the tests that need it, loudly: there is no s
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Iterator

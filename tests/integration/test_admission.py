@@ -352,6 +352,13 @@ CASES = [
         "must not be named like a request field",
     ),
     Case(
+        "service-pdb-blocks-every-drain",
+        SERVICE,
+        {"spec.server.podDisruptionBudget": {"minAvailable": 2}},
+        "spec.server.podDisruptionBudget",
+        "no node could ever be drained",
+    ),
+    Case(
         "service-bad-view-reference",
         SERVICE,
         {"spec.features.0.featureView": "Driver_Stats"},

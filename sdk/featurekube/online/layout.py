@@ -1,19 +1,45 @@
 """How a view's values are laid out in its DynamoDB table; pure.
 
-One item per entity: the encoded entity key (hash key), the features, the event time
-of the values, and an expiry the table's TTL removes stale items by.
+One item per entity: the encoded entity key (hash key), one attribute per feature
+(absent when null), the event time and created time of the values, and an expiry that
+the table's TTL removes stale items by. Writers replace an item only with values of a
+later event time, or of the same event time and a later or equal created time — the
+same order the offline point-in-time join uses, so both agree.
 """
 
 from __future__ import annotations
 
-__all__ = ["ENTITY_KEY", "EVENT_TIME", "EXPIRES_AT", "table_definition"]
+__all__ = [
+    "CREATED_TIME",
+    "ENTITY_KEY",
+    "EVENT_TIME",
+    "EXPIRES_AT",
+    "RESERVED",
+    "newer_condition",
+    "table_definition",
+]
 
 ENTITY_KEY = "entity_key"
-"""Hash key: the entity's keys, encoded deterministically (string)."""
+"""Hash key: the entity's keys, encoded by :func:`featurekube.online.keys.encode_entity_key`."""
 EVENT_TIME = "event_time"
-"""Event time of the stored values, in microseconds since the epoch (number)."""
+"""Event time of the stored values, in microseconds since the epoch (N)."""
+CREATED_TIME = "created_time"
+"""Created time of the stored values (tie-break on equal event times), microseconds (N)."""
 EXPIRES_AT = "expires_at"
-"""Seconds since the epoch after which DynamoDB's TTL may delete the item (number)."""
+"""Seconds since the epoch after which DynamoDB's TTL may delete the item (N)."""
+RESERVED = frozenset({ENTITY_KEY, EVENT_TIME, CREATED_TIME, EXPIRES_AT})
+"""Attribute names no feature may take."""
+
+
+def newer_condition() -> dict[str, str]:
+    """The ConditionExpression (with placeholders :e and :c, the new item's event and
+    created times) under which a PutItem may replace what is stored."""
+    return {
+        "ConditionExpression": (
+            f"attribute_not_exists({ENTITY_KEY}) OR {EVENT_TIME} < :e OR "
+            f"({EVENT_TIME} = :e AND {CREATED_TIME} <= :c)"
+        )
+    }
 
 
 def table_definition(name: str, tags: dict[str, str]) -> dict[str, object]:

@@ -1,0 +1,23 @@
+"""The columns of a view's offline Delta table; pure.
+
+Join keys and features under their own names, then:
+
+- ``event_timestamp``: when the values held (for aggregations, the step boundary t);
+- ``created_timestamp``: the tie-break among rows with equal event times — the source's
+  created-timestamp column when the view names one, else the ingestion time;
+- ``ingestion_timestamp``: when featurekube wrote the row;
+- ``event_date``: the UTC date of ``event_timestamp``, the partition column.
+
+Timestamps are microsecond precision, UTC (Arrow ``timestamp('us', tz='UTC')``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["CREATED_TIMESTAMP", "EVENT_DATE", "EVENT_TIMESTAMP", "INGESTION_TIMESTAMP", "RESERVED"]
+
+EVENT_TIMESTAMP = "event_timestamp"
+CREATED_TIMESTAMP = "created_timestamp"
+INGESTION_TIMESTAMP = "ingestion_timestamp"
+EVENT_DATE = "event_date"
+RESERVED = frozenset({EVENT_TIMESTAMP, CREATED_TIMESTAMP, INGESTION_TIMESTAMP, EVENT_DATE})
+"""Column names no join key or feature may take."""

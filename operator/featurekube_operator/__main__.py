@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 from collections.abc import Sequence
 
@@ -31,11 +32,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--peering", default="featurekube", help="name of the peering object (default %(default)s)"
     )
     parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority; default: random, so that of several replicas the one "
+        "with the highest acts and the others pause (an exact tie pauses both)",
+    )
+    parser.add_argument(
         "--liveness",
         default="http://0.0.0.0:8081/healthz",
         help="liveness endpoint URL (default %(default)s)",
     )
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "full", "plain"],
+        default="json",
+        help="log lines as JSON objects (default, for log collectors) or text",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log at debug level")
     args = parser.parse_args(argv)
+    kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
 
     from featurekube_operator import handlers  # noqa: F401  (registers the handlers)
 
@@ -44,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             standalone=args.standalone,
+            priority=args.priority if args.priority is not None else secrets.randbelow(2**31),
             peering_name=args.peering,
             liveness_endpoint=args.liveness,
         )

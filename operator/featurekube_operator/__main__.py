@@ -61,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             namespaces=args.namespace,
             standalone=args.standalone,
             priority=args.priority if args.priority is not None else secrets.randbelow(2**31),
-            peering_name=args.peering,
+            # A peering name makes peering mandatory, even when told to stand alone.
+            peering_name=None if args.standalone else args.peering,
             liveness_endpoint=args.liveness,
         )
     )

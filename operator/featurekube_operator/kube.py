@@ -26,7 +26,7 @@ SPARK = ("sparkoperator.k8s.io/v1beta2", "SparkApplication")
 
 
 class Kube:
-    """A thin layer over the dynamic client: apply, create, get, list, delete."""
+    """A thin layer over the dynamic client: apply, create, get, find, delete."""
 
     def __init__(self, api: kubernetes.client.ApiClient) -> None:
         self.api = api
@@ -78,13 +78,17 @@ class Kube:
         body: dict[str, Any] = found.to_dict()
         return body
 
-    def list(
+    def find(
         self, api_version: str, kind: str, namespace: str, labels: Mapping[str, str]
     ) -> list[dict[str, Any]]:
         """Objects of a kind in a namespace with all of ``labels``."""
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         found = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
         return [item.to_dict() for item in found.items]
+
+    def find_all(self, api_version: str, kind: str) -> list[dict[str, Any]]:
+        """Objects of a kind in every namespace."""
+        return [item.to_dict() for item in self._resource(api_version, kind).get().items]
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Delete an object (in the background); gone already is fine."""

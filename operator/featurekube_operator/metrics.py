@@ -65,6 +65,12 @@ class Metrics:
             labels,
             registry=self.registry,
         )
+        self.reconciles = Counter(
+            "featurekube_reconciles",
+            "Reconciles run, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.reconcile_errors = Counter(
             "featurekube_reconcile_errors",
             "Reconciles that raised an error, by kind.",

@@ -24,7 +24,14 @@ from featurekube_operator.metrics import Metrics
 from featurekube_operator.settings import OperatorSettings
 from featurekube_operator.windows import first_start
 
-__all__ = ["Context", "Outcome", "reconcile_feature_service", "reconcile_feature_view"]
+__all__ = [
+    "Context",
+    "Outcome",
+    "finalize_feature_view",
+    "reconcile_feature_service",
+    "reconcile_feature_view",
+    "services_using",
+]
 
 SPARK = ("sparkoperator.k8s.io/v1beta2", "SparkApplication")
 
@@ -74,7 +81,7 @@ def _invalid(body: Mapping[str, Any], error: pydantic.ValidationError, now: dt.d
 
 def _versions(ctx: Context, namespace: str, name: str) -> dict[int, str]:
     """Version -> data fingerprint, from the view's immutable spec snapshots."""
-    found = ctx.kube.list("v1", "ConfigMap", namespace, {naming.LABEL_FEATURE_VIEW: name})
+    found = ctx.kube.find("v1", "ConfigMap", namespace, {naming.LABEL_FEATURE_VIEW: name})
     versions = {}
     for item in found:
         labels = item["metadata"].get("labels") or {}
@@ -107,7 +114,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
 
     tags = {"featurekube.dev/namespace": namespace, "featurekube.dev/feature-view": name}
     runs_by_version: dict[int, list[progress.Run]] = {}
-    for item in ctx.kube.list(*SPARK, namespace, {naming.LABEL_FEATURE_VIEW: name}):
+    for item in ctx.kube.find(*SPARK, namespace, {naming.LABEL_FEATURE_VIEW: name}):
         run = progress.read_run(item)
         runs_by_version.setdefault(run.version, []).append(run)
 
@@ -337,3 +344,15 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
             Condition("Ready", True, "Serving", f"{available} feature server pod(s) serving")
         )
     return _finish(body, status, found, now)
+
+
+def services_using(ctx: Context, namespace: str, view: str) -> list[dict[str, Any]]:
+    """Every FeatureService, in any namespace, that references the view."""
+    found = []
+    for body in ctx.kube.find_all(v1alpha1.API_VERSION, "FeatureService"):
+        service_ns = body["metadata"].get("namespace") or "default"
+        for ref in (body.get("spec") or {}).get("features") or ():
+            if ref.get("featureView") == view and (ref.get("namespace") or service_ns) == namespace:
+                found.append(body)
+                break
+    return found

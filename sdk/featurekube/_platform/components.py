@@ -74,6 +74,11 @@ class Layout:
         return self.root / "kubeconfig-controller-manager"
 
     @property
+    def audit_log(self) -> Path:
+        """The API server's audit log (JSON lines), when auditing is on."""
+        return self.logs / "audit.log"
+
+    @property
     def state_file(self) -> Path:
         """Endpoints and process ids of the running platform (JSON)."""
         return self.root / "platform.json"
@@ -103,11 +108,36 @@ def etcd_command(binary: Path, layout: Layout, ports: Ports) -> list[str]:
     ]
 
 
-def apiserver_command(binary: Path, layout: Layout, ports: Ports) -> list[str]:
-    """kube-apiserver with TLS, x509 client auth and RBAC, serving on loopback only."""
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+"""
+"""Record who made each request, and nothing of its body."""
+
+
+def apiserver_command(
+    binary: Path, layout: Layout, ports: Ports, *, audit: bool = False
+) -> list[str]:
+    """kube-apiserver with TLS, x509 client auth and RBAC, serving on loopback only.
+
+    With ``audit``, every request's metadata goes to :attr:`Layout.audit_log` (the
+    policy file ``audit-policy.yaml`` must exist in the pki directory).
+    """
     pki = layout.pki_file
+    audit_flags = (
+        [
+            f"--audit-policy-file={pki('audit-policy.yaml')}",
+            f"--audit-log-path={layout.audit_log}",
+            "--audit-log-format=json",
+        ]
+        if audit
+        else []
+    )
     return [
         str(binary),
+        *audit_flags,
         f"--etcd-servers=http://{LOOPBACK}:{ports.etcd_client}",
         f"--bind-address={LOOPBACK}",
         f"--advertise-address={LOOPBACK}",

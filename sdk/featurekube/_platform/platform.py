@@ -60,6 +60,10 @@ class PlatformSettings:
     region: str = "us-east-1"
     """AWS region name the clients are told; moto serves any."""
 
+    audit: bool = False
+    """Write the API server's audit log (request metadata) to logs/audit.log; for
+    measuring who calls the API how often."""
+
     start_timeout: float = 180.0
     """Seconds each component may take to become ready (the API server is the slow one)."""
 
@@ -251,6 +255,7 @@ class LocalPlatform:
                 client_key_pem=cert.key_pem,
             )
             _write_private(path, yaml.safe_dump(doc, sort_keys=False).encode())
+        files["audit-policy.yaml"] = components.AUDIT_POLICY.encode()
         for name, data in files.items():
             _write_private(self.layout.pki_file(name), data)
 
@@ -267,7 +272,9 @@ class LocalPlatform:
         etcd_health = f"http://{components.LOOPBACK}:{ports.etcd_client}/health"
         self._await("etcd", pids["etcd"], timeout, lambda: processes.http_ok(etcd_health))
         pids["kube-apiserver"] = processes.spawn(
-            components.apiserver_command(bin_dir / "kube-apiserver", layout, ports),
+            components.apiserver_command(
+                bin_dir / "kube-apiserver", layout, ports, audit=self.settings.audit
+            ),
             layout.log("kube-apiserver"),
         )
         self._await(

@@ -89,11 +89,11 @@ def _run(kind: str, step: Step, body: kopf.Body, patch: kopf.Patch, memo: kopf.M
     outcome = _step(kind, step, body, memo)
     patch.status.update(outcome.status)
     _post_events(body, outcome)
-    if kind == "FeatureView" and any(c["type"] == "Ready" for c in outcome.events):
-        _follow_up_services(body, memo)
 
 
-def _reconcile_now(kind: str, step: Step, body: Mapping[str, Any], memo: kopf.Memo) -> None:
+def _reconcile_now(
+    kind: str, step: Step, body: Mapping[str, Any], memo: kopf.Memo
+) -> reconcile.Outcome:
     """Reconcile an object other than the one whose event arrived, writing its status."""
     context: reconcile.Context = memo["context"]
     outcome = _step(kind, step, body, memo)
@@ -102,16 +102,7 @@ def _reconcile_now(kind: str, step: Step, body: Mapping[str, Any], memo: kopf.Me
         v1alpha1.API_VERSION, kind, meta.get("namespace") or "default", meta["name"], outcome.status
     )
     _post_events(body, outcome)
-
-
-def _follow_up_services(view: Mapping[str, Any], memo: kopf.Memo) -> None:
-    """A view became (un)ready: the services using it need not wait for their timer."""
-    context: reconcile.Context = memo["context"]
-    meta = view["metadata"]
-    for service in reconcile.services_using(
-        context, meta.get("namespace") or "default", meta["name"]
-    ):
-        _reconcile_now("FeatureService", reconcile.reconcile_feature_service, service, memo)
+    return outcome
 
 
 @kopf.on.event(
@@ -131,8 +122,9 @@ def spark_application_changed(
     namespace = body.metadata.namespace or "default"
     view = context.kube.get_feature_view(namespace, body.metadata.labels[naming.LABEL_FEATURE_VIEW])
     if view is not None and not view["metadata"].get("deletionTimestamp"):
+        # Services notice the view's readiness on their own timer: following up on each
+        # view would reconcile a service once per view during a mass roll-out.
         _reconcile_now("FeatureView", reconcile.reconcile_feature_view, view, memo)
-        _follow_up_services(view, memo)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={naming.LABEL_FEATURE_SERVICE: kopf.PRESENT})

@@ -30,7 +30,6 @@ __all__ = [
     "finalize_feature_view",
     "reconcile_feature_service",
     "reconcile_feature_view",
-    "services_using",
 ]
 
 SPARK = ("sparkoperator.k8s.io/v1beta2", "SparkApplication")
@@ -344,15 +343,3 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
             Condition("Ready", True, "Serving", f"{available} feature server pod(s) serving")
         )
     return _finish(body, status, found, now)
-
-
-def services_using(ctx: Context, namespace: str, view: str) -> list[dict[str, Any]]:
-    """Every FeatureService, in any namespace, that references the view."""
-    found = []
-    for body in ctx.kube.find_all(v1alpha1.API_VERSION, "FeatureService"):
-        service_ns = body["metadata"].get("namespace") or "default"
-        for ref in (body.get("spec") or {}).get("features") or ():
-            if ref.get("featureView") == view and (ref.get("namespace") or service_ns) == namespace:
-                found.append(body)
-                break
-    return found

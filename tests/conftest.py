@@ -55,8 +55,10 @@ def platform(
 
     if (TESTS / "unit") in request.node.path.parents:
         pytest.fail("unit tests must not use the local platform: move the test to integration/")
+    # Tests play the Spark Operator and the kubelet themselves, or run a runtime of
+    # their own limited to their namespace.
     settings = local.PlatformSettings(
-        state_dir=tmp_path_factory.mktemp("platform"), crd_dirs=(REPO / "crds",)
+        state_dir=tmp_path_factory.mktemp("platform"), crd_dirs=(REPO / "crds",), runtime=False
     )
     running = local.LocalPlatform(settings)
     endpoints = running.start()
@@ -123,4 +125,6 @@ def spark(platform: Endpoints) -> Iterator[SparkSession]:
         spark_session.SparkSettings(app_name="featurekube-tests")
     )
     yield session
+    # py4j logs its shutdown after pytest has closed the captured streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     session.stop()

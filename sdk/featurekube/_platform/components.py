@@ -16,6 +16,7 @@ __all__ = [
     "controller_manager_command",
     "etcd_command",
     "moto_command",
+    "runtime_command",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -77,6 +78,11 @@ class Layout:
     def audit_log(self) -> Path:
         """The API server's audit log (JSON lines), when auditing is on."""
         return self.logs / "audit.log"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """The local runtime's work: job logs, mounted ConfigMaps, endpoints.json."""
+        return self.root / "runtime"
 
     @property
     def state_file(self) -> Path:
@@ -175,3 +181,14 @@ def controller_manager_command(binary: Path, layout: Layout) -> list[str]:
 def moto_command(python: Path, ports: Ports) -> list[str]:
     """moto's server: S3 and DynamoDB (and the rest of AWS) in one process."""
     return [str(python), "-m", "moto.server", "-H", LOOPBACK, "-p", str(ports.moto)]
+
+
+def runtime_command(python: Path, layout: Layout) -> list[str]:
+    """The local runtime, standing in for the Spark Operator and the kubelet."""
+    return [
+        str(python),
+        "-m",
+        "featurekube._platform.runtime",
+        f"--kubeconfig={layout.kubeconfig}",
+        f"--work-dir={layout.runtime_dir}",
+    ]

@@ -30,7 +30,7 @@ __all__ = ["Endpoints", "LocalPlatform", "PlatformSettings", "default_state_dir"
 
 K8S_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
 # Stopped in the reverse of this order.
-START_ORDER = ("moto", "etcd", "kube-apiserver", "kube-controller-manager")
+START_ORDER = ("moto", "etcd", "kube-apiserver", "kube-controller-manager", "runtime")
 
 # moto accepts any credentials; these are the values its documentation uses.
 AWS_ACCESS_KEY_ID = "testing"
@@ -60,6 +60,11 @@ class PlatformSettings:
     region: str = "us-east-1"
     """AWS region name the clients are told; moto serves any."""
 
+    runtime: bool = True
+    """Run the local runtime, which runs SparkApplications with spark-submit and
+    feature-server Deployments as local processes. Tests that play those parts
+    themselves turn it off."""
+
     audit: bool = False
     """Write the API server's audit log (request metadata) to logs/audit.log; for
     measuring who calls the API how often."""
@@ -82,16 +87,7 @@ class Endpoints:
 
     def environment(self) -> dict[str, str]:
         """The variables that point kubectl, kopf, boto3, pyarrow, deltalake and Spark here."""
-        return {
-            "KUBECONFIG": str(self.kubeconfig),
-            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
-            "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
-            "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
-            "AWS_REGION": self.region,
-            "AWS_DEFAULT_REGION": self.region,
-            # delta-rs (object_store) refuses plain HTTP endpoints unless told.
-            "AWS_ALLOW_HTTP": "true",
-        }
+        return _aws_environment(self.kubeconfig, self.aws_endpoint_url, self.region)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -300,6 +296,16 @@ class LocalPlatform:
                 "it exited",
                 processes.tail(layout.log("kube-controller-manager")),
             )
+        if self.settings.runtime:
+            environment = {
+                **os.environ,
+                **_environment(layout, ports, self.settings.region),
+            }
+            pids["runtime"] = processes.spawn(
+                components.runtime_command(Path(sys.executable), layout),
+                layout.log("runtime"),
+                env=environment,
+            )
 
     def _await(self, name: str, pid: int, timeout: float, ready: Callable[[], bool]) -> None:
         if processes.wait_until(ready, timeout, abort=lambda: not processes.is_running(pid)):
@@ -354,8 +360,25 @@ class LocalPlatform:
                 processes.stop(pids[name], _executable(name))
 
 
+def _aws_environment(kubeconfig: Path, aws_endpoint_url: str, region: str) -> dict[str, str]:
+    return {
+        "KUBECONFIG": str(kubeconfig),
+        "AWS_ENDPOINT_URL": aws_endpoint_url,
+        "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        # delta-rs (object_store) refuses plain HTTP endpoints unless told.
+        "AWS_ALLOW_HTTP": "true",
+    }
+
+
+def _environment(layout: components.Layout, ports: components.Ports, region: str) -> dict[str, str]:
+    return _aws_environment(layout.kubeconfig, f"http://{components.LOOPBACK}:{ports.moto}", region)
+
+
 def _executable(component: str) -> str:
-    return "python" if component == "moto" else component
+    return "python" if component in ("moto", "runtime") else component
 
 
 def _apiserver_url(ports: components.Ports) -> str:

@@ -1,0 +1,384 @@
+"""The local runtime: stands in for the Kubeflow Spark Operator and the kubelet, on the
+local platform only; does I/O.
+
+- Each new SparkApplication runs with ``spark-submit`` in local mode, one at a time (a
+  laptop has few cores), with the ConfigMaps its driver mounts written to a directory
+  and its file paths mapped from the job image to this checkout. Its status goes
+  through SUBMITTED, RUNNING, and COMPLETED or FAILED with the error, the way the Spark
+  Operator writes it.
+- Each feature-server Deployment (label ``featurekube.dev/feature-service``) runs as one
+  local process on a free loopback port, with its plan ConfigMap written to a file; its
+  pods are marked Running and Ready once the port answers, as a kubelet would, and the
+  process is replaced when the pod template changes and stopped when the Deployment
+  goes. Where each service listens is written to ``<state dir>/runtime/endpoints.json``.
+
+It is never deployed anywhere: in a cluster the Spark Operator and the kubelet do this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+from kubernetes.client.exceptions import ApiException
+
+from featurekube import spark_session
+from featurekube._platform import processes
+
+__all__ = ["PathMapping", "Runtime", "main"]
+
+SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
+SERVICE_LABEL = "featurekube.dev/feature-service"
+REPO = Path(__file__).resolve().parents[3]
+
+
+@dataclass(frozen=True)
+class PathMapping:
+    """Where a file of the job image lives in this checkout."""
+
+    image_prefix: str
+    local_dir: Path
+
+    def apply(self, path: str) -> str:
+        if path.startswith(self.image_prefix):
+            return str(self.local_dir / path.removeprefix(self.image_prefix))
+        return path
+
+
+DEFAULT_FILES = {
+    "local:///opt/featurekube/materialize.py": REPO
+    / "sdk"
+    / "featurekube"
+    / "materialize"
+    / "job.py",
+}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class _Server:
+    pid: int
+    port: int
+    template_hash: str
+
+
+@dataclass
+class Runtime:
+    """The runtime's state; :meth:`step` does one round of work."""
+
+    api: kubernetes.client.ApiClient
+    work_dir: Path
+    files: Mapping[str, Path] = field(default_factory=lambda: dict(DEFAULT_FILES))
+    server_command: Sequence[str] = (sys.executable, "-m", "featurekube_server")
+    namespaces: frozenset[str] | None = None
+    """Act only in these namespaces (None: all), so tests sharing a cluster stay apart."""
+    _servers: dict[tuple[str, str], _Server] = field(default_factory=dict)
+    _job: threading.Thread | None = None
+
+    def _mine(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
+
+    # -- SparkApplications ---------------------------------------------------------------
+
+    def _custom(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.api)
+
+    def _set_spark_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self._custom().patch_namespaced_custom_object_status(
+            *SPARK[:2], namespace, SPARK[2], name, {"status": dict(status)}
+        )
+
+    def _mount_config_maps(
+        self, namespace: str, mounts: Sequence[Mapping[str, str]], into: Path
+    ) -> dict[str, str]:
+        """Write each mounted ConfigMap's keys as files; return mount path -> local dir."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        mapped = {}
+        for mount in mounts:
+            data = core.read_namespaced_config_map(mount["name"], namespace).data or {}
+            local = into / mount["name"]
+            local.mkdir(parents=True, exist_ok=True)
+            for key, value in data.items():
+                (local / key).write_text(value)
+            mapped[mount["path"].rstrip("/")] = str(local)
+        return mapped
+
+    def _spark_submit(self, app: Mapping[str, Any]) -> None:
+        meta, spec = app["metadata"], app["spec"]
+        namespace, name = meta["namespace"], meta["name"]
+        run_dir = self.work_dir / "spark" / namespace / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        driver = spec.get("driver") or {}
+        mounts = self._mount_config_maps(
+            namespace, driver.get("configMaps") or [], run_dir / "mounts"
+        )
+
+        def local(path: str) -> str:
+            for prefix, directory in mounts.items():
+                if path.startswith(prefix + "/"):
+                    return directory + path.removeprefix(prefix)
+            return str(self.files.get(path, path)).removeprefix("local://")
+
+        conf = {**spark_session.render_spark_conf(spark_session.SparkSettings(), os.environ)}
+        conf.update(spec.get("sparkConf") or {})
+        conf["spark.app.name"] = name
+        spark_home = _spark_home()
+        argv = [str(spark_home / "bin" / "spark-submit"), "--master", "local[2]"]
+        for key, value in sorted(conf.items()):
+            argv += ["--conf", f"{key}={value}"]
+        argv += [
+            local(spec["mainApplicationFile"]),
+            *(local(a) for a in spec.get("arguments") or []),
+        ]
+        log = run_dir / "driver.log"
+        self._set_spark_status(
+            namespace,
+            name,
+            {
+                "applicationState": {"state": "RUNNING"},
+                "driverInfo": {"podName": f"{name}-driver"},
+                "sparkApplicationId": f"local-{name}",
+                "lastSubmissionAttemptTime": _now(),
+                "executionAttempts": 1,
+                "submissionAttempts": 1,
+            },
+        )
+        with log.open("wb") as out:
+            env = {
+                **os.environ,
+                "SPARK_HOME": str(spark_home),
+                # The driver's Python is this one, which has featurekube and pyspark.
+                "PYSPARK_PYTHON": sys.executable,
+                "PYSPARK_DRIVER_PYTHON": sys.executable,
+            }
+            done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        if done.returncode == 0:
+            state = {"state": "COMPLETED"}
+        else:
+            state = {"state": "FAILED", "errorMessage": _last_error(log)}
+        self._set_spark_status(
+            namespace, name, {"applicationState": state, "terminationTime": _now()}
+        )
+
+    def _run_one(self, app: Mapping[str, Any]) -> None:
+        try:
+            self._spark_submit(app)
+        except Exception as exc:  # the runtime must outlive any one job
+            meta = app["metadata"]
+            self._set_spark_status(
+                meta["namespace"],
+                meta["name"],
+                {
+                    "applicationState": {"state": "FAILED", "errorMessage": str(exc)},
+                    "terminationTime": _now(),
+                },
+            )
+
+    def _start_next_job(self) -> None:
+        if self._job is not None and self._job.is_alive():
+            return
+        listed: dict[str, Any] = self._custom().list_cluster_custom_object(*SPARK)  # type: ignore[assignment]
+        apps = listed["items"]
+        waiting = [
+            a
+            for a in apps
+            if self._mine(a["metadata"]["namespace"])
+            and not ((a.get("status") or {}).get("applicationState") or {}).get("state")
+        ]
+        if not waiting:
+            return
+        app = min(waiting, key=lambda a: a["metadata"]["creationTimestamp"])
+        meta = app["metadata"]
+        self._set_spark_status(
+            meta["namespace"],
+            meta["name"],
+            {
+                "applicationState": {"state": "SUBMITTED"},
+                "driverInfo": {},
+                "submissionID": meta["uid"],
+            },
+        )
+        self._job = threading.Thread(target=self._run_one, args=(app,), daemon=True)
+        self._job.start()
+
+    # -- feature servers ---------------------------------------------------------------
+
+    def _sync_servers(self) -> None:
+        apps_api = kubernetes.client.AppsV1Api(self.api)
+        listed = apps_api.list_deployment_for_all_namespaces(label_selector=SERVICE_LABEL)
+        wanted: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+        for deployment in self.api.sanitize_for_serialization(listed)["items"]:
+            meta = deployment["metadata"]
+            if not self._mine(meta["namespace"]):
+                continue
+            template = json.dumps(deployment["spec"]["template"], sort_keys=True)
+            wanted[(meta["namespace"], meta["name"])] = (
+                deployment,
+                hashlib.sha256(template.encode()).hexdigest(),
+            )
+        for key in list(self._servers):
+            if key not in wanted or wanted[key][1] != self._servers[key].template_hash:
+                processes.stop(self._servers.pop(key).pid)
+        for key, (deployment, template_hash) in wanted.items():
+            if key not in self._servers:
+                self._servers[key] = self._start_server(deployment, template_hash)
+            server = self._servers[key]
+            if processes.is_running(server.pid) and _port_open(server.port):
+                self._mark_pods_ready(deployment)
+        self._write_endpoints()
+
+    def _start_server(self, deployment: Mapping[str, Any], template_hash: str) -> _Server:
+        meta = deployment["metadata"]
+        namespace = meta["namespace"]
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        run_dir = self.work_dir / "servers" / namespace / meta["name"]
+        shutil.rmtree(run_dir, ignore_errors=True)
+        mounts: dict[str, str] = {}
+        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        for mount in container.get("volumeMounts") or []:
+            config_map = (volumes.get(mount["name"]) or {}).get("configMap")
+            if config_map:
+                mounts.update(
+                    self._mount_config_maps(
+                        namespace,
+                        [{"name": config_map["name"], "path": mount["mountPath"]}],
+                        run_dir / "mounts",
+                    )
+                )
+        args = list(container.get("args") or [])
+        for i, arg in enumerate(args):
+            for prefix, directory in mounts.items():
+                if arg.startswith(prefix + "/"):
+                    args[i] = directory + arg.removeprefix(prefix)
+        port = processes.free_port()
+        if "--port" in args:
+            args[args.index("--port") + 1] = str(port)
+        argv = [*self.server_command, *args, "--host", "127.0.0.1", "--metrics-port", "0"]
+        pid = processes.spawn(argv, run_dir / "server.log", env=os.environ.copy())
+        return _Server(pid, port, template_hash)
+
+    def _mark_pods_ready(self, deployment: Mapping[str, Any]) -> None:
+        core = kubernetes.client.CoreV1Api(self.api)
+        namespace = deployment["metadata"]["namespace"]
+        labels = deployment["spec"]["selector"]["matchLabels"]
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        pods = self.api.sanitize_for_serialization(
+            core.list_namespaced_pod(namespace, label_selector=selector)
+        )["items"]
+        for pod in pods:
+            if (pod.get("status") or {}).get("phase") == "Running":
+                continue
+            now = _now()
+            core.patch_namespaced_pod_status(
+                pod["metadata"]["name"],
+                namespace,
+                {
+                    "status": {
+                        "phase": "Running",
+                        "podIP": "127.0.0.1",
+                        "startTime": now,
+                        "conditions": [
+                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                            {
+                                "type": "ContainersReady",
+                                "status": "True",
+                                "lastTransitionTime": now,
+                            },
+                        ],
+                    }
+                },
+            )
+
+    def _write_endpoints(self) -> None:
+        endpoints = {
+            f"{namespace}/{name}": f"127.0.0.1:{server.port}"
+            for (namespace, name), server in sorted(self._servers.items())
+        }
+        path = self.work_dir / "endpoints.json"
+        path.write_text(json.dumps(endpoints, indent=2) + "\n")
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """One round: start the next waiting job, and bring feature servers in line."""
+        self._start_next_job()
+        self._sync_servers()
+
+    def stop(self) -> None:
+        """Stop every feature server (a running job finishes on its own)."""
+        for server in self._servers.values():
+            processes.stop(server.pid)
+        self._servers.clear()
+
+    def run_forever(self, interval: float = 1.0) -> None:
+        while True:
+            try:
+                self.step()
+            except (ApiException, OSError) as exc:
+                print(f"runtime: {exc}", file=sys.stderr, flush=True)
+            time.sleep(interval)
+
+
+def _spark_home() -> Path:
+    """pyspark's own installation: it carries bin/spark-submit and the jars."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("pyspark is not installed: pip install 'featurekube[spark]'")
+    return Path(spec.origin).parent
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _last_error(log: Path) -> str:
+    lines = [line for line in processes.tail(log, 200).splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error" in line or "error" in line or "Exception" in line:
+            return line.strip()[:1000]
+    return (lines[-1] if lines else "the job exited with an error").strip()[:1000]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m featurekube._platform.runtime --kubeconfig K --work-dir D``."""
+    parser = argparse.ArgumentParser(prog="featurekube-runtime", description=__doc__)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--work-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    runtime = Runtime(kubernetes.config.new_client_from_config(args.kubeconfig), args.work_dir)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    # Feature servers run in sessions of their own: stop them on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        runtime.run_forever()
+    finally:
+        runtime.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""The local runtime plays the Spark Operator and the kubelet on the local platform:
+SparkApplications run with spark-submit, feature-server Deployments as processes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import pytest
+
+from featurekube._platform import processes
+from featurekube._platform.runtime import Runtime
+
+JOB = """
+import pathlib, sys
+spec = pathlib.Path(sys.argv[sys.argv.index("--spec") + 1])
+if not spec.read_text().startswith("view: driver-profile"):
+    print("Error: the mounted spec is not there: " + str(spec), file=sys.stderr)
+    sys.exit(3)
+print("materialized", sys.argv[1:])
+"""
+SERVER = """
+import pathlib, socket, sys, time
+plan = pathlib.Path(sys.argv[sys.argv.index("--plan") + 1])
+assert plan.read_text().startswith("featureService:"), plan
+port = int(sys.argv[sys.argv.index("--port") + 1])
+server = socket.create_server(("127.0.0.1", port))
+while True:
+    conn, _ = server.accept()
+    conn.close()
+"""
+
+
+def _eventually(check: Callable[[], Any], timeout: float, what: str, runtime: Runtime) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        runtime.step()
+        if result := check():
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def runtime(kube_api: kubernetes.client.ApiClient, namespace: str, tmp_path: Path) -> Runtime:
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    server = tmp_path / "server.py"
+    server.write_text(SERVER)
+    running = Runtime(
+        kube_api,
+        tmp_path / "runtime",
+        files={"local:///opt/featurekube/job.py": job},
+        server_command=(sys.executable, str(server)),
+        namespaces=frozenset({namespace}),
+    )
+    (tmp_path / "runtime").mkdir()
+    yield running
+    running.stop()
+
+
+def _app(name: str, spec_config_map: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "sparkoperator.k8s.io/v1beta2",
+        "kind": "SparkApplication",
+        "metadata": {"name": name},
+        "spec": {
+            "type": "Python",
+            "mode": "cluster",
+            "sparkVersion": "4.2.0",
+            "mainApplicationFile": "local:///opt/featurekube/job.py",
+            "arguments": [
+                "--spec",
+                "/etc/featurekube/spec/featureview.yaml",
+                "--start",
+                "2026-01-01T00:00:00Z",
+            ],
+            "restartPolicy": {"type": "Never"},
+            "driver": {
+                "cores": 1,
+                "configMaps": [{"name": spec_config_map, "path": "/etc/featurekube/spec"}],
+            },
+            "executor": {"instances": 1},
+        },
+    }
+
+
+def test_spark_applications_run_with_spark_submit_and_report_like_the_spark_operator(
+    runtime: Runtime, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    core, custom = (
+        kubernetes.client.CoreV1Api(kube_api),
+        kubernetes.client.CustomObjectsApi(kube_api),
+    )
+    core.create_namespaced_config_map(
+        namespace,
+        {"metadata": {"name": "good"}, "data": {"featureview.yaml": "view: driver-profile\n"}},
+    )
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "bad"}, "data": {"featureview.yaml": "view: other\n"}}
+    )
+    for name, config_map in (("ok", "good"), ("broken", "bad")):
+        custom.create_namespaced_custom_object(
+            "sparkoperator.k8s.io",
+            "v1beta2",
+            namespace,
+            "sparkapplications",
+            _app(name, config_map),
+        )
+
+    def finished() -> dict[str, dict[str, Any]] | None:
+        apps = custom.list_namespaced_custom_object(
+            "sparkoperator.k8s.io", "v1beta2", namespace, "sparkapplications"
+        )["items"]
+        states = {a["metadata"]["name"]: (a.get("status") or {}) for a in apps}
+        done = all(
+            s.get("applicationState", {}).get("state") in ("COMPLETED", "FAILED")
+            for s in states.values()
+        )
+        return states if done else None
+
+    states = _eventually(finished, 240, "both jobs finish", runtime)
+
+    assert states["ok"]["applicationState"]["state"] == "COMPLETED"
+    assert states["ok"]["driverInfo"]["podName"] == "ok-driver"
+    assert states["ok"]["terminationTime"]
+    assert states["broken"]["applicationState"]["state"] == "FAILED"
+    assert "the mounted spec is not there" in states["broken"]["applicationState"]["errorMessage"]
+
+
+def test_a_feature_server_deployment_runs_locally_until_it_goes(
+    runtime: Runtime, kube_api: kubernetes.client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    core, apps = kubernetes.client.CoreV1Api(kube_api), kubernetes.client.AppsV1Api(kube_api)
+    core.create_namespaced_config_map(
+        namespace,
+        {
+            "metadata": {"name": "eta-model-plan"},
+            "data": {"plan.yaml": "featureService: eta-model\n"},
+        },
+    )
+    labels = {"featurekube.dev/feature-service": "eta-model"}
+    apps.create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "eta-model", "labels": labels},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "feature-server",
+                                "image": "featurekube/feature-server",
+                                "args": [
+                                    "--plan",
+                                    "/etc/featurekube/plan/plan.yaml",
+                                    "--port",
+                                    "50051",
+                                ],
+                                "volumeMounts": [
+                                    {"name": "plan", "mountPath": "/etc/featurekube/plan"}
+                                ],
+                            }
+                        ],
+                        "volumes": [{"name": "plan", "configMap": {"name": "eta-model-plan"}}],
+                    },
+                },
+            },
+        },
+    )
+
+    def available() -> bool:
+        status = apps.read_namespaced_deployment_status("eta-model", namespace).status
+        return (status.available_replicas or 0) == 2
+
+    _eventually(available, 90, "the Deployment becomes available", runtime)
+    endpoints = json.loads((tmp_path / "runtime" / "endpoints.json").read_text())
+    (server,) = runtime._servers.values()
+    assert endpoints[f"{namespace}/eta-model"] == f"127.0.0.1:{server.port}"
+    assert processes.is_running(server.pid)
+
+    apps.delete_namespaced_deployment("eta-model", namespace)
+    _eventually(
+        lambda: not processes.is_running(server.pid),
+        30,
+        "the server stops with its Deployment",
+        runtime,
+    )
+    assert json.loads((tmp_path / "runtime" / "endpoints.json").read_text()) == {}

@@ -173,6 +173,8 @@ class ResolvedView:
     online_table: str
     features: Sequence[str]
     prefix: str
+    offline_uri: str | None = None
+    """Where a push-source view's pushed rows are appended (None: not kept offline)."""
 
 
 def render_serving_plan(
@@ -189,6 +191,12 @@ def render_serving_plan(
                 "onlineTable": r.online_table,
                 "entities": [e.to_yaml_dict() for e in r.view.spec.entities],
                 "ttl": r.view.spec.ttl,
+                # A push-source view: what the server's Push RPC validates and writes.
+                **(
+                    {"push": {"spec": r.view.spec.to_yaml_dict(), "offlineUri": r.offline_uri}}
+                    if r.view.spec.source.push is not None
+                    else {}
+                ),
                 "features": [
                     {
                         "name": f"{r.prefix}{feature}",

@@ -289,6 +289,11 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
                 ),
                 features=names,
                 prefix=ref.prefix or "",
+                offline_uri=(
+                    naming.offline_uri(ctx.settings, view_ns, view.metadata.name, version)
+                    if view.spec.materialization.offline
+                    else None
+                ),
             )
         )
     status: dict[str, Any] = {

@@ -1,0 +1,92 @@
+"""``featurekube-server --plan PLAN.yaml --port N``: serve one FeatureService's features.
+
+The operator's Deployment runs it with the plan mounted from the service's ConfigMap;
+AWS settings (region, credentials, ``AWS_ENDPOINT_URL``) come from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from featurekube import errors as featurekube_errors
+from featurekube_server import server, servicer
+
+__all__ = ["main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="featurekube-server", description=__doc__)
+    parser.add_argument("--plan", type=Path, required=True, help="the serving plan (YAML)")
+    parser.add_argument("--port", type=int, default=50051, help="gRPC port (default %(default)s)")
+    parser.add_argument("--host", default="[::]", help="address to listen on (default %(default)s)")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9090,
+        help="Prometheus metrics port, HTTP /metrics; 0 turns them off (default %(default)s)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=sorted(server.STORES),
+        default="dynamodb",
+        help="online store backend (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=10_000,
+        help="most entity rows in one request (default %(default)s)",
+    )
+    parser.add_argument(
+        "--default-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request may take when its caller sets no deadline (default %(default)s)",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=float,
+        default=20.0,
+        help="seconds in-flight requests get to finish on SIGTERM (default %(default)s)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="least severe log level written (default %(default)s)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    server.configure_logging(getattr(logging, args.log_level.upper()))
+    settings = server.ServerSettings(
+        plan_path=args.plan,
+        port=args.port,
+        host=args.host,
+        metrics_port=args.metrics_port or None,
+        store=args.store,
+        serving=servicer.ServingSettings(
+            max_rows=args.max_rows, default_timeout=args.default_timeout
+        ),
+        grace_period=args.grace_period,
+    )
+    try:
+        asyncio.run(server.serve(settings))
+    except featurekube_errors.FeaturekubeError as exc:
+        logging.getLogger("featurekube_server").error(
+            "cannot serve", extra={"fields": {"error": str(exc)}}
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,523 @@
+"""From a request to online-store keys, and from stored items to the response; pure.
+
+:func:`plan_lookup` checks a decoded request against the serving plan (features, join
+keys and their types, request fields, row limit) and says which keys to read from
+which view's table, with which attributes, each key once. :func:`assemble` turns the
+items read into one column per feature, with a status and event time per value,
+judging TTLs against the request time, and evaluates the requested request-time
+transformations.
+
+Statuses, as DESIGN.md's Semantics define them:
+
+- ``PRESENT``: the stored value, request time - event time <= ttl (a value exactly
+  ttl old still counts). An attribute absent from a stored item is a null value the
+  writer stored (nulls are written as absent attributes), so it is ``PRESENT`` with a
+  null value, as the offline point-in-time join returns the row with a null feature.
+- ``NOT_FOUND``: no item for the entity; the value is null.
+- ``OUTSIDE_MAX_AGE``: request time - event time > ttl; the value is null (not
+  returned as if valid), its event time is kept.
+
+A transformation's status is the worst among the features it reads (``NOT_FOUND``,
+then ``OUTSIDE_MAX_AGE``, then ``PRESENT``; request fields do not count) and its
+event time the latest of theirs; it is computed whatever their statuses, over nulls
+where they are not ``PRESENT``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from featurekube import ondemand
+from featurekube.online import keys, layout, values
+from featurekube_server import errors, plan
+from featurekube_server.stores import base
+
+__all__ = [
+    "Column",
+    "FeatureResult",
+    "Item",
+    "Lookup",
+    "LookupResult",
+    "Status",
+    "ViewRead",
+    "assemble",
+    "check_push",
+    "plan_lookup",
+]
+
+Item = base.Item
+
+
+class Status(enum.IntEnum):
+    """A value's status; the numbers are those of the proto's FeatureStatus."""
+
+    PRESENT = 1
+    NOT_FOUND = 2
+    OUTSIDE_MAX_AGE = 3
+
+
+# How bad a status is, for a transformation reading several features.
+_RANK = {Status.PRESENT: 0, Status.OUTSIDE_MAX_AGE: 1, Status.NOT_FOUND: 2}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A decoded request column: its value type (None when every value is null) and
+    its values (None for nulls)."""
+
+    type: str | None
+    values: list[Any]
+
+
+@dataclass(frozen=True)
+class ViewRead:
+    """What to read from one view's table."""
+
+    view: plan.FeatureViewPlan
+    features: tuple[plan.Feature, ...]
+    """The features to fetch: requested ones and those transformations read."""
+    keys: tuple[str, ...]
+    """Encoded entity keys, each once."""
+    row_keys: tuple[str, ...]
+    """The encoded key of each entity row, in row order (repeats included)."""
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """The DynamoDB attributes of the fetched features."""
+        return tuple(f.source for f in self.features)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A checked request: what to read and what to answer with."""
+
+    features: tuple[str, ...]
+    """Names to answer with, in order."""
+    reads: tuple[ViewRead, ...]
+    rows: int
+    request_data: Mapping[str, Column]
+    transformations: tuple[str, ...]
+    """Requested transformations, in the order of ``features``."""
+    compiled: ondemand.Transformations
+    include_event_times: bool
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    """One answered column."""
+
+    name: str
+    type: str
+    values: list[Any]
+    statuses: list[int]
+    event_times: list[int] | None
+    """Microseconds since the epoch, 0 where nothing was found; None when not asked."""
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """The answer: one column per feature, and how many values had each status."""
+
+    features: list[FeatureResult]
+    rows: int
+    status_counts: Mapping[Status, int]
+
+
+def plan_lookup(
+    serving: plan.ServingPlan,
+    *,
+    feature_service: str | None,
+    feature_names: Sequence[str] | None,
+    entities: Mapping[str, Column],
+    request_data: Mapping[str, Column],
+    include_event_times: bool,
+    max_rows: int,
+) -> Lookup:
+    """Check a request against the plan and say what to read.
+
+    ``feature_service`` (when given) must be the plan's; ``feature_names`` (when
+    given) picks some of its features, else all are answered.
+    """
+    names = _requested(serving, feature_service, feature_names)
+    transformations = tuple(n for n in names if n in serving.transformations)
+    fetched = dict.fromkeys(n for n in names if n in serving.features)
+    for name in serving.transformations.inputs(transformations):
+        if name in serving.features:
+            fetched.setdefault(name)
+    views = _views_of(serving, fetched)
+    rows = _row_count(entities, request_data, max_rows)
+    _check_entities(serving, views, entities, fetched, rows)
+    checked_request_data = _check_request_data(serving, transformations, request_data, rows)
+
+    reads = []
+    encoded: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = {}
+    for view, features in views.items():
+        key_types = view.key_types
+        # Views of the same entity share their keys: encode them once per request.
+        group = tuple(sorted(key_types.items()))
+        row_keys = encoded.get(group)
+        if row_keys is None:
+            key_columns = {name: entities[name].values for name in key_types}
+            row_keys = tuple(
+                keys.encode_entity_key(key_types, {n: c[i] for n, c in key_columns.items()})
+                for i in range(rows)
+            )
+            encoded[group] = row_keys
+        reads.append(ViewRead(view, tuple(features), tuple(dict.fromkeys(row_keys)), row_keys))
+    return Lookup(
+        features=names,
+        reads=tuple(reads),
+        rows=rows,
+        request_data=checked_request_data,
+        transformations=transformations,
+        compiled=serving.transformations,
+        include_event_times=include_event_times,
+    )
+
+
+def assemble(
+    lookup: Lookup, items: Mapping[str, Mapping[str, Item]], now_micros: int
+) -> LookupResult:
+    """The answer to ``lookup`` from the items read (view table -> entity key -> item;
+    absent keys were not found), judged at ``now_micros``.
+
+    Raises :class:`featurekube.ondemand.TransformationError` when a transformation
+    fails on this request's values.
+    """
+    rows = lookup.rows
+    columns: dict[str, FeatureResult] = {}
+    counts = dict.fromkeys(Status, 0)
+    for read in lookup.reads:
+        found = items.get(read.view.online_table, {})
+        statuses, event_times, stored = _judge(read, found, now_micros)
+        for feature in read.features:
+            decoded = _decode(feature.type, feature.source, stored)
+            columns[feature.name] = FeatureResult(
+                feature.name, feature.type, decoded, statuses, event_times
+            )
+    if lookup.transformations:
+        computed = _transform(lookup, columns, rows)
+        columns = {**columns, **computed}
+    answered = [columns[name] for name in lookup.features]
+    for result in answered:
+        for status in Status:
+            counts[status] += result.statuses.count(status)
+    if not lookup.include_event_times:
+        answered = [FeatureResult(r.name, r.type, r.values, r.statuses, None) for r in answered]
+    return LookupResult(answered, rows, counts)
+
+
+def _decode(value_type: str, source: str, stored: list[Item | None]) -> list[Any]:
+    """The values of attribute ``source`` of each item (None: no valid item), exactly
+    as :func:`featurekube.online.values.from_attribute` decodes them (a unit test holds
+    them to it), with the common types inlined: its per-value dispatch dominated the
+    cost of large answers."""
+    if value_type == "int64":
+        return [
+            int(a["N"]) if i is not None and (a := i.get(source)) is not None and "N" in a else None
+            for i in stored
+        ]
+    if value_type == "float64":
+        return [
+            float(a["N"])
+            if i is not None and (a := i.get(source)) is not None and "N" in a
+            else (None if i is None else values.from_attribute("float64", i.get(source)))
+            for i in stored
+        ]
+    if value_type == "string":
+        return [
+            a["S"] if i is not None and (a := i.get(source)) is not None and "S" in a else None
+            for i in stored
+        ]
+    if value_type == "bool":
+        return [
+            a["BOOL"]
+            if i is not None and (a := i.get(source)) is not None and "BOOL" in a
+            else None
+            for i in stored
+        ]
+    return [None if i is None else values.from_attribute(value_type, i.get(source)) for i in stored]
+
+
+# --- checks --------------------------------------------------------------------------
+
+
+def _requested(
+    serving: plan.ServingPlan, feature_service: str | None, feature_names: Sequence[str] | None
+) -> tuple[str, ...]:
+    if feature_service and feature_service != serving.feature_service:
+        raise errors.NotServedError(
+            f"this server serves feature service {serving.namespace}/{serving.feature_service},"
+            f" not {feature_service!r}; call the server of {feature_service} (its endpoint is in"
+            " the FeatureService's status.endpoint)"
+        )
+    if feature_names is None:
+        return serving.feature_names
+    if not feature_names:
+        raise errors.UnknownFeatureError(
+            "the request names no feature: list some features, or name the feature service"
+        )
+    known = set(serving.feature_names)
+    seen: set[str] = set()
+    for name in feature_names:
+        if name not in known:
+            raise errors.UnknownFeatureError(
+                f"unknown feature {name!r}: feature service {serving.feature_service} serves "
+                f"{_listing(serving.feature_names)}{_hint(name, serving.feature_names)}"
+            )
+        if name in seen:
+            raise errors.UnknownFeatureError(f"feature {name!r} is asked for twice")
+        seen.add(name)
+    return tuple(feature_names)
+
+
+def _views_of(
+    serving: plan.ServingPlan, fetched: Mapping[str, None]
+) -> dict[plan.FeatureViewPlan, list[plan.Feature]]:
+    views: dict[plan.FeatureViewPlan, list[plan.Feature]] = {}
+    for name in fetched:
+        view, feature = serving.features[name]
+        views.setdefault(view, []).append(feature)
+    return views
+
+
+def _row_count(
+    entities: Mapping[str, Column], request_data: Mapping[str, Column], max_rows: int
+) -> int:
+    lengths = {
+        **{f"entities[{n}]": len(c.values) for n, c in entities.items()},
+        **{f"request_data[{n}]": len(c.values) for n, c in request_data.items()},
+    }
+    if not lengths:
+        raise errors.InvalidColumnError(
+            "the request has no entity rows: send the join keys as columns in 'entities'"
+        )
+    distinct = set(lengths.values())
+    if len(distinct) > 1:
+        shown = ", ".join(f"{where} has {n}" for where, n in sorted(lengths.items()))
+        raise errors.InvalidColumnError(
+            f"columns of different lengths ({shown}): send one value per entity row in each"
+        )
+    (rows,) = distinct
+    if rows > max_rows:
+        raise errors.TooManyRowsError(
+            f"{rows} entity rows in one request; this server takes at most {max_rows}: "
+            "split the request"
+        )
+    return rows
+
+
+def _check_entities(
+    serving: plan.ServingPlan,
+    views: Mapping[plan.FeatureViewPlan, Sequence[plan.Feature]],
+    entities: Mapping[str, Column],
+    fetched: Mapping[str, None],
+    rows: int,
+) -> None:
+    for name in entities:
+        if name not in serving.join_keys:
+            raise errors.InvalidColumnError(
+                f"unknown join key {name!r}: feature service {serving.feature_service} is keyed "
+                f"by {_listing(serving.join_keys)}{_hint(name, serving.join_keys)}"
+            )
+    for view, features in views.items():
+        for entity in view.entities:
+            column = entities.get(entity.name)
+            if column is None:
+                raise errors.InvalidColumnError(
+                    f"missing join key {entity.name} ({entity.type}), needed for "
+                    f"{_listing([f.name for f in features if f.name in fetched])} of feature "
+                    f"view {view.name}: send it in 'entities'"
+                )
+            if column.type != entity.type:
+                found = "only nulls" if column.type is None else f"{column.type} values"
+                raise errors.InvalidColumnError(
+                    f"join key {entity.name} is {entity.type}, but the request sent {found}"
+                )
+            for row, value in enumerate(column.values):
+                if value is None:
+                    raise errors.InvalidColumnError(
+                        f"join key {entity.name} is null in row {row}: every entity row needs "
+                        "every key"
+                    )
+
+
+def _check_request_data(
+    serving: plan.ServingPlan,
+    transformations: Sequence[str],
+    request_data: Mapping[str, Column],
+    rows: int,
+) -> dict[str, Column]:
+    declared = {r.name: r.type for r in serving.request_data}
+    for name in request_data:
+        if name not in declared:
+            raise errors.InvalidColumnError(
+                f"unknown request field {name!r}: feature service {serving.feature_service} "
+                f"takes {_listing(declared) if declared else 'no request data'}"
+                f"{_hint(name, declared)}"
+            )
+    checked = {}
+    needed = [n for n in serving.transformations.inputs(transformations) if n in declared]
+    for name in needed:
+        column = request_data.get(name)
+        if column is None:
+            users = [t for t in transformations if name in serving.transformations[t].inputs]
+            raise errors.InvalidColumnError(
+                f"missing request field {name} ({declared[name]}), read by {_listing(users)}: "
+                "send it in 'request_data'"
+            )
+        if column.type is None:
+            column = Column(declared[name], column.values)
+        elif column.type != declared[name]:
+            if column.type == "int64" and declared[name] == "float64":
+                column = Column("float64", [None if v is None else float(v) for v in column.values])
+            else:
+                raise errors.InvalidColumnError(
+                    f"request field {name} is {declared[name]}, but the request sent "
+                    f"{column.type} values"
+                )
+        checked[name] = column
+    return checked
+
+
+def _listing(names: Sequence[str] | Mapping[str, Any]) -> str:
+    shown = list(names)
+    if len(shown) > 12:
+        return ", ".join(shown[:12]) + f" and {len(shown) - 12} more"
+    return ", ".join(shown)
+
+
+def _hint(name: str, known: Sequence[str] | Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- answers -------------------------------------------------------------------------
+
+
+def _judge(
+    read: ViewRead, found: Mapping[str, Item], now_micros: int
+) -> tuple[list[int], list[int], list[Item | None]]:
+    """Per row: the status, event time, and the item whose values count (None when
+    the row's values are null because nothing valid was found)."""
+    ttl = read.view.ttl_micros
+    per_key: dict[str, tuple[int, int, Item | None]] = {}
+    for key in read.keys:
+        item = found.get(key)
+        if item is None:
+            per_key[key] = (Status.NOT_FOUND, 0, None)
+            continue
+        event_time = int(item[layout.EVENT_TIME]["N"])
+        if ttl is not None and now_micros - event_time > ttl:
+            per_key[key] = (Status.OUTSIDE_MAX_AGE, event_time, None)
+        else:
+            per_key[key] = (Status.PRESENT, event_time, item)
+    judged = [per_key[key] for key in read.row_keys]
+    return [j[0] for j in judged], [j[1] for j in judged], [j[2] for j in judged]
+
+
+def _transform(
+    lookup: Lookup, columns: Mapping[str, FeatureResult], rows: int
+) -> dict[str, FeatureResult]:
+    compiled = lookup.compiled
+    inputs: dict[str, pa.Array] = {}
+    for name, column in lookup.request_data.items():
+        inputs[name] = pa.array(column.values, type=ondemand.ARROW_TYPES[str(column.type)])
+    for name in compiled.inputs(lookup.transformations):
+        if name in columns:
+            fetched = columns[name]
+            inputs[name] = pa.array(fetched.values, type=ondemand.ARROW_TYPES[fetched.type])
+    # A transformation of constants alone still needs to know how many rows there are.
+    table = pa.table(inputs) if inputs else pa.table({"rows": pa.nulls(rows)})
+    evaluated = compiled.evaluate(table, names=lookup.transformations)
+    results = {}
+    for name in lookup.transformations:
+        transformation = compiled[name]
+        read = [columns[n] for n in transformation.inputs if n in columns]
+        statuses = [int(Status.PRESENT)] * rows
+        event_times = [0] * rows
+        for source in read:
+            statuses = [
+                s if _RANK[Status(s)] >= _RANK[Status(t)] else t
+                for s, t in zip(statuses, source.statuses, strict=True)
+            ]
+            if source.event_times is not None:
+                event_times = [
+                    max(a, b) for a, b in zip(event_times, source.event_times, strict=True)
+                ]
+        results[name] = FeatureResult(
+            name, transformation.type, evaluated[name].to_pylist(), statuses, event_times
+        )
+    return results
+
+
+# --- pushed rows ---------------------------------------------------------------------
+
+
+def check_push(
+    view: plan.FeatureViewPlan, columns: Mapping[str, Column], max_rows: int
+) -> pa.Table:
+    """Check rows pushed to ``view`` against its schema and return them as the table a
+    :class:`~featurekube_server.stores.base.PushWriter` takes: join keys, the event
+    timestamp field (timestamp[us, UTC]) and every feature, each of its value type.
+
+    Raises :class:`featurekube_server.errors.InvalidPushError` naming the column, and
+    the row where one value is at fault.
+    """
+    where = f"feature view {view.namespace}/{view.name}"
+    if view.push is None:
+        raise errors.InvalidPushError(
+            f"{where} is not a push source (its spec.source is batch, or this server's plan "
+            "does not say how to write it): only views with spec.source.push take pushed rows"
+        )
+    expected: dict[str, tuple[str, str]] = {e.name: (e.type, "a join key") for e in view.entities}
+    expected[view.push.timestamp_field] = ("timestamp", "the event timestamp field")
+    for feature in view.push.features:
+        expected.setdefault(feature.source, (feature.type, "a feature"))
+    for name in columns:
+        if name not in expected:
+            raise errors.InvalidPushError(
+                f"column {name!r} is not a join key, the event timestamp field or a feature of "
+                f"{where}; it takes {_listing(expected)}{_hint(name, expected)}"
+            )
+    missing = [f"{n} ({t})" for n, (t, _) in expected.items() if n not in columns]
+    if missing:
+        raise errors.InvalidPushError(
+            f"rows pushed to {where} lack column(s) {', '.join(missing)}: send every join key, "
+            "the event timestamp and every feature (null values are allowed in features)"
+        )
+    lengths = {len(c.values) for c in columns.values()}
+    if len(lengths) > 1:
+        shown = ", ".join(f"{n} has {len(c.values)}" for n, c in columns.items())
+        raise errors.InvalidPushError(f"pushed columns have different lengths ({shown})")
+    (rows,) = lengths
+    if rows > max_rows:
+        raise errors.TooManyRowsError(
+            f"{rows} rows in one push; this server takes at most {max_rows}: split the push"
+        )
+    arrays = {}
+    for name, (value_type, role) in expected.items():
+        column = columns[name]
+        values_ = column.values
+        if column.type is not None and column.type != value_type:
+            if column.type == "int64" and value_type == "float64":
+                values_ = [None if v is None else float(v) for v in values_]
+            else:
+                raise errors.InvalidPushError(
+                    f"column {name} is {role} of type {value_type}, but the rows have "
+                    f"{column.type} values"
+                )
+        if role != "a feature":
+            for row, value in enumerate(values_):
+                if value is None:
+                    raise errors.InvalidPushError(
+                        f"row {row}, column {name}: null, but {role} must have a value in every row"
+                    )
+        arrays[name] = pa.array(values_, type=ondemand.ARROW_TYPES[value_type])
+    return pa.table(arrays)

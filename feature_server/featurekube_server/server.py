@@ -1,0 +1,231 @@
+"""The feature server process: a grpc.aio server with the FeatureServing service,
+standard health checking and reflection, Prometheus metrics over HTTP, JSON logs, and
+a graceful stop on SIGTERM (network I/O).
+
+Health: NOT_SERVING until the plan is loaded and the online store answers for every
+table of the plan (checked every ``health_interval`` seconds until it does), SERVING
+from then on, NOT_SERVING again while draining. A store outage after start does not
+flip it: the pods' probes would restart every replica at once for nothing, while
+requests already answer UNAVAILABLE quickly.
+
+Stopping: on SIGTERM (or SIGINT) health turns NOT_SERVING, new requests are refused,
+and in-flight ones get up to ``grace_period`` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from featurekube._proto.featurekube.serving.v1 import serving_pb2 as pb
+from featurekube._proto.featurekube.serving.v1 import serving_pb2_grpc as pb_grpc
+from featurekube_server import errors, metrics, plan, servicer
+from featurekube_server.stores import base, dynamodb, memory
+from featurekube_server.stores import writer as pushing
+
+__all__ = ["STORES", "FeatureServer", "ServerSettings", "configure_logging", "serve"]
+
+log = logging.getLogger("featurekube_server")
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
+
+STORES: Mapping[str, Callable[[], base.OnlineStore]] = {
+    "dynamodb": dynamodb.DynamoDBStore,
+    "memory": memory.MemoryStore,
+}
+"""Online store backends by the name ``--store`` takes."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server runs; the command line's options."""
+
+    plan_path: Path
+    """The serving plan (YAML), mounted from the FeatureService's ConfigMap."""
+    port: int = 50051
+    """gRPC port; 0 picks a free one."""
+    host: str = "[::]"
+    """Address to listen on."""
+    metrics_port: int | None = 9090
+    """Port of the Prometheus metrics (HTTP /metrics); None: not served."""
+    store: str = "dynamodb"
+    """Online store backend, a key of :data:`STORES`."""
+    serving: servicer.ServingSettings = field(default_factory=servicer.ServingSettings)
+    grace_period: float = 20.0
+    """Seconds in-flight requests get to finish after SIGTERM (keep it below the
+    pod's terminationGracePeriodSeconds, 30 by default)."""
+    health_interval: float = 1.0
+    """Seconds between checks of the store until it first answers."""
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest request or response, in bytes (10,000 rows of 20 features fit)."""
+
+
+class FeatureServer:
+    """One gRPC server over a plan and a store; start, then stop (tests run several in
+    one process, each with its own metrics registry)."""
+
+    def __init__(
+        self,
+        serving: plan.ServingPlan,
+        store: base.OnlineStore,
+        *,
+        writer: base.PushWriter | None = None,
+        settings: servicer.ServingSettings | None = None,
+        server_metrics: metrics.ServerMetrics | None = None,
+        clock: Callable[[], int] | None = None,
+        health_interval: float = 1.0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.plan = serving
+        self.store = store
+        self.metrics = server_metrics or metrics.ServerMetrics(serving.feature_service)
+        self.health = health.aio.HealthServicer()
+        self.ready = asyncio.Event()
+        self._health_interval = health_interval
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self._server = grpc.aio.server(options=options)
+        extra = {"clock": clock} if clock is not None else {}
+        self.servicer = servicer.FeatureServingServicer(
+            serving, store, self.metrics, settings, writer, **extra
+        )
+        pb_grpc.add_FeatureServingServicer_to_server(self.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        self._readiness: asyncio.Task[None] | None = None
+
+    async def start(self, address: str = "127.0.0.1:0") -> int:
+        """Listen on ``address`` and start answering; returns the port. Health turns
+        SERVING once the store answers (in the background)."""
+        port = self._server.add_insecure_port(address)
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._server.start()
+        self._readiness = asyncio.create_task(self._become_ready())
+        log.info(
+            "feature server started",
+            extra={
+                "fields": {
+                    "feature_service": f"{self.plan.namespace}/{self.plan.feature_service}",
+                    "address": address,
+                    "port": port,
+                    "features": len(self.plan.feature_names),
+                }
+            },
+        )
+        return port
+
+    async def _become_ready(self) -> None:
+        tables = [v.online_table for v in self.plan.feature_views]
+        failures = 0
+        while True:
+            try:
+                await self.store.check(tables)
+                break
+            except errors.StoreUnavailableError as exc:
+                failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.warning("online store not ready", extra={"fields": {"error": str(exc)}})
+                await asyncio.sleep(self._health_interval)
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.ready.set()
+        log.info("serving", extra={"fields": {"tables": tables}})
+
+    async def stop(self, grace: float | None) -> None:
+        """Turn NOT_SERVING, refuse new requests, and give in-flight ones ``grace``
+        seconds to finish (None: cancel them now)."""
+        if self._readiness is not None:
+            self._readiness.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._readiness
+        await self.health.enter_graceful_shutdown()
+        started = time.perf_counter()
+        await self._server.stop(grace)
+        log.info(
+            "feature server stopped",
+            extra={"fields": {"drained_seconds": round(time.perf_counter() - started, 3)}},
+        )
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Load the plan, open the store, serve until SIGTERM or SIGINT, then drain."""
+    serving = plan.load_plan(settings.plan_path)
+    factory = STORES.get(settings.store)
+    if factory is None:
+        raise errors.PlanError(f"unknown store {settings.store!r}; choose one of {list(STORES)}")
+    store = factory()
+    async with contextlib.AsyncExitStack() as stack:
+        if isinstance(store, dynamodb.DynamoDBStore):
+            await stack.enter_async_context(store)
+        # The memory store keeps pushed rows itself; otherwise they take the write path.
+        writer: base.PushWriter = (
+            store if isinstance(store, memory.MemoryStore) else pushing.WritePathPusher()
+        )
+        server = FeatureServer(
+            serving,
+            store,
+            writer=writer,
+            settings=settings.serving,
+            health_interval=settings.health_interval,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        if settings.metrics_port is not None:
+            stack.callback(metrics.serve(server.metrics, settings.metrics_port))
+        await server.start(f"{settings.host}:{settings.port}")
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(number, stopping.set)
+        await stopping.wait()
+        log.info("stopping", extra={"fields": {"grace_period": settings.grace_period}})
+        await server.stop(settings.grace_period)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's
+    ``fields`` (pass ``extra={"fields": {...}}``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log JSON lines to stderr, times in UTC."""
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = JsonFormatter()
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

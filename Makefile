@@ -32,8 +32,17 @@ lock: | $(BIN)/uv ## Re-pin every dependency from pyproject.toml into requiremen
 	    --no-header --annotation-style line; } > requirements.lock
 
 .PHONY: crds
-crds: venv ## Generate crds/ from the spec models (never edit crds/ by hand).
+crds: venv ## Generate crds/ from the spec models (never edit crds/ by hand), and the chart's copy.
 	$(BIN)/python hack/gen_crds.py crds
+	$(BIN)/python hack/sync_chart.py
+
+.PHONY: chart
+chart: venv ## Copy crds/ and the operator's RBAC and peering CRDs into charts/featurekube.
+	$(BIN)/python hack/sync_chart.py
+
+.PHONY: helm
+helm: ## Build (once, cached under ~/.cache/featurekube) helm for the chart's tests.
+	hack/helm/build.sh >/dev/null
 
 .PHONY: platform-bin
 platform-bin: ## Build (once, cached under ~/.cache/featurekube) the Kubernetes API binaries.
@@ -45,6 +54,7 @@ lint: venv ## ruff, mypy --strict and the import-layer contracts.
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python hack/sync_chart.py --check
 
 .PHONY: fmt
 fmt: venv ## Format and autofix.
@@ -56,7 +66,7 @@ unit: venv ## Unit tests only: no network, cluster or JVM.
 	$(BIN)/pytest tests/unit
 
 .PHONY: test
-test: venv platform-bin lint ## Everything: lint, unit, integration and end-to-end tests on the local platform.
+test: venv platform-bin helm lint ## Everything: lint, unit, integration and end-to-end tests on the local platform.
 	$(BIN)/pytest tests
 
 .PHONY: bench
@@ -76,5 +86,11 @@ clean: ## Remove the virtualenv and build outputs (caches under ~/.cache stay).
 	rm -rf $(VENV) bench-results .mypy_cache .ruff_cache .pytest_cache build *.egg-info
 
 .PHONY: demo
-demo: venv platform-bin ## Start the local platform and show what runs in it.
+demo: venv platform-bin ## The whole loop on the local platform: define, materialize, serve, train.
 	$(BIN)/python hack/demo.py
+
+.PHONY: images
+images: ## Build the operator, feature-server and Spark job images (needs Docker).
+	for image in operator feature-server spark; do \
+	  docker build -f images/$$image/Dockerfile -t ghcr.io/featurekube/$$image:0.1.0 . ; \
+	done

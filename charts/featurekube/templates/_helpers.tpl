@@ -1,0 +1,95 @@
+{{/* Names, labels and the values every template shares. */}}
+
+{{- define "featurekube.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-featurekube, or the release name alone when it already says featurekube. */}}
+{{- define "featurekube.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "featurekube.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "featurekube.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: featurekube
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "featurekube.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "featurekube.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "featurekube.operator.selectorLabels" -}}
+{{ include "featurekube.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "featurekube.operator.name" -}}
+{{- printf "%s-operator" (include "featurekube.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "featurekube.operator.serviceAccountName" -}}
+{{- default (include "featurekube.operator.name" .) .Values.serviceAccounts.operator.name }}
+{{- end }}
+
+{{/* Whether replicas peer: several replicas must (the schema insists). */}}
+{{- define "featurekube.peering" -}}
+{{- if or .Values.operator.peering.enabled (gt (int .Values.operator.replicas) 1) }}true{{ end }}
+{{- end }}
+
+{{- define "featurekube.peeringName" -}}
+{{- default (include "featurekube.fullname" .) .Values.operator.peering.name }}
+{{- end }}
+
+{{/* Namespaces that get the feature servers' and Spark drivers' ServiceAccounts. */}}
+{{- define "featurekube.workloadNamespaces" -}}
+{{- $namespaces := .Values.workloadNamespaces | default .Values.operator.watchNamespaces | default (list .Release.Namespace) }}
+{{- toJson (uniq $namespaces) }}
+{{- end }}
+
+{{- define "featurekube.image" -}}
+{{- printf "%s:%s" .image.repository (.image.tag | default .chart.AppVersion) }}
+{{- end }}
+
+{{/* The Secret holding AWS keys, if keys come from one. */}}
+{{- define "featurekube.awsSecretName" -}}
+{{- with .Values.aws.credentials }}
+{{- if eq .source "secret" }}
+{{- .existingSecret | default (printf "%s-aws" (include "featurekube.fullname" $)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A ServiceAccount's annotations as YAML (empty if none): its own, plus its IAM role
+under IRSA. */}}
+{{- define "featurekube.serviceAccountAnnotations" -}}
+{{- $annotations := deepCopy (.account.annotations | default dict) }}
+{{- if and (eq .root.Values.aws.credentials.source "irsa") .account.iamRoleArn }}
+{{- $_ := set $annotations "eks.amazonaws.com/role-arn" .account.iamRoleArn }}
+{{- end }}
+{{- with $annotations }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{/* spark.conf as the operator reads it: key=value pairs separated by commas. */}}
+{{- define "featurekube.sparkConf" -}}
+{{- $pairs := list }}
+{{- range $key, $value := .Values.spark.conf }}
+{{- $pairs = append $pairs (printf "%s=%s" $key (toString $value)) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}

@@ -16,6 +16,8 @@ __all__ = [
     "controller_manager_command",
     "etcd_command",
     "moto_command",
+    "operator_command",
+    "operator_environment",
     "runtime_command",
 ]
 
@@ -192,3 +194,29 @@ def runtime_command(python: Path, layout: Layout) -> list[str]:
         f"--kubeconfig={layout.kubeconfig}",
         f"--work-dir={layout.runtime_dir}",
     ]
+
+
+def operator_command(python: Path) -> list[str]:
+    """featurekube's operator, alone (no peering), for the local platform."""
+    return [
+        str(python),
+        "-m",
+        "featurekube_operator",
+        "--standalone",
+        "--liveness",
+        "",
+        "--log-format",
+        "plain",
+    ]
+
+
+def operator_environment(offline_uri: str, metrics_port: int) -> dict[str, str]:
+    """Operator settings suited to a laptop: one backfill job per view, quick rounds."""
+    return {
+        "FEATUREKUBE_OFFLINE_URI": offline_uri,
+        "FEATUREKUBE_TABLE_PREFIX": "featurekube.",
+        "FEATUREKUBE_BACKFILL_WINDOW_SECONDS": str(400 * 86400),
+        "FEATUREKUBE_RECONCILE_INTERVAL_SECONDS": "5",
+        "FEATUREKUBE_MAX_WINDOWS_IN_FLIGHT": "1",
+        "FEATUREKUBE_METRICS_PORT": str(metrics_port),
+    }

@@ -30,7 +30,14 @@ __all__ = ["Endpoints", "LocalPlatform", "PlatformSettings", "default_state_dir"
 
 K8S_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
 # Stopped in the reverse of this order.
-START_ORDER = ("moto", "etcd", "kube-apiserver", "kube-controller-manager", "runtime")
+START_ORDER = (
+    "moto",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "runtime",
+    "operator",
+)
 
 # moto accepts any credentials; these are the values its documentation uses.
 AWS_ACCESS_KEY_ID = "testing"
@@ -64,6 +71,10 @@ class PlatformSettings:
     """Run the local runtime, which runs SparkApplications with spark-submit and
     feature-server Deployments as local processes. Tests that play those parts
     themselves turn it off."""
+
+    operator_offline_uri: str | None = None
+    """Also run featurekube's operator, with this offline store root (e.g.
+    s3://featurekube-demo/offline); None: no operator."""
 
     audit: bool = False
     """Write the API server's audit log (request metadata) to logs/audit.log; for
@@ -306,6 +317,19 @@ class LocalPlatform:
                 layout.log("runtime"),
                 env=environment,
             )
+        if self.settings.operator_offline_uri:
+            operator_env = components.operator_environment(
+                self.settings.operator_offline_uri, processes.free_port()
+            )
+            pids["operator"] = processes.spawn(
+                components.operator_command(Path(sys.executable)),
+                layout.log("operator"),
+                env={
+                    **os.environ,
+                    **_environment(layout, ports, self.settings.region),
+                    **operator_env,
+                },
+            )
 
     def _await(self, name: str, pid: int, timeout: float, ready: Callable[[], bool]) -> None:
         if processes.wait_until(ready, timeout, abort=lambda: not processes.is_running(pid)):
@@ -378,7 +402,7 @@ def _environment(layout: components.Layout, ports: components.Ports, region: str
 
 
 def _executable(component: str) -> str:
-    return "python" if component in ("moto", "runtime") else component
+    return "python" if component in ("moto", "runtime", "operator") else component
 
 
 def _apiserver_url(ports: components.Ports) -> str:

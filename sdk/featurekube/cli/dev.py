@@ -44,6 +44,13 @@ def register(commands: Any) -> None:
         metavar="DIR",
         help="also install the CRDs in DIR (repeatable)",
     )
+    up.add_argument(
+        "--operator",
+        metavar="OFFLINE_URI",
+        default=None,
+        help="also run featurekube's operator, keeping offline tables under OFFLINE_URI "
+        "(e.g. s3://featurekube-demo/offline)",
+    )
     up.set_defaults(run=_up)
     down = actions.add_parser("down", parents=[common], help="stop the platform")
     down.set_defaults(run=_down)
@@ -56,7 +63,10 @@ def register(commands: Any) -> None:
 def _platform(args: argparse.Namespace) -> platform.LocalPlatform:
     state_dir = args.state_dir or platform.default_state_dir()
     crds = tuple(getattr(args, "crds", ()))
-    return platform.LocalPlatform(platform.PlatformSettings(state_dir=state_dir, crd_dirs=crds))
+    settings = platform.PlatformSettings(
+        state_dir=state_dir, crd_dirs=crds, operator_offline_uri=getattr(args, "operator", None)
+    )
+    return platform.LocalPlatform(settings)
 
 
 def _print_env(endpoints: platform.Endpoints) -> None:

@@ -56,6 +56,19 @@ def _iso(moment: Any) -> str:
     return text
 
 
+def _aws_env(settings: OperatorSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The env and envFrom that give a job or feature server the operator's AWS setup."""
+    env: list[dict[str, Any]] = [{"name": "AWS_REGION", "value": settings.aws_region}]
+    if settings.aws_endpoint_url:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": settings.aws_endpoint_url})
+    env_from = (
+        [{"secretRef": {"name": settings.aws_credentials_secret}}]
+        if settings.aws_credentials_secret
+        else []
+    )
+    return env, env_from
+
+
 def render_snapshot(
     view: v1alpha1.FeatureView,
     version: int,
@@ -127,6 +140,7 @@ def render_spark_application(
     if not view.spec.materialization.offline:
         arguments.append("--no-offline")
     labels = {naming.LABEL_FEATURE_VIEW: name, naming.LABEL_VERSION: str(version)}
+    env, env_from = _aws_env(settings)
     return {
         "apiVersion": "sparkoperator.k8s.io/v1beta2",
         "kind": "SparkApplication",
@@ -158,9 +172,18 @@ def render_spark_application(
                 "memory": "2g",
                 "serviceAccount": settings.spark_service_account,
                 "labels": labels,
+                "env": env,
+                "envFrom": env_from,
                 "configMaps": [{"name": naming.snapshot_name(name, version), "path": SPEC_MOUNT}],
             },
-            "executor": {"cores": 1, "instances": 2, "memory": "2g", "labels": labels},
+            "executor": {
+                "cores": 1,
+                "instances": 2,
+                "memory": "2g",
+                "labels": labels,
+                "env": env,
+                "envFrom": env_from,
+            },
         },
     }
 
@@ -253,6 +276,7 @@ def render_deployment(
     server = service.spec.server
     name = service.metadata.name
     selector = {naming.LABEL_FEATURE_SERVICE: name}
+    env, env_from = _aws_env(settings)
     resources = (
         server.resources.to_yaml_dict()
         if server.resources
@@ -269,7 +293,8 @@ def render_deployment(
             {"name": "grpc", "containerPort": server.port},
             {"name": "metrics", "containerPort": 9090},
         ],
-        "env": [{"name": "AWS_REGION", "value": settings.aws_region}],
+        "env": env,
+        "envFrom": env_from,
         "resources": resources,
         "readinessProbe": {"grpc": {"port": server.port}, "periodSeconds": 5},
         "livenessProbe": {

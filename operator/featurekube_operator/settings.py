@@ -12,7 +12,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["OperatorSettings"]
+__all__ = ["OperatorSettings", "env_name"]
+
+# Settings that the AWS SDKs read too keep the SDKs' names.
+_ENV_NAMES = {"aws_region": "AWS_REGION", "aws_endpoint_url": "AWS_ENDPOINT_URL"}
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable of a setting: ``FEATUREKUBE_<NAME>``, or AWS's own."""
+    return _ENV_NAMES.get(field_name, f"FEATUREKUBE_{field_name.upper()}")
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,16 @@ class OperatorSettings:
     aws_region: str = "us-east-1"
     """Region of DynamoDB and S3. Env: AWS_REGION."""
 
+    aws_endpoint_url: str = ""
+    """An endpoint serving S3 and DynamoDB instead of AWS (LocalStack, say), passed on to
+    the jobs and feature servers it starts; empty: AWS. Env: AWS_ENDPOINT_URL."""
+
+    aws_credentials_secret: str = ""
+    """A Secret, in each namespace with views and services, whose AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) the jobs and feature servers take;
+    empty: the AWS SDK's default chain (IRSA, node role).
+    Env: FEATUREKUBE_AWS_CREDENTIALS_SECRET."""
+
     metrics_port: int = 8080
     """Port of the Prometheus metrics endpoint; 0 disables it. Env: FEATUREKUBE_METRICS_PORT."""
 
@@ -79,7 +97,7 @@ class OperatorSettings:
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for f in dataclasses.fields(cls):
-            key = "AWS_REGION" if f.name == "aws_region" else f"FEATUREKUBE_{f.name.upper()}"
+            key = env_name(f.name)
             if key not in env:
                 continue
             raw = env[key]

@@ -96,6 +96,8 @@ def render_spark_conf(settings: SparkSettings, environ: Mapping[str, str]) -> di
         # Local mode listens on loopback only, whatever the host name resolves to.
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
+        # Delta reads its log in 50 tasks by default: far too many for a few cores.
+        conf["spark.databricks.delta.snapshotPartitions"] = "4"
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
     if region:
         conf["spark.hadoop.fs.s3a.endpoint.region"] = region

@@ -12,6 +12,7 @@ from featurekube import errors
 def test_importing_featurekube_loads_no_heavy_dependency() -> None:
     code = (
         "import sys, featurekube, featurekube.spark_session, featurekube.cli.main\n"
+        "featurekube.FeatureStore\n"
         "heavy = {'pyspark', 'grpc', 'kopf', 'duckdb', 'moto', 'delta'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )
@@ -25,11 +26,14 @@ def test_importing_featurekube_loads_no_heavy_dependency() -> None:
 def test_the_public_names_are_pinned() -> None:
     assert featurekube.__all__ == [
         "ComponentStartError",
+        "FeatureStore",
         "FeaturekubeError",
         "MissingDependencyError",
+        "OnlineClient",
         "PlatformError",
         "__version__",
     ]
+    assert featurekube.OnlineClient.__name__ == "OnlineClient"
 
 
 def test_every_error_is_a_featurekube_error() -> None:

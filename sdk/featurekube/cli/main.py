@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from featurekube import errors
-from featurekube.cli import dev, get, plan, validate
+from featurekube.cli import dev, get, materialize, plan, validate
 
 __all__ = ["build_parser", "main"]
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     validate.register(commands)
     plan.register(commands)
+    materialize.register(commands)
     get.register(commands)
     dev.register(commands)
     return parser

@@ -1,0 +1,450 @@
+"""Materialization: end-to-end time and peak memory of one window, beside Feast's
+``materialize`` of the same rows into its DynamoDB online store, and the online write
+beside a bare parallel BatchWriteItem loop over the same items.
+
+Everything runs against one moto server the benchmark starts (S3 and DynamoDB). For
+each size (source rows, distinct entities) it generates a plain view's rows (one day of
+events, five features), then runs, each in a process of its own whose tree's peak
+resident memory is sampled:
+
+- featurekube: ``python -m featurekube.materialize`` (local Spark, from the source on
+  S3 to the offline Delta table on S3 and the online table), end to end, Spark's start
+  included; the job's report gives where the time went.
+- Feast: ``FeatureStore.materialize`` of the same rows (read from local parquet files:
+  Feast's file offline store) into DynamoDB, from a virtualenv of its own
+  (``$FEATUREKUBE_CACHE/bench/feast-<version>``, made on first use), with
+  ``apply`` done beforehand and not timed. Feast writes online only.
+- the floor: the items featurekube writes (each entity's newest row), written with
+  BatchWriteItem from 8 threads, nothing else.
+
+Sizes: ``FEATUREKUBE_BENCH_MATERIALIZE_SIZES``, e.g. ``1000000:10000,10000000:1000000``
+(rows:entities; default: 1M and 10M rows, each with 10k and 1M entities).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.fs
+import pyarrow.parquet as pq
+import yaml
+
+from benchmarks import _harness
+from featurekube._platform import components, processes
+from featurekube.online import keys, layout, values
+
+FEAST_VERSION = "0.67.0"
+DEFAULT_SIZES = (
+    (1_000_000, 10_000),
+    (10_000_000, 10_000),
+    (1_000_000, 1_000_000),
+    (10_000_000, 1_000_000),
+)
+BUCKET = "featurekube-bench"
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+FILE_ROWS = 1_000_000
+VEHICLES = np.array(["sedan", "suv", "hatchback", "electric", "van"])
+
+
+def _sizes() -> list[tuple[int, int]]:
+    text = os.environ.get("FEATUREKUBE_BENCH_MATERIALIZE_SIZES")
+    if not text:
+        return list(DEFAULT_SIZES)
+    return [(int(r), int(e)) for r, e in (part.split(":") for part in text.split(","))]
+
+
+def _label(rows: int, entities: int) -> str:
+    def short(n: int) -> str:
+        return f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
+
+    return f"{short(rows)} rows/{short(entities)} ent"
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def _chunk(rows: int, entities: int, start: int, count: int) -> pa.Table:
+    """Rows [start, start + count) of the deterministic data set: every entity appears
+    (the first ``entities`` rows), then entities at random; one day of event times."""
+    rng = np.random.default_rng(start)
+    index = np.arange(start, start + count)
+    ids = np.where(index < entities, index, rng.integers(0, entities, count)) + 1
+    day_us = 86_400_000_000
+    event = (T0.timestamp() * 1_000_000 + rng.integers(0, day_us, count)).astype("int64")
+    created = event + rng.integers(1_000_000, 600_000_000, count)
+    timestamp = pa.timestamp("us", tz="UTC")
+    return pa.table(
+        {
+            "driver_id": pa.array(ids, pa.int64()),
+            "event_timestamp": pa.array(event, pa.int64()).cast(timestamp),
+            "created_timestamp": pa.array(created, pa.int64()).cast(timestamp),
+            "conv_rate": rng.random(count),
+            "acc_rate": rng.random(count),
+            "avg_daily_trips": rng.integers(0, 100, count),
+            "rating": np.round(rng.uniform(3, 5, count), 2),
+            "vehicle_type": pa.array(VEHICLES[rng.integers(0, 5, count)]),
+        }
+    )
+
+
+def _write_data(rows: int, entities: int, local: Path, s3_uri: str) -> None:
+    filesystem, s3_path = pyarrow.fs.FileSystem.from_uri(s3_uri)
+    local.mkdir(parents=True, exist_ok=True)
+    for part, start in enumerate(range(0, rows, FILE_ROWS)):
+        table = _chunk(rows, entities, start, min(FILE_ROWS, rows - start))
+        pq.write_table(table, local / f"part-{part:03d}.parquet")
+        pq.write_table(table, f"{s3_path}/part-{part:03d}.parquet", filesystem=filesystem)
+
+
+def _view_body(source: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "featurekube.dev/v1alpha1",
+        "kind": "FeatureView",
+        "metadata": {"name": "driver-stats", "namespace": "bench"},
+        "spec": {
+            "owner": "bench@example.com",
+            "entities": [{"name": "driver_id", "type": "int64"}],
+            "source": {"batch": {"path": source, "createdTimestampField": "created_timestamp"}},
+            "features": [
+                {"name": "conv_rate", "type": "float64"},
+                {"name": "acc_rate", "type": "float64"},
+                {"name": "avg_daily_trips", "type": "int64"},
+                {"name": "rating", "type": "float64"},
+                {"name": "vehicle_type", "type": "string"},
+            ],
+            "ttl": "2d",
+        },
+    }
+
+
+# -- measuring a process ------------------------------------------------------------------------
+
+
+def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall seconds, peak resident MiB of the process tree, and stdout of ``argv``."""
+    peak = 0.0
+    began = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        child = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            parent = psutil.Process(child.pid)
+            while not done.is_set():
+                try:
+                    tree = [parent, *parent.children(recursive=True)]
+                    total = 0
+                    for proc in tree:
+                        with contextlib.suppress(psutil.Error):
+                            total += proc.memory_info().rss
+                    peak = max(peak, total / 2**20)
+                except psutil.Error:
+                    pass
+                done.wait(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        status = child.wait()
+        elapsed = time.perf_counter() - began
+        done.set()
+        sampler.join()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if status != 0:
+        raise RuntimeError(f"{argv[:3]} failed ({status}):\n{stderr[-4000:]}")
+    return elapsed, peak, stdout
+
+
+# -- the subjects -------------------------------------------------------------------------------
+
+
+def _featurekube(
+    tmp: Path, source: str, tag: str, env: dict[str, str]
+) -> tuple[float, float, dict[str, Any]]:
+    spec = tmp / "featureview.yaml"
+    spec.write_text(yaml.safe_dump(_view_body(source)))
+    table = f"fk-bench-{tag}"
+    boto3.client("dynamodb").create_table(**layout.table_definition(table, {}))
+    argv = [
+        sys.executable,
+        "-m",
+        "featurekube.materialize",
+        "--spec",
+        str(spec),
+        "--start",
+        T0.isoformat(),
+        "--end",
+        (T0 + dt.timedelta(days=1)).isoformat(),
+        "--offline-uri",
+        f"s3://{BUCKET}/offline/{tag}",
+        "--online-table",
+        table,
+    ]
+    try:
+        elapsed, peak, stdout = _measured(argv, env)
+    finally:
+        boto3.client("dynamodb").delete_table(TableName=table)
+    report = json.loads(stdout.strip().splitlines()[-1])
+    return elapsed, peak, report
+
+
+FEAST_SCRIPT = textwrap.dedent(
+    """
+    import datetime as dt, json, sys, time
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.repo_config import RepoConfig
+    from feast.types import Float64, Int64, String
+
+    repo, data, endpoint, region, project = sys.argv[1:6]
+    config = RepoConfig(
+        project=project, registry=f"{repo}/registry.db", provider="local",
+        offline_store={"type": "file"},
+        online_store={"type": "dynamodb", "region": region, "endpoint_url": endpoint},
+        entity_key_serialization_version=3,
+    )
+    store = FeatureStore(config=config)
+    driver = Entity(name="driver", join_keys=["driver_id"], value_type=ValueType.INT64)
+    source = FileSource(path=data, timestamp_field="event_timestamp",
+                        created_timestamp_column="created_timestamp")
+    view = FeatureView(
+        name="driver_stats", entities=[driver], ttl=dt.timedelta(days=2), source=source,
+        schema=[Field(name="conv_rate", dtype=Float64), Field(name="acc_rate", dtype=Float64),
+                Field(name="avg_daily_trips", dtype=Int64), Field(name="rating", dtype=Float64),
+                Field(name="vehicle_type", dtype=String)],
+    )
+    if sys.argv[6] == "apply":
+        store.apply([driver, view])
+        sys.exit(0)
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    began = time.perf_counter()
+    store.materialize(start, start + dt.timedelta(days=1), feature_views=["driver_stats"])
+    print(json.dumps({"materialize": time.perf_counter() - began}))
+    """
+)
+
+
+def _feast_python() -> Path:
+    root = Path(os.environ.get("FEATUREKUBE_CACHE", Path.home() / ".cache" / "featurekube"))
+    venv = root / "bench" / f"feast-{FEAST_VERSION}"
+    python = venv / "bin" / "python"
+    if not (venv / "bin" / "feast").exists():
+        # Feast lives in a virtualenv of its own, so its pins never constrain ours.
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"feast[aws]=={FEAST_VERSION}"], check=True
+        )
+    return python
+
+
+def _feast(tmp: Path, data: Path, tag: str, env: dict[str, str]) -> tuple[float, float, float]:
+    python = _feast_python()
+    script = tmp / "feast_materialize.py"
+    script.write_text(FEAST_SCRIPT)
+    repo = tmp / f"feast-repo-{tag}"
+    repo.mkdir()
+    project = f"bench_{tag.replace('-', '_')}"
+    argv = [
+        str(python),
+        str(script),
+        str(repo),
+        str(data),
+        env["AWS_ENDPOINT_URL"],
+        env["AWS_REGION"],
+        project,
+    ]
+    subprocess.run([*argv, "apply"], check=True, env=env, capture_output=True)
+    try:
+        elapsed, peak, stdout = _measured([*argv, "run"], env)
+    finally:
+        boto3.client("dynamodb").delete_table(TableName=f"{project}.driver_stats")
+    return elapsed, peak, json.loads(stdout.strip().splitlines()[-1])["materialize"]
+
+
+def _newest_items(rows: int, entities: int) -> list[dict[str, Any]]:
+    """The items featurekube writes: each entity's newest row, as online items."""
+    newest: dict[int, tuple[int, int, dict[str, Any]]] = {}
+    for start in range(0, rows, FILE_ROWS):
+        chunk = _chunk(rows, entities, start, min(FILE_ROWS, rows - start))
+        columns = {
+            name: chunk.column(name).to_pylist()
+            for name in chunk.column_names
+            if "timestamp" not in name
+        }
+        events = chunk.column("event_timestamp").cast(pa.int64()).to_pylist()
+        created = chunk.column("created_timestamp").cast(pa.int64()).to_pylist()
+        for i, driver in enumerate(columns["driver_id"]):
+            held = newest.get(driver)
+            if held is None or (events[i], created[i]) > held[:2]:
+                newest[driver] = (events[i], created[i], {k: v[i] for k, v in columns.items()})
+    types = {
+        "conv_rate": "float64",
+        "acc_rate": "float64",
+        "avg_daily_trips": "int64",
+        "rating": "float64",
+        "vehicle_type": "string",
+    }
+    items = []
+    for driver, (event, created, row) in newest.items():
+        item = {
+            layout.ENTITY_KEY: {
+                "S": keys.encode_entity_key({"driver_id": "int64"}, {"driver_id": driver})
+            }
+        }
+        item.update({name: values.to_attribute(t, row[name]) for name, t in types.items()})
+        item[layout.EVENT_TIME] = {"N": str(event)}
+        item[layout.CREATED_TIME] = {"N": str(created)}
+        items.append(item)
+    return items
+
+
+def _bare_batch_writes(items: list[dict[str, Any]], tag: str) -> float:
+    from botocore.config import Config
+
+    client = boto3.client(
+        "dynamodb", config=Config(max_pool_connections=12, parameter_validation=False)
+    )
+    table = f"bare-bench-{tag}"
+    client.create_table(**layout.table_definition(table, {}))
+    groups = [items[i : i + 25] for i in range(0, len(items), 25)]
+
+    def write(group: list[dict[str, Any]]) -> None:
+        pending = [{"PutRequest": {"Item": item}} for item in group]
+        while pending:
+            answer = client.batch_write_item(RequestItems={table: pending})
+            pending = answer.get("UnprocessedItems", {}).get(table, [])
+
+    began = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, groups))
+    elapsed = time.perf_counter() - began
+    client.delete_table(TableName=table)
+    return elapsed
+
+
+# -- the benchmark --------------------------------------------------------------------------------
+
+
+def run() -> _harness.Report:
+    report = _harness.Report(
+        name="materialize",
+        description="one window of a plain view, end to end, beside Feast's materialize "
+        "(moto S3 and DynamoDB)",
+        baseline="Feast",
+    )
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        port = processes.free_port()
+        ports = components.Ports(etcd_client=0, etcd_peer=0, apiserver=0, moto=port)
+        pid = processes.spawn(
+            components.moto_command(Path(sys.executable), ports), tmp / "moto.log"
+        )
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+            "PYSPARK_PYTHON": sys.executable,
+        }
+        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+        try:
+            processes.wait_until(lambda: _answers(env["AWS_ENDPOINT_URL"]), 60)
+            boto3.client("s3").create_bucket(Bucket=BUCKET)
+            for rows, entities in _sizes():
+                try:
+                    _one_size(report, tmp, rows, entities, env)
+                except Exception as exc:  # keep what the other sizes measured
+                    report.notes[f"failed: {_label(rows, entities)}"] = f"{exc}"[:2000]
+                    print(f"materialize benchmark: {_label(rows, entities)} failed: {exc}")
+                finally:
+                    _drop_data(tmp, rows, entities)
+        finally:
+            processes.stop(pid)
+    report.notes["feast"] = (
+        f"Feast {FEAST_VERSION}, file offline store over the same rows as local parquet, "
+        "DynamoDB online store on the same moto server; its apply is not timed"
+    )
+    report.notes["featurekube"] = (
+        "python -m featurekube.materialize in local[2] Spark (2g driver), source and offline "
+        "table on moto's S3; end to end includes Spark's start"
+    )
+    return report
+
+
+def _drop_data(tmp: Path, rows: int, entities: int) -> None:
+    """Free the size's data, in moto's S3 and on disk, before the next size."""
+    import shutil
+
+    tag = f"{rows}-{entities}"
+    shutil.rmtree(tmp / f"data-{tag}", ignore_errors=True)
+    bucket = boto3.resource("s3").Bucket(BUCKET)
+    bucket.objects.filter(Prefix=f"raw/{tag}/").delete()
+    bucket.objects.filter(Prefix=f"offline/{tag}/").delete()
+
+
+def _answers(endpoint: str) -> bool:
+    try:
+        return processes.http_ok(endpoint)
+    except OSError:
+        return False
+
+
+def _add(report: _harness.Report, subject: str, metric: str, unit: str, value: float) -> None:
+    report.add(subject, metric, unit, [value])
+    print(f"  {subject}: {metric} = {value:.3f} {unit}", flush=True)
+
+
+def _one_size(
+    report: _harness.Report, tmp: Path, rows: int, entities: int, env: dict[str, str]
+) -> None:
+    label = _label(rows, entities)
+    tag = f"{rows}-{entities}"
+    local = tmp / f"data-{tag}"
+    source = f"s3://{BUCKET}/raw/{tag}/"
+    print(f"materialize benchmark: {label}: generating data", flush=True)
+    _write_data(rows, entities, local, source)
+
+    print(f"materialize benchmark: {label}: featurekube", flush=True)
+    elapsed, peak, job = _featurekube(tmp, source, tag, env)
+    _add(report, "featurekube", f"{label} end-to-end", "s", elapsed)
+    _add(report, "featurekube", f"{label} rows/s", "r/s", rows / elapsed)
+    _add(report, "featurekube", f"{label} peak memory", "MiB", peak)
+    for phase, seconds in job["timingsSeconds"].items():
+        _add(report, "featurekube", f"{label} {phase}", "s", seconds)
+    report.notes[f"featurekube {label}"] = json.dumps(job["rows"])
+
+    print(f"materialize benchmark: {label}: Feast", flush=True)
+    elapsed, peak, call = _feast(tmp, local, tag, env)
+    _add(report, "Feast", f"{label} end-to-end", "s", elapsed)
+    _add(report, "Feast", f"{label} rows/s", "r/s", rows / elapsed)
+    _add(report, "Feast", f"{label} peak memory", "MiB", peak)
+    _add(report, "Feast", f"{label} materialize() call", "s", call)
+
+    print(f"materialize benchmark: {label}: bare BatchWriteItem loop", flush=True)
+    items = _newest_items(rows, entities)
+    bare = _bare_batch_writes(items, tag)
+    _add(report, "bare BatchWriteItem loop", f"{label} online_write", "s", bare)
+    online = job["timingsSeconds"].get("online_write")
+    if online:
+        report.notes[f"online write vs bare loop, {label}"] = f"{online / bare:.2f}x"
+    del items

@@ -1,0 +1,16 @@
+"""Materialization: one window of a FeatureView, from its batch source to its offline
+Delta table and online DynamoDB table.
+
+- :mod:`~featurekube.materialize.plan` (pure): what a window means — rows read,
+  boundaries owned, columns needed.
+- :mod:`~featurekube.materialize.aggregate` (pure): time-window aggregations of one
+  entity's events.
+- :mod:`~featurekube.materialize.report` (pure): the run's JSON report and the
+  expectations' verdicts.
+- :mod:`~featurekube.materialize.spark_job`: runs a plan with Spark (the only module
+  here that imports pyspark) and writes through :mod:`featurekube.writer`.
+- ``python -m featurekube.materialize``: the job's entry point, as the operator's
+  SparkApplication runs it.
+
+Importing this package loads no pyspark.
+"""

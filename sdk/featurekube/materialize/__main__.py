@@ -1,0 +1,120 @@
+"""``python -m featurekube.materialize``: one window of one view, as the operator's
+SparkApplication runs it; does I/O.
+
+    python -m featurekube.materialize --spec /etc/featurekube/spec/featureview.yaml \\
+        --start 2026-01-01T00:00:00Z --end 2026-01-01T01:00:00Z \\
+        --offline-uri s3://bucket/offline/rides/driver-profile/v1 \\
+        --online-table featurekube.rides.driver-profile.v1 [--no-online] [--no-offline]
+
+``--spec`` is the view's snapshot (a FeatureView, optionally with the operator's
+``resolved`` section). The run's report (see :mod:`featurekube.materialize.report`) is
+printed on stdout as one JSON line, and written to ``$FEATUREKUBE_REPORT_FILE`` when
+that is set. Exit status: 0 done, 1 failed (the message on stderr; the report says
+what was published), 2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from featurekube import errors
+from featurekube.materialize import plan, report
+from featurekube.materialize.errors import ExpectationFailedError
+
+__all__ = ["build_parser", "main", "time_argument"]
+
+REPORT_FILE_ENV = "FEATUREKUBE_REPORT_FILE"
+
+
+def time_argument(text: str) -> dt.datetime:
+    """``--start``/``--end``: an ISO 8601 instant; without a zone it is UTC."""
+    try:
+        return plan.parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments, exactly as the operator's SparkApplication passes them."""
+    parser = argparse.ArgumentParser(
+        prog="python -m featurekube.materialize",
+        description="Materialize one window [start, end) of a FeatureView into its offline "
+        "Delta table and online DynamoDB table.",
+    )
+    parser.add_argument("--spec", required=True, type=Path, help="the view's snapshot YAML")
+    parser.add_argument("--start", required=True, type=time_argument, help="window start (ISO)")
+    parser.add_argument("--end", required=True, type=time_argument, help="window end (ISO)")
+    parser.add_argument("--offline-uri", required=True, help="the view's Delta table")
+    parser.add_argument("--online-table", required=True, help="the view's DynamoDB table")
+    parser.add_argument("--no-online", action="store_true", help="skip the online store")
+    parser.add_argument("--no-offline", action="store_true", help="skip the offline store")
+    return parser
+
+
+def emit(result: report.MaterializationReport) -> None:
+    """Print the report as one JSON line, and write it where the environment says."""
+    text = json.dumps(result.to_json(), separators=(",", ":"))
+    print(text, flush=True)
+    target = os.environ.get(REPORT_FILE_ENV)
+    if target:
+        Path(target).write_text(text + "\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from featurekube.materialize import spark_job
+
+    label = str(args.spec)
+    try:
+        body = yaml.safe_load(args.spec.read_text(encoding="utf-8"))
+        view, _ = plan.read_view_document(body)
+        # A view or window that cannot be materialized fails before Spark starts.
+        label = plan.plan_materialization(view, args.start, args.end).label
+        began = time.perf_counter()
+        spark = spark_job.open_session(f"featurekube-materialize-{view.metadata.name}")
+        started = time.perf_counter() - began
+        result = spark_job.run(
+            spark,
+            view,
+            args.start,
+            args.end,
+            offline_uri=None if args.no_offline else args.offline_uri,
+            online_table=None if args.no_online else args.online_table,
+        )
+    except ExpectationFailedError as exc:
+        emit(exc.report)
+        print(f"featurekube materialize: error: {exc}", file=sys.stderr)
+        return 1
+    except (errors.FeaturekubeError, OSError, yaml.YAMLError) as exc:
+        emit(_failed(label, args, str(exc)))
+        print(f"featurekube materialize: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        # Spark's own failures (a lost executor, out of memory): report, then the trace.
+        emit(_failed(label, args, f"{type(exc).__name__}: {exc}"[:4000]))
+        traceback.print_exc()
+        return 1
+    result.timings = {"spark_start": started, **result.timings}
+    emit(result)
+    return 0
+
+
+def _failed(label: str, args: argparse.Namespace, error: str) -> report.MaterializationReport:
+    return report.MaterializationReport(view=label, start=args.start, end=args.end, error=error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The report of one materialization run, and the verdicts of the view's expectations;
+pure.
+
+The job prints the report as one JSON line on stdout (and writes it to
+``$FEATUREKUBE_REPORT_FILE`` when set, e.g. the driver's termination-message path, for
+the operator to put in the view's status). Its shape::
+
+    {"view": "FeatureView rides/driver-profile",
+     "window": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"},
+     "published": true,                  # false: nothing was written (failed expectation)
+     "rows": {"read": 1200, "offline": 1180, "online": 200},   # = FeatureViewStatus.rows
+     "onlineStale": 0,                   # entities not written: the table held newer values
+     "features": {"rating": {"nulls": 3, "min": 3.1, "max": 5.0}, ...},
+     "violations": [{"feature": "rating", "check": "max", "rows": 2, "onViolation": "Fail",
+                     "message": "2 rows of rating are above max 5"}],
+     "timingsSeconds": {"read_compute": 4.2, "offline_write": 1.1, ...},
+     "error": null}
+
+``rows.read`` counts the source rows of the read range after the transformation (for
+aggregations, the lookback included); ``rows.offline`` the rows written to the offline
+table; ``rows.online`` the entities written online. Statistics and checks are over the
+rows written offline. A float NaN or infinity is written as the string ``"NaN"``,
+``"Infinity"`` or ``"-Infinity"``; timestamps as ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from featurekube.spec import v1alpha1
+
+__all__ = [
+    "Check",
+    "FeatureStats",
+    "MaterializationReport",
+    "Violation",
+    "evaluate_checks",
+    "plan_checks",
+]
+
+CheckKind = Literal["notNull", "min", "max", "allowedValues"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing an expectation checks: rows of ``feature`` that break it are counted."""
+
+    feature: str
+    kind: CheckKind
+    on_violation: str
+    bound: float | None = None
+    """The limit of a min or max check."""
+    allowed: tuple[str, ...] = ()
+    """The values (as text) an allowedValues check accepts."""
+
+    def describe(self, rows: int) -> str:
+        """What ``rows`` offending rows mean, for people."""
+        noun = "row" if rows == 1 else "rows"
+        if self.kind == "notNull":
+            return f"{rows} {noun} of {self.feature} are null"
+        if self.kind == "min":
+            return f"{rows} {noun} of {self.feature} are below min {_number(self.bound)}"
+        if self.kind == "max":
+            return f"{rows} {noun} of {self.feature} are above max {_number(self.bound)}"
+        return (
+            f"{rows} {noun} of {self.feature} are not one of the allowed values "
+            f"{', '.join(self.allowed)}"
+        )
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def plan_checks(spec: v1alpha1.FeatureViewSpec) -> list[Check]:
+    """Every check of the view's expectations, in spec order."""
+    checks: list[Check] = []
+    for expectation in spec.expectations or ():
+        feature, on = expectation.feature, expectation.on_violation
+        if expectation.not_null:
+            checks.append(Check(feature, "notNull", on))
+        if expectation.min is not None:
+            checks.append(Check(feature, "min", on, bound=expectation.min))
+        if expectation.max is not None:
+            checks.append(Check(feature, "max", on, bound=expectation.max))
+        if expectation.allowed_values is not None:
+            checks.append(
+                Check(feature, "allowedValues", on, allowed=tuple(expectation.allowed_values))
+            )
+    return checks
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A check that some rows broke."""
+
+    check: Check
+    rows: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "feature": self.check.feature,
+            "check": self.check.kind,
+            "rows": self.rows,
+            "onViolation": self.check.on_violation,
+            "message": self.check.describe(self.rows),
+        }
+
+
+def evaluate_checks(checks: Sequence[Check], offending: Sequence[int]) -> list[Violation]:
+    """The violations among ``checks``, given how many rows broke each.
+
+    >>> c = [Check("rating", "max", "Fail", bound=5.0), Check("rating", "notNull", "Warn")]
+    >>> [v.to_json()["message"] for v in evaluate_checks(c, [2, 0])]
+    ['2 rows of rating are above max 5']
+    """
+    return [Violation(c, n) for c, n in zip(checks, offending, strict=True) if n]
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Nulls, least and greatest value of one feature over the rows written."""
+
+    nulls: int
+    min: Any = None
+    max: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nulls": self.nulls, "min": _json_value(self.min), "max": _json_value(self.max)}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dt.datetime):
+        return _iso(value)
+    return value
+
+
+def _iso(moment: dt.datetime) -> str:
+    utc = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    return utc.isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class MaterializationReport:
+    """What one run read, wrote and found; see the module docstring for its JSON."""
+
+    view: str
+    start: dt.datetime
+    end: dt.datetime
+    rows_read: int = 0
+    rows_offline: int = 0
+    rows_online: int = 0
+    online_stale: int = 0
+    features: Mapping[str, FeatureStats] = field(default_factory=dict)
+    violations: Sequence[Violation] = ()
+    published: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def failed_checks(self) -> list[Violation]:
+        """Violations of checks with ``onViolation: Fail``."""
+        return [v for v in self.violations if v.check.on_violation == "Fail"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "view": self.view,
+            "window": {"start": _iso(self.start), "end": _iso(self.end)},
+            "published": self.published,
+            "rows": {
+                "read": self.rows_read,
+                "offline": self.rows_offline,
+                "online": self.rows_online,
+            },
+            "onlineStale": self.online_stale,
+            "features": {name: stats.to_json() for name, stats in self.features.items()},
+            "violations": [v.to_json() for v in self.violations],
+            "timingsSeconds": {k: round(v, 3) for k, v in self.timings.items()},
+            "error": self.error,
+        }

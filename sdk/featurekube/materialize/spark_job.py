@@ -1,0 +1,531 @@
+"""Materializes one window of a view with Spark; does I/O. The only module of
+:mod:`featurekube.materialize` that imports pyspark.
+
+:func:`run` executes a :class:`~featurekube.materialize.plan.MaterializationPlan`:
+
+1. read the batch source (parquet or Delta) and apply ``spec.transformation.sql``
+   (the source is the temporary view ``source``), then check the result's columns
+   against the spec (:class:`~featurekube.materialize.errors.SourceSchemaError` names
+   every missing or mistyped one);
+2. keep the rows of the plan's read range and compute the offline rows: plain features
+   deduplicated per (keys, event time) by greatest created time, or aggregations by
+   :func:`featurekube.materialize.aggregate.aggregate_entity` per entity;
+3. compute each feature's null count, minimum and maximum and the expectations'
+   checks over those rows, and stop before writing anything if a ``Fail`` expectation
+   is violated (:class:`~featurekube.materialize.errors.ExpectationFailedError`);
+4. replace the window's rows of the offline Delta table in one commit, then write each
+   entity's newest row online — both through :mod:`featurekube.writer`, the path the
+   feature server's Push RPC uses too.
+
+The rows reach the writers through the driver, a bounded chunk at a time (entities
+hashed into ``ceil(rows / chunk_rows)`` chunks of a cached result), so the driver's
+memory does not grow with the window. The online write takes the table's write lease
+and writes in bulk (see :mod:`featurekube.writer.online`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pyarrow as pa
+
+from featurekube.materialize import aggregate, report
+from featurekube.materialize import plan as planning
+from featurekube.materialize.errors import (
+    ExpectationFailedError,
+    SourceError,
+    SourceSchemaError,
+    TransformationError,
+)
+from featurekube.offline import layout as offline_layout
+from featurekube.spec import v1alpha1
+from featurekube.writer import offline as offline_writer
+from featurekube.writer import online as online_writer
+from featurekube.writer import rows as row_codec
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+__all__ = ["JobSettings", "Observer", "open_session", "run"]
+
+log = logging.getLogger(__name__)
+
+EVENT = offline_layout.EVENT_TIMESTAMP
+CREATED = offline_layout.CREATED_TIMESTAMP
+_ROWS_READ = "__rows_read"
+_CHUNK = "__chunk"
+_SPARK_TYPES = {
+    "int64": "bigint",
+    "float64": "double",
+    "string": "string",
+    "bool": "boolean",
+    "timestamp": "timestamp",
+    "float64_array": "array<double>",
+}
+
+
+class Observer(Protocol):
+    """Follows a run: the CLI draws it as progress bars; the default logs it."""
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        """A phase starts: ``compute`` (read, compute, statistics and checks),
+        ``offline`` or ``online``; ``total`` is its amount of rows or entities, when
+        known."""
+
+    def advance(self, amount: int) -> None:
+        """``amount`` more rows or entities of the current phase are done."""
+
+
+class _LogObserver:
+    def phase(self, name: str, total: int | None = None) -> None:
+        log.info("materialize: %s%s", name, f" ({total} rows)" if total is not None else "")
+
+    def advance(self, amount: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """Tuning of one run."""
+
+    chunk_rows: int = 500_000
+    """Rows brought to the driver at once for writing; bounds the driver's memory."""
+    online: online_writer.OnlineWriteSettings = field(
+        default_factory=online_writer.OnlineWriteSettings
+    )
+    """How the online writer pushes DynamoDB."""
+
+
+def run(
+    spark: SparkSession,
+    view: v1alpha1.FeatureView,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    offline_uri: str | None,
+    online_table: str | None,
+    observer: Observer | None = None,
+    online_client: Any | None = None,
+    storage_options: Mapping[str, str] | None = None,
+    settings: JobSettings | None = None,
+    now: dt.datetime | None = None,
+) -> report.MaterializationReport:
+    """Materialize [start, end) of ``view`` into ``offline_uri`` and ``online_table``
+    (None: skip that store) and return the run's report.
+
+    Raises :class:`~featurekube.materialize.errors.MaterializeError` subclasses (the
+    report of a failed expectation is on the exception's ``report``) and
+    :class:`~featurekube.writer.errors.WriteError`.
+    """
+    plan = planning.plan_materialization(view, start, end)
+    settings = settings or JobSettings()
+    observer = observer or _LogObserver()
+    ingested = _utc(now or dt.datetime.now(dt.UTC))
+    result = report.MaterializationReport(view=plan.label, start=plan.start, end=plan.end)
+    checks = report.plan_checks(plan.spec)
+    with _utc_session(spark):
+        began = time.perf_counter()
+        observer.phase("compute")
+        rows, events = _offline_rows(spark, plan, ingested)
+        cached = rows.persist()
+        if events is not None:
+            events.persist()
+        try:
+            stats = _statistics(cached, plan, checks)
+            result.rows_read = stats.rows_read if events is None else events.count()
+            result.rows_offline = stats.rows
+            result.features = stats.features
+            result.violations = report.evaluate_checks(checks, stats.offending)
+            result.timings["read_compute"] = time.perf_counter() - began
+            if result.failed_checks:
+                message = (
+                    f"{plan.label}: the window [{_iso(plan.start)}, {_iso(plan.end)}) broke "
+                    "expectations with onViolation: Fail, so nothing was written: "
+                    + "; ".join(v.check.describe(v.rows) for v in result.failed_checks)
+                )
+                result.error = message
+                raise ExpectationFailedError(message, result)
+            offline_rows = cached.drop(_ROWS_READ)
+            if offline_uri is not None:
+                began = time.perf_counter()
+                observer.phase("offline", stats.rows)
+                writer = offline_writer.OfflineWriter(
+                    offline_uri, view, storage_options=storage_options, label=plan.label
+                )
+                writer.replace_window(
+                    lambda: _arrow_chunks(offline_rows, plan, stats.rows, settings, observer),
+                    plan.start,
+                    plan.end,
+                    now=ingested,
+                )
+                result.timings["offline_write"] = time.perf_counter() - began
+            if online_table is not None:
+                began = time.perf_counter()
+                online = online_writer.OnlineWriter(
+                    online_table, view, online_client, settings=settings.online, label=plan.label
+                )
+                written = _write_online(online, offline_rows, plan, settings, observer, ingested)
+                result.rows_online, result.online_stale = written.written, written.stale
+                result.timings["online_write"] = time.perf_counter() - began
+            result.published = True
+        finally:
+            cached.unpersist()
+            if events is not None:
+                events.unpersist()
+    return result
+
+
+# -- session ------------------------------------------------------------------------------
+
+
+def open_session(app_name: str, extra_conf: Mapping[str, str] | None = None) -> SparkSession:
+    """The job's SparkSession. Started by spark-submit (as a SparkApplication is), the
+    settings it was given win and featurekube's fill in the rest (S3A, Delta, UTC);
+    started as a plain process, a local session of :mod:`featurekube.spark_session`."""
+    from featurekube import spark_session
+
+    settings = spark_session.SparkSettings(app_name=app_name, extra_conf=dict(extra_conf or {}))
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        return spark_session.create_session(settings)
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    submitted = SparkConf()
+    builder = SparkSession.builder
+    for key, value in spark_session.render_spark_conf(settings, os.environ).items():
+        if not submitted.contains(key):
+            builder = builder.config(key, value)
+    session: SparkSession = builder.getOrCreate()
+    return session
+
+
+@contextlib.contextmanager
+def _utc_session(spark: SparkSession) -> Iterator[None]:
+    """The session in UTC for the run, and Python workers on this interpreter in local
+    mode (whose workers share this machine, and so its packages)."""
+    previous = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    context = spark.sparkContext
+    if (context.master or "").startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+        context.pythonExec = sys.executable
+    try:
+        yield
+    finally:
+        if previous is not None:
+            spark.conf.set("spark.sql.session.timeZone", previous)
+
+
+# -- reading and computing ---------------------------------------------------------------------
+
+
+def _offline_rows(
+    spark: SparkSession, plan: planning.MaterializationPlan, ingested: dt.datetime
+) -> tuple[DataFrame, DataFrame | None]:
+    """The window's offline rows: keys, features, event and created timestamps, and
+    ``__rows_read`` (the source rows each stands for; summed, the rows read). For
+    aggregations, whose rows stand for no particular source rows, also the source rows
+    read, to be counted (None for plain features)."""
+    if plan.reads_nothing:
+        return spark.createDataFrame([], _row_ddl(plan)), None
+    events = _events(spark, plan, ingested)
+    if plan.aggregation is None:
+        return _deduplicated(events, plan), None
+    return _aggregated(events, plan), events
+
+
+def _read_source(spark: SparkSession, plan: planning.MaterializationPlan) -> DataFrame:
+    from pyspark.errors import AnalysisException
+
+    try:
+        return spark.read.format(plan.source_format).load(plan.source_path)
+    except AnalysisException as exc:
+        raise SourceError(
+            f"{plan.label}: spec.source.batch.path {plan.source_path} could not be read as "
+            f"{plan.source_format}: {_first_line(exc)}. Check the path and format, and that "
+            "the job can reach the bucket"
+        ) from exc
+
+
+def _transformed(spark: SparkSession, plan: planning.MaterializationPlan) -> DataFrame:
+    from pyspark.errors import AnalysisException, ParseException
+
+    source = _read_source(spark, plan)
+    if plan.transformation is None:
+        return source
+    source.createOrReplaceTempView("source")
+    try:
+        frame = spark.sql(plan.transformation)
+        frame.schema  # noqa: B018 - analysis happens here, and its errors
+    except (AnalysisException, ParseException) as exc:
+        raise TransformationError(
+            f"{plan.label}: spec.transformation.sql failed: {_first_line(exc)}"
+        ) from exc
+    return frame
+
+
+def _events(
+    spark: SparkSession, plan: planning.MaterializationPlan, ingested: dt.datetime
+) -> DataFrame:
+    """The source rows of the read range: keys, the needed columns (cast to their
+    types), event and created times."""
+    from pyspark.sql import functions as F
+
+    frame = _transformed(spark, plan)
+    found = {field.name: field.dataType.simpleString() for field in frame.schema.fields}
+    problems = planning.check_columns(plan, found)
+    if problems:
+        where = "after spec.transformation.sql" if plan.transformation else "in the source"
+        raise SourceSchemaError(
+            f"{plan.label}: the columns {where} ({plan.source_path}) do not match the spec:\n"
+            + "\n".join(f"  - {p}" for p in problems),
+            problems,
+        )
+    event = F.col(plan.timestamp_field).cast("timestamp")
+    created = (
+        F.coalesce(F.col(plan.created_field).cast("timestamp"), F.lit(ingested))
+        if plan.created_field
+        else F.lit(ingested)
+    )
+    selected: list[Column] = [
+        F.col(name).cast(_SPARK_TYPES[t]).alias(name) for name, t in plan.keys
+    ]
+    if plan.aggregation is None:
+        selected += [F.col(n).cast(_SPARK_TYPES[t]).alias(n) for n, t in plan.features]
+    else:
+        for name, type_ in _aggregated_columns(plan).items():
+            column = F.col(name) if type_ == "any" else F.col(name).cast(_SPARK_TYPES[type_])
+            selected.append(column.alias(name))
+    selected += [event.alias(EVENT), created.alias(CREATED)]
+    return frame.select(*selected).where(
+        (F.col(EVENT) >= F.lit(plan.read_start)) & (F.col(EVENT) < F.lit(plan.read_end))
+    )
+
+
+def _aggregated_columns(plan: planning.MaterializationPlan) -> dict[str, str]:
+    """Aggregated column -> the type it is read as (``any``: as it is)."""
+    types: dict[str, str] = {}
+    for column in plan.columns:
+        if column.role.startswith("aggregation "):
+            held = types.get(column.name)
+            # A column both counted and summed is read as the sum's type.
+            if held is None or held == "any":
+                types[column.name] = column.value_type
+    return types
+
+
+def _deduplicated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFrame:
+    """One row per (keys, event time): the greatest created time wins, then (for full
+    ties) the greatest feature values, so the choice never depends on the input order."""
+    from pyspark.sql import functions as F
+
+    keys = [name for name, _ in plan.keys]
+    features = [name for name, _ in plan.features]
+    best = F.max(F.struct(F.col(CREATED), *[F.col(f) for f in features])).alias("__best")
+    grouped = events.groupBy(*keys, EVENT).agg(best, F.count(F.lit(1)).alias(_ROWS_READ))
+    return grouped.select(
+        *keys,
+        *[F.col(f"__best.{f}").alias(f) for f in features],
+        EVENT,
+        F.col(f"__best.{CREATED}").alias(CREATED),
+        _ROWS_READ,
+    )
+
+
+def _aggregated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFrame:
+    """The aggregation rows at the boundaries the window owns, per entity."""
+    from pyspark.sql import functions as F
+
+    agg_plan = plan.aggregation
+    assert agg_plan is not None
+    keys = [name for name, _ in plan.keys]
+    key_types = dict(plan.keys)
+    inputs = events.select(
+        *keys,
+        F.unix_micros(F.col(EVENT)).alias(planning.EVENT_MICROS),
+        F.unix_micros(F.col(CREATED)).alias(planning.CREATED_MICROS),
+        *_aggregated_columns(plan),
+    )
+    out_ddl = ", ".join(
+        [f"`{k}` {_SPARK_TYPES[key_types[k]]}" for k in keys]
+        + [f"`{n}` {_SPARK_TYPES[t]}" for n, t in plan.features]
+        + ["event_micros bigint"]
+    )
+    key_arrow = {k: row_codec.ARROW_TYPES[key_types[k]] for k in keys}
+
+    def per_entity(table: pa.Table) -> pa.Table:
+        out = aggregate.aggregate_entity(table, agg_plan)
+        n = out.num_rows
+        columns = [pa.repeat(pa.scalar(table.column(k)[0].as_py(), key_arrow[k]), n) for k in keys]
+        columns += [out.column(name) for name, _ in plan.features]
+        columns.append(out.column("event_timestamp"))
+        return pa.Table.from_arrays(
+            columns, names=[*keys, *(f for f, _ in plan.features), "event_micros"]
+        )
+
+    computed = inputs.groupBy(*keys).applyInArrow(per_entity, schema=out_ddl)
+    event = F.timestamp_micros(F.col("event_micros"))
+    return computed.select(
+        *keys,
+        *[name for name, _ in plan.features],
+        event.alias(EVENT),
+        event.alias(CREATED),
+    )
+
+
+def _row_ddl(plan: planning.MaterializationPlan) -> str:
+    columns = [f"`{k}` {_SPARK_TYPES[t]}" for k, t in plan.keys]
+    columns += [f"`{n}` {_SPARK_TYPES[t]}" for n, t in plan.features]
+    columns += [f"{EVENT} timestamp", f"{CREATED} timestamp", f"{_ROWS_READ} bigint"]
+    return ", ".join(columns)
+
+
+# -- statistics and checks ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Statistics:
+    rows: int
+    rows_read: int
+    features: dict[str, report.FeatureStats]
+    offending: list[int]
+
+
+def _statistics(
+    rows: DataFrame, plan: planning.MaterializationPlan, checks: list[report.Check]
+) -> _Statistics:
+    """Row counts, each feature's nulls, min and max, and each check's offending rows,
+    in one pass."""
+    from pyspark.sql import functions as F
+
+    def count_if(condition: Column) -> Column:
+        return F.sum(F.when(condition, 1).otherwise(0))
+
+    types = dict(plan.features)
+    read = F.sum(_ROWS_READ) if _ROWS_READ in rows.columns else F.lit(0)
+    exprs: list[Column] = [F.count(F.lit(1)).alias("rows"), read.alias("read")]
+    for index, (name, type_) in enumerate(plan.features):
+        exprs.append(count_if(F.col(name).isNull()).alias(f"n{index}"))
+        if type_ == "timestamp":
+            # As microseconds: pyspark would turn timestamps into this machine's local time.
+            exprs += [
+                F.unix_micros(F.min(name)).alias(f"lo{index}"),
+                F.unix_micros(F.max(name)).alias(f"hi{index}"),
+            ]
+        elif type_ != "float64_array":
+            exprs += [F.min(name).alias(f"lo{index}"), F.max(name).alias(f"hi{index}")]
+    for index, check in enumerate(checks):
+        column = F.col(check.feature)
+        if check.kind == "notNull":
+            condition = column.isNull()
+        elif check.kind == "min":
+            condition = column < F.lit(check.bound)
+        elif check.kind == "max":
+            condition = column > F.lit(check.bound)
+        else:
+            text = column.cast("string")
+            if types.get(check.feature) == "bool":
+                text = F.lower(text)
+            condition = column.isNotNull() & ~text.isin(list(check.allowed))
+        exprs.append(count_if(condition).alias(f"c{index}"))
+    found = rows.agg(*exprs).first()
+    assert found is not None
+    stats = {}
+    for index, (name, type_) in enumerate(plan.features):
+        low = found[f"lo{index}"] if type_ != "float64_array" else None
+        high = found[f"hi{index}"] if type_ != "float64_array" else None
+        if type_ == "timestamp":
+            low = None if low is None else planning.from_micros(low)
+            high = None if high is None else planning.from_micros(high)
+        stats[name] = report.FeatureStats(int(found[f"n{index}"] or 0), low, high)
+    return _Statistics(
+        rows=int(found["rows"]),
+        rows_read=int(found["read"] or 0),
+        features=stats,
+        offending=[int(found[f"c{i}"] or 0) for i in range(len(checks))],
+    )
+
+
+# -- to the writers ------------------------------------------------------------------------------
+
+
+def _write_online(
+    online: online_writer.OnlineWriter,
+    rows: DataFrame,
+    plan: planning.MaterializationPlan,
+    settings: JobSettings,
+    observer: Observer,
+    ingested: dt.datetime,
+) -> online_writer.OnlineWriteResult:
+    """Each entity's newest row, written in bulk."""
+    newest = _newest_per_entity(rows, plan).persist()
+    try:
+        entities = newest.count()
+        observer.phase("online", entities)
+        return online.write_bulk(
+            _arrow_chunks(newest, plan, entities, settings, None),
+            now=ingested,
+            on_progress=observer.advance,
+        )
+    finally:
+        newest.unpersist()
+
+
+def _newest_per_entity(rows: DataFrame, plan: planning.MaterializationPlan) -> DataFrame:
+    """Each entity's row with the greatest (event time, created time)."""
+    from pyspark.sql import functions as F
+
+    keys = [name for name, _ in plan.keys]
+    features = [name for name, _ in plan.features]
+    newest = F.max(F.struct(F.col(EVENT), F.col(CREATED), *[F.col(f) for f in features]))
+    return (
+        rows.groupBy(*keys)
+        .agg(newest.alias("__newest"))
+        .select(*keys, *[F.col(f"__newest.{c}").alias(c) for c in (*features, EVENT, CREATED)])
+    )
+
+
+def _arrow_chunks(
+    frame: DataFrame,
+    plan: planning.MaterializationPlan,
+    total: int,
+    settings: JobSettings,
+    observer: Observer | None,
+) -> Iterator[pa.RecordBatch]:
+    """``frame`` (cached) at the driver as Arrow, ``chunk_rows`` rows or so at a time:
+    entities are hashed into chunks, each fetched with ``toArrow``."""
+    from pyspark.sql import functions as F
+
+    keys = [F.col(name) for name, _ in plan.keys]
+    chunks = max(1, math.ceil(total / settings.chunk_rows))
+    tagged = frame.withColumn(_CHUNK, F.pmod(F.xxhash64(*keys), F.lit(chunks)))
+    for chunk in range(chunks):
+        part = frame if chunks == 1 else tagged.where(F.col(_CHUNK) == chunk).drop(_CHUNK)
+        table = part.toArrow()
+        yield from table.to_batches()
+        if observer is not None:
+            observer.advance(table.num_rows)
+
+
+# -- small helpers ---------------------------------------------------------------------------------
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,466 @@
+"""The materialization job end to end on local Spark, the platform's S3 and DynamoDB.
+
+Right answers are computed in the tests, in plain Python over the raw rows: the views'
+transformations and aggregations are written out by hand here, never taken from
+featurekube's code (which is used only to decode the online items).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import itertools
+import math
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import deltalake
+import pyarrow as pa
+import pyarrow.fs
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from pyspark.sql import SparkSession
+
+from featurekube.materialize import spark_job
+from featurekube.materialize.errors import (
+    ExpectationFailedError,
+    SourceSchemaError,
+    TransformationError,
+)
+from featurekube.online import layout, values
+from featurekube.spec import v1alpha1
+
+pytestmark = pytest.mark.spark
+
+UTC = dt.UTC
+EXAMPLES = Path(__file__).parents[2] / "examples"
+DAY = dt.timedelta(days=1)
+T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def gen() -> ModuleType:
+    """``examples/generate_data.py``, imported once."""
+    name = "featurekube_examples_generate_data"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, EXAMPLES / "generate_data.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _example(name: str, source: str) -> v1alpha1.FeatureView:
+    body = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+    body["spec"]["source"]["batch"]["path"] = source
+    return v1alpha1.FeatureView.model_validate(body)
+
+
+def _put(uri: str, table: pa.Table) -> str:
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+    pq.write_table(table, f"{path.rstrip('/')}/part-0.parquet", filesystem=filesystem)
+    return uri
+
+
+def _online_table(table_prefix: str, name: str) -> str:
+    table = f"{table_prefix}{name}"
+    client = boto3.client("dynamodb")
+    client.create_table(**layout.table_definition(table, {}))
+    client.get_waiter("table_exists").wait(TableName=table)
+    return table
+
+
+def _offline(uri: str) -> list[dict[str, Any]]:
+    """The table's rows without ingestion times (they differ from run to run)."""
+    rows = deltalake.DeltaTable(uri).to_pyarrow_table().to_pylist()
+    for row in rows:
+        del row["ingestion_timestamp"]
+    keys = [k for k in rows[0] if k.endswith("_id") or k == "zone"] if rows else []
+    return sorted(rows, key=lambda r: (r["event_timestamp"], *(r[k] for k in keys)))
+
+
+def _online(table: str) -> dict[str, dict[str, Any]]:
+    """The table's entity items (not the writers' lease and watermark, under '#' keys)."""
+    pages = boto3.client("dynamodb").get_paginator("scan").paginate(TableName=table)
+    items = (item for page in pages for item in page["Items"])
+    return {
+        i[layout.ENTITY_KEY]["S"]: i for i in items if not i[layout.ENTITY_KEY]["S"].startswith("#")
+    }
+
+
+def _micros(moment: dt.datetime) -> int:
+    delta = moment - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _materialize(
+    spark: SparkSession,
+    view: v1alpha1.FeatureView,
+    start: dt.datetime,
+    end: dt.datetime,
+    offline: str | None,
+    online: str | None,
+) -> Any:
+    return spark_job.run(spark, view, start, end, offline_uri=offline, online_table=online)
+
+
+# -- plain features ------------------------------------------------------------------------
+
+
+def _profile_reference(drivers: pa.Table, start: dt.datetime, end: dt.datetime) -> list[dict]:
+    """driver-profile's SQL and the dedupe rule, by hand."""
+    best: dict[tuple[int, dt.datetime], dict[str, Any]] = {}
+    for row in drivers.to_pylist():
+        if row["is_test_account"] or not start <= row["event_timestamp"] < end:
+            continue
+        days = (row["event_timestamp"].date() - row["signup_date"]).days
+        out = {
+            "driver_id": row["driver_id"],
+            "rating": row["rating"],
+            "years_active": math.floor(days / 365.25),
+            "vehicle_type": row["vehicle_class"].lower(),
+            "is_premium": row["tier"] == "premium",
+            "event_timestamp": row["event_timestamp"],
+            "created_timestamp": row["created_timestamp"],
+        }
+        key = (row["driver_id"], row["event_timestamp"])
+        if key not in best or out["created_timestamp"] > best[key]["created_timestamp"]:
+            best[key] = out
+    return sorted(best.values(), key=lambda r: (r["event_timestamp"], r["driver_id"]))
+
+
+def test_plain_features_keep_every_row_and_the_latest_correction_and_rerun_identically(
+    spark: SparkSession, gen: ModuleType, s3_prefix: str, table_prefix: str
+) -> None:
+    drivers = gen.make_drivers(gen.Settings(days=3, drivers=8, riders=20))
+    view = _example("driver-profile", _put(f"{s3_prefix}raw/drivers/", drivers))
+    offline, online = f"{s3_prefix}offline/profile", _online_table(table_prefix, "profile")
+    start, end = T0, T0 + 2 * DAY
+    expected = _profile_reference(drivers, start, end)
+    corrected = {(r["driver_id"], r["event_timestamp"]) for r in drivers.to_pylist()}
+    assert len(corrected) < drivers.num_rows  # the data has ties on event time
+
+    first = _materialize(spark, view, start, end, offline, online)
+    rows = _offline(offline)
+    rerun = _materialize(spark, view, start, end, offline, online)
+
+    assert [{k: r[k] for k in expected[0]} for r in rows] == expected
+    assert {r["event_date"] for r in rows} == {r["event_timestamp"].date() for r in expected}
+    assert _offline(offline) == rows  # the re-run replaced the window with the same rows
+    assert deltalake.DeltaTable(offline).version() == 1
+    report = first.to_json()
+    in_window = [
+        r
+        for r in drivers.to_pylist()
+        if not r["is_test_account"] and start <= r["event_timestamp"] < end
+    ]
+    assert report["rows"] == {"read": len(in_window), "offline": len(expected), "online": 8}
+    assert rerun.to_json()["rows"] == report["rows"] and report["published"] is True
+    assert report["features"]["rating"]["min"] >= 3.0
+    assert report["features"]["vehicle_type"]["nulls"] == 0
+    # Online: each driver's newest row of the window.
+    newest: dict[int, dict[str, Any]] = {}
+    for row in expected:
+        newest[row["driver_id"]] = row
+    items = _online(online)
+    assert len(items) == len(newest)
+    for driver, row in newest.items():
+        item = items[f"driver_id:i:{driver}"]
+        assert int(item[layout.EVENT_TIME]["N"]) == _micros(row["event_timestamp"])
+        assert int(item[layout.CREATED_TIME]["N"]) == _micros(row["created_timestamp"])
+        assert values.from_attribute("float64", item.get("rating")) == row["rating"]
+        assert values.from_attribute("string", item.get("vehicle_type")) == row["vehicle_type"]
+        assert values.from_attribute("bool", item.get("is_premium")) == row["is_premium"]
+        # ttl 3d, in seconds
+        assert (
+            int(item[layout.EXPIRES_AT]["N"])
+            == _micros(row["event_timestamp"]) // 10**6 + 3 * 86400
+        )
+
+
+def _live_view(source: str) -> v1alpha1.FeatureView:
+    return v1alpha1.FeatureView.model_validate(
+        {
+            "metadata": {"name": "zone-speed", "namespace": "rides"},
+            "spec": {
+                "owner": "dispatch@example.com",
+                "entities": [
+                    {"name": "zone", "type": "string"},
+                    {"name": "driver_id", "type": "int64"},
+                ],
+                "source": {"batch": {"path": source, "timestampField": "ts"}},
+                "features": [
+                    {"name": "speed", "type": "float64"},
+                    {"name": "status", "type": "string"},
+                ],
+                "expectations": [{"feature": "speed", "max": 100}],
+            },
+        }
+    )
+
+
+def test_online_values_move_only_forward_when_windows_run_out_of_order(
+    spark: SparkSession, s3_prefix: str, table_prefix: str
+) -> None:
+    def row(driver: int, zone: str, hours: float, speed: float, status: str) -> dict[str, Any]:
+        return {
+            "driver_id": driver,
+            "zone": zone,
+            "ts": T0 + dt.timedelta(hours=hours),
+            "speed": speed,
+            "status": status,
+        }
+
+    raw = [
+        row(1, "SF/N", 1, 10.0, "idle"),
+        row(1, "SF/N", 25, 20.0, "on-trip"),
+        row(1, "SF/S", 2, 30.0, "idle"),  # another entity: same driver, other zone
+        row(2, "SF/N", 3, 40.0, "idle"),
+        row(2, "SF/N", 3, 140.0, "idle"),  # a full tie without created times: greatest wins
+    ]
+    schema = pa.schema(
+        [
+            ("driver_id", pa.int32()),
+            ("zone", pa.string()),
+            ("ts", pa.timestamp("us")),
+            ("speed", pa.float64()),
+            ("status", pa.string()),
+        ]
+    )
+    table = pa.Table.from_pylist(
+        [r | {"ts": r["ts"].replace(tzinfo=None)} for r in raw], schema=schema
+    )  # naive timestamps (UTC) and int32 keys convert
+    view = _live_view(_put(f"{s3_prefix}raw/live/", table))
+    offline, online = f"{s3_prefix}offline/live", _online_table(table_prefix, "live")
+
+    later = _materialize(spark, view, T0 + DAY, T0 + 2 * DAY, offline, online)
+    earlier = _materialize(spark, view, T0, T0 + DAY, offline, online)
+
+    assert later.rows_online == 1
+    assert (earlier.rows_online, earlier.online_stale) == (2, 1)
+    items = _online(online)
+    newest = items["driver_id:i:1/zone:s:SF%2FN"]
+    assert newest["speed"] == {"N": "20.0"} and newest["status"] == {"S": "on-trip"}
+    assert items["driver_id:i:2/zone:s:SF%2FN"]["speed"] == {"N": "140.0"}
+    assert layout.EXPIRES_AT not in newest  # no ttl
+    rows = _offline(offline)
+    assert [(r["driver_id"], r["zone"], r["speed"]) for r in rows] == [
+        (1, "SF/N", 10.0),
+        (1, "SF/S", 30.0),
+        (2, "SF/N", 140.0),
+        (1, "SF/N", 20.0),
+    ]
+    # The created time of rows without a source column is the run's ingestion time.
+    assert all(r["created_timestamp"] > T0 + 300 * DAY for r in rows)
+    assert earlier.to_json()["violations"] == [
+        {
+            "feature": "speed",
+            "check": "max",
+            "rows": 1,
+            "onViolation": "Warn",
+            "message": "1 row of speed are above max 100",
+        }
+    ]
+    assert earlier.published
+
+
+# -- aggregations -----------------------------------------------------------------------------
+
+S = dt.timedelta(minutes=10)
+
+
+def _completed_trips(trips: pa.Table) -> list[dict[str, Any]]:
+    """driver-trip-stats' SQL, by hand."""
+    out = []
+    for row in trips.to_pylist():
+        if row["status"] != "completed":
+            continue
+        duration = row["duration_min"]
+        speed = None if duration == 0 else row["distance_km"] / duration * 60
+        out.append(row | {"speed_kmh": speed})
+    return out
+
+
+def _value(agg: v1alpha1.Aggregation, frame: list[dict[str, Any]]) -> Any:
+    present = [r for r in frame if r[agg.column] is not None]
+    present.sort(key=lambda r: (r["event_timestamp"], r["created_timestamp"], r[agg.column]))
+    values_ = [r[agg.column] for r in present]
+    if agg.function == "count":
+        return len(values_)
+    if agg.function == "count_distinct":
+        return len(set(values_))
+    if not values_:
+        return None
+    return {
+        "sum": lambda: math.fsum(values_),
+        "mean": lambda: math.fsum(values_) / len(values_),
+        "stddev": lambda: statistics.stdev(values_) if len(values_) > 1 else None,
+        "max": lambda: max(values_),
+        "min": lambda: min(values_),
+        "last": lambda: values_[-1],
+    }[agg.function]()
+
+
+def _trip_stats_reference(
+    view: v1alpha1.FeatureView, trips: list[dict[str, Any]], start: dt.datetime, end: dt.datetime
+) -> list[dict[str, Any]]:
+    """A row at each boundary in [start, end) where a driver's values change."""
+    aggs = view.spec.aggregations or []
+    windows = {a.name: v1alpha1.parse_duration(a.window) for a in aggs}
+    by_driver: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for trip in trips:
+        by_driver[trip["driver_id"]].append(trip)
+    first = T0 + math.ceil((start - T0) / S) * S
+    out = []
+    for driver, events in by_driver.items():
+
+        def at(t: dt.datetime, events: list[dict[str, Any]] = events) -> list[Any]:
+            return [
+                _value(a, [e for e in events if t - windows[a.name] < e["event_timestamp"] <= t])
+                for a in aggs
+            ]
+
+        before = at(first - S)
+        t = first
+        while t < end:
+            now = at(t)
+            if now != before:
+                out.append(
+                    {"driver_id": driver, "event_timestamp": t}
+                    | {a.name: v for a, v in zip(aggs, now, strict=True)}
+                )
+            before, t = now, t + S
+    return sorted(out, key=lambda r: (r["event_timestamp"], r["driver_id"]))
+
+
+def _assert_rows_equal(actual: Iterable[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    actual = list(actual)
+    assert [(r["driver_id"], r["event_timestamp"]) for r in actual] == [
+        (r["driver_id"], r["event_timestamp"]) for r in expected
+    ]
+    for got, want in zip(actual, expected, strict=True):
+        for name, value in want.items():
+            if isinstance(value, float):
+                assert got[name] == pytest.approx(value, rel=1e-9), (name, want)
+            else:
+                assert got[name] == value, (name, want)
+
+
+def test_aggregations_match_a_reference_and_windows_in_pieces_equal_one_window(
+    spark: SparkSession, gen: ModuleType, s3_prefix: str, table_prefix: str
+) -> None:
+    trips = gen.make_trips(gen.Settings(days=2, drivers=5, riders=40))
+    view = _example("driver-trip-stats", _put(f"{s3_prefix}raw/trips/", trips))
+    whole_uri, pieces_uri = f"{s3_prefix}offline/whole", f"{s3_prefix}offline/pieces"
+    online = _online_table(table_prefix, "trip-stats")
+    start, end = T0 + dt.timedelta(hours=6), T0 + dt.timedelta(hours=42)
+    cuts = [start, T0 + dt.timedelta(hours=13, minutes=5), T0 + DAY, end]
+    completed = _completed_trips(trips)
+
+    whole = _materialize(spark, view, start, end, whole_uri, None)
+    for piece_start, piece_end in itertools.pairwise(cuts):
+        _materialize(spark, view, piece_start, piece_end, pieces_uri, online)
+    pieces = _offline(pieces_uri)
+    _materialize(spark, view, cuts[1], cuts[2], pieces_uri, online)  # a re-run
+
+    expected = _trip_stats_reference(view, completed, start, end)
+    assert len(expected) > 100
+    _assert_rows_equal(_offline(whole_uri), expected)
+    assert _offline(pieces_uri) == pieces
+    whole_rows = [
+        {k: v for k, v in r.items() if k != "created_timestamp"} for r in _offline(whole_uri)
+    ]
+    assert [{k: v for k, v in r.items() if k != "created_timestamp"} for r in pieces] == whole_rows
+    assert all(r["created_timestamp"] == r["event_timestamp"] for r in pieces)
+    lookback = start - S - dt.timedelta(days=7)
+    read = [t for t in completed if lookback < t["event_timestamp"] <= end - S]
+    assert whole.rows_read == len(read)
+    assert whole.rows_offline == len(expected)
+    # Online: each driver's value as of the last boundary before end, with the event
+    # time of the row that set it, which is the offline point-in-time value at any
+    # T in [last boundary, end).
+    items = _online(online)
+    assert len(items) == len({r["driver_id"] for r in expected})
+    types = view.spec.feature_types()
+    for driver in {r["driver_id"] for r in expected}:
+        as_of = max(
+            (r for r in pieces if r["driver_id"] == driver), key=lambda r: r["event_timestamp"]
+        )
+        item = items[f"driver_id:i:{driver}"]
+        assert int(item[layout.EVENT_TIME]["N"]) == _micros(as_of["event_timestamp"])
+        for name, value_type in types.items():
+            assert values.from_attribute(value_type, item.get(name)) == as_of[name], name
+
+
+# -- failures -------------------------------------------------------------------------------------
+
+
+def test_a_failing_expectation_publishes_nothing(
+    spark: SparkSession, gen: ModuleType, s3_prefix: str, table_prefix: str
+) -> None:
+    drivers = gen.make_drivers(gen.Settings(days=2, drivers=5, riders=20)).to_pylist()
+    seen = defaultdict(int)
+    for r in drivers:
+        seen[(r["driver_id"], r["event_timestamp"])] += 1
+    bad = next(
+        r
+        for r in drivers
+        if r["rating"] is not None
+        and not r["is_test_account"]
+        and seen[(r["driver_id"], r["event_timestamp"])] == 1
+    )
+    bad["rating"] = 7.5  # rating: max 5, onViolation: Fail
+    source = _put(f"{s3_prefix}raw/drivers/", pa.Table.from_pylist(drivers, gen.SCHEMAS["drivers"]))
+    view = _example("driver-profile", source)
+    offline, online = f"{s3_prefix}offline/profile", _online_table(table_prefix, "profile")
+
+    with pytest.raises(ExpectationFailedError, match="1 row of rating are above max 5") as failed:
+        _materialize(spark, view, T0 - DAY, T0 + 2 * DAY, offline, online)
+
+    report = failed.value.report.to_json()
+    assert report["published"] is False and report["rows"]["online"] == 0
+    assert report["features"]["rating"]["max"] == 7.5
+    assert [v["check"] for v in report["violations"]] == ["max"]
+    assert not deltalake.DeltaTable.is_deltatable(offline)
+    assert _online(online) == {}
+
+
+def test_schema_errors_name_every_missing_and_mistyped_column_and_write_nothing(
+    spark: SparkSession, gen: ModuleType, s3_prefix: str
+) -> None:
+    settings = gen.Settings(days=1, drivers=2, riders=5)
+    riders = gen.make_riders(settings, gen.make_trips(settings))
+    riders = riders.drop_columns(["avg_tip_rate"]).set_column(
+        0, "rider_id", riders.column("rider_id").cast(pa.string())
+    )
+    view = _example("rider-features", _put(f"{s3_prefix}raw/riders/", riders))
+    offline = f"{s3_prefix}offline/riders"
+
+    with pytest.raises(SourceSchemaError) as error:
+        _materialize(spark, view, T0, T0 + DAY, offline, None)
+
+    assert str(error.value).splitlines()[1:] == [
+        "  - column rider_id (join key): expected int64 (Spark bigint), found string",
+        "  - column avg_tip_rate (feature avg_tip_rate): missing",
+    ]
+    assert "FeatureView rides/rider-features" in str(error.value)
+    assert not deltalake.DeltaTable.is_deltatable(offline)
+
+
+def test_a_transformation_over_a_missing_column_names_it(
+    spark: SparkSession, gen: ModuleType, s3_prefix: str
+) -> None:
+    trips = gen.make_trips(gen.Settings(days=1, drivers=2, riders=5)).drop_columns(["fare_usd"])
+    view = _example("driver-trip-stats", _put(f"{s3_prefix}raw/trips/", trips))
+
+    with pytest.raises(TransformationError, match=r"spec.transformation.sql failed: .*fare_usd"):
+        _materialize(spark, view, T0, T0 + DAY, f"{s3_prefix}offline/stats", None)

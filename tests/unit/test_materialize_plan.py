@@ -1,0 +1,411 @@
+"""The materialization plan and the aggregation kernel, without Spark or stores.
+
+The kernel is checked against a reference written the slow, obvious way: the value of
+every aggregation at every boundary, a row wherever the values change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+import random
+import statistics
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from featurekube.materialize import aggregate, plan
+from featurekube.materialize.errors import PlanError
+from featurekube.spec import v1alpha1
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
+MINUTE = 60_000_000
+
+
+def _view(**spec: Any) -> v1alpha1.FeatureView:
+    body: dict[str, Any] = {
+        "owner": "team@example.com",
+        "entities": [{"name": "driver_id", "type": "int64"}],
+        "source": {"batch": {"path": "s3://bucket/raw/trips/"}},
+    }
+    body.update(spec)
+    return v1alpha1.FeatureView.model_validate(
+        {"metadata": {"name": "trips", "namespace": "rides"}, "spec": body}
+    )
+
+
+AGGREGATIONS = [
+    {"name": "n_30m", "column": "trip_id", "function": "count", "window": "30m"},
+    {"name": "riders_1h", "column": "rider_id", "function": "count_distinct", "window": "1h"},
+    {"name": "fare_1h", "column": "fare", "function": "sum", "window": "1h", "type": "float64"},
+    {"name": "mean_fare_30m", "column": "fare", "function": "mean", "window": "30m"},
+    {"name": "sd_fare_1h", "column": "fare", "function": "stddev", "window": "1h"},
+    {"name": "min_fare_1h", "column": "fare", "function": "min", "window": "1h", "type": "float64"},
+    {"name": "max_zone_30m", "column": "zone", "function": "max", "window": "30m", "type": "int64"},
+    {"name": "last_zone_1h", "column": "zone", "function": "last", "window": "1h", "type": "int64"},
+    {
+        "name": "trip_sum_1h",
+        "column": "trip_id",
+        "function": "sum",
+        "window": "1h",
+        "type": "int64",
+    },
+]
+
+
+def _agg_view() -> v1alpha1.FeatureView:
+    return _view(aggregationInterval="10m", aggregations=AGGREGATIONS)
+
+
+# -- the plan ---------------------------------------------------------------------------
+
+
+def test_plain_features_read_exactly_the_window() -> None:
+    view = _view(
+        source={"batch": {"path": "s3://bucket/raw/", "createdTimestampField": "created"}},
+        features=[{"name": "rating", "type": "float64"}],
+    )
+
+    p = plan.plan_materialization(view, dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2))
+
+    assert (p.read_start, p.read_end) == (T0, T0 + dt.timedelta(days=1))
+    assert p.aggregation is None
+    assert p.source_columns() == ["driver_id", "event_timestamp", "created", "rating"]
+    assert p.label == "FeatureView rides/trips"
+
+
+def test_an_aggregation_window_owns_the_boundaries_in_it_and_reads_back_one_window_more() -> None:
+    start, end = T0 + dt.timedelta(minutes=5), T0 + dt.timedelta(hours=1)
+
+    p = plan.plan_materialization(_agg_view(), start, end)
+
+    assert p.aggregation is not None
+    # Boundaries every 10 minutes: 00:10 ... 00:50 are in [00:05, 01:00); 01:00 is not.
+    assert plan.from_micros(p.aggregation.first_boundary or 0) == T0 + dt.timedelta(minutes=10)
+    assert plan.from_micros(p.aggregation.last_boundary or 0) == T0 + dt.timedelta(minutes=50)
+    # Events after (00:10 - 10m - 1h) and up to 00:50, inclusive.
+    assert p.read_start == T0 - dt.timedelta(hours=1) + dt.timedelta(microseconds=1)
+    assert p.read_end == T0 + dt.timedelta(minutes=50, microseconds=1)
+
+
+def test_a_window_between_two_boundaries_reads_nothing() -> None:
+    p = plan.plan_materialization(
+        _agg_view(), T0 + dt.timedelta(minutes=1), T0 + dt.timedelta(minutes=9)
+    )
+
+    assert p.reads_nothing
+
+
+def test_consecutive_windows_own_each_boundary_once() -> None:
+    cuts = [T0 + dt.timedelta(minutes=m) for m in (0, 7, 10, 33, 60, 61, 120)]
+    owned: list[int] = []
+    for start, end in itertools.pairwise(cuts):
+        agg = plan.plan_materialization(_agg_view(), start, end).aggregation
+        assert agg is not None
+        if agg.first_boundary is not None and agg.last_boundary is not None:
+            owned += range(agg.first_boundary, agg.last_boundary + 1, agg.interval)
+
+    whole = plan.plan_materialization(_agg_view(), cuts[0], cuts[-1]).aggregation
+    assert whole is not None and whole.first_boundary is not None
+    assert whole.last_boundary is not None
+    assert owned == list(range(whole.first_boundary, whole.last_boundary + 1, whole.interval))
+
+
+def test_a_push_source_has_nothing_to_materialize() -> None:
+    view = _view(source={"push": {}}, features=[{"name": "speed", "type": "float64"}])
+
+    with pytest.raises(PlanError, match="push source"):
+        plan.plan_materialization(view, T0, T0 + dt.timedelta(hours=1))
+
+
+def test_an_empty_window_is_refused() -> None:
+    view = _view(features=[{"name": "speed", "type": "float64"}])
+
+    with pytest.raises(PlanError, match="--start must be before --end"):
+        plan.plan_materialization(view, T0, T0)
+
+
+def test_column_checks_name_every_missing_and_mistyped_column() -> None:
+    p = plan.plan_materialization(_agg_view(), T0, T0 + dt.timedelta(hours=1))
+
+    problems = plan.check_columns(
+        p,
+        {
+            "driver_id": "string",
+            "event_timestamp": "timestamp_ntz",
+            "trip_id": "string",  # counted: any type will do
+            "rider_id": "bigint",
+            "fare": "decimal(10,2)",
+            "zone": "double",
+        },
+    )
+
+    assert problems == [
+        "column driver_id (join key): expected int64 (Spark bigint), found string",
+        "column zone (aggregation max_zone_30m): expected int64 (Spark bigint), found double",
+        "column zone (aggregation last_zone_1h): expected int64 (Spark bigint), found double",
+        "column trip_id (aggregation trip_sum_1h): expected int64 (Spark bigint), found string",
+    ]
+
+
+def test_a_snapshot_document_gives_the_view_and_where_it_goes() -> None:
+    body = {
+        "apiVersion": "featurekube.dev/v1alpha1",
+        "kind": "FeatureView",
+        "metadata": {"name": "trips", "namespace": "rides"},
+        "spec": _view(features=[{"name": "speed", "type": "float64"}]).spec.to_yaml_dict(),
+        "resolved": {"version": 3, "onlineTable": "t", "offlineUri": "s3://b/o/"},
+    }
+
+    view, resolved = plan.read_view_document(body)
+
+    assert view.metadata.name == "trips"
+    assert resolved == {"version": 3, "onlineTable": "t", "offlineUri": "s3://b/o/"}
+    with pytest.raises(PlanError, match="expected a FeatureView"):
+        plan.read_view_document({"kind": "FeatureService"})
+
+
+# -- the kernel against a reference -------------------------------------------------------
+
+
+def _events(rng: random.Random, start: int, end: int, n: int) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(n):
+        # Whole minutes make events land exactly on boundaries now and then.
+        moment = rng.randrange(start, end) // MINUTE * MINUTE
+        rows.append(
+            {
+                plan.EVENT_MICROS: moment,
+                plan.CREATED_MICROS: moment + rng.choice([0, 0, MINUTE]),
+                "trip_id": 100 + i,
+                "rider_id": rng.choice([1, 2, 3, None]),
+                "fare": rng.choice([round(rng.uniform(5, 40), 2), None, 0.1, 0.2]),
+                "zone": rng.choice([1, 2, 3, 4]),
+            }
+        )
+    return rows
+
+
+def _reference_value(step: plan.AggregationStep, rows: list[dict[str, Any]], t: int) -> Any:
+    frame = sorted(
+        (
+            r
+            for r in rows
+            if t - step.window < r[plan.EVENT_MICROS] <= t and r[step.column] is not None
+        ),
+        key=lambda r: (r[plan.EVENT_MICROS], r[plan.CREATED_MICROS], r[step.column]),
+    )
+    values = [r[step.column] for r in frame]
+    if step.function == "count":
+        return len(values)
+    if step.function == "count_distinct":
+        return len(set(values))
+    if not values:
+        return None
+    if step.function == "sum":
+        return math.fsum(values) if step.value_type == "float64" else sum(values)
+    if step.function == "mean":
+        return math.fsum(values) / len(values)
+    if step.function == "stddev":
+        return statistics.stdev(values) if len(values) > 1 else None
+    if step.function == "min":
+        return min(values)
+    if step.function == "max":
+        return max(values)
+    assert step.function == "last"
+    return values[-1]
+
+
+def _reference(agg: plan.AggregationPlan, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    assert agg.first_boundary is not None and agg.last_boundary is not None
+    out = []
+    for t in range(agg.first_boundary, agg.last_boundary + 1, agg.interval):
+        now = [_reference_value(s, rows, t) for s in agg.steps]
+        before = [_reference_value(s, rows, t - agg.interval) for s in agg.steps]
+        if now != before:
+            out.append(
+                {"event_timestamp": t} | {s.name: v for s, v in zip(agg.steps, now, strict=True)}
+            )
+    return out
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    schema = pa.schema(
+        [
+            (plan.EVENT_MICROS, pa.int64()),
+            (plan.CREATED_MICROS, pa.int64()),
+            ("trip_id", pa.int64()),
+            ("rider_id", pa.int64()),
+            ("fare", pa.float64()),
+            ("zone", pa.int64()),
+        ]
+    )
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _close(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    assert [r["event_timestamp"] for r in actual] == [r["event_timestamp"] for r in expected]
+    for got, want in zip(actual, expected, strict=True):
+        for name, value in want.items():
+            if isinstance(value, float):
+                assert got[name] == pytest.approx(value, rel=1e-12), name
+            else:
+                assert got[name] == value, name
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_kernel_equals_the_reference_and_any_split_of_the_period(seed: int) -> None:
+    rng = random.Random(seed)
+    begin, end = T0, T0 + dt.timedelta(hours=4)
+    rows = _events(rng, plan.to_micros(begin) - 90 * MINUTE, plan.to_micros(end), 60)
+    rng.shuffle(rows)
+    whole = plan.plan_materialization(_agg_view(), begin, end).aggregation
+    assert whole is not None
+
+    result = aggregate.aggregate_entity(_table(rows), whole).to_pylist()
+
+    _close(result, _reference(whole, rows))
+    pieces: list[dict[str, Any]] = []
+    cuts = [begin, begin + dt.timedelta(minutes=25), begin + dt.timedelta(hours=2), end]
+    for start, stop in itertools.pairwise(cuts):
+        part = plan.plan_materialization(_agg_view(), start, stop)
+        assert part.aggregation is not None
+        lo, hi = plan.to_micros(part.read_start), plan.to_micros(part.read_end)
+        window_rows = [r for r in rows if lo <= r[plan.EVENT_MICROS] < hi]
+        pieces += aggregate.aggregate_entity(_table(window_rows), part.aggregation).to_pylist()
+    assert pieces == result  # exactly, floats included
+
+
+def test_an_emptied_window_gives_a_row_of_zero_counts_and_nulls() -> None:
+    one = [
+        {
+            plan.EVENT_MICROS: plan.to_micros(T0) + 5 * MINUTE,
+            plan.CREATED_MICROS: 0,
+            "trip_id": 1,
+            "rider_id": 1,
+            "fare": 10.0,
+            "zone": 2,
+        }
+    ]
+    agg = plan.plan_materialization(_agg_view(), T0, T0 + dt.timedelta(hours=3)).aggregation
+    assert agg is not None
+
+    rows = aggregate.aggregate_entity(_table(one), agg).to_pylist()
+
+    times = [plan.from_micros(r["event_timestamp"]) - T0 for r in rows]
+    # Enters at 00:10; leaves the 30m windows at 00:40 and the 1h ones at 01:10.
+    assert times == [dt.timedelta(minutes=m) for m in (10, 40, 70)]
+    assert rows[0]["n_30m"] == 1 and rows[0]["last_zone_1h"] == 2
+    assert rows[1]["n_30m"] == 0 and rows[1]["mean_fare_30m"] is None
+    assert rows[1]["fare_1h"] == 10.0
+    assert rows[2] == {"event_timestamp": rows[2]["event_timestamp"]} | {
+        "n_30m": 0,
+        "riders_1h": 0,
+        "fare_1h": None,
+        "mean_fare_30m": None,
+        "sd_fare_1h": None,
+        "min_fare_1h": None,
+        "max_zone_30m": None,
+        "last_zone_1h": None,
+        "trip_sum_1h": None,
+    }
+
+
+def test_an_event_on_a_boundary_counts_at_that_boundary() -> None:
+    at = plan.to_micros(T0 + dt.timedelta(minutes=20))
+    one = [
+        {
+            plan.EVENT_MICROS: at,
+            plan.CREATED_MICROS: at,
+            "trip_id": 1,
+            "rider_id": 1,
+            "fare": 1.0,
+            "zone": 1,
+        }
+    ]
+    agg = plan.plan_materialization(_agg_view(), T0, T0 + dt.timedelta(hours=1)).aggregation
+    assert agg is not None
+
+    rows = aggregate.aggregate_entity(_table(one), agg).to_pylist()
+
+    assert rows[0]["event_timestamp"] == at and rows[0]["n_30m"] == 1
+    # (t - 30m, t]: still in at 00:40, gone at 00:50.
+    assert rows[1]["event_timestamp"] == at + 30 * MINUTE and rows[1]["n_30m"] == 0
+
+
+# -- the entry point and the report, without Spark ------------------------------------------
+
+
+def test_the_entry_point_fails_before_spark_on_a_push_view(tmp_path, capsys) -> None:
+    import json
+
+    import yaml
+
+    from featurekube.materialize import __main__ as entry
+
+    view = _view(source={"push": {}}, features=[{"name": "speed", "type": "float64"}])
+    spec = tmp_path / "featureview.yaml"
+    spec.write_text(yaml.safe_dump(view.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    arguments = [
+        "--spec",
+        str(spec),
+        "--start",
+        "2026-01-01T00:00:00Z",
+        "--end",
+        "2026-01-01T01:00:00Z",
+        "--offline-uri",
+        "s3://bucket/o",
+        "--online-table",
+        "t",
+    ]
+
+    status = entry.main(arguments)
+
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert "push source" in err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["published"] is False and "push source" in report["error"]
+    with pytest.raises(SystemExit):
+        entry.main([*arguments[:4], "--end", "yesterday", *arguments[6:]])
+
+
+def test_the_report_says_what_was_checked_and_found() -> None:
+    from featurekube.materialize import report
+
+    view = _view(
+        features=[{"name": "rating", "type": "float64"}, {"name": "tier", "type": "string"}],
+        expectations=[
+            {"feature": "rating", "notNull": True, "min": 1, "max": 5, "onViolation": "Fail"},
+            {"feature": "tier", "allowedValues": ["gold", "silver"]},
+        ],
+    )
+    checks = report.plan_checks(view.spec)
+    result = report.MaterializationReport(
+        view="FeatureView rides/trips",
+        start=T0,
+        end=T0 + dt.timedelta(hours=1),
+        rows_read=3,
+        rows_offline=2,
+        rows_online=1,
+        features={"rating": report.FeatureStats(1, 0.5, math.nan)},
+        violations=report.evaluate_checks(checks, [1, 1, 0, 0]),
+    )
+
+    assert [(c.feature, c.kind) for c in checks] == [
+        ("rating", "notNull"),
+        ("rating", "min"),
+        ("rating", "max"),
+        ("tier", "allowedValues"),
+    ]
+    with pytest.raises(ValueError):
+        report.evaluate_checks(checks, [0])
+    assert [v.check.kind for v in result.failed_checks] == ["notNull", "min"]
+    doc = result.to_json()
+    assert doc["rows"] == {"read": 3, "offline": 2, "online": 1}
+    assert doc["window"] == {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"}
+    assert doc["features"]["rating"] == {"nulls": 1, "min": 0.5, "max": "NaN"}
+    assert doc["violations"][0]["message"] == "1 row of rating are null"

@@ -14,6 +14,7 @@ the work tree; the first session on a machine downloads them, later ones do not.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,9 @@ class SparkSettings:
     ``~/.cache/featurekube/ivy``."""
     ui: bool = False
     """Start Spark's web UI (port 4040 onwards)."""
+    python: str = field(default_factory=lambda: sys.executable)
+    """The Python of Spark's Python workers in local mode: this one, which has
+    featurekube and pyarrow, not whatever ``python3`` is first on the PATH."""
     extra_conf: Mapping[str, str] = field(default_factory=dict)
     """Anything else, applied last."""
 
@@ -96,6 +100,7 @@ def render_spark_conf(settings: SparkSettings, environ: Mapping[str, str]) -> di
         # Local mode listens on loopback only, whatever the host name resolves to.
         conf["spark.driver.host"] = "127.0.0.1"
         conf["spark.driver.bindAddress"] = "127.0.0.1"
+        conf["spark.pyspark.python"] = settings.python
         # Delta reads its log in 50 tasks by default: far too many for a few cores.
         conf["spark.databricks.delta.snapshotPartitions"] = "4"
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")

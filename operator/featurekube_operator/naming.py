@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from featurekube.offline import layout as offline_layout
+from featurekube.online import layout as online_layout
 from featurekube.spec import v1alpha1
 from featurekube_operator.settings import OperatorSettings
 from featurekube_operator.windows import Window
@@ -56,12 +58,12 @@ def data_fingerprint(spec: v1alpha1.FeatureViewSpec) -> str:
 
 def online_table(settings: OperatorSettings, namespace: str, view: str, version: int) -> str:
     """``<prefix><namespace>.<view>.v<version>``: DynamoDB allows letters, digits, _ - ."""
-    return f"{settings.table_prefix}{namespace}.{view}.v{version}"
+    return online_layout.table_name(settings.table_prefix, namespace, view, version)
 
 
 def offline_uri(settings: OperatorSettings, namespace: str, view: str, version: int) -> str:
     """``<offline_uri>/<namespace>/<view>/v<version>``, the view's Delta table."""
-    return f"{settings.offline_uri.rstrip('/')}/{namespace}/{view}/v{version}"
+    return offline_layout.table_uri(settings.offline_uri, namespace, view, version)
 
 
 def snapshot_name(view: str, version: int) -> str:

@@ -34,6 +34,7 @@ import yaml
 
 from featurekube import _deps, errors
 from featurekube.joins import plan
+from featurekube.offline import layout as offline_layout
 from featurekube.spec import loader, v1alpha1
 
 if TYPE_CHECKING:
@@ -231,7 +232,7 @@ class FeatureStore:
                 "yet, or its definition was read from files): give the store the offline "
                 "store's root, FeatureStore(..., offline_uri='s3://BUCKET/PREFIX')"
             )
-        directory = f"{self.offline_uri}/{view_namespace}/{name}"
+        directory = offline_layout.view_directory(self.offline_uri, view_namespace, name)
         version = status.version if status is not None else None
         if version is None:
             version = _newest_version(directory)
@@ -241,7 +242,7 @@ class FeatureStore:
                 "there): it has not been materialized offline yet, or offline_uri is not "
                 "the root the operator writes to"
             )
-        return f"{directory}/v{version}"
+        return offline_layout.table_uri(self.offline_uri, view_namespace, name, version)
 
     def get_historical_features(
         self,

@@ -24,6 +24,8 @@ import yaml
 
 from featurekube import errors
 from featurekube.materialize import plan, report
+from featurekube.offline import layout as offline_layout
+from featurekube.online import layout as online_layout
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -95,10 +97,14 @@ def _targets(args: argparse.Namespace, view: Any, resolved: dict[str, Any]) -> t
     root = os.environ.get("FEATUREKUBE_OFFLINE_URI", DEFAULT_OFFLINE_ROOT).rstrip("/")
     prefix = os.environ.get("FEATUREKUBE_TABLE_PREFIX", DEFAULT_TABLE_PREFIX)
     offline = (
-        args.offline_uri or resolved.get("offlineUri") or f"{root}/{namespace}/{name}/v{version}"
+        args.offline_uri
+        or resolved.get("offlineUri")
+        or offline_layout.table_uri(root, namespace, name, version)
     )
     online = (
-        args.online_table or resolved.get("onlineTable") or f"{prefix}{namespace}.{name}.v{version}"
+        args.online_table
+        or resolved.get("onlineTable")
+        or online_layout.table_name(prefix, namespace, name, version)
     )
     return str(offline), str(online)
 

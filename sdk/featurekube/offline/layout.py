@@ -13,7 +13,15 @@ Timestamps are microsecond precision, UTC (Arrow ``timestamp('us', tz='UTC')``).
 
 from __future__ import annotations
 
-__all__ = ["CREATED_TIMESTAMP", "EVENT_DATE", "EVENT_TIMESTAMP", "INGESTION_TIMESTAMP", "RESERVED"]
+__all__ = [
+    "CREATED_TIMESTAMP",
+    "EVENT_DATE",
+    "EVENT_TIMESTAMP",
+    "INGESTION_TIMESTAMP",
+    "RESERVED",
+    "table_uri",
+    "view_directory",
+]
 
 EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"
@@ -21,3 +29,17 @@ INGESTION_TIMESTAMP = "ingestion_timestamp"
 EVENT_DATE = "event_date"
 RESERVED = frozenset({EVENT_TIMESTAMP, CREATED_TIMESTAMP, INGESTION_TIMESTAMP, EVENT_DATE})
 """Column names no join key or feature may take."""
+
+
+def view_directory(root: str, namespace: str, view: str) -> str:
+    """``<root>/<namespace>/<view>``: where every version of a view's table lives."""
+    return f"{root.rstrip('/')}/{namespace}/{view}"
+
+
+def table_uri(root: str, namespace: str, view: str, version: int) -> str:
+    """``<root>/<namespace>/<view>/v<version>``: one version's Delta table.
+
+    >>> table_uri("s3://lake/offline/", "rides", "driver-trip-stats", 2)
+    's3://lake/offline/rides/driver-trip-stats/v2'
+    """
+    return f"{view_directory(root, namespace, view)}/v{version}"

@@ -17,6 +17,7 @@ __all__ = [
     "RESERVED",
     "newer_condition",
     "table_definition",
+    "table_name",
 ]
 
 ENTITY_KEY = "entity_key"
@@ -51,3 +52,12 @@ def table_definition(name: str, tags: dict[str, str]) -> dict[str, object]:
         "BillingMode": "PAY_PER_REQUEST",
         "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
     }
+
+
+def table_name(prefix: str, namespace: str, view: str, version: int) -> str:
+    """``<prefix><namespace>.<view>.v<version>``: DynamoDB allows letters, digits, _ - .
+
+    >>> table_name("featurekube.", "rides", "driver-profile", 1)
+    'featurekube.rides.driver-profile.v1'
+    """
+    return f"{prefix}{namespace}.{view}.v{version}"

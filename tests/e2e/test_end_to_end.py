@@ -8,6 +8,7 @@ One backfill serves every test of this module: apply -> materialize -> serve -> 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import json
 import math
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +30,13 @@ from featurekube._platform.platform import Endpoints
 from featurekube._platform.runtime import Runtime
 from featurekube.online.client import OnlineClient
 from featurekube.store import FeatureStore
+from support import eventually
 
+_eventually = functools.partial(eventually, interval=1.0)
 REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "examples"
 VIEWS = ("driver-trip-stats", "driver-profile", "driver-location-live")
 TIMEOUT = 900.0
-
-
-def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(1)
-    return result
 
 
 def _ready(body: dict[str, Any]) -> bool:

@@ -24,10 +24,8 @@ import re
 import socket
 import subprocess
 import sys
-import time
 import tomllib
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -39,6 +37,7 @@ import yaml
 
 from featurekube._platform import platform as local
 from featurekube._platform.platform import Endpoints
+from support import eventually as _eventually
 
 REPO = Path(__file__).parents[2]
 CHART = REPO / "charts" / "featurekube"
@@ -85,15 +84,6 @@ def _fill(value: Any, namespace: str) -> Any:
     if isinstance(value, list):
         return [_fill(v, namespace) for v in value]
     return value.replace("{ns}", namespace) if isinstance(value, str) else value
-
-
-def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.5)
-    return result
 
 
 # -- helm ------------------------------------------------------------------------------

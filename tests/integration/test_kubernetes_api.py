@@ -13,17 +13,10 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from featurekube._platform.platform import Endpoints
+from support import eventually as _eventually
 
 GROUP = "smoke.featurekube.dev"
 RULE_MESSAGE = "minReplicas must not exceed maxReplicas"
-
-
-def _eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.5)
 
 
 def _gone(read: Callable[[], Any]) -> bool:

@@ -3,9 +3,9 @@ the real API server and moto's DynamoDB."""
 
 from __future__ import annotations
 
-import time
+import functools
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -14,6 +14,9 @@ import pytest
 from kopf.testing import KopfRunner
 
 from featurekube._platform import processes
+from support import eventually
+
+_eventually = functools.partial(eventually, ignore=(kubernetes.client.exceptions.ApiException,))
 
 VIEW: dict[str, Any] = {
     "apiVersion": "featurekube.dev/v1alpha1",
@@ -31,20 +34,6 @@ VIEW: dict[str, Any] = {
         "deletionPolicy": "Delete",
     },
 }
-
-
-def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except kubernetes.client.exceptions.ApiException:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.5)
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import copy
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 import yaml
 
 from featurekube._platform.platform import Endpoints
+from support import eventually as _eventually
 
 REPO = Path(__file__).parents[2]
 MANIFESTS = REPO / "operator" / "manifests"
@@ -45,15 +45,6 @@ SERVICE: dict[str, Any] = {
         "server": {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}, "podDisruptionBudget": {}},
     },
 }
-
-
-def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.5)
-    return result
 
 
 @pytest.fixture(scope="module")

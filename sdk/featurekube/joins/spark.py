@@ -34,6 +34,7 @@ from pyspark.sql import types as T
 from featurekube.joins import duckdb as engine
 from featurekube.joins import plan
 from featurekube.offline import layout
+from featurekube.spec import v1alpha1
 
 __all__ = ["ROW", "describe", "entity_frame", "execute"]
 
@@ -44,15 +45,6 @@ TIME = "__fk_t"
 TIME_UP = "__fk_t_up"
 """Entity times in µs, rounded up (for T - E <= ttl)."""
 _MAX_INT64 = 9_223_372_036_854_775_807
-_SPARK_TYPES = {
-    "int64": "bigint",
-    "float64": "double",
-    "string": "string",
-    "bool": "boolean",
-    "timestamp": "timestamp",
-    "float64_array": "array<double>",
-}
-"""Value type -> Spark SQL type."""
 
 
 def _spark_type(value_type: str) -> T.DataType:
@@ -237,7 +229,7 @@ def execute(join_plan: plan.JoinPlan, entities: DataFrame) -> DataFrame:
             fresh = (F.col(TIME_UP) - values["e"]) <= F.lit(limit)
         for j, feature in enumerate(view.features):
             value = F.when(fresh, values[f"f{j}"])
-            outputs.append(value.cast(_SPARK_TYPES[feature.type]).alias(feature.output))
+            outputs.append(value.cast(v1alpha1.SPARK_SQL_TYPES[feature.type]).alias(feature.output))
     ordered = result.select(
         *(F.col(name) for name in join_plan.entity_columns), *outputs, ROW
     ).orderBy(ROW)

@@ -63,14 +63,6 @@ EVENT = offline_layout.EVENT_TIMESTAMP
 CREATED = offline_layout.CREATED_TIMESTAMP
 _ROWS_READ = "__rows_read"
 _CHUNK = "__chunk"
-_SPARK_TYPES = {
-    "int64": "bigint",
-    "float64": "double",
-    "string": "string",
-    "bool": "boolean",
-    "timestamp": "timestamp",
-    "float64_array": "array<double>",
-}
 
 
 class Observer(Protocol):
@@ -296,13 +288,15 @@ def _events(
         else F.lit(ingested)
     )
     selected: list[Column] = [
-        F.col(name).cast(_SPARK_TYPES[t]).alias(name) for name, t in plan.keys
+        F.col(name).cast(v1alpha1.SPARK_SQL_TYPES[t]).alias(name) for name, t in plan.keys
     ]
     if plan.aggregation is None:
-        selected += [F.col(n).cast(_SPARK_TYPES[t]).alias(n) for n, t in plan.features]
+        selected += [F.col(n).cast(v1alpha1.SPARK_SQL_TYPES[t]).alias(n) for n, t in plan.features]
     else:
         for name, type_ in _aggregated_columns(plan).items():
-            column = F.col(name) if type_ == "any" else F.col(name).cast(_SPARK_TYPES[type_])
+            column = (
+                F.col(name) if type_ == "any" else F.col(name).cast(v1alpha1.SPARK_SQL_TYPES[type_])
+            )
             selected.append(column.alias(name))
     selected += [event.alias(EVENT), created.alias(CREATED)]
     return frame.select(*selected).where(
@@ -355,8 +349,8 @@ def _aggregated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFr
         *_aggregated_columns(plan),
     )
     out_ddl = ", ".join(
-        [f"`{k}` {_SPARK_TYPES[key_types[k]]}" for k in keys]
-        + [f"`{n}` {_SPARK_TYPES[t]}" for n, t in plan.features]
+        [f"`{k}` {v1alpha1.SPARK_SQL_TYPES[key_types[k]]}" for k in keys]
+        + [f"`{n}` {v1alpha1.SPARK_SQL_TYPES[t]}" for n, t in plan.features]
         + ["event_micros bigint"]
     )
     key_arrow = {k: row_codec.ARROW_TYPES[key_types[k]] for k in keys}
@@ -382,8 +376,8 @@ def _aggregated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFr
 
 
 def _row_ddl(plan: planning.MaterializationPlan) -> str:
-    columns = [f"`{k}` {_SPARK_TYPES[t]}" for k, t in plan.keys]
-    columns += [f"`{n}` {_SPARK_TYPES[t]}" for n, t in plan.features]
+    columns = [f"`{k}` {v1alpha1.SPARK_SQL_TYPES[t]}" for k, t in plan.keys]
+    columns += [f"`{n}` {v1alpha1.SPARK_SQL_TYPES[t]}" for n, t in plan.features]
     columns += [f"{EVENT} timestamp", f"{CREATED} timestamp", f"{_ROWS_READ} bigint"]
     return ", ".join(columns)
 

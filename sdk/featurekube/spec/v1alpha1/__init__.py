@@ -4,7 +4,14 @@ The pydantic models here are the source of truth: ``make crds`` generates ``crds
 from them, and the SDK, the operator and the feature server all read specs through them.
 """
 
-from featurekube.spec.v1alpha1.common import API_VERSION, GROUP, VERSION, Condition, ObjectMeta
+from featurekube.spec.v1alpha1.common import (
+    API_VERSION,
+    GROUP,
+    SPARK_SQL_TYPES,
+    VERSION,
+    Condition,
+    ObjectMeta,
+)
 from featurekube.spec.v1alpha1.durations import parse_duration
 from featurekube.spec.v1alpha1.featureservice import (
     FeatureService,
@@ -34,6 +41,7 @@ from featurekube.spec.v1alpha1.featureview import (
 __all__ = [
     "API_VERSION",
     "GROUP",
+    "SPARK_SQL_TYPES",
     "VERSION",
     "Aggregation",
     "BatchSource",

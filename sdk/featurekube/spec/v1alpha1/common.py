@@ -12,6 +12,7 @@ from featurekube.spec.v1alpha1._base import SpecModel
 __all__ = [
     "API_VERSION",
     "GROUP",
+    "SPARK_SQL_TYPES",
     "VERSION",
     "Condition",
     "DnsLabel",
@@ -25,6 +26,16 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 ValueType = Literal["int64", "float64", "string", "bool", "timestamp", "float64_array"]
 """The type of a feature's values, the same in Spark, Arrow, DynamoDB and gRPC."""
+
+SPARK_SQL_TYPES: dict[str, str] = {
+    "int64": "bigint",
+    "float64": "double",
+    "string": "string",
+    "bool": "boolean",
+    "timestamp": "timestamp",
+    "float64_array": "array<double>",
+}
+"""Value type -> the Spark SQL type it is read, computed and written as."""
 
 DnsLabel = Annotated[
     str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", min_length=1, max_length=63)

@@ -46,10 +46,11 @@ import pyarrow.parquet as pq
 import yaml
 
 from benchmarks import _harness
+from benchmarks.peers import feast as feast_peer
 from featurekube._platform import components, processes
 from featurekube.online import keys, layout, values
 
-FEAST_VERSION = "0.67.0"
+FEAST_VERSION = feast_peer.VERSION
 DEFAULT_SIZES = (
     (1_000_000, 10_000),
     (10_000_000, 10_000),
@@ -242,16 +243,7 @@ FEAST_SCRIPT = textwrap.dedent(
 
 
 def _feast_python() -> Path:
-    root = Path(os.environ.get("FEATUREKUBE_CACHE", Path.home() / ".cache" / "featurekube"))
-    venv = root / "bench" / f"feast-{FEAST_VERSION}"
-    python = venv / "bin" / "python"
-    if not (venv / "bin" / "feast").exists():
-        # Feast lives in a virtualenv of its own, so its pins never constrain ours.
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"feast[aws]=={FEAST_VERSION}"], check=True
-        )
-    return python
+    return feast_peer.python(feast_peer.cache() / "bench" / f"feast-{FEAST_VERSION}", "aws")
 
 
 def _feast(tmp: Path, data: Path, tag: str, env: dict[str, str]) -> tuple[float, float, float]:

@@ -52,8 +52,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks import _harness
+from benchmarks.peers import feast as feast_peer
 
-FEAST_VERSION = "0.67.0"
+FEAST_VERSION = feast_peer.VERSION
 SEED = 20260110
 DATA_VERSION = 1
 """Bumped when the generated data changes, so cached data is made again."""
@@ -310,18 +311,7 @@ def _cpu_seconds() -> float:
 
 def _feast_python() -> Path:
     """Feast's virtualenv, made on first use."""
-    venv = _cache() / "peers" / f"feast-{FEAST_VERSION}"
-    python = venv / "bin" / "python"
-    check = [str(python), "-c", f"import feast; assert feast.__version__ == '{FEAST_VERSION}'"]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
-        return python
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"feast[duckdb]=={FEAST_VERSION}"],
-        check=True,
-    )  # fmt: skip
-    return python
+    return feast_peer.python(_cache() / "peers" / f"feast-{FEAST_VERSION}", "duckdb")
 
 
 def _run(command: list[str], timeout: float, memory_mib: float) -> dict[str, Any]:

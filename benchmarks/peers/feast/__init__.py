@@ -1,0 +1,45 @@
+"""Feast, the peer several benchmarks measure featurekube beside: its virtualenvs.
+
+Feast lives in virtualenvs of its own under ``$FEATUREKUBE_CACHE`` (default
+``~/.cache/featurekube``), made on first use and reused after, so its pins never
+constrain ours. Each benchmark names the virtualenv and the extras it needs (the
+materialization and serving benchmarks share one with ``aws``; the training benchmark
+has one with ``duckdb``). The scripts beside this module run with such a virtualenv's
+Python and import nothing of featurekube.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["VERSION", "cache", "python"]
+
+VERSION = "0.67.0"
+"""The Feast release every benchmark measures."""
+
+
+def cache() -> Path:
+    """Where benchmarks keep what they make once: ``$FEATUREKUBE_CACHE`` or
+    ``~/.cache/featurekube``."""
+    root = os.environ.get("FEATUREKUBE_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "featurekube"
+
+
+def python(venv: Path, extras: str) -> Path:
+    """The Python of the virtualenv at ``venv`` holding ``feast[extras]`` at
+    :data:`VERSION`; made (a few minutes, needs the package index) when it is missing
+    or holds another version."""
+    executable = venv / "bin" / "python"
+    installed = list(venv.glob(f"lib/python*/site-packages/feast-{VERSION}.dist-info"))
+    if executable.exists() and installed:
+        return executable
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(executable), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         f"feast[{extras}]=={VERSION}"],
+        check=True,
+    )  # fmt: skip
+    return executable

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from featurekube.materialize import report
 from featurekube_operator import naming
 from featurekube_operator.windows import Window, plan_windows
 
@@ -23,6 +24,7 @@ __all__ = [
     "Progress",
     "Run",
     "decide",
+    "read_report_rows",
     "read_run",
     "retry_delay",
     "summarize",
@@ -49,7 +51,8 @@ class Run:
     attempt: int = 1
     error: str = ""
     finished_at: dt.datetime | None = None
-    rows: Mapping[str, int] = field(default_factory=dict)
+    driver_pod: str = ""
+    """The driver pod, whose termination message is the job's report."""
 
     @property
     def completed(self) -> bool:
@@ -78,7 +81,19 @@ def read_run(body: Mapping[str, Any]) -> Run:
         attempt=int(annotations.get(naming.ANNOTATION_ATTEMPT, "1")),
         error=(status.get("applicationState") or {}).get("errorMessage", "") or "",
         finished_at=_parse_time(status.get("terminationTime")),
+        driver_pod=(status.get("driverInfo") or {}).get("podName", "") or "",
     )
+
+
+def read_report_rows(pod: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """The rows a window's job reported, from its driver pod's termination message;
+    None when there is no such pod or it holds no report."""
+    for container in ((pod or {}).get("status") or {}).get("containerStatuses") or ():
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        rows = report.read_termination_message(terminated.get("message"))
+        if rows is not None:
+            return rows
+    return None
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,8 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
                 "start": start.isoformat().replace("+00:00", "Z"),
                 "end": summary.materialized_until.isoformat().replace("+00:00", "Z"),
             }
+            # None clears the rows of an earlier window (status is merge-patched).
+            status["rows"] = _last_window_rows(ctx, namespace, summary, status_before, status)
         ctx.metrics.freshness.set(namespace, name, summary.materialized_until)
     done_until = status.get("lastMaterializedWindow", {}).get("end")
     if not materializes:
@@ -207,6 +209,30 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         message = f"version {latest} is backfilling; nothing to serve yet"
     found.insert(0, Condition("Ready", ready, "Serving" if ready else "Backfilling", message))
     return _finish(body, status, found, now)
+
+
+def _last_window_rows(
+    ctx: Context,
+    namespace: str,
+    summary: progress.Progress,
+    before: Mapping[str, Any],
+    status: Mapping[str, Any],
+) -> dict[str, int] | None:
+    """The rows the last materialized window wrote, from its driver's report.
+
+    A completed window's report never changes, so it is read once: while the status
+    already holds the rows of the same window of the same version, they are kept.
+    """
+    same = all(before.get(k) == status.get(k) for k in ("version", "lastMaterializedWindow"))
+    if same and before.get("rows"):
+        return dict(before["rows"])
+    last = next(
+        (r for r in reversed(summary.completed) if r.window.end == summary.materialized_until),
+        None,
+    )
+    if last is None or not last.driver_pod:
+        return None
+    return progress.read_report_rows(ctx.kube.get("v1", "Pod", namespace, last.driver_pod))
 
 
 def _count(ctx: Context, namespace: str, name: str, summary: progress.Progress) -> None:

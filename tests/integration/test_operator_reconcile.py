@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -207,6 +208,81 @@ def test_the_backfill_proceeds_in_order_and_the_view_becomes_ready(
     _step(ctx, kube_api, namespace, "driver-trip-stats")
     assert sorted(_apps(kube_api, namespace))[-1] == "driver-trip-stats-v1-202601010300"
     assert ctx.metrics.windows_succeeded.labels(namespace, "driver-trip-stats")._value.get() == 3
+
+
+def _driver_pod(
+    kube_api: kubernetes.client.ApiClient, namespace: str, app: str, message: str
+) -> None:
+    """The finished driver pod of ``app``, as the kubelet leaves it."""
+    core = kubernetes.client.CoreV1Api(kube_api)
+    name = f"{app}-driver"
+    core.create_namespaced_pod(
+        namespace,
+        {  # type: ignore[arg-type]
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "spark-kubernetes-driver", "image": "spark"}]},
+        },
+    )
+    terminated = {"exitCode": 0, "reason": "Completed", "message": message}
+    core.patch_namespaced_pod_status(
+        name,
+        namespace,
+        {
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [
+                    {
+                        "name": "spark-kubernetes-driver",
+                        "image": "spark",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            }
+        },
+    )
+
+
+def test_the_rows_of_the_last_window_come_from_its_drivers_report(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    def finish(app: str, message: str) -> None:
+        _driver_pod(kube_api, namespace, app, message)
+        _finish(kube_api, namespace, app, "COMPLETED", clock.now)
+
+    def report(rows: int) -> str:
+        counts = {"read": 3 * rows, "offline": rows, "online": 4}
+        return json.dumps({"published": True, "rows": counts})
+
+    _apply_view(kube_api, namespace, VIEW)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    done: set[str] = set()
+    for rows in (10, 20, 30):
+        (app, *_) = sorted(set(_apps(kube_api, namespace)) - done)
+        finish(app, report(rows))
+        done.add(app)
+        status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    assert status["lastMaterializedWindow"]["end"] == "2026-01-01T03:00:00Z"
+    assert status["rows"] == {"read": 90, "offline": 30, "online": 4}
+    # A finished window's report is read once: the pod may go, the rows stay.
+    kubernetes.client.CoreV1Api(kube_api).delete_namespaced_pod(f"{app}-driver", namespace)
+    assert _step(ctx, kube_api, namespace, "driver-trip-stats")["rows"] == status["rows"]
+
+    # The next window's driver left no report (it died before writing one): no rows,
+    # rather than the rows of another window.
+    clock.now += H
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    (app,) = set(_apps(kube_api, namespace)) - done
+    finish(app, "Error: killed")
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    stored = _custom(kube_api).get_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", "driver-trip-stats"
+    )["status"]
+    assert stored["lastMaterializedWindow"]["end"] == "2026-01-01T04:00:00Z"
+    assert "rows" not in stored
 
 
 def test_a_failed_window_is_reported_then_retried_after_its_backoff(

@@ -17,7 +17,8 @@ from featurekube._platform import processes
 from featurekube._platform.runtime import Runtime
 
 JOB = """
-import pathlib, sys
+import os, pathlib, sys
+pathlib.Path(os.environ["REPORT"]).write_text("report of " + sys.argv[-1])
 spec = pathlib.Path(sys.argv[sys.argv.index("--spec") + 1])
 if not spec.read_text().startswith("view: driver-profile"):
     print("Error: the mounted spec is not there: " + str(spec), file=sys.stderr)
@@ -84,6 +85,7 @@ def _app(name: str, spec_config_map: str) -> dict[str, Any]:
             "restartPolicy": {"type": "Never"},
             "driver": {
                 "cores": 1,
+                "env": [{"name": "REPORT", "value": "/dev/termination-log"}],
                 "configMaps": [{"name": spec_config_map, "path": "/etc/featurekube/spec"}],
             },
             "executor": {"instances": 1},
@@ -132,6 +134,14 @@ def test_spark_applications_run_with_spark_submit_and_report_like_the_spark_oper
     assert states["ok"]["terminationTime"]
     assert states["broken"]["applicationState"]["state"] == "FAILED"
     assert "the mounted spec is not there" in states["broken"]["applicationState"]["errorMessage"]
+    # Each driver pod is left as the kubelet leaves it: owned by its application,
+    # terminated, the report the job wrote as its termination message.
+    for name, phase, exit_code in (("ok", "Succeeded", 0), ("broken", "Failed", 3)):
+        pod = core.read_namespaced_pod(f"{name}-driver", namespace)
+        terminated = pod.status.container_statuses[0].state.terminated
+        assert pod.metadata.owner_references[0].name == name
+        assert (pod.status.phase, terminated.exit_code) == (phase, exit_code)
+        assert terminated.message == "report of 2026-01-01T00:00:00Z"
 
 
 def test_a_feature_server_deployment_runs_locally_until_it_goes(

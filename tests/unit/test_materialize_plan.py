@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import math
 import random
 import statistics
@@ -409,3 +410,64 @@ def test_the_report_says_what_was_checked_and_found() -> None:
     assert doc["window"] == {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T01:00:00Z"}
     assert doc["features"]["rating"] == {"nulls": 1, "min": 0.5, "max": "NaN"}
     assert doc["violations"][0]["message"] == "1 row of rating are null"
+
+
+def test_the_termination_message_fits_kubernetes_and_keeps_the_rows() -> None:
+    from featurekube.materialize import report
+
+    result = report.MaterializationReport(
+        view="FeatureView rides/trips",
+        start=T0,
+        end=T0 + dt.timedelta(hours=1),
+        rows_read=10_000_000,
+        rows_offline=9_999_000,
+        rows_online=1_000_000,
+        features={f"feature_{i:03d}": report.FeatureStats(i, 0.0, 1e9) for i in range(300)},
+        published=True,
+        error="x" * 20_000,
+    )
+    small = report.MaterializationReport(view="v", start=T0, end=T0, rows_read=1)
+
+    message = result.to_termination_message()
+
+    assert len(message.encode()) <= report.TERMINATION_MESSAGE_LIMIT
+    assert report.read_termination_message(message) == {
+        "read": 10_000_000,
+        "offline": 9_999_000,
+        "online": 1_000_000,
+    }
+    assert json.loads(message)["truncated"] is True
+    assert json.loads(small.to_termination_message()) == small.to_json()
+    assert report.read_termination_message("Killed") is None
+    assert report.read_termination_message('{"rows": {"read": 1}}') is None
+    assert report.read_termination_message(None) is None
+
+
+def test_the_entry_point_writes_its_report_where_the_environment_says(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    import yaml
+
+    from featurekube.materialize import __main__ as entry
+    from featurekube.materialize import report
+
+    view = _view(source={"push": {}}, features=[{"name": "speed", "type": "float64"}])
+    spec = tmp_path / "featureview.yaml"
+    spec.write_text(yaml.safe_dump(view.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    target = tmp_path / "termination-log"
+    monkeypatch.setenv(report.REPORT_FILE_ENV, str(target))
+
+    entry.main(
+        [
+            *("--spec", str(spec), "--start", "2026-01-01T00:00:00Z"),
+            *("--end", "2026-01-01T01:00:00Z", "--offline-uri", "s3://b/o", "--online-table", "t"),
+        ]
+    )
+
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert json.loads(target.read_text()) == printed
+    assert report.read_termination_message(target.read_text()) == {
+        "read": 0,
+        "offline": 0,
+        "online": 0,
+    }

@@ -108,3 +108,35 @@ def test_read_run_takes_the_window_from_annotations() -> None:
     assert parsed.window == Window(T0, T0 + H)
     assert (parsed.version, parsed.attempt, parsed.failed, parsed.error) == (3, 2, True, "boom")
     assert parsed.finished_at == T0 + dt.timedelta(minutes=65)
+
+
+def test_a_run_names_its_driver_pod_whose_termination_message_holds_the_rows() -> None:
+    body = {
+        "metadata": {
+            "name": "v-v1-202601010000",
+            "labels": {naming.LABEL_VERSION: "1"},
+            "annotations": {
+                naming.ANNOTATION_WINDOW_START: "2026-01-01T00:00:00Z",
+                naming.ANNOTATION_WINDOW_END: "2026-01-01T01:00:00Z",
+            },
+        },
+        "status": {
+            "applicationState": {"state": "COMPLETED"},
+            "driverInfo": {"podName": "v-v1-202601010000-driver"},
+        },
+    }
+    message = '{"published":true,"rows":{"read":120,"offline":118,"online":20}}'
+
+    def pod(*states: dict[str, Any]) -> dict[str, Any]:
+        return {"status": {"containerStatuses": [{"name": "c", "state": s} for s in states]}}
+
+    assert progress.read_run(body).driver_pod == "v-v1-202601010000-driver"
+    assert progress.read_report_rows(pod({"terminated": {"message": message}})) == {
+        "read": 120,
+        "offline": 118,
+        "online": 20,
+    }
+    assert progress.read_report_rows(pod({"running": {}}, {"terminated": {"message": message}}))
+    assert progress.read_report_rows(pod({"terminated": {"message": "OOMKilled"}})) is None
+    assert progress.read_report_rows(pod({"running": {}})) is None
+    assert progress.read_report_rows(None) is None

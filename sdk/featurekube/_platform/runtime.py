@@ -5,7 +5,8 @@ local platform only; does I/O.
   laptop has few cores), with the ConfigMaps its driver mounts written to a directory
   and its file paths mapped from the job image to this checkout. Its status goes
   through SUBMITTED, RUNNING, and COMPLETED or FAILED with the error, the way the Spark
-  Operator writes it.
+  Operator writes it, and its driver pod is left terminated with the job's report as
+  its termination message, the way the kubelet leaves it.
 - Each feature-server Deployment (label ``featurekube.dev/feature-service``) runs as one
   local process on a free loopback port, with its plan ConfigMap written to a file; its
   pods are marked Running and Ready once the port answers, as a kubelet would, and the
@@ -46,6 +47,8 @@ __all__ = ["PathMapping", "Runtime", "main"]
 
 SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
 SERVICE_LABEL = "featurekube.dev/feature-service"
+DRIVER_CONTAINER = "spark-kubernetes-driver"
+TERMINATION_LOG = "/dev/termination-log"
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -164,6 +167,7 @@ class Runtime:
                 "submissionAttempts": 1,
             },
         )
+        termination_log = run_dir / "termination-log"
         with log.open("wb") as out:
             env = {
                 **os.environ,
@@ -171,14 +175,80 @@ class Runtime:
                 # The driver's Python is this one, which has featurekube and pyspark.
                 "PYSPARK_PYTHON": sys.executable,
                 "PYSPARK_DRIVER_PYTHON": sys.executable,
+                # The job writes its report where a kubelet reads the termination message.
+                **{
+                    e["name"]: str(termination_log)
+                    for e in driver.get("env") or ()
+                    if e.get("value") == TERMINATION_LOG
+                },
             }
             done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        message = termination_log.read_text() if termination_log.exists() else ""
+        self._record_driver_pod(app, done.returncode, message)
         if done.returncode == 0:
             state = {"state": "COMPLETED"}
         else:
             state = {"state": "FAILED", "errorMessage": _last_error(log)}
         self._set_spark_status(
             namespace, name, {"applicationState": state, "terminationTime": _now()}
+        )
+
+    def _record_driver_pod(self, app: Mapping[str, Any], exit_code: int, message: str) -> None:
+        """The finished driver's pod, owned by its application, as the Spark Operator and
+        the kubelet leave it: terminated, with the termination message."""
+        meta, spec = app["metadata"], app["spec"]
+        core = kubernetes.client.CoreV1Api(self.api)
+        pod_name = f"{meta['name']}-driver"
+        body: Any = {  # the client takes a dict where it declares a V1Pod
+            "metadata": {
+                "name": pod_name,
+                "labels": {**((spec.get("driver") or {}).get("labels") or {})},
+                "ownerReferences": [
+                    {
+                        "apiVersion": app["apiVersion"],
+                        "kind": app["kind"],
+                        "name": meta["name"],
+                        "uid": meta["uid"],
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": DRIVER_CONTAINER, "image": spec.get("image") or "spark"}],
+            },
+        }
+        try:
+            core.create_namespaced_pod(meta["namespace"], body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        now = _now()
+        terminated = {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "message": message,
+            "startedAt": now,
+            "finishedAt": now,
+        }
+        core.patch_namespaced_pod_status(
+            pod_name,
+            meta["namespace"],
+            {
+                "status": {
+                    "phase": "Succeeded" if exit_code == 0 else "Failed",
+                    "containerStatuses": [
+                        {
+                            "name": DRIVER_CONTAINER,
+                            "image": spec.get("image") or "spark",
+                            "imageID": "",
+                            "ready": False,
+                            "restartCount": 0,
+                            "state": {"terminated": terminated},
+                        }
+                    ],
+                }
+            },
         )
 
     def _run_one(self, app: Mapping[str, Any]) -> None:

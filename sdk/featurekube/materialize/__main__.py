@@ -9,8 +9,9 @@ SparkApplication runs it; does I/O.
 ``--spec`` is the view's snapshot (a FeatureView, optionally with the operator's
 ``resolved`` section). The run's report (see :mod:`featurekube.materialize.report`) is
 printed on stdout as one JSON line, and written to ``$FEATUREKUBE_REPORT_FILE`` when
-that is set. Exit status: 0 done, 1 failed (the message on stderr; the report says
-what was published), 2 bad arguments.
+that is set (the operator sets the driver's termination-message path, so the report
+is cut to the 4 KiB Kubernetes keeps there). Exit status: 0 done, 1 failed (the
+message on stderr; the report says what was published), 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ from featurekube.materialize import plan, report
 from featurekube.materialize.errors import ExpectationFailedError
 
 __all__ = ["build_parser", "main", "time_argument"]
-
-REPORT_FILE_ENV = "FEATUREKUBE_REPORT_FILE"
 
 
 def time_argument(text: str) -> dt.datetime:
@@ -64,11 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def emit(result: report.MaterializationReport) -> None:
     """Print the report as one JSON line, and write it where the environment says."""
-    text = json.dumps(result.to_json(), separators=(",", ":"))
-    print(text, flush=True)
-    target = os.environ.get(REPORT_FILE_ENV)
+    print(json.dumps(result.to_json(), separators=(",", ":")), flush=True)
+    target = os.environ.get(report.REPORT_FILE_ENV)
     if target:
-        Path(target).write_text(text + "\n", encoding="utf-8")
+        Path(target).write_text(result.to_termination_message(), encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """The report of one materialization run, and the verdicts of the view's expectations;
 pure.
 
-The job prints the report as one JSON line on stdout (and writes it to
-``$FEATUREKUBE_REPORT_FILE`` when set, e.g. the driver's termination-message path, for
-the operator to put in the view's status). Its shape::
+The job prints the report as one JSON line on stdout, and writes it to
+``$FEATUREKUBE_REPORT_FILE`` when set: the driver container's termination-message path,
+where the operator reads it back (:func:`read_termination_message`) to put the rows in
+the view's status. Its shape::
 
     {"view": "FeatureView rides/driver-profile",
      "window": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"},
@@ -26,6 +27,7 @@ rows written offline. A float NaN or infinity is written as the string ``"NaN"``
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,13 +36,21 @@ from typing import Any, Literal
 from featurekube.spec import v1alpha1
 
 __all__ = [
+    "REPORT_FILE_ENV",
+    "TERMINATION_MESSAGE_LIMIT",
     "Check",
     "FeatureStats",
     "MaterializationReport",
     "Violation",
     "evaluate_checks",
     "plan_checks",
+    "read_termination_message",
 ]
+
+REPORT_FILE_ENV = "FEATUREKUBE_REPORT_FILE"
+"""The environment variable naming the file the job writes its report to."""
+TERMINATION_MESSAGE_LIMIT = 4096
+"""Bytes of a container's termination message that Kubernetes keeps."""
 
 CheckKind = Literal["notNull", "min", "max", "allowedValues"]
 
@@ -184,3 +194,44 @@ class MaterializationReport:
             "timingsSeconds": {k: round(v, 3) for k, v in self.timings.items()},
             "error": self.error,
         }
+
+    def to_termination_message(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+        """The report as JSON of at most ``limit`` bytes, for a termination message.
+
+        What does not fit is left out, least useful first: the per-feature statistics,
+        then the violations, the timings, then the error's text is cut short; the
+        window, ``published`` and the row counts are always there.
+        """
+        body = self.to_json()
+        for key in ("features", "violations", "timingsSeconds"):
+            text = _compact(body)
+            if len(text.encode()) <= limit:
+                return text
+            body[key] = None
+            body["truncated"] = True
+        error = str(body.get("error") or "")
+        while len(_compact(body).encode()) > limit and error:
+            error = error[: len(error) // 2]
+            body["error"] = error + "..."
+        return _compact(body)
+
+
+def _compact(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+def read_termination_message(text: str | None) -> dict[str, int] | None:
+    """The row counts of a report read back from a termination message; None when the
+    text is not a report (a job that died before writing one, another program).
+
+    >>> read_termination_message('{"rows": {"read": 3, "offline": 3, "online": 1}}')
+    {'read': 3, 'offline': 3, 'online': 1}
+    >>> read_termination_message("Error: out of memory") is None
+    True
+    """
+    try:
+        body = json.loads(text or "")
+        rows = body["rows"]
+        return {key: int(rows[key]) for key in ("read", "offline", "online")}
+    except (ValueError, TypeError, KeyError):
+        return None

@@ -43,7 +43,7 @@ from kubernetes.client.exceptions import ApiException
 from featurekube import spark_session
 from featurekube._platform import processes
 
-__all__ = ["PathMapping", "Runtime", "main"]
+__all__ = ["PathMapping", "Runtime", "main", "record_driver_pod"]
 
 SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
 SERVICE_LABEL = "featurekube.dev/feature-service"
@@ -184,71 +184,13 @@ class Runtime:
             }
             done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
         message = termination_log.read_text() if termination_log.exists() else ""
-        self._record_driver_pod(app, done.returncode, message)
+        record_driver_pod(self.api, app, done.returncode, message)
         if done.returncode == 0:
             state = {"state": "COMPLETED"}
         else:
             state = {"state": "FAILED", "errorMessage": _last_error(log)}
         self._set_spark_status(
             namespace, name, {"applicationState": state, "terminationTime": _now()}
-        )
-
-    def _record_driver_pod(self, app: Mapping[str, Any], exit_code: int, message: str) -> None:
-        """The finished driver's pod, owned by its application, as the Spark Operator and
-        the kubelet leave it: terminated, with the termination message."""
-        meta, spec = app["metadata"], app["spec"]
-        core = kubernetes.client.CoreV1Api(self.api)
-        pod_name = f"{meta['name']}-driver"
-        body: Any = {  # the client takes a dict where it declares a V1Pod
-            "metadata": {
-                "name": pod_name,
-                "labels": {**((spec.get("driver") or {}).get("labels") or {})},
-                "ownerReferences": [
-                    {
-                        "apiVersion": app["apiVersion"],
-                        "kind": app["kind"],
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                        "controller": True,
-                    }
-                ],
-            },
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": DRIVER_CONTAINER, "image": spec.get("image") or "spark"}],
-            },
-        }
-        try:
-            core.create_namespaced_pod(meta["namespace"], body)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-        now = _now()
-        terminated = {
-            "exitCode": exit_code,
-            "reason": "Completed" if exit_code == 0 else "Error",
-            "message": message,
-            "startedAt": now,
-            "finishedAt": now,
-        }
-        core.patch_namespaced_pod_status(
-            pod_name,
-            meta["namespace"],
-            {
-                "status": {
-                    "phase": "Succeeded" if exit_code == 0 else "Failed",
-                    "containerStatuses": [
-                        {
-                            "name": DRIVER_CONTAINER,
-                            "image": spec.get("image") or "spark",
-                            "imageID": "",
-                            "ready": False,
-                            "restartCount": 0,
-                            "state": {"terminated": terminated},
-                        }
-                    ],
-                }
-            },
         )
 
     def _run_one(self, app: Mapping[str, Any]) -> None:
@@ -409,6 +351,67 @@ class Runtime:
             except (ApiException, OSError) as exc:
                 print(f"runtime: {exc}", file=sys.stderr, flush=True)
             time.sleep(interval)
+
+
+def record_driver_pod(
+    api: kubernetes.client.ApiClient, app: Mapping[str, Any], exit_code: int, message: str
+) -> None:
+    """The finished driver's pod, owned by its application, as the Spark Operator and
+    the kubelet leave it: terminated, with the termination message."""
+    meta, spec = app["metadata"], app["spec"]
+    core = kubernetes.client.CoreV1Api(api)
+    pod_name = f"{meta['name']}-driver"
+    body: Any = {  # the client takes a dict where it declares a V1Pod
+        "metadata": {
+            "name": pod_name,
+            "labels": {**((spec.get("driver") or {}).get("labels") or {})},
+            "ownerReferences": [
+                {
+                    "apiVersion": app["apiVersion"],
+                    "kind": app["kind"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": DRIVER_CONTAINER, "image": spec.get("image") or "spark"}],
+        },
+    }
+    try:
+        core.create_namespaced_pod(meta["namespace"], body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    now = _now()
+    terminated = {
+        "exitCode": exit_code,
+        "reason": "Completed" if exit_code == 0 else "Error",
+        "message": message,
+        "startedAt": now,
+        "finishedAt": now,
+    }
+    core.patch_namespaced_pod_status(
+        pod_name,
+        meta["namespace"],
+        {
+            "status": {
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": DRIVER_CONTAINER,
+                        "image": spec.get("image") or "spark",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            }
+        },
+    )
 
 
 def _spark_home() -> Path:

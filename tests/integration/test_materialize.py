@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import itertools
+import json
 import math
 import statistics
 import sys
@@ -464,3 +465,56 @@ def test_a_transformation_over_a_missing_column_names_it(
 
     with pytest.raises(TransformationError, match=r"spec.transformation.sql failed: .*fare_usd"):
         _materialize(spark, view, T0, T0 + DAY, f"{s3_prefix}offline/stats", None)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_featurekube_materialize_runs_one_window_into_the_default_stores(
+    spark: SparkSession,
+    gen: ModuleType,
+    s3_prefix: str,
+    table_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from featurekube.cli import main as cli
+
+    drivers = gen.make_drivers(gen.Settings(days=2, drivers=5, riders=10))
+    body = yaml.safe_load((EXAMPLES / "driver-profile.yaml").read_text())
+    body["metadata"]["namespace"] = "rides"
+    body["spec"]["source"]["batch"]["path"] = _put(f"{s3_prefix}raw/cli/", drivers)
+    spec = tmp_path / "driver-profile.yaml"
+    spec.write_text(yaml.safe_dump(body))
+    monkeypatch.setenv("FEATUREKUBE_OFFLINE_URI", f"{s3_prefix}offline")
+    monkeypatch.setenv("FEATUREKUBE_TABLE_PREFIX", table_prefix)
+    window = ["--start", "2026-01-01", "--end", "2026-01-02T00:00:00Z"]
+
+    status = cli.main(["materialize", "-f", str(spec), *window, "--output", "json"])
+
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    report = json.loads(out)
+    expected = _profile_reference(drivers, T0, T0 + DAY)
+    # Version 1 of the view, where the operator would put it; the table made for the run.
+    table = f"{table_prefix}rides.driver-profile.v1"
+    assert f"created online table {table}" in " ".join(err.split())  # rich wraps lines
+    assert "Writing the online table" in err  # the progress display
+    assert report["published"] is True
+    assert (
+        report["rows"]["offline"]
+        == len(expected)
+        == len(_offline(f"{s3_prefix}offline/rides/driver-profile/v1"))
+    )
+    assert (
+        report["rows"]["online"] == len({r["driver_id"] for r in expected}) == len(_online(table))
+    )
+
+    # A second run of the same window as text; a file with no view fails before Spark.
+    assert cli.main(["materialize", "-f", str(spec), *window, "--no-online"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("kind: FeatureService\n")
+    assert cli.main(["materialize", "-f", str(empty), *window]) == 1
+    assert "holds 0 FeatureViews" in capsys.readouterr().err

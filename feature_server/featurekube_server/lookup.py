@@ -27,14 +27,17 @@ from __future__ import annotations
 
 import difflib
 import enum
+import itertools
+import operator
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
 from featurekube import ondemand
-from featurekube.online import keys, layout, values
+from featurekube.online import layout, values
 from featurekube_server import errors, plan
 from featurekube_server.stores import base
 
@@ -44,6 +47,7 @@ __all__ = [
     "Item",
     "Lookup",
     "LookupResult",
+    "Planner",
     "Status",
     "ViewRead",
     "assemble",
@@ -62,8 +66,18 @@ class Status(enum.IntEnum):
     OUTSIDE_MAX_AGE = 3
 
 
+# Statuses as plain ints in the hot path: the proto's repeated enum takes them as they
+# are, where IntEnum members would be converted one by one.
+_PRESENT = int(Status.PRESENT)
+_NOT_FOUND = int(Status.NOT_FOUND)
+_OUTSIDE_MAX_AGE = int(Status.OUTSIDE_MAX_AGE)
+
 # How bad a status is, for a transformation reading several features.
-_RANK = {Status.PRESENT: 0, Status.OUTSIDE_MAX_AGE: 1, Status.NOT_FOUND: 2}
+_RANK = {_PRESENT: 0, _OUTSIDE_MAX_AGE: 1, _NOT_FOUND: 2}
+
+_EVENT_TIME = operator.itemgetter(layout.EVENT_TIME)
+_NUMBER = operator.itemgetter("N")
+_NONES = itertools.repeat(None)
 
 
 @dataclass(frozen=True)
@@ -108,9 +122,10 @@ class Lookup:
     include_event_times: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class FeatureResult:
-    """One answered column."""
+    """One answered column. Not frozen: a request makes one per feature, and a frozen
+    dataclass's initializer costs three times as much."""
 
     name: str
     type: str
@@ -129,6 +144,88 @@ class LookupResult:
     status_counts: Mapping[Status, int]
 
 
+@dataclass(frozen=True)
+class _ViewPart:
+    """What a selection of features reads from one view, fixed by the plan."""
+
+    view: plan.FeatureViewPlan
+    features: tuple[plan.Feature, ...]
+    key_types: tuple[tuple[str, str], ...]
+    """Join key name and type, ordered by name as the encoded key orders them."""
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """A checked list of names to answer, and what answering it takes."""
+
+    names: tuple[str, ...]
+    transformations: tuple[str, ...]
+    parts: tuple[_ViewPart, ...]
+    request_fields: tuple[str, ...]
+    """The request fields the transformations read."""
+
+
+class Planner:
+    """:func:`plan_lookup` over one serving plan, with what each selection of features
+    needs (views, keys, attributes, transformation inputs) worked out once and kept:
+    the feature server makes one at start and plans every request with it."""
+
+    _KEPT = 1024
+    """Selections kept; past that, the kept ones are dropped (callers asking for ever
+    new lists of features cost a recomputation, not memory)."""
+
+    def __init__(self, serving: plan.ServingPlan) -> None:
+        self.serving = serving
+        self._everything = serving.feature_names
+        self._selections: dict[tuple[str, ...], _Selection] = {}
+
+    def plan(
+        self,
+        *,
+        feature_service: str | None,
+        feature_names: Sequence[str] | None,
+        entities: Mapping[str, Column],
+        request_data: Mapping[str, Column],
+        include_event_times: bool,
+        max_rows: int,
+    ) -> Lookup:
+        """As :func:`plan_lookup`."""
+        serving = self.serving
+        if feature_names is None and feature_service == serving.feature_service:
+            names = self._everything
+        else:
+            names = _requested(serving, feature_service, feature_names, self._everything)
+        selection = self._selections.get(names)
+        if selection is None:
+            selection = _select(serving, names)
+            if len(self._selections) >= self._KEPT:
+                self._selections.clear()
+            self._selections[names] = selection
+        rows = _row_count(entities, request_data, max_rows)
+        _check_entities(serving, selection.parts, entities)
+        checked_request_data = _check_request_data(
+            serving, selection.transformations, selection.request_fields, request_data
+        )
+        reads = []
+        # Views of the same entity share their keys: encode them once per request.
+        encoded: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = {}
+        for part in selection.parts:
+            row_keys = encoded.get(part.key_types)
+            if row_keys is None:
+                row_keys = encoded[part.key_types] = _encode_keys(part.key_types, entities)
+            unique = tuple(dict.fromkeys(row_keys))
+            reads.append(ViewRead(part.view, part.features, unique, row_keys))
+        return Lookup(
+            features=names,
+            reads=tuple(reads),
+            rows=rows,
+            request_data=checked_request_data,
+            transformations=selection.transformations,
+            compiled=serving.transformations,
+            include_event_times=include_event_times,
+        )
+
+
 def plan_lookup(
     serving: plan.ServingPlan,
     *,
@@ -142,43 +239,57 @@ def plan_lookup(
     """Check a request against the plan and say what to read.
 
     ``feature_service`` (when given) must be the plan's; ``feature_names`` (when
-    given) picks some of its features, else all are answered.
+    given) picks some of its features, else all are answered. A server plans many
+    requests over one plan: a :class:`Planner` does it with less work per request.
     """
-    names = _requested(serving, feature_service, feature_names)
+    return Planner(serving).plan(
+        feature_service=feature_service,
+        feature_names=feature_names,
+        entities=entities,
+        request_data=request_data,
+        include_event_times=include_event_times,
+        max_rows=max_rows,
+    )
+
+
+def _select(serving: plan.ServingPlan, names: tuple[str, ...]) -> _Selection:
     transformations = tuple(n for n in names if n in serving.transformations)
     fetched = dict.fromkeys(n for n in names if n in serving.features)
     for name in serving.transformations.inputs(transformations):
         if name in serving.features:
             fetched.setdefault(name)
-    views = _views_of(serving, fetched)
-    rows = _row_count(entities, request_data, max_rows)
-    _check_entities(serving, views, entities, fetched, rows)
-    checked_request_data = _check_request_data(serving, transformations, request_data, rows)
-
-    reads = []
-    encoded: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = {}
-    for view, features in views.items():
-        key_types = view.key_types
-        # Views of the same entity share their keys: encode them once per request.
-        group = tuple(sorted(key_types.items()))
-        row_keys = encoded.get(group)
-        if row_keys is None:
-            key_columns = {name: entities[name].values for name in key_types}
-            row_keys = tuple(
-                keys.encode_entity_key(key_types, {n: c[i] for n, c in key_columns.items()})
-                for i in range(rows)
-            )
-            encoded[group] = row_keys
-        reads.append(ViewRead(view, tuple(features), tuple(dict.fromkeys(row_keys)), row_keys))
-    return Lookup(
-        features=names,
-        reads=tuple(reads),
-        rows=rows,
-        request_data=checked_request_data,
+    declared = {r.name for r in serving.request_data}
+    return _Selection(
+        names=names,
         transformations=transformations,
-        compiled=serving.transformations,
-        include_event_times=include_event_times,
+        parts=tuple(
+            _ViewPart(view, tuple(features), tuple(sorted(view.key_types.items())))
+            for view, features in _views_of(serving, fetched).items()
+        ),
+        request_fields=tuple(
+            n for n in serving.transformations.inputs(transformations) if n in declared
+        ),
     )
+
+
+def _encode_keys(
+    key_types: Sequence[tuple[str, str]], entities: Mapping[str, Column]
+) -> tuple[str, ...]:
+    """The encoded key of each row, as :func:`featurekube.online.keys.encode_entity_key`
+    encodes one (a unit test holds them to it), a column at a time: its per-row calls
+    dominated the cost of planning large requests. The columns are checked: every key
+    there, of its type, without nulls."""
+    parts = []
+    for name, key_type in key_types:
+        values = entities[name].values
+        if key_type == "int64":
+            parts.append(list(map(f"{name}:i:".__add__, map(str, values))))
+        else:
+            prefix = f"{name}:s:"
+            parts.append([prefix + urllib.parse.quote(v, safe="") for v in values])
+    if len(parts) == 1:
+        return tuple(parts[0])
+    return tuple(map("/".join, zip(*parts, strict=True)))
 
 
 def assemble(
@@ -192,32 +303,100 @@ def assemble(
     """
     rows = lookup.rows
     columns: dict[str, FeatureResult] = {}
-    counts = dict.fromkeys(Status, 0)
+    # Transformations take the event times of what they read, asked for or not.
+    keep_times = lookup.include_event_times or bool(lookup.transformations)
     for read in lookup.reads:
         found = items.get(read.view.online_table, {})
         statuses, event_times, stored = _judge(read, found, now_micros)
+        present = _without_nones(stored)
+        times = event_times if keep_times else None
         for feature in read.features:
-            decoded = _decode(feature.type, feature.source, stored)
+            decoded = _decode(feature.type, feature.source, stored, present)
             columns[feature.name] = FeatureResult(
-                feature.name, feature.type, decoded, statuses, event_times
+                feature.name, feature.type, decoded, statuses, times
             )
     if lookup.transformations:
         computed = _transform(lookup, columns, rows)
         columns = {**columns, **computed}
     answered = [columns[name] for name in lookup.features]
-    for result in answered:
-        for status in Status:
-            counts[status] += result.statuses.count(status)
-    if not lookup.include_event_times:
+    if keep_times and not lookup.include_event_times:
         answered = [FeatureResult(r.name, r.type, r.values, r.statuses, None) for r in answered]
-    return LookupResult(answered, rows, counts)
+    return LookupResult(answered, rows, _count(answered))
 
 
-def _decode(value_type: str, source: str, stored: list[Item | None]) -> list[Any]:
+def _count(answered: Sequence[FeatureResult]) -> dict[Status, int]:
+    """How many answered values have each status; the features of one view share one
+    list of statuses, counted once."""
+    present = not_found = outside_max_age = 0
+    tallies: dict[int, tuple[int, int, int]] = {}
+    for result in answered:
+        tally = tallies.get(id(result.statuses))
+        if tally is None:
+            statuses = result.statuses
+            tally = tallies[id(statuses)] = (
+                statuses.count(_PRESENT),
+                statuses.count(_NOT_FOUND),
+                statuses.count(_OUTSIDE_MAX_AGE),
+            )
+        present += tally[0]
+        not_found += tally[1]
+        outside_max_age += tally[2]
+    return {
+        Status.PRESENT: present,
+        Status.NOT_FOUND: not_found,
+        Status.OUTSIDE_MAX_AGE: outside_max_age,
+    }
+
+
+# The value types decoded in bulk: the DynamoDB attribute tag holding the value, and
+# the conversion from it.
+_BULK: dict[str, tuple[operator.itemgetter[str], Any]] = {
+    "int64": (operator.itemgetter("N"), int),
+    "float64": (operator.itemgetter("N"), float),
+    "string": (operator.itemgetter("S"), None),
+    "bool": (operator.itemgetter("BOOL"), None),
+}
+
+
+def _decode(
+    value_type: str,
+    source: str,
+    stored: list[Item | None],
+    present: list[Item] | None = None,
+) -> list[Any]:
     """The values of attribute ``source`` of each item (None: no valid item), exactly
     as :func:`featurekube.online.values.from_attribute` decodes them (a unit test holds
-    them to it), with the common types inlined: its per-value dispatch dominated the
-    cost of large answers."""
+    them to it). ``present`` is ``stored`` without its Nones, when known.
+
+    The common types are decoded a column at a time with C-level maps, which holds
+    while every valid item has the attribute under its usual tag (nulls and NaN are
+    stored otherwise); any other column is decoded value by value.
+    """
+    bulk = _BULK.get(value_type)
+    if bulk is not None:
+        if present is None:
+            present = _without_nones(stored)
+        tag, convert = bulk
+        try:
+            raw = list(map(tag, map(operator.itemgetter(source), present)))
+        except KeyError:
+            return _decode_each(value_type, source, stored)
+        decoded = raw if convert is None else list(map(convert, raw))
+        if present is stored:
+            return decoded
+        ordered = iter(decoded)
+        return [None if i is None else next(ordered) for i in stored]
+    return _decode_each(value_type, source, stored)
+
+
+def _without_nones(stored: list[Item | None]) -> list[Item]:
+    """``stored`` itself when it holds no None (the common case), else a copy without."""
+    if None in stored:
+        return [i for i in stored if i is not None]
+    return cast("list[Item]", stored)
+
+
+def _decode_each(value_type: str, source: str, stored: list[Item | None]) -> list[Any]:
     if value_type == "int64":
         return [
             int(a["N"]) if i is not None and (a := i.get(source)) is not None and "N" in a else None
@@ -249,7 +428,10 @@ def _decode(value_type: str, source: str, stored: list[Item | None]) -> list[Any
 
 
 def _requested(
-    serving: plan.ServingPlan, feature_service: str | None, feature_names: Sequence[str] | None
+    serving: plan.ServingPlan,
+    feature_service: str | None,
+    feature_names: Sequence[str] | None,
+    everything: tuple[str, ...],
 ) -> tuple[str, ...]:
     if feature_service and feature_service != serving.feature_service:
         raise errors.NotServedError(
@@ -258,18 +440,18 @@ def _requested(
             " the FeatureService's status.endpoint)"
         )
     if feature_names is None:
-        return serving.feature_names
+        return everything
     if not feature_names:
         raise errors.UnknownFeatureError(
             "the request names no feature: list some features, or name the feature service"
         )
-    known = set(serving.feature_names)
+    known = set(everything)
     seen: set[str] = set()
     for name in feature_names:
         if name not in known:
             raise errors.UnknownFeatureError(
                 f"unknown feature {name!r}: feature service {serving.feature_service} serves "
-                f"{_listing(serving.feature_names)}{_hint(name, serving.feature_names)}"
+                f"{_listing(everything)}{_hint(name, everything)}"
             )
         if name in seen:
             raise errors.UnknownFeatureError(f"feature {name!r} is asked for twice")
@@ -290,6 +472,12 @@ def _views_of(
 def _row_count(
     entities: Mapping[str, Column], request_data: Mapping[str, Column], max_rows: int
 ) -> int:
+    distinct = {len(c.values) for c in entities.values()}
+    distinct.update(len(c.values) for c in request_data.values())
+    if len(distinct) == 1:
+        (rows,) = distinct
+        if rows <= max_rows:
+            return rows
     lengths = {
         **{f"entities[{n}]": len(c.values) for n, c in entities.items()},
         **{f"request_data[{n}]": len(c.values) for n, c in request_data.items()},
@@ -314,11 +502,7 @@ def _row_count(
 
 
 def _check_entities(
-    serving: plan.ServingPlan,
-    views: Mapping[plan.FeatureViewPlan, Sequence[plan.Feature]],
-    entities: Mapping[str, Column],
-    fetched: Mapping[str, None],
-    rows: int,
+    serving: plan.ServingPlan, parts: Sequence[_ViewPart], entities: Mapping[str, Column]
 ) -> None:
     for name in entities:
         if name not in serving.join_keys:
@@ -326,33 +510,32 @@ def _check_entities(
                 f"unknown join key {name!r}: feature service {serving.feature_service} is keyed "
                 f"by {_listing(serving.join_keys)}{_hint(name, serving.join_keys)}"
             )
-    for view, features in views.items():
-        for entity in view.entities:
+    for part in parts:
+        for entity in part.view.entities:
             column = entities.get(entity.name)
             if column is None:
                 raise errors.InvalidColumnError(
                     f"missing join key {entity.name} ({entity.type}), needed for "
-                    f"{_listing([f.name for f in features if f.name in fetched])} of feature "
-                    f"view {view.name}: send it in 'entities'"
+                    f"{_listing([f.name for f in part.features])} of feature "
+                    f"view {part.view.name}: send it in 'entities'"
                 )
             if column.type != entity.type:
                 found = "only nulls" if column.type is None else f"{column.type} values"
                 raise errors.InvalidColumnError(
                     f"join key {entity.name} is {entity.type}, but the request sent {found}"
                 )
-            for row, value in enumerate(column.values):
-                if value is None:
-                    raise errors.InvalidColumnError(
-                        f"join key {entity.name} is null in row {row}: every entity row needs "
-                        "every key"
-                    )
+            if any(map(operator.is_, column.values, _NONES)):
+                row = next(i for i, v in enumerate(column.values) if v is None)
+                raise errors.InvalidColumnError(
+                    f"join key {entity.name} is null in row {row}: every entity row needs every key"
+                )
 
 
 def _check_request_data(
     serving: plan.ServingPlan,
     transformations: Sequence[str],
+    needed: Sequence[str],
     request_data: Mapping[str, Column],
-    rows: int,
 ) -> dict[str, Column]:
     declared = {r.name: r.type for r in serving.request_data}
     for name in request_data:
@@ -363,7 +546,6 @@ def _check_request_data(
                 f"{_hint(name, declared)}"
             )
     checked = {}
-    needed = [n for n in serving.transformations.inputs(transformations) if n in declared]
     for name in needed:
         column = request_data.get(name)
         if column is None:
@@ -407,17 +589,23 @@ def _judge(
     """Per row: the status, event time, and the item whose values count (None when
     the row's values are null because nothing valid was found)."""
     ttl = read.view.ttl_micros
+    stored = list(map(found.get, read.row_keys))
+    if None not in stored:
+        # Every row found (the common case): judge the rows in bulk.
+        event_times = list(map(int, map(_NUMBER, map(_EVENT_TIME, cast("list[Item]", stored)))))
+        if ttl is None or not event_times or now_micros - min(event_times) <= ttl:
+            return [_PRESENT] * len(stored), event_times, stored
     per_key: dict[str, tuple[int, int, Item | None]] = {}
     for key in read.keys:
         item = found.get(key)
         if item is None:
-            per_key[key] = (Status.NOT_FOUND, 0, None)
+            per_key[key] = (_NOT_FOUND, 0, None)
             continue
         event_time = int(item[layout.EVENT_TIME]["N"])
         if ttl is not None and now_micros - event_time > ttl:
-            per_key[key] = (Status.OUTSIDE_MAX_AGE, event_time, None)
+            per_key[key] = (_OUTSIDE_MAX_AGE, event_time, None)
         else:
-            per_key[key] = (Status.PRESENT, event_time, item)
+            per_key[key] = (_PRESENT, event_time, item)
     judged = [per_key[key] for key in read.row_keys]
     return [j[0] for j in judged], [j[1] for j in judged], [j[2] for j in judged]
 
@@ -440,11 +628,11 @@ def _transform(
     for name in lookup.transformations:
         transformation = compiled[name]
         read = [columns[n] for n in transformation.inputs if n in columns]
-        statuses = [int(Status.PRESENT)] * rows
+        statuses = [_PRESENT] * rows
         event_times = [0] * rows
         for source in read:
             statuses = [
-                s if _RANK[Status(s)] >= _RANK[Status(t)] else t
+                s if _RANK[s] >= _RANK[t] else t
                 for s, t in zip(statuses, source.statuses, strict=True)
             ]
             if source.event_times is not None:

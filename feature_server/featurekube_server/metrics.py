@@ -13,7 +13,8 @@ millisecond, one from DynamoDB a few.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
@@ -36,6 +37,8 @@ LATENCY_BUCKETS = (
     5.0,
     10.0,
 )
+_Metric = TypeVar("_Metric", Counter, Histogram)
+
 ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000)
 
 
@@ -45,6 +48,7 @@ class ServerMetrics:
     def __init__(self, feature_service: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.feature_service = feature_service
+        self._children: dict[tuple[object, ...], Any] = {}
         self._requests = Histogram(
             "featurekube_server_request_seconds",
             "Time to answer a request, by method and gRPC status code.",
@@ -81,21 +85,30 @@ class ServerMetrics:
 
     def request(self, method: str, code: str, seconds: float, rows: int) -> None:
         """Record one answered request (``code`` is the gRPC status code's name)."""
-        self._requests.labels(self.feature_service, method, code).observe(seconds)
+        self._child(self._requests, method, code).observe(seconds)
         if rows:
-            self._rows.labels(self.feature_service, method).observe(rows)
+            self._child(self._rows, method).observe(rows)
         if code != "OK":
-            self._errors.labels(self.feature_service, method, code).inc()
+            self._child(self._errors, method, code).inc()
 
-    def values(self, counts: dict[str, int]) -> None:
+    def values(self, counts: Mapping[str, int]) -> None:
         """Count answered values by status name."""
         for status, count in counts.items():
             if count:
-                self._values.labels(self.feature_service, status).inc(count)
+                self._child(self._values, status).inc(count)
 
     def store_read(self, feature_view: str, seconds: float) -> None:
         """Record one view's read from the store."""
-        self._store.labels(self.feature_service, feature_view).observe(seconds)
+        self._child(self._store, feature_view).observe(seconds)
+
+    def _child(self, metric: _Metric, *labels: str) -> _Metric:
+        # A metric's labelled child, kept: looking it up anew takes a lock and
+        # validation on every call, several times per request.
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(self.feature_service, *labels)
+        return child
 
 
 def serve(metrics: ServerMetrics, port: int, host: str = "0.0.0.0") -> Callable[[], None]:

@@ -61,6 +61,9 @@ class ServingSettings:
     """Seconds a request may take when its caller set no deadline."""
 
 
+_STATUS_NAMES = {status: status.name for status in lookup.Status}
+
+
 def _now_micros() -> int:
     return time.time_ns() // 1000
 
@@ -79,6 +82,7 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
     ) -> None:
         """``clock`` gives the request time in microseconds since the epoch."""
         self._plan = serving
+        self._planner = lookup.Planner(serving)
         self._store = store
         self._metrics = metrics
         self._settings = settings or ServingSettings()
@@ -107,7 +111,7 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
         except Exception as exc:  # every error becomes a status code
             await self._fail(context, "GetOnlineFeatures", exc, started, rows)
         self._metrics.request("GetOnlineFeatures", "OK", time.perf_counter() - started, rows)
-        self._metrics.values({s.name: n for s, n in result.status_counts.items()})
+        self._metrics.values({_STATUS_NAMES[s]: n for s, n in result.status_counts.items()})
         return response
 
     async def Push(
@@ -144,8 +148,7 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
 
     def _plan_lookup(self, request: pb.GetOnlineFeaturesRequest) -> lookup.Lookup:
         selection = request.WhichOneof("selection")
-        return lookup.plan_lookup(
-            self._plan,
+        return self._planner.plan(
             feature_service=request.feature_service if selection == "feature_service" else None,
             feature_names=list(request.features.names) if selection == "features" else None,
             entities=_columns(request.entities, "entities"),
@@ -156,14 +159,19 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
 
     async def _read(self, checked: lookup.Lookup) -> dict[str, Mapping[str, base.Item]]:
         reads = [r for r in checked.reads if r.keys]
+        if not reads:
+            return {}
         if len(reads) == 1:
             return dict([await self._read_view(reads[0])])
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._read_view(r)) for r in reads]
+                tasks = [group.create_task(self._read_view(r)) for r in reads[1:]]
+                # The first view is read in this task, while the others' run: one task
+                # fewer to schedule per request. Its failure cancels them, as theirs it.
+                first = await self._read_view(reads[0])
         except BaseExceptionGroup as failed:
             raise _first(failed) from None
-        return dict(t.result() for t in tasks)
+        return dict([first, *(t.result() for t in tasks)])
 
     async def _read_view(self, read: lookup.ViewRead) -> tuple[str, Mapping[str, base.Item]]:
         started = time.perf_counter()
@@ -217,11 +225,20 @@ def _columns(columns: Mapping[str, pb.Values], field: str) -> dict[str, lookup.C
 
 def _encode(result: lookup.LookupResult) -> pb.GetOnlineFeaturesResponse:
     response = pb.GetOnlineFeaturesResponse(row_count=result.rows)
+    add = response.features.add
+    # The features of one view share their statuses and event times: encode them once
+    # per view and merge the bytes into each of its columns, rather than converting
+    # the same lists value by value for every column.
+    shared: dict[tuple[int, int], bytes] = {}
     for feature in result.features:
-        column = response.features.add()
-        column.name = feature.name
+        column = add(name=feature.name)
         wire.fill_values(column.values, feature.type, feature.values)
-        column.statuses.extend(feature.statuses)  # type: ignore[arg-type]
-        if feature.event_times is not None:
-            column.event_times.extend(feature.event_times)
+        lists = (id(feature.statuses), id(feature.event_times))
+        tail = shared.get(lists)
+        if tail is None:
+            template = pb.FeatureColumn(statuses=feature.statuses)  # type: ignore[arg-type]
+            if feature.event_times is not None:
+                template.event_times.extend(feature.event_times)
+            tail = shared[lists] = template.SerializeToString()
+        column.MergeFromString(tail)
     return response

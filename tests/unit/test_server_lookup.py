@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from featurekube import ondemand
-from featurekube.online import keys, layout, values
+from featurekube.online import keys, layout, values, wire
 from featurekube_server import errors, lookup, plan, servicer
 
 NOW = 1_800_000_000_000_000  # request time, microseconds since the epoch
@@ -238,6 +238,44 @@ def test_features_that_transformations_read_are_fetched_but_not_answered(
     assert stats.attributes == ("avg_trip_speed_kmh_7d",)
 
 
+def test_keys_encoded_a_column_at_a_time_equal_the_sdks(serving: plan.ServingPlan) -> None:
+    zones = ["SF/N", "", "a b%c", "ü", "SF/N"]
+    drivers = [7, -1, 0, 2**63 - 1, 7]
+    for key_types in (
+        {"driver_id": "int64"},
+        {"zone": "string"},
+        {"zone": "string", "driver_id": "int64"},
+    ):
+        columns = {
+            "driver_id": lookup.Column("int64", drivers),
+            "zone": lookup.Column("string", zones),
+        }
+        encoded = lookup._encode_keys(tuple(sorted(key_types.items())), columns)
+        assert encoded == tuple(
+            keys.encode_entity_key(key_types, {"driver_id": d, "zone": z})
+            for d, z in zip(drivers, zones, strict=True)
+        )
+
+
+def test_a_planner_answers_each_selection_as_planning_afresh_does(
+    serving: plan.ServingPlan,
+) -> None:
+    planner = lookup.Planner(serving)
+    entities = {"driver_id": ints(3, 1, 3), "zone": lookup.Column("string", ["a", "b", "a"])}
+    request_data = {"trip_distance_km": lookup.Column("float64", [1.0, 2.0, 3.0])}
+    selections = [None, ["busy"], ["zone_rank", "trips_30m"], None, ["busy"], ["naive_eta_min"]]
+    for names in selections:
+        arguments: dict[str, Any] = {
+            "feature_service": None if names else "eta-model",
+            "feature_names": names,
+            "entities": entities,
+            "request_data": request_data,
+            "include_event_times": False,
+            "max_rows": 10,
+        }
+        assert planner.plan(**arguments) == lookup.plan_lookup(serving, **arguments)
+
+
 # --- statuses ------------------------------------------------------------------------
 
 
@@ -352,6 +390,43 @@ def test_a_transformation_failing_on_a_requests_values_is_an_error(
     items = {"stats": {"driver_id:i:1001": item("driver_id:i:1001", NOW, trips_30m={"N": "3"})}}
     with pytest.raises(ondemand.TransformationError, match="huge"):
         lookup.assemble(checked, items, NOW)
+
+
+@pytest.mark.parametrize("include_event_times", [True, False])
+def test_the_response_holds_every_columns_values_statuses_and_event_times(
+    serving: plan.ServingPlan, include_event_times: bool
+) -> None:
+    ttl = serving.feature_views[0].ttl_micros
+    assert ttl is not None
+    checked = plan_lookup(
+        serving,
+        feature_names=["trips_30m", "naive_eta_min", "avg_speed_7d", "busy"],
+        entities={"driver_id": ints(1, 2, 3, 1)},
+        request_data={"trip_distance_km": lookup.Column("float64", [5.0] * 4)},
+        include_event_times=include_event_times,
+    )
+    speed = values.to_attribute("float64", 30.0)
+    items = {
+        "stats": {
+            "driver_id:i:1": item(
+                "driver_id:i:1", NOW, trips_30m={"N": "3"}, avg_trip_speed_kmh_7d=speed
+            ),
+            "driver_id:i:2": item("driver_id:i:2", NOW - ttl - 1, trips_30m={"N": "4"}),
+        }
+    }
+    result = lookup.assemble(checked, items, NOW)
+
+    response = servicer._encode(result)
+
+    assert response.row_count == 4
+    assert [c.name for c in response.features] == [f.name for f in result.features]
+    for column, feature in zip(response.features, result.features, strict=True):
+        assert wire.decode(column.values) == feature.values
+        assert list(column.statuses) == feature.statuses
+        assert list(column.event_times) == (feature.event_times or [])
+    assert list(response.features[0].statuses) == [1, 3, 2, 1]
+    if include_event_times:
+        assert list(response.features[1].event_times) == [NOW, NOW - ttl - 1, 0, NOW]
 
 
 # --- refused requests ----------------------------------------------------------------
@@ -530,3 +605,8 @@ def test_the_answers_decoding_equals_the_layouts(value_type: str, samples: list[
     items += [None, {"x": {"NULL": True}}]
     expected = [None if i is None else values.from_attribute(value_type, i.get("x")) for i in items]
     assert lookup._decode(value_type, "x", items) == expected
+    # Without nulls (the column decoded in bulk), with and without rows found invalid.
+    valued = [i for i in items if i and i.get("x") and not i["x"].get("NULL")]
+    for stored in (valued, [None, *valued, None, *valued[:1]]):
+        expected = [i and values.from_attribute(value_type, i["x"]) for i in stored]
+        assert lookup._decode(value_type, "x", stored) == expected

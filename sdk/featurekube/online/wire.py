@@ -22,6 +22,8 @@ nulls only may have no list set at all; it decodes to nulls of no known type.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import operator
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -88,10 +90,11 @@ def fill_values(message: pb.Values, value_type: str, values: Sequence[Any]) -> N
     kind = KIND_BY_TYPE.get(value_type)
     if kind is None:
         raise ValueError(f"unknown value type {value_type!r}; expected one of {list(KIND_BY_TYPE)}")
-    nulls = [v is None for v in values]
-    has_nulls = any(nulls)
+    # By identity, in C: the common column has no null, and `None in values` would
+    # compare with == (which some values, pandas' NA, refuse).
+    has_nulls = any(map(operator.is_, values, itertools.repeat(None)))
     if has_nulls:
-        message.nulls.extend(nulls)
+        message.nulls.extend([v is None for v in values])
     if value_type == "float64_array":
         message.float64_array_values.SetInParent()  # an empty column still says its type
         arrays = message.float64_array_values.arrays
@@ -99,7 +102,8 @@ def fill_values(message: pb.Values, value_type: str, values: Sequence[Any]) -> N
             arrays.add().values.extend(() if value is None else value)
         return
     target: Any = getattr(message, kind)
-    target.SetInParent()  # an empty column still says its type
+    if len(values) == 0:
+        target.SetInParent()  # an empty column still says its type
     if value_type == "timestamp":
         micros = [0 if v is None else _micros(v) for v in values]
         target.micros.extend(micros)

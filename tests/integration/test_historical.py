@@ -823,12 +823,14 @@ def _reference(
     return {name: None if best is None else best.get(name) for name in view.spec.feature_names}
 
 
-def _generated_store(root: str) -> tuple[FeatureStore, pd.DataFrame, list[dict[str, Any]]]:
+def _generated_store(
+    root: str, commits: int = 3
+) -> tuple[FeatureStore, pd.DataFrame, list[dict[str, Any]]]:
     rows, entities = _generate(seed=11)
     for view in GENERATED_VIEWS:
         batch = rows[view.metadata.name]
-        # Three commits, so that files interleave as a job's windows would.
-        write_table(root, view, [batch[0::3], batch[1::3], batch[2::3]])
+        # Several commits, so that files interleave as a job's windows would.
+        write_table(root, view, [batch[i::commits] for i in range(commits)])
     expected = []
     for entity in entities:
         answer: dict[str, Any] = {}
@@ -855,6 +857,22 @@ def test_generated_data_matches_the_reference(s3_prefix: str) -> None:
     few = entities.iloc[:40]
     pulled = store.get_historical_features(few, GENERATED_FEATURES)
     assert pulled.to_arrow().select(["x", "n", "y", "z"]).to_pylist() == expected[:40]
+
+
+@pytest.mark.parametrize("where", ["s3", "disk"])
+def test_pairs_counted_in_some_of_many_files_change_no_row(
+    where: str, s3_prefix: str, tmp_path: Path
+) -> None:
+    # Eight commits over four days: 32 files a view, of which auto counts the pairs
+    # of few entity rows in every fourth.
+    store, entities, expected = _generated_store(
+        s3_prefix if where == "s3" else str(tmp_path), commits=8
+    )
+    few = entities.iloc[:40]
+    for strategy in ("auto", "asof"):
+        settings = duckdb_engine.DuckDBSettings(strategy=strategy)
+        pulled = store.get_historical_features(few, GENERATED_FEATURES, settings=settings)
+        assert pulled.to_arrow().select(["x", "n", "y", "z"]).to_pylist() == expected[:40]
 
 
 @pytest.mark.spark

@@ -79,6 +79,10 @@ _TWO_TO_64 = 18_446_744_073_709_551_616
 # costs more than pairing them.
 _FEW_ENTITIES = 20
 _MAX_PAIRS_PER_ROW = 2
+# The pairs are counted in the keys of about this many of the view's files, spread
+# over its partitions: the rate of pairs per row is what decides, and reading every
+# file's keys to count it cost a fifth of a pull of 100,000 entity rows.
+_SAMPLED_FILES = 8
 # Readers of plain parquet files cannot apply these Delta features; deltalake's own
 # engine reads such tables.
 _NEEDS_DELTA_ENGINE = frozenset({"deletionVectors", "columnMapping"})
@@ -293,8 +297,9 @@ class _Source:
 
     rows: int
     """How many rows the files read hold, before filtering (an estimate)."""
-    rereadable: bool
-    """Whether it can be read more than once (a stream of batches cannot)."""
+    sample: str | None = None
+    """A relation holding the join keys of the files read, or of every few of them,
+    for counting pairs; None if the rows cannot be read twice (a stream of batches)."""
 
 
 def _open_view(con: duckdb.DuckDBPyConnection, name: str, view: plan.ViewJoin) -> _Source:
@@ -307,7 +312,7 @@ def _open_view(con: duckdb.DuckDBPyConnection, name: str, view: plan.ViewJoin) -
     if view.latest is None:
         # No entity row has a time: nothing can be joined, so nothing is read.
         con.register(name, _empty_rows(view))
-        return _Source(rows=0, rereadable=True)
+        return _Source(rows=0, sample=name)
     try:
         table = deltalake.DeltaTable(_delta_uri(view.table_uri))
     except deltalake.exceptions.TableNotFoundError as exc:
@@ -342,27 +347,41 @@ def _open_view(con: duckdb.DuckDBPyConnection, name: str, view: plan.ViewJoin) -
         predicate = " AND ".join(f"{c} {op} '{value}'" for c, op, value in pruning) or None
         reader = pa.RecordBatchReader.from_stream(table.scan(columns=columns, predicate=predicate))
         con.register(name, reader)
-        return _Source(rows=int(table.count()), rereadable=False)
+        return _Source(rows=int(table.count()))
     actions = pa.table(table.get_add_actions(flatten=True))
     files = table.file_uris(file_pruning_predicate=pruning or None)
     projected = pa.schema([schema.field(c) for c in columns])
+    keys = [k.name for k in view.keys]
+    # Every few files, spread over the partitions read, for counting pairs.
+    sampled = files[:: max(1, len(files) // _SAMPLED_FILES)]
+    sample = name
     if not files:
         con.register(name, projected.empty_table())
     elif "://" not in files[0]:
-        listed = ", ".join(_literal(f) for f in files)
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT "
-            f"{', '.join(_quote(c) for c in columns)} FROM read_parquet([{listed}], "
-            "union_by_name = true)"
-        )
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {_parquet_sql(files, columns)}")
+        if len(sampled) < len(files):
+            sample = f"({_parquet_sql(sampled, keys)})"
     else:
         remote, _ = filesystem(files[0])
         paths = [filesystem(f)[1] for f in files]
         con.register(name, pads.dataset(paths, schema=projected, filesystem=remote))
+        if len(sampled) < len(files):
+            sample = f"{name}_sample"
+            chosen = [filesystem(f)[1] for f in sampled]
+            con.register(sample, pads.dataset(chosen, schema=projected, filesystem=remote))
     # The log counts every file's rows; the share of files read estimates the rows read.
     records: int = pc.sum(actions.column("num_records")).as_py() if actions.num_rows else 0
     rows = int((records or 0) * len(files) // max(actions.num_rows, 1))
-    return _Source(rows=rows, rereadable=True)
+    return _Source(rows=rows, sample=sample)
+
+
+def _parquet_sql(files: list[str], columns: list[str]) -> str:
+    """The ``columns`` of local parquet ``files``."""
+    listed = ", ".join(_literal(f) for f in files)
+    return (
+        f"SELECT {', '.join(_quote(c) for c in columns)} FROM read_parquet([{listed}], "
+        "union_by_name = true)"
+    )
 
 
 def _empty_rows(view: plan.ViewJoin) -> pa.Table:
@@ -422,13 +441,20 @@ def _entities_sql(view: plan.ViewJoin) -> str:
     return f"(SELECT __row, {keys}, __t_up, {order} AS __o FROM __entities)"
 
 
-def _pairs_sql(view: plan.ViewJoin, rows_sql: str) -> str:
-    """How many (entity row, view row) pairs have equal keys: the work of _hash_sql."""
+def _pairs_sql(view: plan.ViewJoin, rows: str) -> str:
+    """How many (entity row, view row) pairs have equal keys, the work of _hash_sql,
+    and how many view rows there are, in the relation ``rows``."""
     keys = ", ".join(_quote(k.name) for k in view.keys)
+    typed = ", ".join(
+        f"CAST({_quote(k.name)} AS {'BIGINT' if k.type == 'int64' else 'VARCHAR'}) "
+        f"AS {_quote(k.name)}"
+        for k in view.keys
+    )
     on = " AND ".join(f"r.{_quote(k.name)} = e.{_quote(k.name)}" for k in view.keys)
     return (
-        f"SELECT coalesce(sum(e.__n), 0) FROM ({rows_sql}) r JOIN "
-        f"(SELECT {keys}, count(*) AS __n FROM __entities GROUP BY ALL) e ON {on}"
+        f"SELECT (SELECT coalesce(sum(e.__n), 0) FROM (SELECT {typed} FROM {rows}) r JOIN "
+        f"(SELECT {keys}, count(*) AS __n FROM __entities GROUP BY ALL) e ON {on}), "
+        f"(SELECT count(*) FROM {rows})"
     )
 
 
@@ -617,11 +643,11 @@ def _join_sql(
         return _hash_sql(view, rows_sql)
     if (
         strategy == "auto"
-        and source.rereadable
+        and source.sample is not None
         and entities.num_rows * _FEW_ENTITIES <= source.rows
     ):
-        ((pairs,),) = con.execute(_pairs_sql(view, rows_sql)).fetchall()
-        if int(pairs) <= _MAX_PAIRS_PER_ROW * source.rows:
+        ((pairs, counted),) = con.execute(_pairs_sql(view, source.sample)).fetchall()
+        if int(pairs) <= _MAX_PAIRS_PER_ROW * int(counted):
             return _hash_sql(view, rows_sql)
     return _view_sql(view, table)
 

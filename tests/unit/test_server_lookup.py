@@ -429,6 +429,63 @@ def test_the_response_holds_every_columns_values_statuses_and_event_times(
         assert list(response.features[1].event_times) == [NOW, NOW - ttl - 1, 0, NOW]
 
 
+def test_large_answers_match_the_layout_row_by_row(serving: plan.ServingPlan) -> None:
+    ttl = serving.feature_views[0].ttl_micros
+    assert ttl is not None
+    drivers = [i % 250 for i in range(300)]  # repeats, in the caller's order
+    checked = plan_lookup(
+        serving,
+        feature_names=["avg_speed_7d", "trips_30m"],
+        entities={"driver_id": ints(*drivers)},
+        max_rows=1000,
+    )
+    stats: dict[str, Any] = {}
+    for driver in range(250):
+        if driver % 7 == 0:
+            continue  # not found
+        key = f"driver_id:i:{driver}"
+        event = NOW - ttl - 1 if driver % 11 == 0 else NOW - driver
+        attributes = {"trips_30m": {"N": str(driver)}}
+        if driver % 13:
+            attributes["avg_trip_speed_kmh_7d"] = values.to_attribute("float64", driver / 3)
+        stats[key] = item(key, event, **attributes)
+
+    speed, trips = lookup.assemble(checked, {"stats": stats}, NOW).features
+
+    for row, driver in enumerate(drivers):
+        found = stats.get(f"driver_id:i:{driver}")
+        valid = found is not None and driver % 11 != 0
+        expected_speed = driver / 3 if valid and driver % 13 else None
+        assert speed.values[row] == expected_speed
+        assert trips.values[row] == (driver if valid else None)
+        assert speed.statuses[row] == (
+            lookup.Status.NOT_FOUND
+            if found is None
+            else lookup.Status.OUTSIDE_MAX_AGE
+            if driver % 11 == 0
+            else lookup.Status.PRESENT
+        )
+    # All found and fresh: the bulk path.
+    fresh = [d for d in range(250) if d % 7 and d % 11 and d % 13][:200]
+    checked = plan_lookup(
+        serving, feature_names=["avg_speed_7d"], entities={"driver_id": ints(*fresh)}, max_rows=1000
+    )
+    (speed,) = lookup.assemble(checked, {"stats": stats}, NOW).features
+    assert speed.values == [d / 3 for d in fresh]
+    assert speed.statuses == [lookup.Status.PRESENT] * len(fresh)
+
+
+def test_many_floats_parsed_together_equal_floats_parsed_one_by_one() -> None:
+    texts = [
+        "0.1", "-0", "1E+2", "1.7976931348623157E+308", "5E-324", "1e400", "-2.5E-7",
+        "12345678901234567890123456789012345678", "0.30000000000000004", "7",
+    ] * 20  # fmt: skip
+    columns = [texts[:150], texts[150:], []]
+    assert lookup._parse_floats(columns) == [[float(t) for t in c] for c in columns]
+    # A text Arrow refuses but float takes: parsed one by one, the same way.
+    assert lookup._parse_floats([[*texts, " 1_0 "]]) == [[*map(float, texts), 10.0]]
+
+
 # --- refused requests ----------------------------------------------------------------
 
 

@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import deltalake
+import deltalake.exceptions
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -134,6 +136,8 @@ def to_micros(values: pa.Array | pa.ChunkedArray, *, round_up: bool) -> pa.Array
     raw = pc.cast(values, pa.int64())
     if isinstance(raw, pa.ChunkedArray):
         raw = raw.combine_chunks()
+    if unit == "us":
+        return raw
     valid = raw.is_valid().to_numpy(zero_copy_only=False)
     ints = raw.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
     if unit == "s":
@@ -223,11 +227,15 @@ class Entities:
         earliest: int | None = None
         latest: int | None = None
         for values in self._column_batches(timestamp_column):
-            low = pc.min(to_micros(values, round_up=False)).as_py()
-            high = pc.max(to_micros(values, round_up=True)).as_py()
-            if low is not None:
-                earliest = low if earliest is None else min(earliest, low)
-                latest = high if latest is None else max(latest, high)
+            # Rounding is monotonic: the rounded bounds are the bounds rounded.
+            bounds = pc.min_max(pc.cast(values, pa.int64()))
+            if not bounds["min"].is_valid:
+                continue
+            pair = pa.array([bounds["min"].as_py(), bounds["max"].as_py()]).cast(values.type)
+            low = to_micros(pair, round_up=False)[0].as_py()
+            high = to_micros(pair, round_up=True)[1].as_py()
+            earliest = low if earliest is None else min(earliest, low)
+            latest = high if latest is None else max(latest, high)
         if earliest is None or latest is None:
             return frame
         return plan.EntityFrame(
@@ -305,9 +313,6 @@ class _Source:
 def _open_view(con: duckdb.DuckDBPyConnection, name: str, view: plan.ViewJoin) -> _Source:
     """Make relation ``name`` in ``con`` hold the rows of ``view``'s offline table that
     its time bounds allow, reading only the partitions and columns the join needs."""
-    import deltalake
-    import deltalake.exceptions
-
     columns = list(view.columns)
     if view.latest is None:
         # No entity row has a time: nothing can be joined, so nothing is read.
@@ -487,12 +492,15 @@ def _view_sql(view: plan.ViewJoin, relation: str) -> str:
     view row it takes, null when that row is older than the TTL allows (it has the
     greatest E <= T, so every other candidate is older still)."""
     ttl = _ttl_micros(view)
+    # E >= T - ttl read off the order, so that the sorted rows need not carry E too:
+    # created lies within +-(2^63 - 1), less than half of 2^64.
+    fresh = _order_sql(f"e.__t_up - {ttl}", f"-{_MAX_INT64}")
     selected = ["e.__row"]
     for j in range(len(view.features)):
         if ttl is None:
             selected.append(f"v.__f{j}")
         else:
-            selected.append(f"CASE WHEN v.__e >= e.__t_up - {ttl} THEN v.__f{j} END AS __f{j}")
+            selected.append(f"CASE WHEN v.__o >= {fresh} THEN v.__f{j} END AS __f{j}")
     on = " AND ".join(f"e.{_quote(k.name)} = v.{_quote(k.name)}" for k in view.keys)
     return (
         f"SELECT {', '.join(selected)} FROM {_entities_sql(view)} e "
@@ -691,7 +699,8 @@ def execute(
                         con, view, relations[index], sources[index], keys, settings.strategy
                     )
                     joined = _run(con, sql, report)
-                    joined = joined.take(_inverse(joined.column("__row"), chunk.num_rows))
+                    order = _inverse(joined.column("__row"), chunk.num_rows)
+                    joined = joined.drop_columns(["__row"]).take(order)
                     columns.extend(_features(view, joined))
                 con.unregister("__entities")
                 names = [*chunk.column_names, *(f.output for f in join_plan.feature_columns)]

@@ -305,25 +305,16 @@ def assemble(
     columns: dict[str, FeatureResult] = {}
     # Transformations take the event times of what they read, asked for or not.
     keep_times = lookup.include_event_times or bool(lookup.transformations)
-    floats: list[tuple[FeatureResult, list[Item | None], list[Item], list[str]]] = []
     for read in lookup.reads:
         found = items.get(read.view.online_table, {})
         statuses, event_times, stored = _judge(read, found, now_micros)
         present = _without_nones(stored)
         times = event_times if keep_times else None
         for feature in read.features:
-            result = columns[feature.name] = FeatureResult(
-                feature.name, feature.type, [], statuses, times
+            decoded = _decode(feature.type, feature.source, stored, present)
+            columns[feature.name] = FeatureResult(
+                feature.name, feature.type, decoded, statuses, times
             )
-            texts = _float_texts(feature, present)
-            if texts is None:
-                result.values = _decode(feature.type, feature.source, stored, present)
-            else:
-                floats.append((result, stored, present, texts))
-    # The float columns of every view are parsed together, in one go when that pays.
-    parsed = _parse_floats([texts for *_, texts in floats])
-    for (result, stored, present, _), decoded in zip(floats, parsed, strict=True):
-        result.values = _spread(decoded, stored, present)
     if lookup.transformations:
         computed = _transform(lookup, columns, rows)
         columns = {**columns, **computed}
@@ -391,56 +382,11 @@ def _decode(
         except KeyError:
             return _decode_each(value_type, source, stored)
         decoded = raw if convert is None else list(map(convert, raw))
-        return _spread(decoded, stored, present)
+        if present is stored:
+            return decoded
+        ordered = iter(decoded)
+        return [None if i is None else next(ordered) for i in stored]
     return _decode_each(value_type, source, stored)
-
-
-_ARROW_FLOATS = 128
-"""Float values from which one Arrow cast parses them faster than ``float`` does one by
-one (about 50 ns a value against 150, after some 8 µs to set up)."""
-
-
-def _float_texts(feature: plan.Feature, present: list[Item]) -> list[str] | None:
-    """The number texts of a float64 feature in ``present``; None for another type, or
-    when some item holds it otherwise (a null, NaN)."""
-    if feature.type != "float64":
-        return None
-    try:
-        return list(map(_NUMBER, map(operator.itemgetter(feature.source), present)))
-    except KeyError:
-        return None
-
-
-def _parse_floats(texts: list[list[str]]) -> list[list[float]]:
-    """Each list of number texts as floats, as ``float`` parses them: through one
-    Arrow cast for them all when they are many (its parser rounds correctly, as
-    ``float``'s does, so the values are the same), else one by one."""
-    total = sum(map(len, texts))
-    if total >= _ARROW_FLOATS:
-        joined = list(itertools.chain.from_iterable(texts))
-        try:
-            cast = pa.array(joined, pa.string()).cast(pa.float64())
-        except pa.ArrowInvalid:  # a text only ``float`` takes (spaces, underscores)
-            pass
-        else:
-            if cast.null_count == 0:
-                values = cast.to_numpy().tolist()
-                parsed = []
-                start = 0
-                for column in texts:
-                    parsed.append(values[start : start + len(column)])
-                    start += len(column)
-                return parsed
-    return [list(map(float, column)) for column in texts]
-
-
-def _spread(decoded: list[Any], stored: list[Item | None], present: list[Item]) -> list[Any]:
-    """The values ``decoded`` from ``present`` placed at their rows of ``stored``,
-    None where no valid item was found."""
-    if present is stored:
-        return decoded
-    ordered = iter(decoded)
-    return [None if i is None else next(ordered) for i in stored]
 
 
 def _without_nones(stored: list[Item | None]) -> list[Item]:

@@ -475,17 +475,6 @@ def test_large_answers_match_the_layout_row_by_row(serving: plan.ServingPlan) ->
     assert speed.statuses == [lookup.Status.PRESENT] * len(fresh)
 
 
-def test_many_floats_parsed_together_equal_floats_parsed_one_by_one() -> None:
-    texts = [
-        "0.1", "-0", "1E+2", "1.7976931348623157E+308", "5E-324", "1e400", "-2.5E-7",
-        "12345678901234567890123456789012345678", "0.30000000000000004", "7",
-    ] * 20  # fmt: skip
-    columns = [texts[:150], texts[150:], []]
-    assert lookup._parse_floats(columns) == [[float(t) for t in c] for c in columns]
-    # A text Arrow refuses but float takes: parsed one by one, the same way.
-    assert lookup._parse_floats([[*texts, " 1_0 "]]) == [[*map(float, texts), 10.0]]
-
-
 # --- refused requests ----------------------------------------------------------------
 
 

@@ -414,7 +414,7 @@ def _bounds(view: plan.ViewJoin) -> list[str]:
 
 def _rows_sql(source: str, view: plan.ViewJoin) -> str:
     """The view's rows as the joins take them: keys, the event time ``__e`` and the
-    order ``__o`` in microseconds, features."""
+    created time ``__c`` in microseconds, features."""
     event = _quote(layout.EVENT_TIMESTAMP)
     created = _quote(layout.CREATED_TIMESTAMP)
     keys = [
@@ -424,9 +424,9 @@ def _rows_sql(source: str, view: plan.ViewJoin) -> str:
     ]
     features = [f"{_quote(f.name)} AS __f{j}" for j, f in enumerate(view.features)]
     where = " AND ".join([f"{event} IS NOT NULL", *_bounds(view)])
-    order = _order_sql(f"epoch_us({event})", f"coalesce(epoch_us({created}), -{_MAX_INT64})")
     return (
-        f"SELECT {', '.join(keys)}, epoch_us({event}) AS __e, {order} AS __o, "
+        f"SELECT {', '.join(keys)}, epoch_us({event}) AS __e, "
+        f"coalesce(epoch_us({created}), -{_MAX_INT64}) AS __c, "
         f"{', '.join(features)} FROM {source} WHERE {where}"
     )
 
@@ -471,7 +471,9 @@ def _hash_sql(view: plan.ViewJoin, rows_sql: str) -> str:
     """One view's join by hashing: every view row of equal keys with E <= T (and, with
     a TTL, not older than it allows) is paired with the entity row, and the pair of the
     greatest order is kept: the same row ASOF gives, without sorting the view's rows.
-    Its columns are those of :func:`_view_sql`."""
+    Its columns are those of :func:`_view_sql`, but entity rows that pair with no row
+    are left out (their features are null): an inner join keeps no unmatched rows, and
+    the order is made for the pairs only, not for every view row."""
     on = [f"e.{_quote(k.name)} = v.{_quote(k.name)}" for k in view.keys]
     on.append("v.__e <= e.__t")
     ttl = _ttl_micros(view)
@@ -480,9 +482,10 @@ def _hash_sql(view: plan.ViewJoin, rows_sql: str) -> str:
     features = range(len(view.features))
     values = ", ".join(f"'f{j}': v.__f{j}" for j in features)
     selected = ["__row", *(f"__v.f{j} AS __f{j}" for j in features)]
+    order = _order_sql("v.__e", "v.__c")
     return (
-        f"SELECT {', '.join(selected)} FROM (SELECT e.__row, arg_max({{{values}}}, v.__o) "
-        f"AS __v FROM __entities e LEFT JOIN ({rows_sql}) v "
+        f"SELECT {', '.join(selected)} FROM (SELECT e.__row, arg_max({{{values}}}, {order}) "
+        f"AS __v FROM __entities e JOIN ({rows_sql}) v "
         f"ON {' AND '.join(on)} GROUP BY e.__row)"
     )
 
@@ -502,9 +505,12 @@ def _view_sql(view: plan.ViewJoin, relation: str) -> str:
         else:
             selected.append(f"CASE WHEN v.__o >= {fresh} THEN v.__f{j} END AS __f{j}")
     on = " AND ".join(f"e.{_quote(k.name)} = v.{_quote(k.name)}" for k in view.keys)
+    keys = ", ".join(_quote(k.name) for k in view.keys)
+    features = ", ".join(f"__f{j}" for j in range(len(view.features)))
+    rows = f"(SELECT {keys}, {_order_sql('__e', '__c')} AS __o, {features} FROM {relation})"
     return (
         f"SELECT {', '.join(selected)} FROM {_entities_sql(view)} e "
-        f"ASOF LEFT JOIN {relation} v ON {on} AND e.__o >= v.__o"
+        f"ASOF LEFT JOIN {rows} v ON {on} AND e.__o >= v.__o"
     )
 
 
@@ -529,10 +535,12 @@ def _entity_keys(join_plan: plan.JoinPlan, chunk: pa.Table) -> pa.Table:
 
 
 def _inverse(positions: pa.ChunkedArray, rows: int) -> pa.Array:
-    """Indices that put a result whose rows are at ``positions`` back in entity order."""
-    order = np.empty(rows, dtype=np.int64)
-    order[positions.to_numpy()] = np.arange(rows, dtype=np.int64)
-    return pa.array(order)
+    """Indices that put a result whose rows are at ``positions`` back in entity order;
+    null (giving null features) for the positions missing from it."""
+    order = np.full(rows, -1, dtype=np.int64)
+    order[positions.to_numpy()] = np.arange(len(positions), dtype=np.int64)
+    missing = order < 0
+    return pa.array(order, mask=missing if missing.any() else None)
 
 
 def _features(view: plan.ViewJoin, joined: pa.Table) -> list[pa.ChunkedArray | pa.Array]:

@@ -310,8 +310,9 @@ def assemble(
         statuses, event_times, stored = _judge(read, found, now_micros)
         present = _without_nones(stored)
         times = event_times if keep_times else None
-        for feature in read.features:
-            decoded = _decode(feature.type, feature.source, stored, present)
+        attributes = _attributes(read.features, present)
+        for feature, column in zip(read.features, attributes, strict=True):
+            decoded = _decode(feature.type, feature.source, stored, present, column)
             columns[feature.name] = FeatureResult(
                 feature.name, feature.type, decoded, statuses, times
             )
@@ -358,11 +359,28 @@ _BULK: dict[str, tuple[operator.itemgetter[str], Any]] = {
 }
 
 
+def _attributes(
+    features: Sequence[plan.Feature], present: list[Item]
+) -> Sequence[Sequence[dict[str, Any]] | None]:
+    """Per feature, its attribute in each of ``present``, when every item has every
+    one of ``features`` (else Nones): each item is looked into once for all of them,
+    rather than once per feature, which keeps it in the CPU's cache."""
+    if len(features) > 1 and present:
+        try:
+            rows = list(map(operator.itemgetter(*(f.source for f in features)), present))
+        except KeyError:
+            pass
+        else:
+            return list(zip(*rows, strict=True))
+    return [None] * len(features)
+
+
 def _decode(
     value_type: str,
     source: str,
     stored: list[Item | None],
     present: list[Item] | None = None,
+    attributes: Sequence[dict[str, Any]] | None = None,
 ) -> list[Any]:
     """The values of attribute ``source`` of each item (None: no valid item), exactly
     as :func:`featurekube.online.values.from_attribute` decodes them (a unit test holds
@@ -378,7 +396,9 @@ def _decode(
             present = _without_nones(stored)
         tag, convert = bulk
         try:
-            raw = list(map(tag, map(operator.itemgetter(source), present)))
+            if attributes is None:
+                attributes = list(map(operator.itemgetter(source), present))
+            raw = list(map(tag, attributes))
         except KeyError:
             return _decode_each(value_type, source, stored)
         decoded = raw if convert is None else list(map(convert, raw))

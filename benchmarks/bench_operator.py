@@ -159,8 +159,10 @@ def run() -> _harness.Report:
         baseline="API server alone",
     )
     with tempfile.TemporaryDirectory() as tmp:
+        # No local runtime: this benchmark plays the Spark Operator and the kubelet, and
+        # a runtime would race it to run the (sourceless) windows with spark-submit.
         settings = platform.PlatformSettings(
-            state_dir=Path(tmp) / "platform", crd_dirs=(REPO / "crds",), audit=True
+            state_dir=Path(tmp) / "platform", crd_dirs=(REPO / "crds",), audit=True, runtime=False
         )
         local = platform.LocalPlatform(settings)
         endpoints = local.start()

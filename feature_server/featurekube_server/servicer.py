@@ -161,23 +161,14 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
         reads = [r for r in checked.reads if r.keys]
         if not reads:
             return {}
-        if len(reads) == 1:
-            return dict([await self._read_view(reads[0])])
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._read_view(r)) for r in reads[1:]]
-                # The first view is read in this task, while the others' run: one task
-                # fewer to schedule per request. Its failure cancels them, as theirs it.
-                first = await self._read_view(reads[0])
-        except BaseExceptionGroup as failed:
-            raise _first(failed) from None
-        return dict([first, *(t.result() for t in tasks)])
-
-    async def _read_view(self, read: lookup.ViewRead) -> tuple[str, Mapping[str, base.Item]]:
         started = time.perf_counter()
-        found = await self._store.read(read.view.online_table, read.keys, read.attributes)
-        self._metrics.store_read(read.view.name, time.perf_counter() - started)
-        return read.view.online_table, found
+        found = await self._store.read(
+            [base.TableRead(r.view.online_table, r.keys, r.attributes) for r in reads]
+        )
+        elapsed = time.perf_counter() - started
+        for read in reads:
+            self._metrics.store_read(read.view.name, elapsed)
+        return found
 
     async def _fail(
         self,
@@ -204,13 +195,6 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
         self._metrics.request(method, code.name, time.perf_counter() - started, rows)
         await context.abort(code, message)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    first: BaseException = group.exceptions[0]
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
 
 
 def _columns(columns: Mapping[str, pb.Values], field: str) -> dict[str, lookup.Column]:

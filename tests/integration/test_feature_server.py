@@ -548,16 +548,14 @@ class _SlowStore:
     cancelled: int = 0
     completed: int = 0
 
-    async def read(
-        self, table: str, keys: Sequence[str], attributes: Sequence[str]
-    ) -> Mapping[str, base.Item]:
+    async def read(self, reads: Sequence[base.TableRead]) -> dict[str, Mapping[str, base.Item]]:
         try:
             await asyncio.sleep(self.delay)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
         self.completed += 1
-        return await self.inner.read(table, keys, attributes)
+        return await self.inner.read(reads)
 
     async def check(self, tables: Sequence[str]) -> None:
         await self.inner.check(tables)

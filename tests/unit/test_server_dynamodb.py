@@ -67,3 +67,34 @@ def test_error_answers_are_left_to_botocore() -> None:
     dynamodb._parse_batch_get_item(read, customized)
     assert read["body"] == body
     assert customized == {}
+
+
+def test_reads_of_several_tables_share_calls_of_at_most_100_keys() -> None:
+    from featurekube_server.stores import base
+
+    reads = [
+        base.TableRead("stats", [f"driver_id:i:{i}" for i in range(150)], ["trips", "rating"]),
+        base.TableRead("empty", [], ["x"]),
+        base.TableRead("profile", [f"driver_id:i:{i}" for i in range(30)], []),
+        base.TableRead("live", [f"driver_id:i:{i}" for i in range(21)], ["speed"]),
+    ]
+
+    calls = dynamodb.batch_requests(reads)
+
+    assert [{t: len(r["Keys"]) for t, r in call.items()} for call in calls] == [
+        {"stats": 100},
+        {"stats": 50, "profile": 30, "live": 20},
+        {"live": 1},
+    ]
+    sent = [
+        (table, key["entity_key"]["S"])
+        for call in calls
+        for table, request in call.items()
+        for key in request["Keys"]
+    ]
+    assert sorted(sent) == sorted((r.table, k) for r in reads for k in r.keys)
+    stats = calls[1]["stats"]
+    assert stats["ProjectionExpression"] == "#k, #e, #a0, #a1"
+    assert stats["ExpressionAttributeNames"]["#a1"] == "rating"
+    assert calls[1]["profile"]["ProjectionExpression"] == "#k, #e"
+    assert dynamodb.batch_requests([base.TableRead("t", [], ["x"])]) == []

@@ -9,6 +9,7 @@ server's own cost). Items are in the online layout of
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -16,23 +17,32 @@ if TYPE_CHECKING:
 
     from featurekube_server import plan
 
-__all__ = ["Item", "OnlineStore", "PushWriter"]
+__all__ = ["Item", "OnlineStore", "PushWriter", "TableRead"]
 
 Item = Mapping[str, dict[str, Any]]
 """A stored item: attribute name -> DynamoDB attribute value ({"N": "3"}, ...)."""
 
 
+@dataclass(frozen=True)
+class TableRead:
+    """Keys to read from one table, and the attributes wanted of their items."""
+
+    table: str
+    keys: Sequence[str]
+    """Encoded entity keys, each once."""
+    attributes: Sequence[str]
+    """Attributes besides the entity key and event time."""
+
+
 class OnlineStore(Protocol):
     """Reads the latest values of entities from views' online tables."""
 
-    async def read(
-        self, table: str, keys: Sequence[str], attributes: Sequence[str]
-    ) -> Mapping[str, Item]:
-        """The items of ``keys`` (encoded entity keys, each once) in ``table``: each
-        with its event time and those of ``attributes`` it has. Keys with no item are
-        left out. Raises :class:`featurekube_server.errors.StoreUnavailableError` when
-        the store does not answer; a caller bounds the call with a timeout (cancelling
-        it)."""
+    async def read(self, reads: Sequence[TableRead]) -> dict[str, Mapping[str, Item]]:
+        """The items of every read's keys, by table, each with its event time and those
+        of its read's attributes it has; keys with no item are left out. The tables
+        are read together, in as few calls as the store allows. Raises
+        :class:`featurekube_server.errors.StoreUnavailableError` when the store does not
+        answer; a caller bounds the call with a timeout (cancelling it)."""
         ...
 
     async def check(self, tables: Sequence[str]) -> None:

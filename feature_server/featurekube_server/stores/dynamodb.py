@@ -1,9 +1,12 @@
 """The DynamoDB online store, read with BatchGetItem through aiobotocore (network I/O).
 
-A read splits the keys into calls of at most 100 (BatchGetItem's limit), sends them
-all at once over a pool of kept-alive connections, fetches only the asked-for
-attributes (ProjectionExpression), and retries unprocessed keys (throttling, the 16 MB
-response limit) with a short backoff until done; the caller's timeout cancels it.
+A read packs the keys of all its tables into calls of at most 100 keys (BatchGetItem's
+limit; one call may name several tables, each with its own ProjectionExpression, so
+only the asked-for attributes come back), sends them all at once over a pool of
+kept-alive connections, and retries unprocessed keys (throttling, the 16 MB response
+limit) with a short backoff until done; the caller's timeout cancels it. A request
+for one entity of three views is one call, not three: the store's cost per call, not
+per key, is what bounds small lookups.
 
 BatchGetItem's answers are read with ``json.loads`` rather than botocore's parser:
 DynamoDB's JSON is already the online layout, and botocore's walk of every attribute
@@ -36,7 +39,7 @@ from featurekube.online import layout
 from featurekube_server import errors
 from featurekube_server.stores import base
 
-__all__ = ["BATCH_LIMIT", "DynamoDBSettings", "DynamoDBStore"]
+__all__ = ["BATCH_LIMIT", "DynamoDBSettings", "DynamoDBStore", "batch_requests"]
 
 BATCH_LIMIT = 100
 """Keys per BatchGetItem call: DynamoDB's maximum."""
@@ -123,23 +126,23 @@ class DynamoDBStore:
 
     # --- OnlineStore
 
-    async def read(
-        self, table: str, keys: Sequence[str], attributes: Sequence[str]
-    ) -> Mapping[str, base.Item]:
-        if not keys:
-            return {}
-        names = {"#k": layout.ENTITY_KEY, "#e": layout.EVENT_TIME}
-        names.update({f"#a{i}": attribute for i, attribute in enumerate(attributes)})
-        request = {
-            "ProjectionExpression": ", ".join(names),
-            "ExpressionAttributeNames": names,
-        }
-        chunks = [keys[i : i + BATCH_LIMIT] for i in range(0, len(keys), BATCH_LIMIT)]
-        found: dict[str, base.Item] = {}
-        for items in await asyncio.gather(*(self._get(table, c, request) for c in chunks)):
-            for item in items:
-                found[item[layout.ENTITY_KEY]["S"]] = item
-        return found
+    async def read(self, reads: Sequence[base.TableRead]) -> dict[str, Mapping[str, base.Item]]:
+        found: dict[str, dict[str, base.Item]] = {read.table: {} for read in reads}
+        requests = batch_requests(reads)
+        if not requests:
+            return dict(found)
+        try:
+            # One failed call cancels the others: the request fails as a whole.
+            async with asyncio.TaskGroup() as group:
+                calls = [group.create_task(self._get(r)) for r in requests]
+        except BaseExceptionGroup as failed:
+            raise _first(failed) from None
+        for call in calls:
+            for table, items in call.result().items():
+                into = found[table]
+                for item in items:
+                    into[item[layout.ENTITY_KEY]["S"]] = item
+        return dict(found)
 
     async def check(self, tables: Sequence[str]) -> None:
         for table in tables:
@@ -147,20 +150,18 @@ class DynamoDBStore:
 
     # --- calls
 
-    async def _get(
-        self, table: str, keys: Sequence[str], request: Mapping[str, Any]
-    ) -> list[dict[str, Any]]:
-        """The items of ``keys``, retrying unprocessed ones until all are done."""
-        wanted: list[dict[str, Any]] = [{layout.ENTITY_KEY: {"S": k}} for k in keys]
-        items: list[dict[str, Any]] = []
+    async def _get(self, request: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """The items ``request`` (BatchGetItem's RequestItems) asks for, by table,
+        retrying unprocessed keys until all are done."""
+        items: dict[str, list[dict[str, Any]]] = {}
         backoff = 0.005
-        while wanted:
-            answer = await self._call(
-                "batch_get_item", table, RequestItems={table: {"Keys": wanted, **request}}
-            )
-            items.extend(answer.get("Responses", {}).get(table, ()))
-            wanted = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
-            if wanted:
+        while request:
+            answer = await self._call("batch_get_item", ", ".join(request), RequestItems=request)
+            for table, found in answer.get("Responses", {}).items():
+                items.setdefault(table, []).extend(found)
+            # Unprocessed keys come back with their table's projection: resend as is.
+            request = answer.get("UnprocessedKeys") or {}
+            if request:
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, 0.2)
         return items
@@ -198,6 +199,49 @@ class DynamoDBStore:
                         f"DynamoDB at {endpoint} did not answer {operation} on {table}: {exc}"
                     ) from exc
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first: BaseException = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+def batch_requests(
+    reads: Sequence[base.TableRead], limit: int = BATCH_LIMIT
+) -> list[dict[str, Any]]:
+    """BatchGetItem RequestItems for ``reads``: every key once, at most ``limit`` keys
+    a call, keys of several tables sharing calls, each table with its projection.
+
+    >>> [{t: len(r["Keys"]) for t, r in c.items()} for c in batch_requests(
+    ...     [base.TableRead("a", ["k1", "k2", "k3"], ["x"]), base.TableRead("b", ["k1"], [])],
+    ...     limit=2)]
+    [{'a': 2}, {'a': 1, 'b': 1}]
+    """
+    requests: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    room = limit
+    for read in reads:
+        if not read.keys:
+            continue
+        names = {"#k": layout.ENTITY_KEY, "#e": layout.EVENT_TIME}
+        names.update({f"#a{i}": attribute for i, attribute in enumerate(read.attributes)})
+        projection = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        keys = read.keys
+        while keys:
+            if not room:
+                requests.append(current)
+                current, room = {}, limit
+            part, keys = keys[:room], keys[room:]
+            current[read.table] = {
+                "Keys": [{layout.ENTITY_KEY: {"S": key}} for key in part],
+                **projection,
+            }
+            room -= len(part)
+    if current:
+        requests.append(current)
+    return requests
 
 
 def _parse_batch_get_item(

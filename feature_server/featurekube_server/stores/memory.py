@@ -54,16 +54,17 @@ class MemoryStore:
 
     # --- OnlineStore
 
-    async def read(
-        self, table: str, keys: Sequence[str], attributes: Sequence[str]
-    ) -> Mapping[str, base.Item]:
+    async def read(self, reads: Sequence[base.TableRead]) -> dict[str, Mapping[str, base.Item]]:
         if self.latency:
             await asyncio.sleep(self.latency)
         self._answer()
-        items = self._table(table)
-        # Whole items, not projections: readers look only at what they asked for, and
-        # copying would measure the copy rather than the server.
-        return {key: items[key] for key in keys if key in items}
+        found: dict[str, Mapping[str, base.Item]] = {}
+        for read in reads:
+            items = self._table(read.table)
+            # Whole items, not projections: readers look only at what they asked for,
+            # and copying would measure the copy rather than the server.
+            found[read.table] = {key: items[key] for key in read.keys if key in items}
+        return found
 
     async def check(self, tables: Sequence[str]) -> None:
         self._answer()

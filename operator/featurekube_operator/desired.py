@@ -38,8 +38,6 @@ SPEC_MOUNT = "/etc/featurekube/spec"
 PLAN_MOUNT = "/etc/featurekube/plan"
 SNAPSHOT_KEY = "featureview.yaml"
 PLAN_KEY = "plan.yaml"
-TERMINATION_LOG = "/dev/termination-log"
-"""Where the driver writes its report: Kubernetes keeps it in the pod's status."""
 
 
 def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -175,7 +173,7 @@ def render_spark_application(
                 "memory": "2g",
                 "serviceAccount": settings.spark_service_account,
                 "labels": labels,
-                "env": [*env, {"name": report.REPORT_FILE_ENV, "value": TERMINATION_LOG}],
+                "env": [*env, {"name": report.REPORT_FILE_ENV, "value": report.TERMINATION_LOG}],
                 "envFrom": env_from,
                 "configMaps": [{"name": naming.snapshot_name(name, version), "path": SPEC_MOUNT}],
             },

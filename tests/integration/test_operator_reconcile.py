@@ -14,6 +14,7 @@ import boto3
 import kubernetes.client
 import pytest
 
+from featurekube._platform import runtime
 from featurekube.online import layout
 from featurekube_operator import naming, reconcile
 from featurekube_operator.dynamo import OnlineTables
@@ -210,46 +211,11 @@ def test_the_backfill_proceeds_in_order_and_the_view_becomes_ready(
     assert ctx.metrics.windows_succeeded.labels(namespace, "driver-trip-stats")._value.get() == 3
 
 
-def _driver_pod(
-    kube_api: kubernetes.client.ApiClient, namespace: str, app: str, message: str
-) -> None:
-    """The finished driver pod of ``app``, as the kubelet leaves it."""
-    core = kubernetes.client.CoreV1Api(kube_api)
-    name = f"{app}-driver"
-    core.create_namespaced_pod(
-        namespace,
-        {  # type: ignore[arg-type]
-            "metadata": {"name": name},
-            "spec": {"containers": [{"name": "spark-kubernetes-driver", "image": "spark"}]},
-        },
-    )
-    terminated = {"exitCode": 0, "reason": "Completed", "message": message}
-    core.patch_namespaced_pod_status(
-        name,
-        namespace,
-        {
-            "status": {
-                "phase": "Succeeded",
-                "containerStatuses": [
-                    {
-                        "name": "spark-kubernetes-driver",
-                        "image": "spark",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "state": {"terminated": terminated},
-                    }
-                ],
-            }
-        },
-    )
-
-
 def test_the_rows_of_the_last_window_come_from_its_drivers_report(
     ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
 ) -> None:
     def finish(app: str, message: str) -> None:
-        _driver_pod(kube_api, namespace, app, message)
+        runtime.record_driver_pod(kube_api, _apps(kube_api, namespace)[app], 0, message)
         _finish(kube_api, namespace, app, "COMPLETED", clock.now)
 
     def report(rows: int) -> str:

@@ -25,7 +25,8 @@ Item = Mapping[str, dict[str, Any]]
 
 @dataclass(frozen=True)
 class TableRead:
-    """Keys to read from one table, and the attributes wanted of their items."""
+    """Keys to read from one table, and the attributes wanted of their items; a store
+    read takes at most one of these per table."""
 
     table: str
     keys: Sequence[str]

@@ -42,13 +42,13 @@ from kubernetes.client.exceptions import ApiException
 
 from featurekube import spark_session
 from featurekube._platform import processes
+from featurekube.materialize import report
 
 __all__ = ["PathMapping", "Runtime", "main", "record_driver_pod"]
 
 SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
 SERVICE_LABEL = "featurekube.dev/feature-service"
 DRIVER_CONTAINER = "spark-kubernetes-driver"
-TERMINATION_LOG = "/dev/termination-log"
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -179,7 +179,7 @@ class Runtime:
                 **{
                     e["name"]: str(termination_log)
                     for e in driver.get("env") or ()
-                    if e.get("value") == TERMINATION_LOG
+                    if e.get("value") == report.TERMINATION_LOG
                 },
             }
             done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -37,6 +37,7 @@ from featurekube.spec import v1alpha1
 
 __all__ = [
     "REPORT_FILE_ENV",
+    "TERMINATION_LOG",
     "TERMINATION_MESSAGE_LIMIT",
     "Check",
     "FeatureStats",
@@ -49,6 +50,9 @@ __all__ = [
 
 REPORT_FILE_ENV = "FEATUREKUBE_REPORT_FILE"
 """The environment variable naming the file the job writes its report to."""
+TERMINATION_LOG = "/dev/termination-log"
+"""Where a container's termination message is written; Kubernetes keeps it in the pod's
+status, so the operator sets :data:`REPORT_FILE_ENV` to it in the driver."""
 TERMINATION_MESSAGE_LIMIT = 4096
 """Bytes of a container's termination message that Kubernetes keeps."""
 

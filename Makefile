@@ -50,8 +50,8 @@ platform-bin: ## Build (once, cached under ~/.cache/featurekube) the Kubernetes 
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-layer contracts.
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --no-cache --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python hack/sync_chart.py --check

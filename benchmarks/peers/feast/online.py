@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-
 from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.types import Bool, Float64, Int64, String

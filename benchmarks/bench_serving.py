@@ -90,6 +90,7 @@ def _plan(prefix: str) -> dict[str, Any]:
                 "entities": [{"name": "driver_id", "type": "int64"}],
                 "ttl": f"{TTL_SECONDS}s",
                 "features": [{"name": n, "source": n, "type": t} for n, t in features],
+                "storedFeatures": [n for n, _ in features],  # as the operator renders it
             }
             for view, features in VIEWS.items()
         ],

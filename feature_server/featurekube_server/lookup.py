@@ -100,11 +100,10 @@ class ViewRead:
     """Encoded entity keys, each once."""
     row_keys: tuple[str, ...]
     """The encoded key of each entity row, in row order (repeats included)."""
-
-    @property
-    def attributes(self) -> tuple[str, ...]:
-        """The DynamoDB attributes of the fetched features."""
-        return tuple(f.source for f in self.features)
+    attributes: tuple[str, ...] | None
+    """The DynamoDB attributes of the fetched features; None when they are every
+    feature the table holds, so whole items are read: a projection naming them all
+    would cost the store work to save only the bookkeeping attributes' bytes."""
 
 
 @dataclass(frozen=True)
@@ -152,6 +151,8 @@ class _ViewPart:
     features: tuple[plan.Feature, ...]
     key_types: tuple[tuple[str, str], ...]
     """Join key name and type, ordered by name as the encoded key orders them."""
+    attributes: tuple[str, ...] | None
+    """As :attr:`ViewRead.attributes`."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ class Planner:
             if row_keys is None:
                 row_keys = encoded[part.key_types] = _encode_keys(part.key_types, entities)
             unique = tuple(dict.fromkeys(row_keys))
-            reads.append(ViewRead(part.view, part.features, unique, row_keys))
+            reads.append(ViewRead(part.view, part.features, unique, row_keys, part.attributes))
         return Lookup(
             features=names,
             reads=tuple(reads),
@@ -263,13 +264,27 @@ def _select(serving: plan.ServingPlan, names: tuple[str, ...]) -> _Selection:
         names=names,
         transformations=transformations,
         parts=tuple(
-            _ViewPart(view, tuple(features), tuple(sorted(view.key_types.items())))
+            _ViewPart(
+                view,
+                tuple(features),
+                tuple(sorted(view.key_types.items())),
+                _attributes_to_read(view, features),
+            )
             for view, features in _views_of(serving, fetched).items()
         ),
         request_fields=tuple(
             n for n in serving.transformations.inputs(transformations) if n in declared
         ),
     )
+
+
+def _attributes_to_read(
+    view: plan.FeatureViewPlan, features: Sequence[plan.Feature]
+) -> tuple[str, ...] | None:
+    sources = tuple(f.source for f in features)
+    if view.stored_features is not None and view.stored_features <= set(sources):
+        return None
+    return sources
 
 
 def _encode_keys(

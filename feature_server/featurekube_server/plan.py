@@ -14,6 +14,7 @@ YAML file. :func:`parse_plan` is pure; :func:`load_plan` reads the file.
         ttl: 7d                       # absent or null: values never expire
         features:                     # as served (with any prefix) and as stored
           - {name: trips_30m, source: trips_30m, type: int64}
+        storedFeatures: [trips_30m, trips_7d]   # all the table holds (optional)
         push:                         # only for push-source views
           spec: {...}                 # the view's spec: what the write path needs
           offlineUri: s3://bucket/prefix/rides/driver-location-live/
@@ -103,6 +104,9 @@ class FeatureViewPlan:
     ttl: dt.timedelta | None
     features: tuple[Feature, ...]
     push: PushTarget | None = None
+    stored_features: frozenset[str] | None = None
+    """Every feature the view's table holds (None: not known). A read of all of them
+    fetches whole items rather than naming each in a projection."""
 
     @property
     def ttl_micros(self) -> int | None:
@@ -286,6 +290,14 @@ def _view(reader: _Reader, raw: Any, path: str, namespace: str) -> FeatureViewPl
         for k, f in enumerate(reader.items(raw, "features", path))
     )
     push = _push(reader, raw.get("push"), f"{path}.push")
+    stored = raw.get("storedFeatures")
+    if stored is not None and not (
+        isinstance(stored, list) and all(isinstance(s, str) and s for s in stored)
+    ):
+        raise errors.PlanError(
+            f"{reader.source}: {path}.storedFeatures: expected a list of feature names, "
+            f"found {stored!r}"
+        )
     return FeatureViewPlan(
         name=reader.text(raw, "name", path),
         namespace=str(raw.get("namespace") or namespace),
@@ -294,6 +306,7 @@ def _view(reader: _Reader, raw: Any, path: str, namespace: str) -> FeatureViewPl
         ttl=ttl,
         features=features,
         push=push,
+        stored_features=None if stored is None else frozenset(stored),
     )
 
 

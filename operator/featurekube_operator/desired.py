@@ -229,6 +229,8 @@ def render_serving_plan(
                     }
                     for feature in r.features
                 ],
+                # All the table holds: a read of every one fetches whole items.
+                "storedFeatures": list(r.view.spec.feature_types()),
             }
             for r in views
         ],

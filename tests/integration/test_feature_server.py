@@ -72,6 +72,15 @@ def plan_document(prefix: str, offline_uri: str | None = None) -> dict[str, Any]
                     {"name": "last_trip_at", "source": "last_trip_at", "type": "timestamp"},
                     {"name": "embedding", "source": "embedding", "type": "float64_array"},
                 ],
+                # Requests for all of these read whole items, others a projection.
+                "storedFeatures": [
+                    "trips_30m",
+                    "avg_trip_speed_kmh_7d",
+                    "last_zone",
+                    "is_active",
+                    "last_trip_at",
+                    "embedding",
+                ],
             },
             {
                 "name": "driver-zone",
@@ -82,6 +91,7 @@ def plan_document(prefix: str, offline_uri: str | None = None) -> dict[str, Any]
                     {"name": "driver_id", "type": "int64"},
                 ],
                 "features": [{"name": "zone_rank", "source": "rank", "type": "int64"}],
+                "storedFeatures": ["rank"],
             },
             {
                 "name": "driver-location-live",

@@ -130,6 +130,7 @@ def test_the_serving_plan_names_features_types_and_tables() -> None:
     assert view["onlineTable"] == "fk.rides.driver-trip-stats.v1"
     assert view["features"] == [{"name": "driver_trips_1d", "source": "trips_1d", "type": "int64"}]
     assert view["entities"] == [{"name": "driver_id", "type": "int64"}]
+    assert view["storedFeatures"] == ["trips_1d"]  # every feature of the view, served or not
 
 
 def test_a_plan_change_rolls_the_pods_and_replicas_are_left_to_the_autoscaler() -> None:

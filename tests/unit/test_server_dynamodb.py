@@ -98,3 +98,13 @@ def test_reads_of_several_tables_share_calls_of_at_most_100_keys() -> None:
     assert stats["ExpressionAttributeNames"]["#a1"] == "rating"
     assert calls[1]["profile"]["ProjectionExpression"] == "#k, #e"
     assert dynamodb.batch_requests([base.TableRead("t", [], ["x"])]) == []
+
+
+def test_a_read_of_whole_items_sends_no_projection() -> None:
+    from featurekube_server.stores import base
+
+    (call,) = dynamodb.batch_requests(
+        [base.TableRead("whole", ["k1"], None), base.TableRead("some", ["k1"], ["x"])]
+    )
+    assert call["whole"] == {"Keys": [{"entity_key": {"S": "k1"}}]}
+    assert call["some"]["ProjectionExpression"] == "#k, #e, #a0"

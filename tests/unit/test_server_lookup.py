@@ -225,6 +225,29 @@ def test_keys_are_encoded_per_view_and_read_once(serving: plan.ServingPlan) -> N
     assert zone.attributes == ("rank",)
 
 
+def test_whole_items_are_read_only_when_every_stored_feature_is_wanted() -> None:
+    views = [
+        {**PLAN["featureViews"][0], "storedFeatures": ["trips_30m", "avg_trip_speed_kmh_7d"]},
+        {**PLAN["featureViews"][1], "storedFeatures": ["rank", "zone_name"]},
+    ]
+    serving = plan.parse_plan({**PLAN, "featureViews": views, "transformations": []})
+    entities = {"driver_id": ints(7), "zone": lookup.Column("string", ["SF"])}
+
+    everything = plan_lookup(serving, entities=entities)
+    stats, zone = everything.reads
+    assert stats.attributes is None  # both stored features: whole items
+    assert zone.attributes == ("rank",)  # the table holds zone_name too
+
+    (one,) = plan_lookup(serving, feature_names=["trips_30m"], entities=entities).reads
+    assert one.attributes == ("trips_30m",)
+
+
+def test_stored_features_must_be_a_list_of_names() -> None:
+    bad = {**PLAN, "featureViews": [{**PLAN["featureViews"][0], "storedFeatures": "trips_30m"}]}
+    with pytest.raises(errors.PlanError, match=r"featureViews\[0\]\.storedFeatures"):
+        plan.parse_plan(bad)
+
+
 def test_features_that_transformations_read_are_fetched_but_not_answered(
     serving: plan.ServingPlan,
 ) -> None:

@@ -31,8 +31,9 @@ class TableRead:
     table: str
     keys: Sequence[str]
     """Encoded entity keys, each once."""
-    attributes: Sequence[str]
-    """Attributes besides the entity key and event time."""
+    attributes: Sequence[str] | None
+    """Attributes besides the entity key and event time; None for whole items (a read
+    of every feature of a view: naming them all would only make the store project)."""
 
 
 class OnlineStore(Protocol):

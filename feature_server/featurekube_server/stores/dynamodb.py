@@ -225,9 +225,14 @@ def batch_requests(
     for read in reads:
         if not read.keys:
             continue
-        names = {"#k": layout.ENTITY_KEY, "#e": layout.EVENT_TIME}
-        names.update({f"#a{i}": attribute for i, attribute in enumerate(read.attributes)})
-        projection = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        projection: dict[str, Any] = {}
+        if read.attributes is not None:
+            names = {"#k": layout.ENTITY_KEY, "#e": layout.EVENT_TIME}
+            names.update({f"#a{i}": attribute for i, attribute in enumerate(read.attributes)})
+            projection = {
+                "ProjectionExpression": ", ".join(names),
+                "ExpressionAttributeNames": names,
+            }
         keys = read.keys
         while keys:
             if not room:

@@ -29,7 +29,6 @@ import difflib
 import enum
 import itertools
 import operator
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -37,7 +36,7 @@ from typing import Any, cast
 import pyarrow as pa
 
 from featurekube import ondemand
-from featurekube.online import layout, values
+from featurekube.online import keys, layout, values
 from featurekube_server import errors, plan
 from featurekube_server.stores import base
 
@@ -290,21 +289,10 @@ def _attributes_to_read(
 def _encode_keys(
     key_types: Sequence[tuple[str, str]], entities: Mapping[str, Column]
 ) -> tuple[str, ...]:
-    """The encoded key of each row, as :func:`featurekube.online.keys.encode_entity_key`
-    encodes one (a unit test holds them to it), a column at a time: its per-row calls
-    dominated the cost of planning large requests. The columns are checked: every key
-    there, of its type, without nulls."""
-    parts = []
-    for name, key_type in key_types:
-        values = entities[name].values
-        if key_type == "int64":
-            parts.append(list(map(f"{name}:i:".__add__, map(str, values))))
-        else:
-            prefix = f"{name}:s:"
-            parts.append([prefix + urllib.parse.quote(v, safe="") for v in values])
-    if len(parts) == 1:
-        return tuple(parts[0])
-    return tuple(map("/".join, zip(*parts, strict=True)))
+    """The encoded key of each row; the columns are checked: every key there, of its
+    type, without nulls."""
+    columns = {name: entities[name].values for name, _ in key_types}
+    return tuple(keys.encode_entity_keys(dict(key_types), columns))
 
 
 def assemble(

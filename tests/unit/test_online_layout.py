@@ -33,6 +33,22 @@ def test_string_values_cannot_forge_separators(a: str, b: str) -> None:
     assert keys.encode_entity_key(types, {"k": a}) != keys.encode_entity_key(types, {"k": b})
 
 
+@pytest.mark.parametrize(
+    "key_types",
+    [{"driver_id": "int64"}, {"zone": "string"}, {"zone": "string", "driver_id": "int64"}],
+)
+def test_keys_encoded_a_column_at_a_time_equal_those_of_one_row(key_types: dict[str, str]) -> None:
+    columns: dict[str, list[object]] = {
+        "driver_id": [7, -1, 0, 2**63 - 1, 7],
+        "zone": ["SF/N", "", "a b%c", "ü", "SF/N"],
+    }
+    rows = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+    encoded = keys.encode_entity_keys(key_types, columns)
+
+    assert encoded == [keys.encode_entity_key(key_types, row) for row in rows]
+
+
 def test_a_wrong_key_type_or_missing_key_is_refused() -> None:
     with pytest.raises(TypeError, match="driver_id is int64"):
         keys.encode_entity_key({"driver_id": "int64"}, {"driver_id": "7"})

@@ -261,25 +261,6 @@ def test_features_that_transformations_read_are_fetched_but_not_answered(
     assert stats.attributes == ("avg_trip_speed_kmh_7d",)
 
 
-def test_keys_encoded_a_column_at_a_time_equal_the_sdks(serving: plan.ServingPlan) -> None:
-    zones = ["SF/N", "", "a b%c", "ü", "SF/N"]
-    drivers = [7, -1, 0, 2**63 - 1, 7]
-    for key_types in (
-        {"driver_id": "int64"},
-        {"zone": "string"},
-        {"zone": "string", "driver_id": "int64"},
-    ):
-        columns = {
-            "driver_id": lookup.Column("int64", drivers),
-            "zone": lookup.Column("string", zones),
-        }
-        encoded = lookup._encode_keys(tuple(sorted(key_types.items())), columns)
-        assert encoded == tuple(
-            keys.encode_entity_key(key_types, {"driver_id": d, "zone": z})
-            for d, z in zip(drivers, zones, strict=True)
-        )
-
-
 def test_a_planner_answers_each_selection_as_planning_afresh_does(
     serving: plan.ServingPlan,
 ) -> None:

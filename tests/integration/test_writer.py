@@ -242,3 +242,38 @@ def test_bulk_writes_in_order_skip_the_read_and_late_ones_are_checked(table: str
 
     assert reads and late == writer.OnlineWriteResult(entities=2, written=1, stale=1)
     assert _speed(table, 1) == 4.0 and _speed(table, 2) == 3.0
+
+
+def test_chunks_of_one_bulk_write_read_only_entities_they_wrote_before(table: str) -> None:
+    client = boto3.client("dynamodb")
+    read_keys: list[str] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        wanted = params["RequestItems"][table]["Keys"]
+        read_keys.extend(k[layout.ENTITY_KEY]["S"] for k in wanted)
+
+    client.meta.events.register("provide-client-params.dynamodb.BatchGetItem", count)
+    settings = writer.OnlineWriteSettings(chunk_entities=2)
+    bulk = writer.OnlineWriter(table, _view(), client, settings=settings)
+    # Chunks of two entities, event times out of order across chunks: driver 1 comes
+    # back older in the third chunk (its first chunk done by then) and in the fourth
+    # (the third still in flight, or not).
+    rows = [
+        _row(1, 50, 5.0),
+        _row(2, 90, 9.0),
+        _row(3, 10, 1.0),
+        _row(4, 20, 2.0),
+        _row(1, 30, 3.0),
+        _row(5, 5, 0.5),
+        _row(1, 40, 4.0),
+        _row(6, 1, 0.1),
+    ]
+
+    result = bulk.write_bulk(rows)
+
+    assert result == writer.OnlineWriteResult(entities=8, written=6, stale=2)
+    assert _speed(table, 1) == 5.0
+    assert [_speed(table, d) for d in (2, 3, 4, 5, 6)] == [9.0, 1.0, 2.0, 0.5, 0.1]
+    # Older than what the chunks before wrote, yet never stored before this write:
+    # only driver 1 (written by an earlier chunk) needed a read.
+    assert set(read_keys) == {"driver_id:i:1/zone:s:SF%2FNorth"}

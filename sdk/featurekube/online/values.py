@@ -14,7 +14,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["from_attribute", "to_attribute"]
+__all__ = ["from_attribute", "to_attribute", "to_attributes"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -48,6 +48,30 @@ def to_attribute(value_type: str, value: Any) -> dict[str, Any] | None:
         items: Sequence[float] = value
         return {"B": struct.pack(f"<{len(items)}d", *items)}
     raise ValueError(f"unknown value type {value_type!r}")
+
+
+def to_attributes(value_type: str, values: Sequence[Any]) -> list[dict[str, Any] | None]:
+    """:func:`to_attribute` of each of ``values``, a column at a time: the common types
+    without a call per value, which is what writing many rows spends its time on.
+
+    >>> to_attributes("float64", [0.5, None, float("inf")])
+    [{'N': '0.5'}, None, {'S': 'Infinity'}]
+    """
+    if value_type == "int64":
+        return [None if v is None else {"N": str(int(v))} for v in values]
+    if value_type == "float64":
+        isfinite = math.isfinite
+        return [
+            None
+            if v is None
+            else ({"N": repr(float(v))} if isfinite(v) else to_attribute("float64", v))
+            for v in values
+        ]
+    if value_type == "string":
+        return [None if v is None else {"S": str(v)} for v in values]
+    if value_type == "bool":
+        return [None if v is None else {"BOOL": bool(v)} for v in values]
+    return [to_attribute(value_type, v) for v in values]
 
 
 def from_attribute(value_type: str, attribute: dict[str, Any] | None) -> Any:

@@ -27,12 +27,13 @@ Two ways to write, because BatchWriteItem cannot carry a condition:
 - :meth:`OnlineWriter.write_bulk` first takes the table's *write lease* (an item under
   the reserved key :data:`LEASE_KEY`, taken and renewed with conditional writes). While
   it holds the lease no other bulk writer writes, so what it reads stays true until it
-  writes: a row whose event time is later than the table's *watermark* (the item
-  :data:`WATERMARK_KEY`, which every writer raises to its greatest event time before
-  writing, so no stored item is later) is newer than whatever is stored; for the
-  others, a strongly consistent BatchGetItem of the stored event and created times
-  tells. Only the rows found newer are written, unconditionally, 25 to a BatchWriteItem.
-  Windows materialized in order never need the read; re-runs and late windows do.
+  writes: a row whose event time is later than the table's *watermark* as the write
+  began (the item :data:`WATERMARK_KEY`, which every writer raises to its greatest
+  event time before writing, so no stored item is later), of an entity this write has
+  not yet written, is newer than whatever is stored; for the others, a strongly
+  consistent BatchGetItem of the stored event and created times tells. Only the rows
+  found newer are written, unconditionally, 25 to a BatchWriteItem. Windows
+  materialized in order never need the read; re-runs and late windows do.
   That is 25 times fewer requests than PutItem, which is what bounds a Python writer
   (and moto) long before DynamoDB's capacity does. The lease excludes only writers that
   take it: the materialization job writes batch-source views through ``write_bulk``
@@ -53,6 +54,7 @@ backoff and jitter, up to ``max_attempts`` per request.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import datetime as dt
@@ -62,11 +64,12 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from featurekube.offline import layout as offline_layout
 from featurekube.online import keys, layout, values
@@ -150,6 +153,36 @@ class OnlineWriteResult:
         return OnlineWriteResult(
             self.entities + other.entities, self.written + other.written, self.stale + other.stale
         )
+
+
+class _KeyFilter:
+    """The keys a bulk write has written, as a bitmap of their hashes: constant memory
+    (8 MiB) whatever the number of entities. It may answer yes for a key never added
+    (about 1.5% of keys after a million), which costs only a read of that key; never
+    no for one that was."""
+
+    _BITS = 1 << 26
+
+    def __init__(self) -> None:
+        self._bitmap = bytearray(self._BITS // 8)
+
+    def update(self, keys_: Iterable[str]) -> None:
+        bitmap, mask = self._bitmap, self._BITS - 1
+        for key in keys_:
+            bit = hash(key) & mask
+            bitmap[bit >> 3] |= 1 << (bit & 7)
+
+    def __contains__(self, key: str) -> bool:
+        bit = hash(key) & (self._BITS - 1)
+        return bool(self._bitmap[bit >> 3] >> (bit & 7) & 1)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """A chunk of a bulk write whose writes were sent: its entities' keys."""
+
+    keys: frozenset[str]
+    writes: list[concurrent.futures.Future[None]]
 
 
 @dataclass(frozen=True)
@@ -253,57 +286,66 @@ class OnlineWriter:
         """Write ``rows`` under the table's write lease with BatchWriteItem.
 
         Streams: ``rows`` are consumed ``chunk_entities`` at a time. Each chunk's items
-        are built while the previous chunk's writes are in flight; its reads and writes
-        start once those are done, so a later chunk always sees an earlier one's writes.
-        ``on_progress`` is called with the number of entities of each chunk done.
+        are built while earlier chunks' writes are in flight, and its own writes queue
+        behind theirs, so the store never waits on a chunk boundary; at most two chunks
+        are in flight. A chunk holding an entity that an unfinished chunk writes waits
+        for it first, so a later chunk always sees an earlier one's writes of the same
+        entity. ``on_progress`` is called with the number of entities of each chunk done.
         """
         result = OnlineWriteResult()
-        in_flight: list[concurrent.futures.Future[None]] = []
-        done_entities = 0
+        in_flight: collections.deque[_Chunk] = collections.deque()
 
-        def settle() -> None:
-            nonlocal in_flight, done_entities
-            for future in in_flight:
-                future.result()  # raises the first failure
-            in_flight = []
-            if on_progress is not None and done_entities:
-                on_progress(done_entities)
-            done_entities = 0
+        def settle(keep: int) -> None:
+            while len(in_flight) > keep:
+                done = in_flight.popleft()
+                for future in done.writes:
+                    future.result()  # raises the first failure
+                if on_progress is not None:
+                    on_progress(len(done.keys))
 
         with (
             concurrent.futures.ThreadPoolExecutor(self.settings.concurrency) as pool,
+            # Reads of their own, not queued behind the writes in flight.
+            concurrent.futures.ThreadPoolExecutor(self.settings.concurrency) as reads,
             self._lease() as lease,
         ):
-            watermark = self._watermark()
+            # Under the lease, an entity this call has not written holds values no
+            # later than the watermark it started with (none: nothing is stored).
+            started = watermark = self._watermark()
+            written = _KeyFilter()
             try:
                 for chunk in self._chunks(self._batches(rows, now)):
                     entries = self._entries(chunk)
-                    settle()
                     if not entries:
                         continue
-                    # Later than the watermark, so than every stored event time (no
-                    # watermark: nothing stored): newer than whatever is stored.
+                    if any(not c.keys.isdisjoint(entries) for c in in_flight):
+                        settle(0)
+                    # Later than that watermark and not written by this call: newer
+                    # than whatever is stored. Only the others are read.
                     unknown = [
                         key
                         for key, e in entries.items()
-                        if watermark is not None and e.event <= watermark
+                        if (started is not None and e.event <= started) or key in written
                     ]
-                    stored = self._stored_versions(pool, unknown) if unknown else {}
+                    stored = self._stored_versions(reads, unknown) if unknown else {}
                     todo = [e for e in entries.values() if _is_newer(e.order, stored.get(e.key))]
                     newest = max(e.event for e in entries.values())
                     if watermark is None or newest > watermark:
                         self._raise_watermark(newest)
                         watermark = newest
-                    in_flight = [
+                    writes = [
                         pool.submit(self._batch_write, todo[i : i + _BATCH_WRITE], lease)
                         for i in range(0, len(todo), _BATCH_WRITE)
                     ]
-                    done_entities = len(entries)
+                    in_flight.append(_Chunk(frozenset(entries), writes))
+                    written.update(entries)
                     result += OnlineWriteResult(len(entries), len(todo), len(entries) - len(todo))
-                settle()
+                    settle(1)
+                settle(0)
             finally:
-                for future in in_flight:
-                    future.cancel()
+                for unfinished in in_flight:
+                    for future in unfinished.writes:
+                        future.cancel()
         return result
 
     # -- rows to items -----------------------------------------------------------------
@@ -339,33 +381,66 @@ class OnlineWriter:
                 held = newest.get(entry.key)
                 if held is None or entry.order >= held.order:
                     newest[entry.key] = entry
-        for entry in newest.values():
-            size = item_size(entry.item)
-            if size > MAX_ITEM_BYTES:
-                raise self._too_large(entry, size)
         return newest
 
     def _build(self, batch: pa.RecordBatch) -> Iterator[_Entry]:
-        key_columns = {name: batch.column(name).to_pylist() for name in self._key_types}
-        feature_columns = {name: batch.column(name).to_pylist() for name in self._features}
+        """The entries of ``batch``'s rows, items checked against the size limit. Built a
+        column at a time: per-row calls were most of a bulk write's own CPU time."""
+        entity_keys = keys.encode_entity_keys(
+            self._key_types, {name: batch.column(name).to_pylist() for name in self._key_types}
+        )
         events = _micros(batch.column(offline_layout.EVENT_TIMESTAMP))
         createds = _micros(batch.column(offline_layout.CREATED_TIMESTAMP))
-        for index in range(batch.num_rows):
-            key = keys.encode_entity_key(
-                self._key_types, {name: column[index] for name, column in key_columns.items()}
-            )
-            item: dict[str, Any] = {layout.ENTITY_KEY: {"S": key}}
-            for name, value_type in self._features.items():
-                attribute = values.to_attribute(value_type, feature_columns[name][index])
-                if attribute is not None:
-                    item[name] = attribute
-            event, created = events[index], createds[index]
-            item[layout.EVENT_TIME] = {"N": str(event)}
-            item[layout.CREATED_TIME] = {"N": str(created)}
-            if self._ttl_micros is not None:
-                expires = -(-(event + self._ttl_micros) // 1_000_000)  # ceiling: never early
-                item[layout.EXPIRES_AT] = {"N": str(expires)}
-            yield _Entry(key, event, created, item)
+        names = [layout.ENTITY_KEY, layout.EVENT_TIME, layout.CREATED_TIME]
+        columns: list[list[dict[str, Any] | None]] = [
+            [{"S": key} for key in entity_keys],
+            [{"N": str(event)} for event in events],
+            [{"N": str(created)} for created in createds],
+        ]
+        if self._ttl_micros is not None:
+            ttl = self._ttl_micros
+            names.append(layout.EXPIRES_AT)
+            # The ceiling of the seconds: an item never expires early.
+            columns.append([{"N": str(-(-(event + ttl) // 1_000_000))} for event in events])
+        nullable = []
+        for name, value_type in self._features.items():
+            column = batch.column(name)
+            names.append(name)
+            columns.append(values.to_attributes(value_type, column.to_pylist()))
+            if column.null_count:
+                nullable.append(name)
+        # Every row has one value per name: the outer zip checks the columns' lengths.
+        rows = zip(*columns, strict=True)
+        items: list[dict[str, Any]] = [dict(zip(names, row, strict=False)) for row in rows]
+        for name in nullable:  # a null is an absent attribute
+            for item in items:
+                if item[name] is None:
+                    del item[name]
+        for index in self._maybe_too_large(batch, entity_keys):
+            size = item_size(items[index])
+            if size > MAX_ITEM_BYTES:
+                raise self._too_large(_Entry(entity_keys[index], 0, 0, items[index]), size)
+        return map(_Entry, entity_keys, events, createds, items)
+
+    def _maybe_too_large(self, batch: pa.RecordBatch, entity_keys: list[str]) -> list[int]:
+        """The rows whose items might exceed DynamoDB's limit, from a bound computed a
+        column at a time: every attribute name, 21 bytes a number, and the lengths of
+        keys, strings and arrays. Only these are measured exactly."""
+        fixed = sum(len(n.encode()) for n in (*layout.RESERVED, *self._features))
+        fixed += 21 * 3  # event, created and expiry times
+        variable = pa.array(map(len, entity_keys), pa.int64())  # percent-encoded: ASCII
+        for name, value_type in self._features.items():
+            column = batch.column(name)
+            if value_type == "string":
+                lengths = pc.binary_length(column)
+            elif value_type == "float64_array":
+                lengths = pc.multiply(pc.list_value_length(column), 8)
+            else:
+                fixed += 21 if value_type != "bool" else 1
+                continue
+            variable = pc.add(variable, pc.fill_null(lengths, 0))
+        over = pc.greater(variable, MAX_ITEM_BYTES - fixed)
+        return pc.indices_nonzero(over).to_pylist()  # type: ignore[no-any-return]
 
     def _too_large(self, entry: _Entry, size: int) -> ItemTooLargeError:
         largest = max(

@@ -137,9 +137,11 @@ def _view_body(source: str) -> dict[str, Any]:
 # -- measuring a process ------------------------------------------------------------------------
 
 
-def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak resident MiB of the process tree, and stdout of ``argv``."""
+def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, dict[str, float]]:
+    """Wall seconds, peak resident MiB of the process tree, stdout of ``argv``, and the
+    peak resident MiB of the tree's JVM and Python processes apart."""
     peak = 0.0
+    parts = {"JVM": 0.0, "Python": 0.0}
     began = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         child = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
@@ -152,10 +154,15 @@ def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
                 try:
                     tree = [parent, *parent.children(recursive=True)]
                     total = 0
+                    kinds = dict.fromkeys(parts, 0)
                     for proc in tree:
                         with contextlib.suppress(psutil.Error):
-                            total += proc.memory_info().rss
+                            rss = proc.memory_info().rss
+                            total += rss
+                            kinds["JVM" if proc.name() == "java" else "Python"] += rss
                     peak = max(peak, total / 2**20)
+                    for kind, rss in kinds.items():
+                        parts[kind] = max(parts[kind], rss / 2**20)
                 except psutil.Error:
                     pass
                 done.wait(0.2)
@@ -171,7 +178,7 @@ def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
         stdout, stderr = out.read().decode(), err.read().decode()
     if status != 0:
         raise RuntimeError(f"{argv[:3]} failed ({status}):\n{stderr[-4000:]}")
-    return elapsed, peak, stdout
+    return elapsed, peak, stdout, parts
 
 
 # -- the subjects -------------------------------------------------------------------------------
@@ -179,7 +186,7 @@ def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
 
 def _featurekube(
     tmp: Path, source: str, tag: str, env: dict[str, str]
-) -> tuple[float, float, dict[str, Any]]:
+) -> tuple[float, float, dict[str, Any], dict[str, float]]:
     spec = tmp / "featureview.yaml"
     spec.write_text(yaml.safe_dump(_view_body(source)))
     table = f"fk-bench-{tag}"
@@ -200,11 +207,11 @@ def _featurekube(
         table,
     ]
     try:
-        elapsed, peak, stdout = _measured(argv, env)
+        elapsed, peak, stdout, parts = _measured(argv, env)
     finally:
         boto3.client("dynamodb").delete_table(TableName=table)
     report = json.loads(stdout.strip().splitlines()[-1])
-    return elapsed, peak, report
+    return elapsed, peak, report, parts
 
 
 FEAST_SCRIPT = textwrap.dedent(
@@ -264,7 +271,7 @@ def _feast(tmp: Path, data: Path, tag: str, env: dict[str, str]) -> tuple[float,
     ]
     subprocess.run([*argv, "apply"], check=True, env=env, capture_output=True)
     try:
-        elapsed, peak, stdout = _measured([*argv, "run"], env)
+        elapsed, peak, stdout, _ = _measured([*argv, "run"], env)
     finally:
         boto3.client("dynamodb").delete_table(TableName=f"{project}.driver_stats")
     return elapsed, peak, json.loads(stdout.strip().splitlines()[-1])["materialize"]
@@ -417,10 +424,12 @@ def _one_size(
     _write_data(rows, entities, local, source)
 
     print(f"materialize benchmark: {label}: featurekube", flush=True)
-    elapsed, peak, job = _featurekube(tmp, source, tag, env)
+    elapsed, peak, job, parts = _featurekube(tmp, source, tag, env)
     _add(report, "featurekube", f"{label} end-to-end", "s", elapsed)
     _add(report, "featurekube", f"{label} rows/s", "r/s", rows / elapsed)
     _add(report, "featurekube", f"{label} peak memory", "MiB", peak)
+    for kind, mib in parts.items():
+        _add(report, "featurekube", f"{label} peak memory, {kind} processes", "MiB", mib)
     for phase, seconds in job["timingsSeconds"].items():
         _add(report, "featurekube", f"{label} {phase}", "s", seconds)
     report.notes[f"featurekube {label}"] = json.dumps(job["rows"])

@@ -118,17 +118,21 @@ def _raw_batches(rows: Rows, schema: pa.Schema, label: str) -> Iterator[pa.Recor
         yield from rows
         return
     iterator = iter(rows)
+    first = next(iterator, None)
+    if first is None:
+        return
+    if isinstance(first, pa.RecordBatch):
+        # A stream of batches passes through one at a time: holding any back would
+        # hold a whole window's rows in memory.
+        yield first
+        yield from iterator
+        return
     offset = 0
-    while True:
-        chunk = list(itertools.islice(iterator, _DICT_CHUNK))
-        if not chunk:
-            return
-        if isinstance(chunk[0], pa.RecordBatch):
-            yield from chunk
-            yield from iterator
-            return
+    chunk = [first, *itertools.islice(iterator, _DICT_CHUNK - 1)]
+    while chunk:
         yield _from_dicts(chunk, schema, label, offset)
         offset += len(chunk)
+        chunk = list(itertools.islice(iterator, _DICT_CHUNK))
 
 
 def _from_dicts(

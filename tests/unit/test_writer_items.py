@@ -75,7 +75,9 @@ def test_items_built_a_column_at_a_time_equal_those_built_row_by_row(ttl: str | 
     online = _writer(ttl)
     (batch,) = row_codec.iter_batches(online.spec, rows, created_default=T0, label="live")
 
-    entries = list(online._build(batch))
+    entries, oversized = online._build(batch)
+
+    assert oversized == []
 
     assert [e.item for e in entries] == [_expected(r, T0, 90 if ttl else None) for r in rows]
     assert [e.key for e in entries] == [e.item[layout.ENTITY_KEY]["S"] for e in entries]
@@ -86,15 +88,19 @@ def test_only_an_item_over_the_limit_is_refused() -> None:
     base = {"driver_id": 1, "zone": "z", "speed": 1.0, "trips": 1, "online": True}
     empty = {**base, "status": "", "event_timestamp": T0}
     (batch,) = row_codec.iter_batches(online.spec, [empty], created_default=T0, label="live")
-    (entry,) = online._build(batch)
+    (entry,), _ = online._build(batch)
     room = online_writer.MAX_ITEM_BYTES - online_writer.item_size(entry.item)
 
     fits = {**empty, "status": "x" * room}
     (batch,) = row_codec.iter_batches(online.spec, [fits], created_default=T0, label="live")
-    (entry,) = online._build(batch)
+    (entry,), _ = online._build(batch)
     assert online_writer.item_size(entry.item) == online_writer.MAX_ITEM_BYTES
 
     over = {**empty, "driver_id": 2, "status": "é" * (room // 2 + 1)}  # two bytes each
-    (batch,) = row_codec.iter_batches(online.spec, [fits, over], created_default=T0, label="live")
     with pytest.raises(writer.ItemTooLargeError, match="driver_id:i:2/zone:s:z"):
-        list(online._build(batch))
+        online._entries(row_codec.iter_batches(online.spec, [fits, over], created_default=T0))
+    # A row a newer one of its entity replaces is never written: its size does not count.
+    newer = {**fits, "driver_id": 2, "event_timestamp": T0 + dt.timedelta(seconds=1)}
+    rows = row_codec.iter_batches(online.spec, [over, newer], created_default=T0)
+    kept = online._entries(rows)["driver_id:i:2/zone:s:z"]
+    assert kept.item["status"] == {"S": "x" * room}

@@ -372,20 +372,29 @@ class OnlineWriter:
     def _entries(
         self, batches: Iterator[pa.RecordBatch] | Sequence[pa.RecordBatch]
     ) -> dict[str, _Entry]:
-        """The newest entry of each entity among ``batches``, items built and checked."""
+        """The newest entry of each entity among ``batches``, items built and checked
+        against DynamoDB's size limit (a row a newer one replaces is not written, so
+        its size does not matter)."""
         newest: dict[str, _Entry] = {}
+        oversized: list[tuple[_Entry, int]] = []
         for batch in batches:
             if not batch.num_rows:
                 continue
-            for entry in self._build(batch):
+            entries, too_large = self._build(batch)
+            oversized += too_large
+            for entry in entries:
                 held = newest.get(entry.key)
                 if held is None or entry.order >= held.order:
                     newest[entry.key] = entry
+        for entry, size in oversized:
+            if newest[entry.key] is entry:
+                raise self._too_large(entry, size)
         return newest
 
-    def _build(self, batch: pa.RecordBatch) -> Iterator[_Entry]:
-        """The entries of ``batch``'s rows, items checked against the size limit. Built a
-        column at a time: per-row calls were most of a bulk write's own CPU time."""
+    def _build(self, batch: pa.RecordBatch) -> tuple[list[_Entry], list[tuple[_Entry, int]]]:
+        """The entries of ``batch``'s rows, and those whose items are over DynamoDB's
+        size limit with their sizes. Built a column at a time: per-row calls were most
+        of a bulk write's own CPU time."""
         entity_keys = keys.encode_entity_keys(
             self._key_types, {name: batch.column(name).to_pylist() for name in self._key_types}
         )
@@ -416,11 +425,10 @@ class OnlineWriter:
             for item in items:
                 if item[name] is None:
                     del item[name]
-        for index in self._maybe_too_large(batch, entity_keys):
-            size = item_size(items[index])
-            if size > MAX_ITEM_BYTES:
-                raise self._too_large(_Entry(entity_keys[index], 0, 0, items[index]), size)
-        return map(_Entry, entity_keys, events, createds, items)
+        entries = list(map(_Entry, entity_keys, events, createds, items))
+        flagged = self._maybe_too_large(batch, entity_keys)
+        sizes = ((entries[i], item_size(items[i])) for i in flagged)
+        return entries, [(entry, size) for entry, size in sizes if size > MAX_ITEM_BYTES]
 
     def _maybe_too_large(self, batch: pa.RecordBatch, entity_keys: list[str]) -> list[int]:
         """The rows whose items might exceed DynamoDB's limit, from a bound computed a

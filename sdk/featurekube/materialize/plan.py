@@ -78,14 +78,6 @@ _ACCEPTED: Mapping[str, tuple[str, ...]] = {
 }
 """Value type -> the Spark types (``simpleString``, without parameters) that convert to
 it without loss of meaning. ``any``: every type."""
-_SPARK_NAMES = {
-    "int64": "bigint",
-    "float64": "double",
-    "string": "string",
-    "bool": "boolean",
-    "timestamp": "timestamp",
-    "float64_array": "array<double>",
-}
 
 
 def to_micros(moment: dt.datetime) -> int:
@@ -322,7 +314,7 @@ def check_columns(plan: MaterializationPlan, found: Mapping[str, str]) -> list[s
         if not _accepts(column.value_type, spark_type):
             problems.append(
                 f"column {column.name} ({column.role}): expected {column.value_type} "
-                f"(Spark {_SPARK_NAMES[column.value_type]}), found {spark_type}"
+                f"(Spark {v1alpha1.SPARK_SQL_TYPES[column.value_type]}), found {spark_type}"
             )
     return list(dict.fromkeys(problems))
 

@@ -218,6 +218,14 @@ def item_size(item: Mapping[str, Mapping[str, Any]]) -> int:
     return size
 
 
+def _fixed_item_bytes(features: Mapping[str, str]) -> int:
+    """The most an item of ``features`` takes besides its key, strings and arrays:
+    every attribute name, 21 bytes a number (its three times too), 1 a bool."""
+    names = sum(len(name.encode()) for name in (*layout.RESERVED, *features))
+    bounded = [t for t in features.values() if t not in ("string", "float64_array")]
+    return names + 21 * 3 + sum(1 if t == "bool" else 21 for t in bounded)
+
+
 def _micros(column: pa.ChunkedArray | pa.Array) -> list[int]:
     return column.cast(pa.int64()).to_pylist()  # type: ignore[no-any-return]
 
@@ -262,6 +270,7 @@ class OnlineWriter:
         self._ttl_micros = (
             int(v1alpha1.parse_duration(ttl).total_seconds()) * 1_000_000 if ttl else None
         )
+        self._fixed_item_bytes = _fixed_item_bytes(self._features)
 
     # -- public ------------------------------------------------------------------------
 
@@ -434,20 +443,16 @@ class OnlineWriter:
         """The rows whose items might exceed DynamoDB's limit, from a bound computed a
         column at a time: every attribute name, 21 bytes a number, and the lengths of
         keys, strings and arrays. Only these are measured exactly."""
-        fixed = sum(len(n.encode()) for n in (*layout.RESERVED, *self._features))
-        fixed += 21 * 3  # event, created and expiry times
         variable = pa.array(map(len, entity_keys), pa.int64())  # percent-encoded: ASCII
         for name, value_type in self._features.items():
-            column = batch.column(name)
             if value_type == "string":
-                lengths = pc.binary_length(column)
+                lengths = pc.binary_length(batch.column(name))
             elif value_type == "float64_array":
-                lengths = pc.multiply(pc.list_value_length(column), 8)
+                lengths = pc.multiply(pc.list_value_length(batch.column(name)), 8)
             else:
-                fixed += 21 if value_type != "bool" else 1
                 continue
             variable = pc.add(variable, pc.fill_null(lengths, 0))
-        over = pc.greater(variable, MAX_ITEM_BYTES - fixed)
+        over = pc.greater(variable, MAX_ITEM_BYTES - self._fixed_item_bytes)
         return pc.indices_nonzero(over).to_pylist()  # type: ignore[no-any-return]
 
     def _too_large(self, entry: _Entry, size: int) -> ItemTooLargeError:

@@ -7,7 +7,7 @@ import pkgutil
 import sys
 
 import benchmarks
-from benchmarks import _harness
+from benchmarks import _harness, _provenance
 
 
 def main(names: list[str]) -> int:
@@ -20,7 +20,11 @@ def main(names: list[str]) -> int:
         return 2
     for name in chosen:
         module = importlib.import_module(f"benchmarks.{name}")
-        _harness.write(module.run())
+        # The tree as it is when the run starts is what gets measured.
+        git = _provenance.git_state()
+        with _provenance.LoadWatch() as load:
+            report = module.run()
+        _harness.write(report, _provenance.collect(git, load, report.peers))
     return 0
 
 

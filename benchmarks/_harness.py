@@ -1,15 +1,20 @@
-"""Running benchmarks and reporting them: JSON under bench-results/, a table on stdout."""
+"""Running benchmarks and reporting them: JSON under bench-results/, a table on stdout.
+
+:func:`document` and :func:`render` are pure; :func:`write` does the I/O.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
+
+from benchmarks import _provenance
 
 RESULTS = Path(os.environ.get("FEATUREKUBE_BENCH_RESULTS", "bench-results"))
 
@@ -37,6 +42,9 @@ class Report:
     measurements: list[Measurement] = field(default_factory=list)
     baseline: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    peers: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Versions of the packages in each peer's own environment (e.g. Feast's
+    virtualenv), by environment: filled by the benchmark that ran the peer."""
 
     def add(self, subject: str, metric: str, unit: str, samples: list[float]) -> None:
         self.measurements.append(Measurement(subject, metric, unit, samples))
@@ -60,27 +68,45 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     return samples
 
 
-def write(report: Report) -> Path:
-    """Write ``report`` as JSON under bench-results/ and print it as a table."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{report.name}.json"
-    doc = {
+def document(report: Report, provenance: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSON document of ``report``, with the ``provenance`` of its run."""
+    return {
         "name": report.name,
         "description": report.description,
         "baseline": report.baseline,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "provenance": provenance,
         "notes": report.notes,
         "measurements": [
             {**asdict(m), "median": m.median, "ratio_to_baseline": report.ratio(m)}
             for m in report.measurements
         ],
     }
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"\n{report.name}: {report.description}")
-    print(f"  {'subject':<28} {'metric':<28} {'median':>12}  {'ratio':>7}")
+
+
+def render(report: Report, provenance: dict[str, Any] | None) -> str:
+    """The table printed for ``report``: its figures, then the commit and the load it
+    ran under, marked when the machine was loaded."""
+    lines = [f"{report.name}: {report.description}"]
+    lines.append(f"  {'subject':<28} {'metric':<28} {'median':>12}  {'ratio':>7}")
     for m in report.measurements:
         ratio = report.ratio(m)
         shown = f"{ratio:7.2f}" if ratio is not None else "      -"
-        print(f"  {m.subject:<28} {m.metric:<28} {m.median:>10.3f} {m.unit:<2} {shown}")
+        lines.append(f"  {m.subject:<28} {m.metric:<28} {m.median:>10.3f} {m.unit:<2} {shown}")
+    if provenance:
+        git = provenance["git"]
+        commit = (git["commit"] or "unknown")[:12]
+        dirty = f", {git['dirty_path_count']} paths uncommitted" if git["dirty"] else ""
+        lines.append(f"  commit {commit}{dirty}")
+        cores = provenance["machine"]["cpus"] or 1
+        lines.append(f"  {_provenance.describe_load(provenance['load'], cores)}")
+    return "\n".join(lines)
+
+
+def write(report: Report, provenance: dict[str, Any] | None = None) -> Path:
+    """Write ``report`` as JSON under bench-results/ and print it as a table."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{report.name}.json"
+    path.write_text(json.dumps(document(report, provenance), indent=2) + "\n")
+    print(f"\n{render(report, provenance)}")
     print(f"  -> {path}")
     return path

@@ -15,10 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["VERSION", "cache", "python"]
+__all__ = ["STACK", "VERSION", "cache", "python", "versions"]
 
 VERSION = "0.67.0"
 """The Feast release every benchmark measures."""
+STACK = ("feast", "dask", "duckdb", "pandas", "pyarrow", "numpy", "boto3", "gunicorn", "uvicorn")
+"""Packages of Feast's virtualenv whose versions a report records: Feast and what its
+offline stores, online store and feature server run on."""
 
 
 def cache() -> Path:
@@ -43,3 +46,21 @@ def python(venv: Path, extras: str) -> Path:
         check=True,
     )  # fmt: skip
     return executable
+
+
+def versions(executable: Path, names: tuple[str, ...] = STACK) -> dict[str, str]:
+    """Versions of ``names`` installed in the virtualenv of ``executable`` (its
+    ``bin/python``), read from the packages' metadata directories: no need to start
+    that Python. Packages not installed there are left out."""
+    wanted = {_normalized(name) for name in names}
+    found = {}
+    for info in executable.parent.parent.glob("lib/python*/site-packages/*.dist-info"):
+        name, _, version = info.name.removesuffix(".dist-info").rpartition("-")
+        if _normalized(name) in wanted:
+            found[_normalized(name)] = version
+    return dict(sorted(found.items()))
+
+
+def _normalized(name: str) -> str:
+    """A distribution's name as PEP 503 compares them (``delta_spark`` is ``delta-spark``)."""
+    return name.lower().replace("_", "-").replace(".", "-")

@@ -65,6 +65,10 @@ fmt: venv ## Format and autofix.
 unit: venv ## Unit tests only: no network, cluster or JVM.
 	$(BIN)/pytest tests/unit
 
+.PHONY: docs
+docs: venv ## Build the documentation site into build/docs; a warning fails the build.
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 .PHONY: test
 test: venv platform-bin helm lint ## Everything: lint, unit, integration and end-to-end tests on the local platform.
 	$(BIN)/pytest tests

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 import kopf
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run until interrupted; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The operator's command line."""
     parser = argparse.ArgumentParser(prog="featurekube-operator", description=__doc__)
     parser.add_argument(
         "--namespace",
@@ -50,7 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="log lines as JSON objects (default, for log collectors) or text",
     )
     parser.add_argument("--verbose", action="store_true", help="log at debug level")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run until interrupted; returns the exit status."""
+    args = build_parser().parse_args(argv)
     kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat[args.log_format.upper()])
 
     from featurekube_operator import handlers  # noqa: F401  (registers the handlers)

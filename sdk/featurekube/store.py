@@ -10,7 +10,7 @@ each view's offline Delta table: the ``status.offlineUri`` the operator wrote, e
 and returns a :class:`HistoricalFeatures`, which runs it when asked for its rows:
 without a JVM (:mod:`featurekube.joins.duckdb`) for ``to_arrow``, ``to_pandas`` and
 ``to_parquet``, in Spark (:mod:`featurekube.joins.spark`) for ``to_spark`` or when the
-entity rows are a Spark DataFrame. Both follow DESIGN.md's point-in-time rule.
+entity rows are a Spark DataFrame. Both follow the point-in-time rule of docs/semantics.md.
 
 Constructing a store reads definitions (I/O); a pull reads the offline store.
 
@@ -63,12 +63,14 @@ def _is_spark_frame(value: object) -> bool:
 class FeatureStore:
     """Feature definitions and their offline tables; the door to training data.
 
-    >>> store = FeatureStore.from_directory("examples/", offline_uri="s3://lake/offline")
-    >>> [view.metadata.name for view in store.list_feature_views("rides")][:2]
-    ['driver-location-live', 'driver-profile']
-    >>> training = store.get_historical_features(  # doctest: +SKIP
-    ...     entity_df, feature_service="rides/eta-model"
-    ... ).to_pandas()
+    Example::
+
+        >>> store = FeatureStore.from_directory("examples/", offline_uri="s3://lake/offline")
+        >>> [view.metadata.name for view in store.list_feature_views("rides")][:2]
+        ['driver-location-live', 'driver-profile']
+        >>> training = store.get_historical_features(  # doctest: +SKIP
+        ...     entity_df, feature_service="rides/eta-model"
+        ... ).to_pandas()
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Point-in-time training pulls from offline Delta tables on the local platform's S3.
 
-Every rule of DESIGN.md's point-in-time join has a hand-built case below (``CASES``),
-run without a JVM and, all together, in Spark; a generated data set is checked against
+Every rule of the point-in-time join (docs/semantics.md) has a hand-built case below
+(``CASES``), run without a JVM and, all together, in Spark; a generated data set is checked against
 an answer computed here in plain Python, and the Spark path against the default one.
 The offline tables are written here with deltalake in the layout the job writes.
 """
@@ -808,7 +808,7 @@ def _generate(seed: int) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str
 def _reference(
     view: v1alpha1.FeatureView, rows: Sequence[Mapping[str, Any]], entity: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The rule of DESIGN.md, in plain Python over the raw rows."""
+    """The rule of docs/semantics.md, in plain Python over the raw rows."""
     keys = [e.name for e in view.spec.entities]
     ttl = v1alpha1.parse_duration(view.spec.ttl) if view.spec.ttl else None
     when = entity["event_timestamp"]

@@ -58,7 +58,7 @@ def test_a_delta_table_written_by_spark_is_read_without_a_jvm(
     frame = spark.createDataFrame(
         rows, "driver_id long, event_timestamp timestamp, event_date date, conv_rate double"
     )
-    # s3:// as DESIGN.md spells offline URIs; S3A serves it.
+    # s3:// as offline URIs are spelled (docs/concepts.md); S3A serves it.
     frame.write.format("delta").partitionBy("event_date").mode("overwrite").save(uri)
 
     table = deltalake.DeltaTable(uri)

@@ -5,7 +5,8 @@ beside a bare parallel BatchWriteItem loop over the same items.
 Everything runs against one moto server the benchmark starts (S3 and DynamoDB). For
 each size (source rows, distinct entities) it generates a plain view's rows (one day of
 events, five features), then runs, each in a process of its own whose tree's peak
-resident memory is sampled:
+resident memory is measured (the sum of each process's high-water mark,
+benchmarks/_memory.py):
 
 - featurekube: ``python -m featurekube.materialize`` (local Spark, from the source on
   S3 to the offline Delta table on S3 and the online table), end to end, Spark's start
@@ -24,7 +25,6 @@ Sizes: ``FEATUREKUBE_BENCH_MATERIALIZE_SIZES``, e.g. ``1000000:10000,10000000:10
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import datetime as dt
 import json
 import os
@@ -32,20 +32,18 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import boto3
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.fs
 import pyarrow.parquet as pq
 import yaml
 
-from benchmarks import _harness
+from benchmarks import _harness, _memory
 from benchmarks.peers import feast as feast_peer
 from featurekube._platform import components, processes
 from featurekube.online import keys, layout, values
@@ -137,48 +135,21 @@ def _view_body(source: str) -> dict[str, Any]:
 # -- measuring a process ------------------------------------------------------------------------
 
 
-def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, dict[str, float]]:
-    """Wall seconds, peak resident MiB of the process tree, stdout of ``argv``, and the
-    peak resident MiB of the tree's JVM and Python processes apart."""
-    peak = 0.0
-    parts = {"JVM": 0.0, "Python": 0.0}
+def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, list[_memory.ProcessPeak], str]:
+    """Wall seconds, the high-water mark of each process of the tree (summed, they are
+    the subject's peak memory: benchmarks/_memory.py), and stdout of ``argv``."""
     began = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         child = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            parent = psutil.Process(child.pid)
-            while not done.is_set():
-                try:
-                    tree = [parent, *parent.children(recursive=True)]
-                    total = 0
-                    kinds = dict.fromkeys(parts, 0)
-                    for proc in tree:
-                        with contextlib.suppress(psutil.Error):
-                            rss = proc.memory_info().rss
-                            total += rss
-                            kinds["JVM" if proc.name() == "java" else "Python"] += rss
-                    peak = max(peak, total / 2**20)
-                    for kind, rss in kinds.items():
-                        parts[kind] = max(parts[kind], rss / 2**20)
-                except psutil.Error:
-                    pass
-                done.wait(0.2)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        status = child.wait()
+        with _memory.TreeWatch(child.pid) as memory:
+            status = child.wait()
         elapsed = time.perf_counter() - began
-        done.set()
-        sampler.join()
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(), err.read().decode()
     if status != 0:
         raise RuntimeError(f"{argv[:3]} failed ({status}):\n{stderr[-4000:]}")
-    return elapsed, peak, stdout, parts
+    return elapsed, memory.peaks, stdout
 
 
 # -- the subjects -------------------------------------------------------------------------------
@@ -186,7 +157,7 @@ def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, float, str, 
 
 def _featurekube(
     tmp: Path, source: str, tag: str, env: dict[str, str]
-) -> tuple[float, float, dict[str, Any], dict[str, float]]:
+) -> tuple[float, list[_memory.ProcessPeak], dict[str, Any]]:
     spec = tmp / "featureview.yaml"
     spec.write_text(yaml.safe_dump(_view_body(source)))
     table = f"fk-bench-{tag}"
@@ -207,11 +178,11 @@ def _featurekube(
         table,
     ]
     try:
-        elapsed, peak, stdout, parts = _measured(argv, env)
+        elapsed, peaks, stdout = _measured(argv, env)
     finally:
         boto3.client("dynamodb").delete_table(TableName=table)
     report = json.loads(stdout.strip().splitlines()[-1])
-    return elapsed, peak, report, parts
+    return elapsed, peaks, report
 
 
 FEAST_SCRIPT = textwrap.dedent(
@@ -253,7 +224,9 @@ def _feast_python() -> Path:
     return feast_peer.python(feast_peer.cache() / "bench" / f"feast-{FEAST_VERSION}", "aws")
 
 
-def _feast(tmp: Path, data: Path, tag: str, env: dict[str, str]) -> tuple[float, float, float]:
+def _feast(
+    tmp: Path, data: Path, tag: str, env: dict[str, str]
+) -> tuple[float, list[_memory.ProcessPeak], float]:
     python = _feast_python()
     script = tmp / "feast_materialize.py"
     script.write_text(FEAST_SCRIPT)
@@ -271,10 +244,10 @@ def _feast(tmp: Path, data: Path, tag: str, env: dict[str, str]) -> tuple[float,
     ]
     subprocess.run([*argv, "apply"], check=True, env=env, capture_output=True)
     try:
-        elapsed, peak, stdout, _ = _measured([*argv, "run"], env)
+        elapsed, peaks, stdout = _measured([*argv, "run"], env)
     finally:
         boto3.client("dynamodb").delete_table(TableName=f"{project}.driver_stats")
-    return elapsed, peak, json.loads(stdout.strip().splitlines()[-1])["materialize"]
+    return elapsed, peaks, json.loads(stdout.strip().splitlines()[-1])["materialize"]
 
 
 def _newest_items(rows: int, entities: int) -> list[dict[str, Any]]:
@@ -379,6 +352,10 @@ def run() -> _harness.Report:
                     _drop_data(tmp, rows, entities)
         finally:
             processes.stop(pid)
+    feast_python = _feast_python()
+    report.peers[f"Feast's virtualenv, {feast_python.parent.parent}"] = feast_peer.versions(
+        feast_python
+    )
     report.notes["feast"] = (
         f"Feast {FEAST_VERSION}, file offline store over the same rows as local parquet, "
         "DynamoDB online store on the same moto server; its apply is not timed"
@@ -424,21 +401,25 @@ def _one_size(
     _write_data(rows, entities, local, source)
 
     print(f"materialize benchmark: {label}: featurekube", flush=True)
-    elapsed, peak, job, parts = _featurekube(tmp, source, tag, env)
+    elapsed, peaks, job = _featurekube(tmp, source, tag, env)
+    memory = _memory.sum_peaks(peaks, _memory.jvm_or_python)
     _add(report, "featurekube", f"{label} end-to-end", "s", elapsed)
     _add(report, "featurekube", f"{label} rows/s", "r/s", rows / elapsed)
-    _add(report, "featurekube", f"{label} peak memory", "MiB", peak)
-    for kind, mib in parts.items():
+    _add(report, "featurekube", f"{label} peak memory", "MiB", memory["total"])
+    for kind in ("JVM", "Python"):
+        mib = memory.get(kind, 0.0)
         _add(report, "featurekube", f"{label} peak memory, {kind} processes", "MiB", mib)
+    report.notes[f"featurekube {label} peak memory"] = _memory.describe(peaks)
     for phase, seconds in job["timingsSeconds"].items():
         _add(report, "featurekube", f"{label} {phase}", "s", seconds)
     report.notes[f"featurekube {label}"] = json.dumps(job["rows"])
 
     print(f"materialize benchmark: {label}: Feast", flush=True)
-    elapsed, peak, call = _feast(tmp, local, tag, env)
+    elapsed, peaks, call = _feast(tmp, local, tag, env)
     _add(report, "Feast", f"{label} end-to-end", "s", elapsed)
     _add(report, "Feast", f"{label} rows/s", "r/s", rows / elapsed)
-    _add(report, "Feast", f"{label} peak memory", "MiB", peak)
+    _add(report, "Feast", f"{label} peak memory", "MiB", _memory.sum_peaks(peaks)["total"])
+    report.notes[f"Feast {label} peak memory"] = _memory.describe(peaks)
     _add(report, "Feast", f"{label} materialize() call", "s", call)
 
     print(f"materialize benchmark: {label}: bare BatchWriteItem loop", flush=True)

@@ -26,7 +26,7 @@ import kubernetes.client
 import kubernetes.config
 import yaml
 
-from benchmarks import _harness
+from benchmarks import _harness, _memory
 from featurekube._platform import platform, processes, runtime
 
 REPO = Path(__file__).parents[1]
@@ -126,13 +126,6 @@ def _count_ready(api: kubernetes.client.ApiClient) -> int:
     return total
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _reconciles(port: int) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     return sum(
@@ -204,6 +197,7 @@ def _measure(report: _harness.Report, endpoints: platform.Endpoints, tmp: Path) 
     argv += ["--liveness", "", "--log-format", "plain"]
     with (tmp / "operator.log").open("wb") as log:
         operator = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    memory = _memory.TreeWatch(operator.pid).start()
     try:
         processes.wait_until(
             lambda: processes.http_ok(f"http://127.0.0.1:{metrics_port}/metrics"), 60
@@ -231,9 +225,11 @@ def _measure(report: _harness.Report, endpoints: platform.Endpoints, tmp: Path) 
             "featurekube.dev", "v1alpha1", NAMESPACE, "featureviews"
         )["items"]
         with_rows = sum(bool((v.get("status") or {}).get("rows")) for v in views)
-        peak = _peak_rss_mib(operator.pid)
+        memory.stop()  # read while the operator still runs
+        peak = memory.total_mib()
         reconciles = _reconciles(metrics_port)
     finally:
+        memory.stop()
         operator.terminate()
         operator.wait(timeout=30)
     requests = _operator_requests(endpoints.log_dir / "audit.log")

@@ -10,17 +10,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import _harness
+from benchmarks import _harness, _memory
 from featurekube._platform import components, platform, processes
 
 REPEAT = 3
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _etcd_alone(bin_dir: Path) -> float:
@@ -53,7 +46,8 @@ def run() -> _harness.Report:
             endpoints = local.start()
             starts.append(time.perf_counter() - began)
             time.sleep(5)  # let start-up work settle before reading memory
-            rss.append(sum(_rss_mib(pid) for pid in endpoints.pids.values()))
+            # Resident now, not a peak: the figure is the platform's idle size.
+            rss.append(sum(_memory.rss_mib(pid) or 0.0 for pid in endpoints.pids.values()))
             began = time.perf_counter()
             local.stop()
             stops.append(time.perf_counter() - began)

@@ -13,7 +13,9 @@
   from a virtualenv of its own (benchmarks/peers/feast).
 
 Every server runs in a process of its own, the load comes from this one, over
-loopback, bounded in count and time. DynamoDB is moto's server, started here. The
+loopback, bounded in count and time. Each server's peak memory is its process tree's
+(benchmarks/_memory.py; gunicorn's master and worker for Feast), read just before it
+is stopped, after the load of every row count. DynamoDB is moto's server, started here. The
 HTTP load is written on bare asyncio streams over kept-alive connections (and
 http.client for the sequential run): it costs the client less per request than
 grpc's Python client does, so it does not hold Feast back.
@@ -43,7 +45,7 @@ import boto3
 import grpc
 import yaml
 
-from benchmarks import _harness
+from benchmarks import _harness, _memory
 from benchmarks.peers import feast as feast_peer
 
 ENTITIES = 1000
@@ -58,6 +60,8 @@ TTL_SECONDS = 7 * 86400
 FEAST_PROJECT = "bench"
 FEAST_SUBJECT = "Feast feature server, DynamoDB (moto)"
 FEATUREKUBE_DYNAMODB = "featurekube, DynamoDB (moto)"
+ECHO_SUBJECT = "grpc echo floor"
+PEAK_MEMORY = "server peak memory"
 
 VIEWS = {
     "stats": [(f"stat_{i}", "float64" if i % 2 else "int64") for i in range(10)],
@@ -193,10 +197,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _process(arguments: list[str], ready: str, env: dict[str, str] | None = None) -> Iterator[None]:
+def _process(
+    arguments: list[str], ready: str, env: dict[str, str] | None = None
+) -> Iterator[_memory.TreeWatch]:
+    """A server started from ``arguments``, ready once it prints ``ready``; yields the
+    watch of its memory, read a last time just before the server is stopped."""
     process = subprocess.Popen(
         arguments, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
     )
+    memory = _memory.TreeWatch(process.pid).start()
     try:
         deadline = time.monotonic() + 60
         assert process.stdout is not None
@@ -206,8 +215,9 @@ def _process(arguments: list[str], ready: str, env: dict[str, str] | None = None
                 break
             if process.poll() is not None:
                 raise RuntimeError(f"{arguments} exited with {process.returncode}")
-        yield
+        yield memory
     finally:
+        memory.stop()
         process.terminate()
         try:
             process.wait(timeout=30)
@@ -378,10 +388,13 @@ def _feast_python() -> Path:
 
 
 @contextlib.contextmanager
-def _feast_server(repo: Path, port: int, env: dict[str, str], log: Path) -> Iterator[None]:
+def _feast_server(
+    repo: Path, port: int, env: dict[str, str], log: Path
+) -> Iterator[_memory.TreeWatch]:
     """``feast serve`` on ``port``: one worker (as featurekube's server is one process),
     worker recycling off (``--max-requests 0``; its default restarts the worker every
-    1,000 requests), no access log."""
+    1,000 requests), no access log. Yields the watch of its memory (master and
+    worker), read a last time just before the server is stopped."""
     feast = _feast_python().parent / "feast"
     command = [
         str(feast), "-c", str(repo), "serve", "-h", "127.0.0.1", "-p", str(port),
@@ -393,14 +406,16 @@ def _feast_server(repo: Path, port: int, env: dict[str, str], log: Path) -> Iter
         process = subprocess.Popen(
             command, stdout=output, stderr=output, env=env, start_new_session=True
         )
+    memory = _memory.TreeWatch(process.pid).start()
     try:
         deadline = time.monotonic() + 180
         while not _answers_http(port, "/health"):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"feast serve did not start:\n{log.read_text()[-4000:]}")
             time.sleep(0.5)
-        yield
+        yield memory
     finally:
+        memory.stop()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -516,13 +531,15 @@ def _check_feast(port: int) -> None:
 def _feast(report: _harness.Report, tmp: Path, env: dict[str, str], now: int) -> None:
     repo = _feast_repository(tmp, env, now)
     port = _free_port()
-    with _feast_server(repo, port, env, tmp / "feast-serve.log"):
+    with _feast_server(repo, port, env, tmp / "feast-serve.log") as memory:
         _check_feast(port)
         for rows in ROW_COUNTS:
             bodies = _feast_bodies(rows, SEQUENTIAL_REQUESTS)
             latencies = _feast_sequential(port, bodies)
             rate = asyncio.run(_feast_concurrent(port, bodies))
             _add(report, FEAST_SUBJECT, rows, latencies, rate)
+    report.add(FEAST_SUBJECT, PEAK_MEMORY, "MiB", [memory.total_mib()])
+    report.notes[f"{FEAST_SUBJECT}, {PEAK_MEMORY}"] = _memory.describe(memory.peaks)
 
 
 def _compare_with_feast(report: _harness.Report) -> None:
@@ -561,7 +578,7 @@ def run() -> _harness.Report:
     report = _harness.Report(
         name="serving",
         description="GetOnlineFeatures, 3 views / 20 features, loopback, load from another process",
-        baseline="grpc echo floor",
+        baseline=ECHO_SUBJECT,
         notes={
             "load": f"sequential for p50/p99 (at most {SEQUENTIAL_REQUESTS} requests or "
             f"{SEQUENTIAL_SECONDS} s), then {IN_FLIGHT} in flight for {CONCURRENT_SECONDS} s "
@@ -591,6 +608,7 @@ def run() -> _harness.Report:
         now = _now()
         with _moto(python, moto_port, env):
             _fill(prefix, now)
+            echo_peaks: list[float] = []
             for kind, subject in (
                 ("memory", "featurekube, memory store"),
                 ("dynamodb", FEATUREKUBE_DYNAMODB),
@@ -608,7 +626,7 @@ def run() -> _harness.Report:
                     ],
                     "ready",
                     env,
-                ):
+                ) as memory:
                     target = f"127.0.0.1:{port}"
                     for rows in ROW_COUNTS:
                         requests = _requests(rows, SEQUENTIAL_REQUESTS)
@@ -616,11 +634,21 @@ def run() -> _harness.Report:
                         rate = asyncio.run(_concurrent(target, requests))
                         _add(report, subject, rows, latencies, rate)
                         if kind == "memory":
-                            _echo(report, python, plan_path, target, rows, requests, env, tmp)
+                            echo_peaks.append(
+                                _echo(report, python, plan_path, target, rows, requests, env, tmp)
+                            )
+                report.add(subject, PEAK_MEMORY, "MiB", [memory.total_mib()])
+                report.notes[f"{subject}, {PEAK_MEMORY}"] = _memory.describe(memory.peaks)
+            # An echo server per row count, each answering one size: the median of the three.
+            report.add(ECHO_SUBJECT, PEAK_MEMORY, "MiB", echo_peaks)
             for rows in ROW_COUNTS:
                 latencies, rate = asyncio.run(_raw_store(prefix, rows))
                 _add(report, "raw store (aiobotocore BatchGetItem)", rows, latencies, rate)
             try:
+                feast_python = _feast_python()
+                report.peers[f"Feast's virtualenv, {feast_python.parent.parent}"] = (
+                    feast_peer.versions(feast_python)
+                )
                 _feast(report, Path(tmp), env, now)
             except Exception as exc:  # keep what the other subjects measured
                 report.notes["feast"] = f"failed: {exc}"[:4000]
@@ -638,7 +666,8 @@ def _echo(
     requests: list[bytes],
     env: dict[str, str],
     tmp: str,
-) -> None:
+) -> float:
+    """Measure the echo floor for ``rows``; answers the echo server's peak memory (MiB)."""
     with grpc.insecure_channel(target) as channel:
         answer = channel.unary_unary(ECHO_METHOD)(requests[0], timeout=10)
     echo_file = Path(tmp, f"echo-{rows}.bin")
@@ -657,11 +686,12 @@ def _echo(
         ],
         "ready",
         env,
-    ):
+    ) as memory:
         echo_target = f"127.0.0.1:{port}"
         latencies = _sequential(echo_target, requests)
         rate = asyncio.run(_concurrent(echo_target, requests))
-    _add(report, "grpc echo floor", rows, latencies, rate)
+    _add(report, ECHO_SUBJECT, rows, latencies, rate)
+    return memory.total_mib()
 
 
 @contextlib.contextmanager

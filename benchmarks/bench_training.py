@@ -1,7 +1,8 @@
 """Training pulls: ``get_historical_features`` beside Feast's and hand-written DuckDB.
 
 Every subject pulls the same features for the same entity rows from the same files,
-each in a process of its own, whose peak resident memory is the subject's:
+each in a process of its own, whose peak resident memory (its tree's high-water marks,
+benchmarks/_memory.py) is the subject's:
 
 - ``featurekube``: ``FeatureStore.get_historical_features(...).to_pandas()``, the
   default engine (deltalake + DuckDB, no JVM), reading the Delta tables;
@@ -41,7 +42,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -51,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import _harness
+from benchmarks import _harness, _memory
 from benchmarks.peers import feast as feast_peer
 
 FEAST_VERSION = feast_peer.VERSION
@@ -298,7 +298,8 @@ def _worker(subject: str, spec_path: str) -> int:
         cpu.append(_cpu_seconds() - used)
     if spec.get("output") and result is not None:
         result.to_parquet(spec["output"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Read last, just before exiting: the harness's samples may miss the end.
+    peak = _memory.own_peak_mib()
     print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_mib": peak, "rows": len(result)}))
     return 0
 
@@ -315,30 +316,33 @@ def _feast_python() -> Path:
 
 
 def _run(command: list[str], timeout: float, memory_mib: float) -> dict[str, Any]:
-    """Run a subject's process; stop it past ``timeout`` or ``memory_mib``."""
+    """Run a subject's process; stop it past ``timeout`` or ``memory_mib`` resident.
+    ``peak_mib`` in the answer is the subject's tree's peak (benchmarks/_memory.py),
+    with the figure the process printed of itself just before exiting taken in."""
     repo = Path(__file__).resolve().parents[1]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo
-    )
-    began, peak = time.monotonic(), 0.0
-    status = Path(f"/proc/{process.pid}/status")
-    while process.poll() is None:
-        try:
-            for line in status.read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    peak = max(peak, int(line.split()[1]) / 1024)
-        except OSError:
-            pass
-        if peak > memory_mib or time.monotonic() - began > timeout:
-            process.kill()
-            process.wait()
-            why = f"over {memory_mib:.0f} MiB" if peak > memory_mib else f"over {timeout:.0f} s"
-            return {"error": f"stopped: {why}"}
-        time.sleep(0.2)
-    out, err = process.communicate()
+    # Files, not pipes: a subject's chatter on stderr cannot fill a pipe and stall it.
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr, text=True, cwd=repo)
+        began = time.monotonic()
+        with _memory.TreeWatch(process.pid, interval=0.1) as memory:
+            while process.poll() is None:
+                over_memory = memory.rss_mib > memory_mib
+                if over_memory or time.monotonic() - began > timeout:
+                    process.kill()
+                    process.wait()
+                    why = f"over {memory_mib:.0f} MiB" if over_memory else f"over {timeout:.0f} s"
+                    return {"error": f"stopped: {why}"}
+                time.sleep(0.2)
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
     if process.returncode != 0:
         return {"error": f"failed: {err.strip().splitlines()[-1] if err.strip() else '?'}"}
     found: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    if "peak_mib" in found:
+        memory.record(process.pid, found["peak_mib"])
+    found["peak_mib"] = memory.total_mib()
+    found["processes"] = len(memory.peaks)
     return found
 
 
@@ -407,6 +411,11 @@ def run() -> _harness.Report:
     )
     chosen = ["duckdb-floor", "duckdb-rules", "featurekube"]
     chosen += [p.strip() for p in peers.split(",") if p.strip()]
+    if any(subject.startswith("feast") for subject in chosen):
+        feast_python = _feast_python()
+        report.peers[f"Feast's virtualenv, {feast_python.parent.parent}"] = feast_peer.versions(
+            feast_python
+        )
     with tempfile.TemporaryDirectory(prefix="featurekube-bench-training-") as tmp:
         scratch = Path(tmp)
         for size in sizes:

@@ -7,7 +7,8 @@ SPEC.json names the offline store (``file`` or ``duckdb``), a scratch directory 
 Feast's repo, the entity rows (a parquet file), each view's directory of parquet files
 with its entity, features and TTL, how many timed calls to make, and optionally where
 to write the last result. Prints one JSON line: each call's wall and CPU seconds, the process's
-peak resident memory (MiB) and the rows returned. Imports nothing of featurekube.
+peak resident memory (MiB, its own high-water mark read just before exiting) and the rows
+returned. Imports nothing of featurekube.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -85,9 +85,19 @@ def main(path: str) -> None:
         cpu.append(_cpu_seconds() - used)
     if spec.get("output") and result is not None:
         result.to_parquet(spec["output"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _own_peak_mib()
     rows = 0 if result is None else len(result)
     print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_mib": peak, "rows": rows}))
+
+
+def _own_peak_mib() -> float:
+    """VmHWM of this process, as benchmarks/_memory.py's own_peak_mib reads it (this
+    script runs in Feast's virtualenv, without our modules). Never getrusage: its
+    ru_maxrss starts from the harness's size, inherited across fork and exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("/proc/self/status has no VmHWM")
 
 
 def _cpu_seconds() -> float:

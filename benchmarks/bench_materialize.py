@@ -275,7 +275,7 @@ def _newest_items(rows: int, entities: int) -> list[dict[str, Any]]:
     }
     items = []
     for driver, (event, created, row) in newest.items():
-        item = {
+        item: dict[str, Any] = {
             layout.ENTITY_KEY: {
                 "S": keys.encode_entity_key({"driver_id": "int64"}, {"driver_id": driver})
             }

@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kubernetes.client
 import kubernetes.config
@@ -75,11 +75,19 @@ def _ready(body: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def _items(found: object) -> list[dict[str, Any]]:
+    """The ``items`` of a custom-object list, which the client types as ``object``."""
+    items: list[dict[str, Any]] = cast(dict[str, Any], found)["items"]
+    return items
+
+
 def _act_as_spark_operator_and_kubelet(api: kubernetes.client.ApiClient) -> None:
     custom, core = kubernetes.client.CustomObjectsApi(api), kubernetes.client.CoreV1Api(api)
-    apps = custom.list_namespaced_custom_object(
-        "sparkoperator.k8s.io", "v1beta2", NAMESPACE, "sparkapplications"
-    )["items"]
+    apps = _items(
+        custom.list_namespaced_custom_object(
+            "sparkoperator.k8s.io", "v1beta2", NAMESPACE, "sparkapplications"
+        )
+    )
     for app in apps:
         if not (app.get("status") or {}).get("applicationState"):
             name = app["metadata"]["name"]
@@ -100,7 +108,9 @@ def _act_as_spark_operator_and_kubelet(api: kubernetes.client.ApiClient) -> None
             )
     now = dt.datetime.now(dt.UTC).isoformat()
     for pod in core.list_namespaced_pod(NAMESPACE).items:
-        if pod.status.phase in (None, "Pending"):
+        if pod.metadata is None or pod.metadata.name is None:
+            continue
+        if pod.status is None or pod.status.phase in (None, "Pending"):
             core.patch_namespaced_pod_status(
                 pod.metadata.name,
                 NAMESPACE,
@@ -119,10 +129,10 @@ def _count_ready(api: kubernetes.client.ApiClient) -> int:
     custom = kubernetes.client.CustomObjectsApi(api)
     total = 0
     for plural in ("featureviews", "featureservices"):
-        items = custom.list_namespaced_custom_object(
-            "featurekube.dev", "v1alpha1", NAMESPACE, plural
+        items = _items(
+            custom.list_namespaced_custom_object("featurekube.dev", "v1alpha1", NAMESPACE, plural)
         )
-        total += sum(_ready(item) for item in items["items"])
+        total += sum(_ready(item) for item in items)
     return total
 
 
@@ -169,19 +179,21 @@ def run() -> _harness.Report:
 def _measure(report: _harness.Report, endpoints: platform.Endpoints, tmp: Path) -> None:
     api = kubernetes.config.new_client_from_config(str(endpoints.kubeconfig))
     core, rbac = kubernetes.client.CoreV1Api(api), kubernetes.client.RbacAuthorizationV1Api(api)
-    core.create_namespace({"metadata": {"name": NAMESPACE}})
+    core.create_namespace(
+        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=NAMESPACE))
+    )
     role = yaml.safe_load((REPO / "operator" / "manifests" / "rbac.yaml").read_text())
     rbac.create_cluster_role(role)
     rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": "featurekube-operator"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": role["metadata"]["name"],
-            },
-            "subjects": [{"kind": "User", "name": OPERATOR_USER}],
-        }
+        kubernetes.client.V1ClusterRoleBinding(
+            metadata=kubernetes.client.V1ObjectMeta(name="featurekube-operator"),
+            role_ref=kubernetes.client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io",
+                kind="ClusterRole",
+                name=role["metadata"]["name"],
+            ),
+            subjects=[kubernetes.client.RbacV1Subject(kind="User", name=OPERATOR_USER)],
+        )
     )
     metrics_port = processes.free_port()
     env = {
@@ -221,9 +233,11 @@ def _measure(report: _harness.Report, endpoints: platform.Endpoints, tmp: Path) 
             _act_as_spark_operator_and_kubelet(api)
             time.sleep(1)
         all_ready = time.perf_counter() - started
-        views = custom.list_namespaced_custom_object(
-            "featurekube.dev", "v1alpha1", NAMESPACE, "featureviews"
-        )["items"]
+        views = _items(
+            custom.list_namespaced_custom_object(
+                "featurekube.dev", "v1alpha1", NAMESPACE, "featureviews"
+            )
+        )
         with_rows = sum(bool((v.get("status") or {}).get("rows")) for v in views)
         memory.stop()  # read while the operator still runs
         peak = memory.total_mib()

@@ -127,7 +127,7 @@ def _items(view: str, now: int) -> list[dict[str, Any]]:
     columns = _columns(view)
     items = []
     for row, driver in enumerate(columns["driver_id"]):
-        item = {
+        item: dict[str, Any] = {
             layout.ENTITY_KEY: {
                 "S": keys.encode_entity_key({"driver_id": "int64"}, {"driver_id": driver})
             },
@@ -245,7 +245,7 @@ def _requests(rows: int, count: int) -> list[bytes]:
 
 def _sequential(target: str, requests: list[bytes]) -> list[float]:
     with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(ECHO_METHOD)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
         return _timed(lambda request: call(request, timeout=10), requests)
 
 
@@ -267,7 +267,7 @@ def _timed(call: Callable[[bytes], object], requests: list[bytes]) -> list[float
 
 async def _concurrent(target: str, requests: list[bytes]) -> float:
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(ECHO_METHOD)
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
         done = 0
         stop = time.perf_counter() + CONCURRENT_SECONDS
 
@@ -669,7 +669,8 @@ def _echo(
 ) -> float:
     """Measure the echo floor for ``rows``; answers the echo server's peak memory (MiB)."""
     with grpc.insecure_channel(target) as channel:
-        answer = channel.unary_unary(ECHO_METHOD)(requests[0], timeout=10)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
+        answer = call(requests[0], timeout=10)
     echo_file = Path(tmp, f"echo-{rows}.bin")
     echo_file.write_bytes(answer)
     port = _free_port()

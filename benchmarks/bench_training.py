@@ -201,7 +201,7 @@ def _spec(root: Path, size: int, subject: str, scratch: Path, repeat: int) -> Pa
 
 
 def _pull_featurekube(spec: dict[str, Any]) -> Any:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]
 
     # Imported before the clock starts, as duckdb is for the hand-written subjects.
     import featurekube.joins.duckdb  # noqa: F401
@@ -300,7 +300,8 @@ def _worker(subject: str, spec_path: str) -> int:
         result.to_parquet(spec["output"])
     # Read last, just before exiting: the harness's samples may miss the end.
     peak = _memory.own_peak_mib()
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_mib": peak, "rows": len(result)}))
+    rows = 0 if result is None else len(result)
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_mib": peak, "rows": rows}))
     return 0
 
 

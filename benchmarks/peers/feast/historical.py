@@ -19,17 +19,18 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
-from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
-from feast.data_format import ParquetFormat
-from feast.repo_config import RepoConfig
-from feast.types import Float64, Int64, String
+import pandas as pd  # type: ignore[import-untyped]
+from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType  # type: ignore[import-not-found]
+from feast.data_format import ParquetFormat  # type: ignore[import-not-found]
+from feast.repo_config import RepoConfig  # type: ignore[import-not-found]
+from feast.types import Float64, Int64, String  # type: ignore[import-not-found]
 
 TYPES = {"int64": Int64, "float64": Float64, "string": String}
 
 
-def _store(spec: dict, repo: Path) -> tuple[FeatureStore, list[str]]:
+def _store(spec: dict[str, Any], repo: Path) -> tuple[FeatureStore, list[str]]:
     repo.mkdir(parents=True, exist_ok=True)
     offline = {"type": spec["offline_store"]}
     config = RepoConfig(

@@ -21,11 +21,11 @@ import json
 import sys
 from pathlib import Path
 
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped]
 import yaml
-from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
-from feast.data_format import ParquetFormat
-from feast.types import Bool, Float64, Int64, String
+from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType  # type: ignore[import-not-found]
+from feast.data_format import ParquetFormat  # type: ignore[import-not-found]
+from feast.types import Bool, Float64, Int64, String  # type: ignore[import-not-found]
 
 TYPES = {"int64": Int64, "float64": Float64, "string": String, "bool": Bool}
 

@@ -73,14 +73,11 @@ ARROW_TYPES: Mapping[str, pa.DataType] = {
 """Value type -> the Arrow type its columns have in and out of transformations."""
 
 
-class ExpressionError(errors.FeaturekubeError):
-    """A transformation's expression does not compile: bad syntax, an unknown name or
-    function, or a type that does not fit. The FeatureService's spec must change."""
-
-
-class TransformationError(errors.FeaturekubeError):
-    """A transformation failed on the values of one request (or one training frame):
-    an int64 overflow, say. Other requests are unaffected."""
+ExpressionError = errors.ExpressionError
+"""A transformation's expression does not compile (:class:`featurekube.errors.ExpressionError`)."""
+TransformationError = errors.RequestTransformationError
+"""A transformation failed on the values of one request
+(:class:`featurekube.errors.RequestTransformationError`)."""
 
 
 class TransformationDefinition(Protocol):

@@ -52,8 +52,7 @@ _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/name
 _VERSION_DIRECTORY = re.compile(r"^v([0-9]+)$")
 
 
-class DefinitionsError(errors.FeaturekubeError):
-    """Feature definitions could not be read or do not validate."""
+DefinitionsError = errors.DefinitionsError
 
 
 def _is_spark_frame(value: object) -> bool:

@@ -77,34 +77,14 @@ ColumnKind = Literal["integer", "string", "timestamp", "other"]
 """What the join needs to know of an entity column's type, whatever engine holds it."""
 
 
-class RetrievalError(errors.FeaturekubeError):
-    """Historical features could not be retrieved; the message says why and what to do."""
-
-
-class FeatureReferenceError(RetrievalError):
-    """A feature reference is malformed, asked for twice, or its output column collides
-    with another column."""
-
-
-class FeatureViewNotFoundError(FeatureReferenceError):
-    """No FeatureView of the name referenced is known to the store."""
-
-
-class FeatureServiceNotFoundError(FeatureReferenceError):
-    """No FeatureService of the name asked for is known to the store."""
-
-
-class FeatureNotFoundError(FeatureReferenceError):
-    """The FeatureView referenced has no feature of that name."""
-
-
-class EntityFrameError(RetrievalError):
-    """The entity rows lack a join key, timestamp or request column, or hold one of a
-    type the join cannot use."""
-
-
-class OfflineStoreError(RetrievalError):
-    """A view's offline table is missing, unreadable, or lacks a column its spec names."""
+# The errors of retrieval, defined with the whole tree in featurekube.errors.
+RetrievalError = errors.RetrievalError
+FeatureReferenceError = errors.FeatureReferenceError
+FeatureViewNotFoundError = errors.FeatureViewNotFoundError
+FeatureServiceNotFoundError = errors.FeatureServiceNotFoundError
+FeatureNotFoundError = errors.FeatureNotFoundError
+EntityFrameError = errors.EntityFrameError
+OfflineStoreError = errors.OfflineStoreError
 
 
 @dataclass(frozen=True)

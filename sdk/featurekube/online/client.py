@@ -60,25 +60,10 @@ __all__ = [
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
-class FeatureServerError(errors.FeaturekubeError):
-    """The feature server answered with an error; ``code`` is the gRPC status name."""
-
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        super().__init__(f"{code}: {message}")
-
-
-class InvalidRequestError(FeatureServerError):
-    """The request names an unknown feature, service or key, or has a mistyped or
-    missing column, or too many rows; the message says which."""
-
-
-class ServerUnavailableError(FeatureServerError):
-    """The server, or its online store, did not answer; retrying later may work."""
-
-
-class DeadlineExceededError(FeatureServerError):
-    """The request's deadline passed before the answer came."""
+FeatureServerError = errors.FeatureServerError
+InvalidRequestError = errors.InvalidRequestError
+ServerUnavailableError = errors.ServerUnavailableError
+DeadlineExceededError = errors.DeadlineExceededError
 
 
 _ERRORS: Mapping[str, type[FeatureServerError]] = {

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from featurekube import errors
 from featurekube.cli import main as cli
 
 
@@ -20,3 +21,40 @@ def test_a_missing_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str
 
     assert exited.value.code == 2
     assert "up" in capsys.readouterr().err
+
+
+def test_materialize_help_states_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["materialize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+
+    assert "see above" not in text
+    assert "$FEATUREKUBE_OFFLINE_URI=s3://featurekube/offline" in text
+    assert "$FEATUREKUBE_TABLE_PREFIX=featurekube." in text
+
+
+def test_verbose_is_taken_before_or_after_the_subcommand() -> None:
+    parser = cli.build_parser()
+
+    assert parser.parse_args(["-v", "validate", "x"]).verbose
+    assert parser.parse_args(["validate", "x", "--verbose"]).verbose
+    assert not parser.parse_args(["validate", "x"]).verbose
+
+
+def test_an_error_is_one_line_and_verbose_adds_its_detail_and_cause() -> None:
+    try:
+        try:
+            raise OSError("connection refused")
+        except OSError as cause:
+            raise errors.SourceError("View a/b: spec.source: unreadable: check it\nlisting") from (
+                cause
+            )
+    except errors.SourceError as exc:
+        error = exc
+
+    assert cli.render_error(error, verbose=False) == (
+        "featurekube: error: View a/b: spec.source: unreadable: check it (more with --verbose)"
+    )
+    verbose = cli.render_error(error, verbose=True)
+    assert verbose.startswith("featurekube: error: View a/b: spec.source: unreadable: check it\n")
+    assert "listing\ncaused by: OSError: connection refused" in verbose

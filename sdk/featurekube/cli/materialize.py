@@ -5,9 +5,16 @@ the rest, as ``featurekube dev env`` prints them); does I/O.
 Where it writes: ``--offline-uri`` and ``--online-table``; else the snapshot's
 ``resolved`` section; else the operator's names for version 1 of the view
 (``$FEATUREKUBE_OFFLINE_URI/<namespace>/<view>/v1`` and
-``$FEATUREKUBE_TABLE_PREFIX<namespace>.<view>.v1``). The online table is created when
-missing. Progress goes to stderr; the report (``--output json``: the job's JSON) to
-stdout. Exit status 1 when the run failed or published nothing.
+``$FEATUREKUBE_TABLE_PREFIX<namespace>.<view>.v1``).
+
+Before Spark starts it checks what it can (:mod:`featurekube.materialize.preflight`):
+the window, the source's bucket and files, the schema of one file (nanosecond
+timestamps are refused with the fix), the offline store's bucket, and that DynamoDB
+answers. Only then is a missing online table created, and it is deleted again if the
+run fails, so a failed command leaves nothing half-made. Spark's own output goes to a
+log file, named on the way, unless ``--verbose``. Progress goes to stderr; the report
+(``--output json``: the job's JSON) to stdout. Exit status 1 when the run failed or
+published nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from featurekube import errors
-from featurekube.materialize import plan, report
+from featurekube.cli import jvm_output
+from featurekube.materialize import plan, preflight, probe, report
 from featurekube.offline import layout as offline_layout
 from featurekube.online import layout as online_layout
 
@@ -56,15 +64,37 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--start", required=True, type=_time, help="window start, ISO 8601")
     parser.add_argument("--end", required=True, type=_time, help="window end, ISO 8601")
-    parser.add_argument("--offline-uri", help="the view's Delta table (default: see above)")
-    parser.add_argument("--online-table", help="the view's DynamoDB table (default: see above)")
+    parser.add_argument(
+        "--offline-uri",
+        help="the view's Delta table (default: the snapshot's resolved.offlineUri, else "
+        "$FEATUREKUBE_OFFLINE_URI/<namespace>/<view>/v<version>, with "
+        f"$FEATUREKUBE_OFFLINE_URI={_offline_root()})",
+    )
+    parser.add_argument(
+        "--online-table",
+        help="the view's DynamoDB table, created when missing (default: the snapshot's "
+        "resolved.onlineTable, else $FEATUREKUBE_TABLE_PREFIX<namespace>.<view>.v<version>, "
+        f"with $FEATUREKUBE_TABLE_PREFIX={_table_prefix()})",
+    )
     parser.add_argument("--no-online", action="store_true", help="skip the online store")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline store")
+    parser.add_argument(
+        "--create-bucket",
+        action="store_true",
+        help="create the offline store's bucket when it does not exist",
+    )
+    parser.add_argument(
+        "--spark-log",
+        type=Path,
+        metavar="FILE",
+        help="where Spark's own output goes unless --verbose "
+        "(default: $TMPDIR/featurekube-materialize-<view>-<time>.log)",
+    )
     parser.add_argument(
         "--output",
         choices=("text", "json"),
         default="text",
-        help="text: a summary (default); json: the job's report",
+        help="text: a summary; json: the job's report (default: %(default)s)",
     )
     parser.set_defaults(run=_run)
 
@@ -91,11 +121,19 @@ def _load(path: Path) -> tuple[Any, dict[str, Any]]:
     return plan.read_view_document(views[0])
 
 
+def _offline_root() -> str:
+    return os.environ.get("FEATUREKUBE_OFFLINE_URI", DEFAULT_OFFLINE_ROOT).rstrip("/")
+
+
+def _table_prefix() -> str:
+    return os.environ.get("FEATUREKUBE_TABLE_PREFIX", DEFAULT_TABLE_PREFIX)
+
+
 def _targets(args: argparse.Namespace, view: Any, resolved: dict[str, Any]) -> tuple[str, str]:
     namespace, name = view.metadata.namespace or "default", view.metadata.name
     version = resolved.get("version", 1)
-    root = os.environ.get("FEATUREKUBE_OFFLINE_URI", DEFAULT_OFFLINE_ROOT).rstrip("/")
-    prefix = os.environ.get("FEATUREKUBE_TABLE_PREFIX", DEFAULT_TABLE_PREFIX)
+    root = _offline_root()
+    prefix = _table_prefix()
     offline = (
         args.offline_uri
         or resolved.get("offlineUri")
@@ -128,6 +166,48 @@ def _ensure_table(name: str) -> bool:
     return True
 
 
+def _drop_table(name: str) -> None:
+    """Delete an online table this command created, after a failed run."""
+    import boto3
+
+    client = boto3.client("dynamodb")
+    client.delete_table(TableName=name)
+    client.get_waiter("table_not_exists").wait(TableName=name, WaiterConfig={"Delay": 1})
+
+
+def _create_bucket(uri: str) -> None:
+    import boto3
+
+    bucket = uri.split("://", 1)[-1].split("/", 1)[0]
+    client = boto3.client("s3")
+    region = client.meta.region_name
+    if region and region != "us-east-1":
+        client.create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
+        )
+    else:
+        client.create_bucket(Bucket=bucket)
+
+
+def _check(
+    args: argparse.Namespace,
+    window: plan.MaterializationPlan,
+    offline_uri: str | None,
+    online_table: str | None,
+) -> bool:
+    """Everything that can be checked before Spark starts; raises the first problem.
+    Returns whether it created the offline store's bucket (with --create-bucket)."""
+    preflight.check_source(window, probe.probe_source(window.source_path, window.source_format))
+    stores = probe.probe_stores(offline_uri, online_table)
+    created = False
+    if offline_uri is not None and not stores.offline_bucket_exists and args.create_bucket:
+        _create_bucket(offline_uri)
+        created = True
+        stores = probe.probe_stores(offline_uri, online_table)
+    preflight.check_stores(window.label, stores)
+    return created
+
+
 class _ProgressObserver:
     """Draws the job's phases as rich progress bars."""
 
@@ -156,21 +236,60 @@ class _ProgressObserver:
 
 def _run(args: argparse.Namespace) -> int:
     view, resolved = _load(args.file)
-    plan.plan_materialization(view, args.start, args.end)  # fail fast, before Spark
+    window = plan.plan_materialization(view, args.start, args.end)
     offline, online = _targets(args, view, resolved)
     offline_uri = None if args.no_offline else offline
     online_table = None if args.no_online else online
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(stderr=True)
-    if online_table is not None and _ensure_table(online_table):
-        console.print(f"created online table {online_table}")
+    # Lines are not wrapped: they hold URIs and times that a reader copies.
+    console = Console(file=jvm_output.private_stderr(), soft_wrap=True)
     console.print(
-        f"materializing FeatureView {view.metadata.namespace or 'default'}/{view.metadata.name} "
-        f"[{args.start.isoformat()}, {args.end.isoformat()})\n"
+        f"materializing {window.label} [{args.start.isoformat()}, {args.end.isoformat()})\n"
         f"  offline: {offline_uri or '(skipped)'}\n  online:  {online_table or '(skipped)'}"
     )
+    if _check(args, window, offline_uri, online_table):
+        console.print(f"created the bucket of {offline_uri}")
+    created = online_table is not None and _ensure_table(online_table)
+    if created:
+        console.print(f"created online table {online_table}")
+    try:
+        result, failure = _materialize(args, view, window, offline_uri, online_table, console)
+    except BaseException:
+        if created and online_table is not None:
+            _drop_table(online_table)
+            console.print(f"deleted online table {online_table}, which this run created")
+        raise
+    if created and online_table is not None and not result.published:
+        _drop_table(online_table)
+        console.print(f"deleted online table {online_table}, which this run created")
+    if args.output == "json":
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_summary(result)
+    if failure is not None:
+        raise failure
+    return 0 if result.published else 1
+
+
+def _materialize(
+    args: argparse.Namespace,
+    view: Any,
+    window: plan.MaterializationPlan,
+    offline_uri: str | None,
+    online_table: str | None,
+    console: Any,
+) -> tuple[report.MaterializationReport, errors.FeaturekubeError | None]:
+    """Run the job with progress bars; Spark's output to its log unless verbose."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    log = (
+        None
+        if args.verbose
+        else (args.spark_log or jvm_output.default_log_path(f"materialize-{view.metadata.name}"))
+    )
+    if log is not None:
+        console.print(f"  Spark's output: {log} (--verbose shows it here)")
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -183,14 +302,15 @@ def _run(args: argparse.Namespace) -> int:
         observer.phase("spark")
         began = time.perf_counter()
         from featurekube.materialize import spark_job
-        from featurekube.materialize.errors import ExpectationFailedError
 
-        spark = spark_job.open_session(
-            f"featurekube-materialize-{view.metadata.name}",
-            # The progress bars are ours; Spark's would draw over them.
-            {"spark.ui.showConsoleProgress": "false"},
-        )
-        spark.sparkContext.setLogLevel("ERROR")
+        with jvm_output.redirected_output(log):
+            spark = spark_job.open_session(
+                f"featurekube-materialize-{view.metadata.name}",
+                # The progress bars are ours; Spark's would draw over them.
+                {"spark.ui.showConsoleProgress": "false"},
+            )
+        if log is not None:
+            spark.sparkContext.setLogLevel("ERROR")
         started = time.perf_counter() - began
         try:
             result = spark_job.run(
@@ -202,17 +322,24 @@ def _run(args: argparse.Namespace) -> int:
                 online_table=online_table,
                 observer=observer,
             )
-        except ExpectationFailedError as exc:
+        except errors.ExpectationFailedError as exc:
             result, failure = exc.report, exc
+        except errors.FeaturekubeError:
+            raise
+        except Exception as exc:
+            where = f"see {log}" if log is not None else "see above"
+            raise errors.MaterializeError(
+                f"{window.label}: the Spark job failed: {_first_line(exc)}: {where}, or run "
+                "again with --verbose"
+            ) from exc
         observer.close()
     result.timings = {"spark_start": started, **result.timings}
-    if args.output == "json":
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        _print_summary(result)
-    if failure is not None:
-        raise failure
-    return 0 if result.published else 1
+    return result, failure
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _print_summary(result: report.MaterializationReport) -> None:

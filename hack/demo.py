@@ -35,11 +35,7 @@ def _ready(body: dict[str, Any]) -> tuple[bool, str]:
 
 
 def main() -> int:
-    import boto3
-    import kubernetes.client
-    import kubernetes.config
-    import yaml
-
+    from featurekube import errors
     from featurekube._platform import platform
 
     say("starting the local platform: Kubernetes API, S3 and DynamoDB, operator, runtime")
@@ -49,10 +45,38 @@ def main() -> int:
     local = platform.LocalPlatform(settings)
     running = local.endpoints()
     if running is not None and "operator" not in running.pids:
-        local.stop()  # started by `make up`, without the operator: start again with it
+        # Started by `make up`, without the operator: start it again with the operator,
+        # unless another process holds it (then stop() refuses and names that process).
+        print(f"    restarting the platform in {local.layout.root} with the operator")
+        try:
+            local.stop()
+        except errors.PlatformInUseError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 1
+    elif running is not None:
+        print(f"    reusing the platform already running in {local.layout.root}")
     endpoints = local.start()
     os.environ.update(endpoints.environment())
     print(f"    Kubernetes API {endpoints.apiserver_url}, S3/DynamoDB {endpoints.aws_endpoint_url}")
+    # Held while the demo runs, so that a `featurekube dev down` elsewhere does not
+    # stop the platform halfway; it keeps running afterwards, and says how to stop it.
+    with local.hold():
+        status = _tour(local, endpoints)
+    print(
+        f"\nThe local platform keeps running in {local.layout.root}; stop it with "
+        "`make down` (or `.venv/bin/featurekube dev down`)."
+    )
+    return status
+
+
+def _tour(local: Any, endpoints: Any) -> int:
+    """Data, definitions, materialization, serving and training, on a started platform."""
+    import boto3
+    import kubernetes.client
+    import kubernetes.config
+    import yaml
+
+    from featurekube._platform import platform
 
     say("writing the example raw data to s3://featurekube-demo/raw/ (examples/generate_data.py)")
     s3 = boto3.client("s3")
@@ -156,7 +180,6 @@ def main() -> int:
     print(f"    .venv/bin/featurekube get {get}")
     print(f"    logs: {endpoints.log_dir} (operator.log, runtime.log)")
     print(f"    jobs and servers: {endpoints.kubeconfig.parent / 'runtime'}")
-    print("    stop everything: make down")
     return 0
 
 

@@ -63,7 +63,9 @@ def platform(
     running = local.LocalPlatform(settings)
     endpoints = running.start()
     try:
-        with pytest.MonkeyPatch.context() as env:
+        # Held while the tests run: a `featurekube dev down` of this state directory
+        # from elsewhere refuses rather than pull the platform from under them.
+        with running.hold(), pytest.MonkeyPatch.context() as env:
             for key, value in endpoints.environment().items():
                 env.setenv(key, value)
             yield endpoints

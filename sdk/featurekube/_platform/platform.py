@@ -8,6 +8,7 @@ moto's server is independent and starts alongside.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -24,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from featurekube import errors
-from featurekube._platform import components, kubeconfig, pki, processes
+from featurekube._platform import components, holders, kubeconfig, pki, processes
 
 __all__ = ["Endpoints", "LocalPlatform", "PlatformSettings", "default_state_dir"]
 
@@ -95,6 +96,19 @@ class Endpoints:
     region: str
     pids: Mapping[str, int]
     log_dir: Path
+    started_by: str = ""
+    """The command line of the process that started the platform."""
+    started_at: str = ""
+    """When it was started, ISO 8601 UTC."""
+
+    def describe_start(self) -> str:
+        """``started at ... by `...` `` as far as it is known."""
+        parts = []
+        if self.started_at:
+            parts.append(f"at {self.started_at}")
+        if self.started_by:
+            parts.append(f"by `{self.started_by}`")
+        return "started " + " ".join(parts) if parts else ""
 
     def environment(self) -> dict[str, str]:
         """The variables that point kubectl, kopf, boto3, pyarrow, deltalake and Spark here."""
@@ -202,9 +216,22 @@ class LocalPlatform:
             region=self.settings.region,
             pids=pids,
             log_dir=self.layout.logs,
+            started_by=holders.process_command(os.getpid()),
+            started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
         self.layout.state_file.write_text(found.to_json())
         return found
+
+    # -- holding ---------------------------------------------------------------------
+
+    def hold(self) -> contextlib.AbstractContextManager[holders.Holder]:
+        """While the block runs, this process holds the platform: another process's
+        :meth:`stop` refuses to stop it unless forced."""
+        return holders.hold(self.layout.root)
+
+    def holders(self) -> list[holders.Holder]:
+        """The live processes other than this one that hold the platform."""
+        return holders.live_holders(self.layout.root)
 
     def _reset_state_dir(self) -> None:
         root = self.layout.root
@@ -368,14 +395,28 @@ class LocalPlatform:
 
     # -- stopping --------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Stop every component recorded in the state directory; keep the logs."""
+    def stop(self, *, force: bool = False) -> bool:
+        """Stop every component recorded in the state directory; keep the logs. Returns
+        whether anything was recorded there to stop.
+
+        Raises :class:`~featurekube.errors.PlatformInUseError`, stopping nothing, when
+        another live process holds the platform (:meth:`hold`), unless ``force``.
+        """
         try:
             recorded = Endpoints.from_json(self.layout.state_file.read_text())
         except (OSError, ValueError, TypeError):
-            return
+            return False
+        users = self.holders()
+        if users and not force and self.endpoints() is not None:
+            raise errors.PlatformInUseError(
+                f"the local platform in {self.layout.root} is in use by "
+                + ", ".join(holder.describe() for holder in users)
+                + ": stop that first, or run `featurekube dev down --force` to stop the "
+                "platform anyway"
+            )
         self._stop_pids(dict(recorded.pids))
         self.layout.state_file.unlink(missing_ok=True)
+        return True
 
     @staticmethod
     def _stop_pids(pids: Mapping[str, int]) -> None:

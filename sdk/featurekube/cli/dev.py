@@ -52,7 +52,19 @@ def register(commands: Any) -> None:
         "(e.g. s3://featurekube-demo/offline)",
     )
     up.set_defaults(run=_up)
-    down = actions.add_parser("down", parents=[common], help="stop the platform")
+    down = actions.add_parser(
+        "down",
+        parents=[common],
+        help="stop the platform, unless another process holds it",
+        description="Stop the platform of the state directory. A platform held by another "
+        "live process (a test run, `make demo` while it runs) is not stopped: the command "
+        "names that process and exits 1, unless --force.",
+    )
+    down.add_argument(
+        "--force",
+        action="store_true",
+        help="stop the platform even while other processes hold it",
+    )
     down.set_defaults(run=_down)
     env = actions.add_parser(
         "env", parents=[common], help="print `export` lines for the running platform"
@@ -80,22 +92,41 @@ def _up(args: argparse.Namespace) -> int:
     running = local.endpoints()
     if running is None:
         print(f"starting the local platform in {local.layout.root} ...", file=sys.stderr)
-    endpoints = local.start()
-    if running is None:
+        endpoints = local.start()
         print(f"ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
     else:
-        print("already running", file=sys.stderr)
+        endpoints = running
+        print(describe_reuse(local.layout.root, running), file=sys.stderr)
     print(f"# Kubernetes API: {endpoints.apiserver_url}", file=sys.stderr)
     print(f"# S3 and DynamoDB: {endpoints.aws_endpoint_url}", file=sys.stderr)
     print(f"# logs: {endpoints.log_dir}", file=sys.stderr)
     print('# eval "$(featurekube dev env)" to use it from this shell', file=sys.stderr)
+    print(f"# stop it: featurekube dev down{_state_flag(args)}", file=sys.stderr)
     _print_env(endpoints)
     return 0
 
 
+def describe_reuse(state_dir: Path, running: platform.Endpoints) -> str:
+    """The line saying that a platform already running is reused, and whose it is."""
+    started = running.describe_start()
+    return (
+        f"already running: reusing the local platform in {state_dir}"
+        + (f" ({started})" if started else "")
+        + "; it is shared with whoever else uses this state directory (--state-dir or "
+        "$FEATUREKUBE_STATE_DIR picks another)"
+    )
+
+
+def _state_flag(args: argparse.Namespace) -> str:
+    return f" --state-dir {shlex.quote(str(args.state_dir))}" if args.state_dir else ""
+
+
 def _down(args: argparse.Namespace) -> int:
-    _platform(args).stop()
-    print("stopped", file=sys.stderr)
+    local = _platform(args)
+    if local.stop(force=args.force):
+        print(f"stopped the local platform in {local.layout.root}", file=sys.stderr)
+    else:
+        print(f"no local platform was running in {local.layout.root}", file=sys.stderr)
     return 0
 
 

@@ -7,14 +7,16 @@ items read into one column per feature, with a status and event time per value,
 judging TTLs against the request time, and evaluates the requested request-time
 transformations.
 
-Statuses, as DESIGN.md's Semantics define them:
+Statuses, as docs/semantics.md defines them; the TTL counts from the entity's latest
+event: an aggregation view's items carry it (``latest_event_time``: the latest event
+at or before the value's step boundary), other items' latest event is their event time.
 
-- ``PRESENT``: the stored value, request time - event time <= ttl (a value exactly
+- ``PRESENT``: the stored value, request time - latest event <= ttl (a value exactly
   ttl old still counts). An attribute absent from a stored item is a null value the
   writer stored (nulls are written as absent attributes), so it is ``PRESENT`` with a
   null value, as the offline point-in-time join returns the row with a null feature.
 - ``NOT_FOUND``: no item for the entity; the value is null.
-- ``OUTSIDE_MAX_AGE``: request time - event time > ttl; the value is null (not
+- ``OUTSIDE_MAX_AGE``: request time - latest event > ttl; the value is null (not
   returned as if valid), its event time is kept.
 
 A transformation's status is the worst among the features it reads (``NOT_FOUND``,
@@ -76,6 +78,13 @@ _RANK = {_PRESENT: 0, _OUTSIDE_MAX_AGE: 1, _NOT_FOUND: 2}
 
 _EVENT_TIME = operator.itemgetter(layout.EVENT_TIME)
 _NUMBER = operator.itemgetter("N")
+
+
+def _ttl_anchor(item: Item) -> int:
+    """What the TTL counts from: an aggregation's latest event, else the event time."""
+    return int((item.get(layout.LATEST_EVENT_TIME) or item[layout.EVENT_TIME])["N"])
+
+
 _NONES = itertools.repeat(None)
 
 
@@ -615,8 +624,9 @@ def _judge(
     stored = list(map(found.get, read.row_keys))
     if None not in stored:
         # Every row found (the common case): judge the rows in bulk.
-        event_times = list(map(int, map(_NUMBER, map(_EVENT_TIME, cast("list[Item]", stored)))))
-        if ttl is None or not event_times or now_micros - min(event_times) <= ttl:
+        items = cast("list[Item]", stored)
+        event_times = list(map(int, map(_NUMBER, map(_EVENT_TIME, items))))
+        if ttl is None or not event_times or now_micros - min(map(_ttl_anchor, items)) <= ttl:
             return [_PRESENT] * len(stored), event_times, stored
     per_key: dict[str, tuple[int, int, Item | None]] = {}
     for key in read.keys:
@@ -625,7 +635,7 @@ def _judge(
             per_key[key] = (_NOT_FOUND, 0, None)
             continue
         event_time = int(item[layout.EVENT_TIME]["N"])
-        if ttl is not None and now_micros - event_time > ttl:
+        if ttl is not None and now_micros - _ttl_anchor(item) > ttl:
             per_key[key] = (_OUTSIDE_MAX_AGE, event_time, None)
         else:
             per_key[key] = (_PRESENT, event_time, item)

@@ -34,6 +34,9 @@ from featurekube.store import FeatureStore
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 10, 12, tzinfo=UTC)
 US = dt.timedelta(microseconds=1)
+MINUTE = dt.timedelta(minutes=1)
+HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
 WRITE_OPTIONS = {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
 
 
@@ -78,6 +81,7 @@ def _arrow_schema(view: v1alpha1.FeatureView) -> pa.Schema:
             *(pa.field(n, ondemand.ARROW_TYPES[t]) for n, t in view.spec.feature_types().items()),
             pa.field(layout.EVENT_TIMESTAMP, time),
             pa.field(layout.CREATED_TIMESTAMP, time),
+            *([pa.field(layout.LATEST_EVENT_TIMESTAMP, time)] if view.spec.aggregations else []),
             pa.field(layout.INGESTION_TIMESTAMP, time),
             pa.field(layout.EVENT_DATE, pa.date32()),
         ]
@@ -89,7 +93,8 @@ def write_table(
 ) -> str:
     """Write ``view``'s offline table under ``root`` as the job lays it out, one Delta
     commit per item of ``commits``. A row gives keys and features by name, ``E`` (its
-    event time) and optionally ``C`` (its created time, default E)."""
+    event time) and optionally ``C`` (its created time, default E) and, for
+    aggregation views, ``L`` (the entity's latest event, default E)."""
     uri = f"{root.rstrip('/')}/{view.metadata.namespace}/{view.metadata.name}/v1"
     schema = _arrow_schema(view)
     options = WRITE_OPTIONS if uri.startswith("s3://") else None
@@ -101,6 +106,8 @@ def write_table(
                     value = row["E"]
                 elif field.name in (layout.CREATED_TIMESTAMP, layout.INGESTION_TIMESTAMP):
                     value = row.get("C", row["E"])
+                elif field.name == layout.LATEST_EVENT_TIMESTAMP:
+                    value = row.get("L", row["E"])
                 elif field.name == layout.EVENT_DATE:
                     value = row["E"].astimezone(UTC).date()
                 else:
@@ -467,6 +474,31 @@ CASES = [
         ),
         ["trip-counts:trips_1h"],
         [{"trips_1h": 3}, {"trips_1h": 0}],
+    ),
+    Case(
+        "an aggregation's TTL counts from the entity's latest event, not from the boundary "
+        "where its value last changed",
+        [
+            (
+                _view("trip-counts", {"trips_1h": "int64"}, ttl="1d", aggregations=True),
+                [
+                    [
+                        {"driver_id": 1, "E": T0, "L": T0 - MINUTE, "trips_1h": 1},
+                        # The window empties an hour later: known, count 0, same event.
+                        {"driver_id": 1, "E": T0 + HOUR, "L": T0 - MINUTE, "trips_1h": 0},
+                    ]
+                ],
+            )
+        ],
+        _entities(
+            [
+                {"driver_id": 1, "event_timestamp": T0 + DAY - MINUTE},  # exactly ttl old
+                {"driver_id": 1, "event_timestamp": T0 + DAY - MINUTE + US},
+                {"driver_id": 1, "event_timestamp": T0 + DAY + HOUR},  # ttl after the row
+            ]
+        ),
+        ["trip-counts:trips_1h"],
+        [{"trips_1h": 0}, {"trips_1h": None}, {"trips_1h": None}],
     ),
 ]
 

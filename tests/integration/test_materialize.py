@@ -43,6 +43,9 @@ pytestmark = pytest.mark.spark
 UTC = dt.UTC
 EXAMPLES = Path(__file__).parents[2] / "examples"
 DAY = dt.timedelta(days=1)
+HOUR = dt.timedelta(hours=1)
+MIN = dt.timedelta(minutes=1)
+US = dt.timedelta(microseconds=1)
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -400,6 +403,145 @@ def test_aggregations_match_a_reference_and_windows_in_pieces_equal_one_window(
         assert int(item[layout.EVENT_TIME]["N"]) == _micros(as_of["event_timestamp"])
         for name, value_type in types.items():
             assert values.from_attribute(value_type, item.get(name)) == as_of[name], name
+
+
+BIG = 2**53 + 1  # 9007199254740993: a float64 cannot hold it
+
+
+def _tips_view(source: str, name: str, aggregations: list[dict[str, Any]], **spec: Any) -> Any:
+    return v1alpha1.FeatureView.model_validate(
+        {
+            "metadata": {"name": name, "namespace": "rides"},
+            "spec": {
+                "owner": "tests",
+                "entities": [{"name": "driver_id", "type": "int64"}],
+                "source": {"batch": {"path": source, "timestampField": "ts"}},
+                "aggregationInterval": "10m",
+                "aggregations": aggregations,
+                **spec,
+            },
+        }
+    )
+
+
+def _pull(
+    spark: SparkSession, root: str, view: v1alpha1.FeatureView, times: list[dt.datetime]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The view's features at ``times`` for driver 1, by DuckDB and by Spark."""
+    import pandas as pd
+
+    from featurekube.store import FeatureStore
+
+    store = FeatureStore([view], namespace="rides", offline_uri=root)
+    entities = pd.DataFrame({"driver_id": [1] * len(times), "event_timestamp": times})
+    names = view.spec.feature_names
+    pulled = store.get_historical_features(entities, [f"{view.metadata.name}:{n}" for n in names])
+    by_duckdb = pulled.to_arrow().select(names).to_pylist()
+    by_spark = pulled.to_spark(spark).toArrow().select(names).to_pylist()
+    return by_duckdb, by_spark
+
+
+@pytest.mark.parametrize("order", ["mean-first", "mean-last"])
+def test_int64_aggregations_stay_exact_offline_online_and_in_pulls(
+    spark: SparkSession, s3_prefix: str, table_prefix: str, order: str
+) -> None:
+    exact = [
+        {"name": f"{f}_tip", "column": "tip", "function": f, "window": "1h", "type": "int64"}
+        for f in ("sum", "min", "max", "last")
+    ]
+    exact.append(
+        {"name": "distinct_tips", "column": "tip", "function": "count_distinct", "window": "1h"}
+    )
+    floats = [
+        {"name": f"{f}_tip", "column": "tip", "function": f, "window": "1h"}
+        for f in ("mean", "stddev")
+    ]
+    declared = floats + exact if order == "mean-first" else exact + floats
+    raw = pa.table(
+        {
+            "driver_id": pa.array([1, 1], pa.int64()),
+            "ts": pa.array([T0 + 5 * MIN, T0 + 6 * MIN], pa.timestamp("us", tz="UTC")),
+            "tip": pa.array([BIG, 1], pa.int64()),
+        }
+    )
+    view = _tips_view(_put(f"{s3_prefix}raw/tips-{order}/", raw), "tips", declared)
+    root = f"{s3_prefix}offline-{order}"
+    offline = f"{root}/rides/tips/v1"
+    online = _online_table(table_prefix, f"tips-{order}")
+
+    _materialize(spark, view, T0, T0 + 30 * MIN, offline, online)
+
+    want = {
+        "sum_tip": BIG + 1,  # 9007199254740994, not 9007199254740992
+        "min_tip": 1,
+        "max_tip": BIG,
+        "last_tip": 1,
+        "distinct_tips": 2,
+        "mean_tip": (BIG + 1) / 2,
+        "stddev_tip": statistics.stdev([BIG, 1]),
+    }
+    (row,) = _offline(offline)
+    assert {k: row[k] for k in want} == want
+    item = _online(online)["driver_id:i:1"]
+    types = view.spec.feature_types()
+    assert {k: values.from_attribute(types[k], item.get(k)) for k in want} == want
+    assert item["sum_tip"] == {"N": "9007199254740994"}
+    by_duckdb, by_spark = _pull(spark, root, view, [T0 + 15 * MIN])
+    assert by_duckdb == by_spark == [want]
+
+
+def test_an_aggregations_ttl_counts_from_the_entitys_latest_event(
+    spark: SparkSession, s3_prefix: str, table_prefix: str
+) -> None:
+    # A 2-day TTL on 7-day windows. The second trip changes the count, not the max.
+    raw = pa.table(
+        {
+            "driver_id": pa.array([1, 1], pa.int64()),
+            "ts": pa.array([T0 + 5 * MIN, T0 + DAY + 12 * HOUR], pa.timestamp("us", tz="UTC")),
+            "fare": pa.array([10.0, 5.0]),
+        }
+    )
+    aggregations = [
+        {"name": "trips_7d", "column": "fare", "function": "count", "window": "7d"},
+        {
+            "name": "max_fare_7d",
+            "column": "fare",
+            "function": "max",
+            "window": "7d",
+            "type": "float64",
+        },
+    ]
+    view = _tips_view(_put(f"{s3_prefix}raw/ttl/", raw), "fares", aggregations, ttl="2d")
+    root = f"{s3_prefix}offline-ttl"
+    offline = f"{root}/rides/fares/v1"
+    online = _online_table(table_prefix, "fares")
+    latest = T0 + DAY + 12 * HOUR
+
+    _materialize(spark, view, T0, T0 + 10 * DAY, offline, online)
+
+    rows = _offline(offline)
+    assert [r["latest_event_timestamp"] for r in rows] == [T0 + 5 * MIN] + [latest] * 3
+    times = [
+        T0 + 3 * DAY,  # 3 days after the first trip, 1.5 after the second: both count
+        latest + 2 * DAY,  # exactly ttl after the latest trip
+        latest + 2 * DAY + US,  # unknown: every aggregate null, count included
+        T0 + 7 * DAY + 20 * MIN,  # a row 10 minutes old, but its latest event is not
+    ]
+    expected = [
+        {"trips_7d": 2, "max_fare_7d": 10.0},
+        {"trips_7d": 2, "max_fare_7d": 10.0},
+        {"trips_7d": None, "max_fare_7d": None},
+        {"trips_7d": None, "max_fare_7d": None},
+    ]
+    by_duckdb, by_spark = _pull(spark, root, view, times)
+    assert by_duckdb == by_spark == expected
+    # Online: the value at the last boundary (the window emptied, count 0), valid
+    # and kept until 2 days after the latest trip, not after that boundary.
+    item = _online(online)["driver_id:i:1"]
+    assert int(item[layout.EVENT_TIME]["N"]) == _micros(latest + 7 * DAY)
+    assert int(item[layout.LATEST_EVENT_TIME]["N"]) == _micros(latest)
+    assert int(item[layout.EXPIRES_AT]["N"]) == _micros(latest + 2 * DAY) // 10**6
+    assert item["trips_7d"] == {"N": "0"} and "max_fare_7d" not in item
 
 
 # -- failures -------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The materialization plan and the aggregation kernel, without Spark or stores.
 
 The kernel is checked against a reference written the slow, obvious way: the value of
-every aggregation at every boundary, a row wherever the values change.
+every aggregation and the latest event at every boundary, a row wherever they change.
 """
 
 from __future__ import annotations
@@ -206,10 +206,11 @@ def _reference_value(step: plan.AggregationStep, rows: list[dict[str, Any]], t: 
         return len(set(values))
     if not values:
         return None
+    exact = all(isinstance(v, int) for v in values)
     if step.function == "sum":
-        return math.fsum(values) if step.value_type == "float64" else sum(values)
+        return sum(values) if exact else math.fsum(values)
     if step.function == "mean":
-        return math.fsum(values) / len(values)
+        return sum(values) / len(values) if exact else math.fsum(values) / len(values)
     if step.function == "stddev":
         return statistics.stdev(values) if len(values) > 1 else None
     if step.function == "min":
@@ -220,15 +221,23 @@ def _reference_value(step: plan.AggregationStep, rows: list[dict[str, Any]], t: 
     return values[-1]
 
 
+def _latest(rows: list[dict[str, Any]], t: int) -> int | None:
+    return max((r[plan.EVENT_MICROS] for r in rows if r[plan.EVENT_MICROS] <= t), default=None)
+
+
 def _reference(agg: plan.AggregationPlan, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     assert agg.first_boundary is not None and agg.last_boundary is not None
     out = []
     for t in range(agg.first_boundary, agg.last_boundary + 1, agg.interval):
-        now = [_reference_value(s, rows, t) for s in agg.steps]
-        before = [_reference_value(s, rows, t - agg.interval) for s in agg.steps]
+        now = [_latest(rows, t), *(_reference_value(s, rows, t) for s in agg.steps)]
+        before = [
+            _latest(rows, t - agg.interval),
+            *(_reference_value(s, rows, t - agg.interval) for s in agg.steps),
+        ]
         if now != before:
             out.append(
-                {"event_timestamp": t} | {s.name: v for s, v in zip(agg.steps, now, strict=True)}
+                {"event_timestamp": t, "latest_event_timestamp": now[0]}
+                | {s.name: v for s, v in zip(agg.steps, now[1:], strict=True)}
             )
     return out
 
@@ -302,7 +311,11 @@ def test_an_emptied_window_gives_a_row_of_zero_counts_and_nulls() -> None:
     assert rows[0]["n_30m"] == 1 and rows[0]["last_zone_1h"] == 2
     assert rows[1]["n_30m"] == 0 and rows[1]["mean_fare_30m"] is None
     assert rows[1]["fare_1h"] == 10.0
-    assert rows[2] == {"event_timestamp": rows[2]["event_timestamp"]} | {
+    assert {r["latest_event_timestamp"] for r in rows} == {one[0][plan.EVENT_MICROS]}
+    assert rows[2] == {
+        "event_timestamp": rows[2]["event_timestamp"],
+        "latest_event_timestamp": one[0][plan.EVENT_MICROS],
+    } | {
         "n_30m": 0,
         "riders_1h": 0,
         "fare_1h": None,
@@ -471,3 +484,160 @@ def test_the_entry_point_writes_its_report_where_the_environment_says(
         "offline": 0,
         "online": 0,
     }
+
+
+# -- exact integers and the latest event ------------------------------------------------------
+
+BIG = 2**53 + 1  # 9007199254740993: the first integer a float64 cannot hold
+
+
+def _tip_view(order: str) -> v1alpha1.FeatureView:
+    """mean and stddev of an int64 column declared before ("float-first") or after
+    its exact aggregations."""
+    exact = [
+        {"name": f"{f}_tip", "column": "tip", "function": f, "window": "1h", "type": "int64"}
+        for f in ("sum", "min", "max", "last")
+    ]
+    exact.append(
+        {"name": "distinct_tips", "column": "tip", "function": "count_distinct", "window": "1h"}
+    )
+    floats = [
+        {"name": f"{f}_tip", "column": "tip", "function": f, "window": "1h"}
+        for f in ("mean", "stddev")
+    ]
+    aggregations = floats + exact if order == "float-first" else exact + floats
+    return _view(aggregationInterval="10m", aggregations=aggregations)
+
+
+@pytest.mark.parametrize("order", ["float-first", "exact-first"])
+def test_an_integer_column_is_read_exactly_whatever_is_declared_first(order: str) -> None:
+    materialization = plan.plan_materialization(_tip_view(order), T0, T0 + dt.timedelta(hours=1))
+
+    assert plan.read_types(materialization, {"tip": "bigint"}) == {"tip": "int64"}
+    assert plan.read_types(materialization, {"tip": "int"}) == {"tip": "int64"}
+    assert plan.read_types(materialization, {"tip": "double"})["tip"] in ("float64", "int64")
+
+
+@pytest.mark.parametrize("order", ["float-first", "exact-first"])
+def test_sums_minima_maxima_and_last_of_int64_stay_exact_beyond_2_to_the_53(order: str) -> None:
+    at = plan.to_micros(T0) + 5 * MINUTE
+    events = pa.table(
+        {
+            plan.EVENT_MICROS: pa.array([at, at + MINUTE, at + 2 * MINUTE], pa.int64()),
+            plan.CREATED_MICROS: pa.array([at, at + MINUTE, at + 2 * MINUTE], pa.int64()),
+            "tip": pa.array([BIG, 1, BIG + 2], pa.int64()),
+        }
+    )
+    materialization = plan.plan_materialization(_tip_view(order), T0, T0 + dt.timedelta(hours=1))
+    assert materialization.aggregation is not None
+
+    (row,) = aggregate.aggregate_entity(events, materialization.aggregation).to_pylist()[:1]
+
+    assert row["sum_tip"] == 2 * BIG + 3 == 18014398509481989
+    assert (row["min_tip"], row["max_tip"], row["last_tip"]) == (1, BIG + 2, BIG + 2)
+    assert row["distinct_tips"] == 3
+    # Computed exactly, rounded once: not from values already rounded to float64.
+    assert row["mean_tip"] == (2 * BIG + 3) / 3
+    assert row["stddev_tip"] == statistics.stdev([BIG, 1, BIG + 2])
+
+
+def test_an_event_that_changes_no_value_still_moves_the_latest_event() -> None:
+    view = _view(
+        aggregationInterval="10m",
+        aggregations=[
+            {
+                "name": "max_zone",
+                "column": "zone",
+                "function": "max",
+                "window": "1h",
+                "type": "int64",
+            },
+        ],
+    )
+    start = plan.to_micros(T0)
+    events = pa.table(
+        {
+            plan.EVENT_MICROS: pa.array([start + MINUTE, start + 25 * MINUTE], pa.int64()),
+            plan.CREATED_MICROS: pa.array([0, 0], pa.int64()),
+            "zone": pa.array([9, 3], pa.int64()),  # the second leaves the max as it is
+        }
+    )
+    agg = plan.plan_materialization(view, T0, T0 + dt.timedelta(minutes=40)).aggregation
+    assert agg is not None
+
+    rows = aggregate.aggregate_entity(events, agg).to_pylist()
+
+    assert rows == [
+        {
+            "event_timestamp": start + 10 * MINUTE,
+            "latest_event_timestamp": start + MINUTE,
+            "max_zone": 9,
+        },
+        {
+            "event_timestamp": start + 30 * MINUTE,
+            "latest_event_timestamp": start + 25 * MINUTE,
+            "max_zone": 9,
+        },
+    ]
+
+
+def test_the_documented_choices_of_each_function() -> None:
+    """docs/semantics.md, "Aggregations": one boundary shows each choice."""
+    view = _view(
+        aggregationInterval="10m",
+        aggregations=[
+            {"name": "events", "column": "trip_id", "function": "count", "window": "1h"},
+            {"name": "fares", "column": "fare", "function": "count", "window": "1h"},
+            {"name": "sd_fare", "column": "fare", "function": "stddev", "window": "1h"},
+            {
+                "name": "sum_fare",
+                "column": "fare",
+                "function": "sum",
+                "window": "1h",
+                "type": "float64",
+            },
+            {
+                "name": "last_zone",
+                "column": "zone",
+                "function": "last",
+                "window": "1h",
+                "type": "int64",
+            },
+            {"name": "riders", "column": "rider_id", "function": "count_distinct", "window": "1h"},
+        ],
+    )
+    at = plan.to_micros(T0) + MINUTE
+    rows = [
+        # Three events at one event time all count; two of them tie on created time
+        # too, and last takes the greater zone of the two.
+        {"trip_id": 1, "fare": 2.0, "zone": 3, "rider_id": 7, "created": 5},
+        {"trip_id": 2, "fare": 4.0, "zone": 8, "rider_id": 7, "created": 5},
+        {"trip_id": 3, "fare": None, "zone": 1, "rider_id": None, "created": 4},
+        # The latest event has no fare and no zone: last ignores its null.
+        {"trip_id": 4, "fare": None, "zone": None, "rider_id": 9, "created": 0, "later": True},
+    ]
+    events = pa.Table.from_pylist(
+        [
+            {
+                plan.EVENT_MICROS: at + (MINUTE if r.get("later") else 0),
+                plan.CREATED_MICROS: r["created"],
+                "trip_id": r["trip_id"],
+                "fare": r["fare"],
+                "zone": r["zone"],
+                "rider_id": r["rider_id"],
+            }
+            for r in rows
+        ]
+    )
+    agg = plan.plan_materialization(view, T0, T0 + dt.timedelta(minutes=20)).aggregation
+    assert agg is not None
+
+    (row,) = aggregate.aggregate_entity(events, agg).to_pylist()
+
+    assert row["events"] == 4  # count(trip_id): every event, equal event times too
+    assert row["fares"] == 2  # count(fare): the non-null values only
+    assert row["sd_fare"] == math.sqrt(2.0)  # sample deviation of 2 and 4 (n - 1)
+    assert row["sum_fare"] == 6.0  # nulls skipped
+    assert row["last_zone"] == 8  # nulls ignored; a full tie goes to the greater value
+    assert row["riders"] == 2  # distinct non-null values
+    assert row["latest_event_timestamp"] == at + MINUTE  # any event, nulls or not

@@ -317,6 +317,32 @@ def test_statuses_follow_the_ttl_and_a_value_exactly_ttl_old_is_present(
     assert result.status_counts == {present: 6, absent: 2, old: 2}
 
 
+def test_an_aggregations_ttl_counts_from_its_latest_event_not_its_boundary(
+    serving: plan.ServingPlan,
+) -> None:
+    ttl = serving.feature_views[0].ttl_micros
+    assert ttl is not None
+    boundary = NOW - 3 * ttl  # the value last changed long ago ...
+    latest = {layout.LATEST_EVENT_TIME: {"N": str(NOW - ttl)}}  # ... its events are recent
+    stale = {layout.LATEST_EVENT_TIME: {"N": str(NOW - ttl - 1)}}
+    checked = plan_lookup(
+        serving, feature_names=["trips_30m"], entities={"driver_id": ints(1, 2, 1)}
+    )
+    items = {
+        "stats": {
+            "driver_id:i:1": item("driver_id:i:1", boundary, trips_30m={"N": "2"}, **latest),
+            "driver_id:i:2": item("driver_id:i:2", NOW, trips_30m={"N": "7"}, **stale),
+        }
+    }
+
+    (trips,) = lookup.assemble(checked, items, NOW).features
+
+    old = lookup.Status.OUTSIDE_MAX_AGE
+    assert trips.values == [2, None, 2]
+    assert trips.statuses == [lookup.Status.PRESENT, old, lookup.Status.PRESENT]
+    assert trips.event_times == [boundary, NOW, boundary]  # the value's own event time
+
+
 def test_a_view_without_ttl_never_expires(serving: plan.ServingPlan) -> None:
     checked = plan_lookup(
         serving,

@@ -227,7 +227,11 @@ def batch_requests(
             continue
         projection: dict[str, Any] = {}
         if read.attributes is not None:
-            names = {"#k": layout.ENTITY_KEY, "#e": layout.EVENT_TIME}
+            names = {
+                "#k": layout.ENTITY_KEY,
+                "#e": layout.EVENT_TIME,
+                "#l": layout.LATEST_EVENT_TIME,
+            }
             names.update({f"#a{i}": attribute for i, attribute in enumerate(read.attributes)})
             projection = {
                 "ProjectionExpression": ", ".join(names),

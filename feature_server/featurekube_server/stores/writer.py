@@ -50,6 +50,9 @@ class WritePathPusher:
         target = view.push
         assert target is not None and target.spec is not None
         label = f"FeatureView {view.namespace}/{view.name}"
+        # The rows of one push share a created time: equal keys and event times are
+        # full ties, resolved here as the job resolves them, the same in both stores.
+        rows = writer.resolve_full_ties(target.spec, rows)
         try:
             if target.online:
                 online = self._online.get(view.online_table)

@@ -19,7 +19,9 @@ its own. Why the result is exact:
   greatest (chosen when counting the pairs shows they are few).
 - The TTL is applied to the row chosen: it has the greatest E <= T, so if it is older
   than the TTL every other candidate is too, and the features are null. Hashing
-  leaves such rows out of the pairs instead, which gives the same nulls.
+  leaves such rows out of the pairs instead, which gives the same nulls. For
+  aggregation views the TTL counts from each row's ``latest_event_timestamp`` (L),
+  which never decreases as E grows, so the same argument holds for L.
 - T is compared in whole microseconds, the precision of the offline tables: rounded
   down for E <= T and up for T - E <= ttl, so finer entity times stay exact.
 - Each entity row carries its position; the result is put back in that order, and the
@@ -414,9 +416,15 @@ def _bounds(view: plan.ViewJoin) -> list[str]:
 
 def _rows_sql(source: str, view: plan.ViewJoin) -> str:
     """The view's rows as the joins take them: keys, the event time ``__e`` and the
-    created time ``__c`` in microseconds, features."""
+    created time ``__c`` in microseconds, for aggregation views with a TTL the latest
+    event ``__l``, features."""
     event = _quote(layout.EVENT_TIMESTAMP)
     created = _quote(layout.CREATED_TIMESTAMP)
+    latest = (
+        f"epoch_us(coalesce({_quote(view.ttl_from)}, {event})) AS __l, "
+        if _counts_from_latest(view)
+        else ""
+    )
     keys = [
         f"CAST({_quote(k.name)} AS {'BIGINT' if k.type == 'int64' else 'VARCHAR'}) "
         f"AS {_quote(k.name)}"
@@ -426,7 +434,7 @@ def _rows_sql(source: str, view: plan.ViewJoin) -> str:
     where = " AND ".join([f"{event} IS NOT NULL", *_bounds(view)])
     return (
         f"SELECT {', '.join(keys)}, epoch_us({event}) AS __e, "
-        f"coalesce(epoch_us({created}), -{_MAX_INT64}) AS __c, "
+        f"coalesce(epoch_us({created}), -{_MAX_INT64}) AS __c, {latest}"
         f"{', '.join(features)} FROM {source} WHERE {where}"
     )
 
@@ -467,6 +475,11 @@ def _ttl_micros(view: plan.ViewJoin) -> int | None:
     return None if view.ttl is None else view.ttl // dt.timedelta(microseconds=1)
 
 
+def _counts_from_latest(view: plan.ViewJoin) -> bool:
+    """Whether the TTL counts from a column of its own (``__l``), not the event time."""
+    return view.ttl is not None and view.ttl_from != layout.EVENT_TIMESTAMP
+
+
 def _hash_sql(view: plan.ViewJoin, rows_sql: str) -> str:
     """One view's join by hashing: every view row of equal keys with E <= T (and, with
     a TTL, not older than it allows) is paired with the entity row, and the pair of the
@@ -478,7 +491,7 @@ def _hash_sql(view: plan.ViewJoin, rows_sql: str) -> str:
     on.append("v.__e <= e.__t")
     ttl = _ttl_micros(view)
     if ttl is not None:
-        on.append(f"v.__e >= e.__t_up - {ttl}")
+        on.append(f"v.{'__l' if _counts_from_latest(view) else '__e'} >= e.__t_up - {ttl}")
     features = range(len(view.features))
     values = ", ".join(f"'f{j}': v.__f{j}" for j in features)
     selected = ["__row", *(f"__v.f{j} AS __f{j}" for j in features)]
@@ -497,17 +510,20 @@ def _view_sql(view: plan.ViewJoin, relation: str) -> str:
     ttl = _ttl_micros(view)
     # E >= T - ttl read off the order, so that the sorted rows need not carry E too:
     # created lies within +-(2^63 - 1), less than half of 2^64.
-    fresh = _order_sql(f"e.__t_up - {ttl}", f"-{_MAX_INT64}")
+    fresh = f"v.__o >= {_order_sql(f'e.__t_up - {ttl}', f'-{_MAX_INT64}')}"
+    if _counts_from_latest(view):
+        fresh = f"v.__l >= e.__t_up - {ttl}"
     selected = ["e.__row"]
     for j in range(len(view.features)):
         if ttl is None:
             selected.append(f"v.__f{j}")
         else:
-            selected.append(f"CASE WHEN v.__o >= {fresh} THEN v.__f{j} END AS __f{j}")
+            selected.append(f"CASE WHEN {fresh} THEN v.__f{j} END AS __f{j}")
     on = " AND ".join(f"e.{_quote(k.name)} = v.{_quote(k.name)}" for k in view.keys)
     keys = ", ".join(_quote(k.name) for k in view.keys)
     features = ", ".join(f"__f{j}" for j in range(len(view.features)))
-    rows = f"(SELECT {keys}, {_order_sql('__e', '__c')} AS __o, {features} FROM {relation})"
+    latest = "__l, " if _counts_from_latest(view) else ""
+    rows = f"(SELECT {keys}, {_order_sql('__e', '__c')} AS __o, {latest}{features} FROM {relation})"
     return (
         f"SELECT {', '.join(selected)} FROM {_entities_sql(view)} e "
         f"ASOF LEFT JOIN {rows} v ON {on} AND e.__o >= v.__o"

@@ -9,10 +9,12 @@ columns, TTL and the range of event times that can matter, so that an engine rea
 only the partitions and columns it needs. The DuckDB and Spark engines each execute a
 plan; neither decides anything the plan says.
 
-The rule every engine implements (DESIGN.md, Semantics): for an entity row with keys
+The rule every engine implements (docs/semantics.md): for an entity row with keys
 K at time T, a view gives its row of K with the greatest event time E <= T, and, if
-the view has a TTL, T - E <= ttl; ties on E go to the greater created timestamp; no
-such row gives nulls. Every entity row comes back, in the caller's order.
+the view has a TTL, T - L <= ttl, L being the entity's latest event as of that row
+(the row's own event time, or for aggregations its ``latest_event_timestamp``); ties
+on E go to the greater created timestamp; no such row gives nulls. Every entity row
+comes back, in the caller's order.
 
 Errors::
 
@@ -186,7 +188,12 @@ class ViewJoin:
     keys: tuple[KeyColumn, ...]
     features: tuple[FeatureColumn, ...]
     ttl: dt.timedelta | None
-    """Values older than this at T are not joined; None: no limit."""
+    """Values whose latest event is older than this at T are not joined; None: no
+    limit."""
+    ttl_from: str
+    """The column of each row's latest event, which the TTL counts from:
+    ``event_timestamp``, or for aggregation views ``latest_event_timestamp`` (null in
+    a row: its event time)."""
     earliest: dt.datetime | None
     """No row with an earlier event time can be joined (T - ttl of the earliest T);
     None: no lower bound (the view has no TTL)."""
@@ -202,10 +209,14 @@ class ViewJoin:
     @property
     def columns(self) -> tuple[str, ...]:
         """The table's columns the join reads, keys first."""
+        latest = (
+            () if self.ttl is None or self.ttl_from == layout.EVENT_TIMESTAMP else (self.ttl_from,)
+        )
         return (
             *(k.name for k in self.keys),
             layout.EVENT_TIMESTAMP,
             layout.CREATED_TIMESTAMP,
+            *latest,
             *dict.fromkeys(f.name for f in self.features),
         )
 
@@ -456,6 +467,11 @@ def plan_join(
                 keys=tuple(KeyColumn(k.name, k.type) for k in view.spec.entities),
                 features=tuple(features),
                 ttl=ttl,
+                ttl_from=(
+                    layout.LATEST_EVENT_TIMESTAMP
+                    if view.spec.aggregations
+                    else layout.EVENT_TIMESTAMP
+                ),
                 earliest=earliest,
                 latest=latest,
             )

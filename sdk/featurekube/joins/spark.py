@@ -170,8 +170,10 @@ def _view_rows(spark: SparkSession, view: plan.ViewJoin) -> DataFrame:
         condition = condition & (event >= F.lit(view.earliest))
         if partitioned and first is not None:
             condition = condition & (F.col(layout.EVENT_DATE) >= F.lit(first))
+    # "e": what the TTL counts from, the row's latest event (docs/semantics.md).
+    anchor = event if view.ttl_from == layout.EVENT_TIMESTAMP else F.col(view.ttl_from)
     values = F.struct(
-        F.unix_micros(event).alias("e"),
+        F.unix_micros(F.coalesce(anchor, event)).alias("e"),
         *(F.col(f.name).alias(f"f{j}") for j, f in enumerate(view.features)),
     )
     created = F.unix_micros(F.col(layout.CREATED_TIMESTAMP))

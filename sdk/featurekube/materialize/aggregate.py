@@ -2,21 +2,26 @@
 pure (numpy and pyarrow, no I/O, no pyspark).
 
 The Spark job groups the source events by entity and calls :func:`aggregate_entity` on
-each group (``applyInArrow``); the rules are those of :mod:`featurekube.materialize.plan`:
-a row at each owned boundary t whose values differ from those at t - S.
+each group (``applyInArrow``); the rules are those of :mod:`featurekube.materialize.plan`
+and of the semantics page (docs/semantics.md, "Aggregations"): a row at each owned
+boundary t whose values, or whose latest event, differ from those at t - S.
 
 An entity's values only change at the boundaries where an event enters a window
 (the first boundary at or after its event time) or leaves one (that boundary plus the
-window); only those candidates, and the boundary before each, are evaluated.
+window); only those candidates, and the boundary before each, are evaluated. Each row
+also carries the entity's latest event at or before t, of any column: the TTL counts
+from it, so a value that stays the same stays valid while events keep coming.
 
 What each function gives over the events of ``(t - window, t]`` whose column is not
 null (as SQL aggregates, nulls are skipped):
 
 - ``count``, ``count_distinct``: how many values, how many distinct ones; 0 when none.
-- ``sum``, ``mean``, ``min``, ``max``: as named; null when none. Float sums are exactly
-  rounded (``math.fsum``), so they do not depend on the order of the events and a value
-  is the same whichever window computed it.
-- ``stddev``: the sample standard deviation; null below two values.
+- ``sum``, ``mean``, ``min``, ``max``: as named; null when none. Integer columns stay
+  integers: sums, minima and maxima of int64 are exact, and a mean or deviation of
+  integers is computed exactly and rounded once. Float sums are exactly rounded
+  (``math.fsum``), so they do not depend on the order of the events and a value is the
+  same whichever window computed it.
+- ``stddev``: the sample standard deviation (n - 1); null below two values.
 - ``last``: the value of the event with the greatest event time, then created time
   (and among events equal in both, the greatest value).
 
@@ -25,6 +30,7 @@ A float NaN makes ``min``, ``max``, ``sum`` and ``mean`` NaN.
 
 from __future__ import annotations
 
+import fractions
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -40,7 +46,10 @@ from featurekube.materialize.plan import (
     AggregationStep,
 )
 
-__all__ = ["aggregate_entity", "output_schema"]
+__all__ = ["LATEST_EVENT", "aggregate_entity", "output_schema"]
+
+LATEST_EVENT = "latest_event_timestamp"
+"""The output column of the entity's latest event at or before the boundary (µs)."""
 
 _Int64s = npt.NDArray[np.int64]
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -56,8 +65,12 @@ _ARROW = {
 
 def output_schema(plan: AggregationPlan) -> pa.Schema:
     """What :func:`aggregate_entity` returns: ``event_timestamp`` (the boundary t, in
-    microseconds), then one column per aggregation."""
-    fields = [pa.field("event_timestamp", pa.int64(), nullable=False)]
+    microseconds), :data:`LATEST_EVENT` (microseconds), then one column per
+    aggregation."""
+    fields = [
+        pa.field("event_timestamp", pa.int64(), nullable=False),
+        pa.field(LATEST_EVENT, pa.int64(), nullable=False),
+    ]
     fields += [pa.field(step.name, _ARROW[step.value_type]) for step in plan.steps]
     return pa.schema(fields)
 
@@ -88,7 +101,11 @@ def aggregate_entity(events: pa.Table, plan: AggregationPlan) -> pa.Table:
     if candidates.size == 0:
         return schema.empty_table()
     probes = np.unique(np.concatenate([candidates, candidates - interval]))
-    columns = [_evaluate(step, events, probes) for step in plan.steps]
+    # The latest event at or before each probe (None before the first event, which a
+    # candidate never is: each is at or after an event).
+    latest_at = (np.searchsorted(times, probes, side="right") - 1).tolist()
+    latest = [times[i].item() if i >= 0 else None for i in latest_at]
+    columns = [latest, *(_evaluate(step, events, probes) for step in plan.steps)]
     at = np.searchsorted(probes, candidates)
     before = np.searchsorted(probes, candidates - interval)
     changed = [
@@ -97,8 +114,11 @@ def aggregate_entity(events: pa.Table, plan: AggregationPlan) -> pa.Table:
         if any(not _same(values[i], values[j]) for values in columns)
     ]
     boundaries = candidates[changed].tolist()
-    arrays = [pa.array(boundaries, pa.int64())]
-    for step, values in zip(plan.steps, columns, strict=True):
+    arrays = [
+        pa.array(boundaries, pa.int64()),
+        pa.array([latest[at[i]] for i in changed], pa.int64()),
+    ]
+    for step, values in zip(plan.steps, columns[1:], strict=True):
         arrays.append(_to_arrow([values[at[i]] for i in changed], step.value_type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -175,16 +195,27 @@ def _sum(values: Any, lo: int, hi: int) -> Any:
 def _mean(values: Any, lo: int, hi: int) -> float | None:
     if hi == lo:
         return None
-    return math.fsum(values[lo:hi].tolist()) / (hi - lo)
+    part = values[lo:hi]
+    if part.dtype.kind in "iu":
+        # Python ints: the exact sum, divided with one rounding.
+        return float(sum(part.tolist()) / (hi - lo))
+    return math.fsum(part.tolist()) / (hi - lo)
 
 
 def _stddev(values: Any, lo: int, hi: int) -> float | None:
     n = hi - lo
     if n < 2:
         return None
-    part = [float(v) for v in values[lo:hi].tolist()]
-    mean = math.fsum(part) / n
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in part) / (n - 1))
+    part = values[lo:hi]
+    if part.dtype.kind in "iu":
+        # Exact for integers beyond 2^53: the variance as a fraction, rounded once.
+        ints = part.tolist()
+        total = sum(ints)
+        squares = n * sum(v * v for v in ints) - total * total
+        return math.sqrt(fractions.Fraction(squares, n * (n - 1)))
+    floats = [float(v) for v in part.tolist()]
+    mean = math.fsum(floats) / n
+    return math.sqrt(math.fsum((v - mean) ** 2 for v in floats) / (n - 1))
 
 
 def _min(values: Any, lo: int, hi: int) -> Any:

@@ -12,18 +12,27 @@ Plain features: the source rows with ``start <= E < end``. Rows of one entity wi
 equal event times are one row: the one with the greatest created time.
 
 Aggregations, with interval S and windows W: values exist at boundaries t = k·S, the
-value at t aggregating the events with ``t - W < E <= t``. A window owns the boundaries
-with ``start <= t < end`` — each boundary belongs to exactly one of a sequence of
-windows, and the value at an owned t needs only events with E <= t < end, which have
-all arrived when the window is due. The offline store gets a row at an owned t for
+value at t aggregating the events with ``t - W < E <= t`` (docs/semantics.md,
+"Aggregations"). A window owns the boundaries with ``start <= t < end`` — each boundary
+belongs to exactly one of a sequence of windows, and the value at an owned t needs
+only events with E <= t < end, which have all arrived when the window is due. A window
+[start, end) that does not start or end on a boundary owns the boundaries inside it:
+the first at or after ``start``, the last before ``end``; one between two boundaries
+owns none and computes nothing. The offline store gets a row at an owned t for
 each entity whose values differ from those at t - S (a change; an emptied window is one,
-with count 0 and other values null). Whether the value at t - S differs is computed
-from the events themselves, not from earlier output, so the rows at t are a function
-of the source events with ``t - S - max(W) < E <= t`` alone: re-running a window gives
-the same rows, and any split of a period into windows gives the rows of the whole.
-Hence the read range ``(first - S - max(W), last]`` for the window's first and last
-boundaries. An aggregation row's event time is t and its created time is t too, so a
-re-run replaces it online while an older window's never does.
+with count 0 and other values null), or which had an event in (t - S, t]: each row
+carries ``latest_event_timestamp``, the entity's latest event at or before t, which
+the TTL counts from. Whether the values at t - S differ is computed from the events
+themselves, not from earlier output, so the rows at t are a function of the source
+events with ``t - S - max(W) < E <= t`` alone: re-running a window gives the same rows,
+and any split of a period into windows gives the rows of the whole. Hence the read
+range ``(first - S - max(W), last]`` for the window's first and last boundaries. An
+aggregation row's event time is t and its created time is t too, so a re-run replaces
+it online while an older window's never does.
+
+An aggregated column is read once, in one type (:func:`read_types`): an integer column
+as int64 whatever is computed over it, so that sum, min, max and last stay exact
+beyond 2^53 beside a mean or a deviation of the same column.
 
 Online, the job writes each entity's newest row of the window (greatest event time,
 then created time), which is the offline point-in-time value at any T from that row's
@@ -55,6 +64,7 @@ __all__ = [
     "from_micros",
     "parse_time",
     "plan_materialization",
+    "read_types",
     "read_view_document",
     "to_micros",
 ]
@@ -191,6 +201,12 @@ class MaterializationPlan:
         """An aggregation window that owns no boundary computes nothing."""
         return self.read_start >= self.read_end
 
+    def aggregated_columns(self) -> list[str]:
+        """The source columns aggregations read, deduplicated, in spec order."""
+        return list(
+            dict.fromkeys(c.name for c in self.columns if c.role.startswith("aggregation "))
+        )
+
     def source_columns(self) -> list[str]:
         """The columns the job selects from the transformed source, deduplicated."""
         seen: dict[str, None] = {}
@@ -282,11 +298,48 @@ def _plan_aggregation(
 
 
 def _column_type(step: AggregationStep) -> str:
+    """The type a step's column must convert to (``any``: every type)."""
     if step.function in ("count", "count_distinct"):
         return "any"
     if step.function in ("mean", "stddev"):
         return "float64"
     return step.value_type
+
+
+def read_types(plan: MaterializationPlan, found: Mapping[str, str]) -> dict[str, str]:
+    """Each aggregated column -> the value type it is read as (``any``: as it is).
+
+    ``found`` maps columns to their Spark types. An integer column is read as int64
+    whatever is computed over it: int64 holds every integer type exactly, and the
+    kernel computes means and deviations of integers exactly, so the order in which
+    aggregations are declared never decides whether a sum is exact. Any other column
+    is read as the first type its aggregations need (:func:`check_columns` has made
+    sure they all accept it).
+
+    >>> import featurekube.spec.v1alpha1 as v
+    >>> view = v.FeatureView.model_validate({"metadata": {"name": "a"}, "spec": {
+    ...     "owner": "o", "entities": [{"name": "driver_id", "type": "int64"}],
+    ...     "source": {"batch": {"path": "s3://bucket/x/"}}, "aggregationInterval": "1h",
+    ...     "aggregations": [
+    ...         {"name": "mean_tip", "column": "tip", "function": "mean", "window": "1d"},
+    ...         {"name": "sum_tip", "column": "tip", "function": "sum", "window": "1d",
+    ...          "type": "int64"},
+    ...         {"name": "mean_fare", "column": "fare", "function": "mean", "window": "1d"},
+    ...         {"name": "riders", "column": "rider", "function": "count_distinct",
+    ...          "window": "1d"}]}})
+    >>> p = plan_materialization(view, dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2))
+    >>> read_types(p, {"tip": "bigint", "fare": "int", "rider": "string"})
+    {'tip': 'int64', 'fare': 'int64', 'rider': 'any'}
+    """
+    types: dict[str, str] = {}
+    for column in plan.columns:
+        if not column.role.startswith("aggregation "):
+            continue
+        if re.sub(r"\(.*\)$", "", found.get(column.name, "")) in _INTEGERS:
+            types[column.name] = "int64"
+        elif types.get(column.name, "any") == "any":
+            types[column.name] = column.value_type
+    return types
 
 
 def check_columns(plan: MaterializationPlan, found: Mapping[str, str]) -> list[str]:

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 
 EVENT = offline_layout.EVENT_TIMESTAMP
 CREATED = offline_layout.CREATED_TIMESTAMP
+LATEST = offline_layout.LATEST_EVENT_TIMESTAMP
 _ROWS_READ = "__rows_read"
 _CHUNK = "__chunk"
 
@@ -293,7 +294,7 @@ def _events(
     if plan.aggregation is None:
         selected += [F.col(n).cast(v1alpha1.SPARK_SQL_TYPES[t]).alias(n) for n, t in plan.features]
     else:
-        for name, type_ in _aggregated_columns(plan).items():
+        for name, type_ in planning.read_types(plan, found).items():
             column = (
                 F.col(name) if type_ == "any" else F.col(name).cast(v1alpha1.SPARK_SQL_TYPES[type_])
             )
@@ -302,18 +303,6 @@ def _events(
     return frame.select(*selected).where(
         (F.col(EVENT) >= F.lit(plan.read_start)) & (F.col(EVENT) < F.lit(plan.read_end))
     )
-
-
-def _aggregated_columns(plan: planning.MaterializationPlan) -> dict[str, str]:
-    """Aggregated column -> the type it is read as (``any``: as it is)."""
-    types: dict[str, str] = {}
-    for column in plan.columns:
-        if column.role.startswith("aggregation "):
-            held = types.get(column.name)
-            # A column both counted and summed is read as the sum's type.
-            if held is None or held == "any":
-                types[column.name] = column.value_type
-    return types
 
 
 def _deduplicated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFrame:
@@ -346,12 +335,12 @@ def _aggregated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFr
         *keys,
         F.unix_micros(F.col(EVENT)).alias(planning.EVENT_MICROS),
         F.unix_micros(F.col(CREATED)).alias(planning.CREATED_MICROS),
-        *_aggregated_columns(plan),
+        *plan.aggregated_columns(),
     )
     out_ddl = ", ".join(
         [f"`{k}` {v1alpha1.SPARK_SQL_TYPES[key_types[k]]}" for k in keys]
         + [f"`{n}` {v1alpha1.SPARK_SQL_TYPES[t]}" for n, t in plan.features]
-        + ["event_micros bigint"]
+        + ["event_micros bigint", "latest_micros bigint"]
     )
     key_arrow = {k: row_codec.ARROW_TYPES[key_types[k]] for k in keys}
 
@@ -360,9 +349,10 @@ def _aggregated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFr
         n = out.num_rows
         columns = [pa.repeat(pa.scalar(table.column(k)[0].as_py(), key_arrow[k]), n) for k in keys]
         columns += [out.column(name) for name, _ in plan.features]
-        columns.append(out.column("event_timestamp"))
+        columns += [out.column("event_timestamp"), out.column(aggregate.LATEST_EVENT)]
         return pa.Table.from_arrays(
-            columns, names=[*keys, *(f for f, _ in plan.features), "event_micros"]
+            columns,
+            names=[*keys, *(f for f, _ in plan.features), "event_micros", "latest_micros"],
         )
 
     computed = inputs.groupBy(*keys).applyInArrow(per_entity, schema=out_ddl)
@@ -372,13 +362,17 @@ def _aggregated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFr
         *[name for name, _ in plan.features],
         event.alias(EVENT),
         event.alias(CREATED),
+        F.timestamp_micros(F.col("latest_micros")).alias(LATEST),
     )
 
 
 def _row_ddl(plan: planning.MaterializationPlan) -> str:
     columns = [f"`{k}` {v1alpha1.SPARK_SQL_TYPES[t]}" for k, t in plan.keys]
     columns += [f"`{n}` {v1alpha1.SPARK_SQL_TYPES[t]}" for n, t in plan.features]
-    columns += [f"{EVENT} timestamp", f"{CREATED} timestamp", f"{_ROWS_READ} bigint"]
+    columns += [f"{EVENT} timestamp", f"{CREATED} timestamp"]
+    if plan.aggregation is not None:
+        columns.append(f"{LATEST} timestamp")
+    columns.append(f"{_ROWS_READ} bigint")
     return ", ".join(columns)
 
 
@@ -478,12 +472,14 @@ def _newest_per_entity(rows: DataFrame, plan: planning.MaterializationPlan) -> D
     from pyspark.sql import functions as F
 
     keys = [name for name, _ in plan.keys]
-    features = [name for name, _ in plan.features]
-    newest = F.max(F.struct(F.col(EVENT), F.col(CREATED), *[F.col(f) for f in features]))
+    carried = [name for name, _ in plan.features]
+    if plan.aggregation is not None:
+        carried.append(LATEST)
+    newest = F.max(F.struct(F.col(EVENT), F.col(CREATED), *[F.col(c) for c in carried]))
     return (
         rows.groupBy(*keys)
         .agg(newest.alias("__newest"))
-        .select(*keys, *[F.col(f"__newest.{c}").alias(c) for c in (*features, EVENT, CREATED)])
+        .select(*keys, *[F.col(f"__newest.{c}").alias(c) for c in (*carried, EVENT, CREATED)])
     )
 
 

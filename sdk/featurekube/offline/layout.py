@@ -5,6 +5,8 @@ Join keys and features under their own names, then:
 - ``event_timestamp``: when the values held (for aggregations, the step boundary t);
 - ``created_timestamp``: the tie-break among rows with equal event times — the source's
   created-timestamp column when the view names one, else the ingestion time;
+- ``latest_event_timestamp`` (aggregation views only): the entity's latest event at or
+  before ``event_timestamp``, which the view's TTL counts from (docs/semantics.md);
 - ``ingestion_timestamp``: when featurekube wrote the row;
 - ``event_date``: the UTC date of ``event_timestamp``, the partition column.
 
@@ -18,6 +20,7 @@ __all__ = [
     "EVENT_DATE",
     "EVENT_TIMESTAMP",
     "INGESTION_TIMESTAMP",
+    "LATEST_EVENT_TIMESTAMP",
     "RESERVED",
     "table_uri",
     "view_directory",
@@ -26,8 +29,11 @@ __all__ = [
 EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"
 INGESTION_TIMESTAMP = "ingestion_timestamp"
+LATEST_EVENT_TIMESTAMP = "latest_event_timestamp"
 EVENT_DATE = "event_date"
-RESERVED = frozenset({EVENT_TIMESTAMP, CREATED_TIMESTAMP, INGESTION_TIMESTAMP, EVENT_DATE})
+RESERVED = frozenset(
+    {EVENT_TIMESTAMP, CREATED_TIMESTAMP, INGESTION_TIMESTAMP, LATEST_EVENT_TIMESTAMP, EVENT_DATE}
+)
 """Column names no join key or feature may take."""
 
 

@@ -1,8 +1,9 @@
 """How a view's values are laid out in its DynamoDB table; pure.
 
 One item per entity: the encoded entity key (hash key), one attribute per feature
-(absent when null), the event time and created time of the values, and an expiry that
-the table's TTL removes stale items by. Writers replace an item only with values of a
+(absent when null), the event time and created time of the values, for aggregation
+views the entity's latest event (which the TTL counts from), and an expiry that the
+table's TTL removes stale items by. Writers replace an item only with values of a
 later event time, or of the same event time and a later or equal created time — the
 same order the offline point-in-time join uses, so both agree.
 """
@@ -14,6 +15,7 @@ __all__ = [
     "ENTITY_KEY",
     "EVENT_TIME",
     "EXPIRES_AT",
+    "LATEST_EVENT_TIME",
     "RESERVED",
     "newer_condition",
     "table_definition",
@@ -26,9 +28,14 @@ EVENT_TIME = "event_time"
 """Event time of the stored values, in microseconds since the epoch (N)."""
 CREATED_TIME = "created_time"
 """Created time of the stored values (tie-break on equal event times), microseconds (N)."""
+LATEST_EVENT_TIME = "latest_event_time"
+"""Aggregation views: the entity's latest event at or before the values' event time
+(a step boundary), in microseconds (N). The TTL counts from it, not from the event
+time, so an aggregate that stays the same stays valid while its events are recent."""
 EXPIRES_AT = "expires_at"
-"""Seconds since the epoch after which DynamoDB's TTL may delete the item (N)."""
-RESERVED = frozenset({ENTITY_KEY, EVENT_TIME, CREATED_TIME, EXPIRES_AT})
+"""Seconds since the epoch after which DynamoDB's TTL may delete the item (N): the
+TTL after the latest event, rounded up."""
+RESERVED = frozenset({ENTITY_KEY, EVENT_TIME, CREATED_TIME, LATEST_EVENT_TIME, EXPIRES_AT})
 """Attribute names no feature may take."""
 
 

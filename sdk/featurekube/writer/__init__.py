@@ -30,7 +30,7 @@ from featurekube.writer.errors import (
 )
 from featurekube.writer.offline import OfflineWriter, OfflineWriteResult
 from featurekube.writer.online import OnlineWriter, OnlineWriteResult, OnlineWriteSettings
-from featurekube.writer.rows import Rows
+from featurekube.writer.rows import Rows, resolve_full_ties
 
 __all__ = [
     "ItemTooLargeError",
@@ -45,4 +45,5 @@ __all__ = [
     "RowError",
     "Rows",
     "WriteError",
+    "resolve_full_ties",
 ]

@@ -220,10 +220,10 @@ def item_size(item: Mapping[str, Mapping[str, Any]]) -> int:
 
 def _fixed_item_bytes(features: Mapping[str, str]) -> int:
     """The most an item of ``features`` takes besides its key, strings and arrays:
-    every attribute name, 21 bytes a number (its three times too), 1 a bool."""
+    every attribute name, 21 bytes a number (its four times too), 1 a bool."""
     names = sum(len(name.encode()) for name in (*layout.RESERVED, *features))
     bounded = [t for t in features.values() if t not in ("string", "float64_array")]
-    return names + 21 * 3 + sum(1 if t == "bool" else 21 for t in bounded)
+    return names + 21 * 4 + sum(1 if t == "bool" else 21 for t in bounded)
 
 
 def _micros(column: pa.ChunkedArray | pa.Array) -> list[int]:
@@ -415,11 +415,19 @@ class OnlineWriter:
             [{"N": str(event)} for event in events],
             [{"N": str(created)} for created in createds],
         ]
+        # The TTL counts from the entity's latest event: an aggregation row's own, or
+        # for plain features the event time (docs/semantics.md, "TTL").
+        anchors = events
+        if offline_layout.LATEST_EVENT_TIMESTAMP in batch.schema.names:
+            latest = _micros(batch.column(offline_layout.LATEST_EVENT_TIMESTAMP))
+            anchors = [e if t is None else t for e, t in zip(events, latest, strict=True)]
+            names.append(layout.LATEST_EVENT_TIME)
+            columns.append([{"N": str(anchor)} for anchor in anchors])
         if self._ttl_micros is not None:
             ttl = self._ttl_micros
             names.append(layout.EXPIRES_AT)
             # The ceiling of the seconds: an item never expires early.
-            columns.append([{"N": str(-(-(event + ttl) // 1_000_000))} for event in events])
+            columns.append([{"N": str(-(-(anchor + ttl) // 1_000_000))} for anchor in anchors])
         nullable = []
         for name, value_type in self._features.items():
             column = batch.column(name)

@@ -34,6 +34,7 @@ __all__ = [
     "TIMESTAMP",
     "Rows",
     "iter_batches",
+    "resolve_full_ties",
     "row_schema",
     "view_label",
 ]
@@ -76,7 +77,8 @@ def view_label(view: v1alpha1.FeatureView | v1alpha1.FeatureViewSpec, name: str 
 
 
 def row_schema(spec: v1alpha1.FeatureViewSpec) -> pa.Schema:
-    """Join keys, features (in spec order), ``event_timestamp``, ``created_timestamp``.
+    """Join keys, features (in spec order), ``event_timestamp``, ``created_timestamp``,
+    and for aggregation views ``latest_event_timestamp`` (null: the event time).
 
     >>> from featurekube.spec import v1alpha1
     >>> spec = v1alpha1.FeatureViewSpec.model_validate({
@@ -88,7 +90,46 @@ def row_schema(spec: v1alpha1.FeatureViewSpec) -> pa.Schema:
     fields = [pa.field(e.name, ARROW_TYPES[e.type], nullable=False) for e in spec.entities]
     fields += [pa.field(name, ARROW_TYPES[t]) for name, t in spec.feature_types().items()]
     fields += [pa.field(_EVENT, TIMESTAMP, nullable=False), pa.field(_CREATED, TIMESTAMP)]
+    if spec.aggregations:
+        fields.append(pa.field(offline_layout.LATEST_EVENT_TIMESTAMP, TIMESTAMP))
     return pa.schema(fields)
+
+
+def resolve_full_ties(spec: v1alpha1.FeatureViewSpec, table: pa.Table) -> pa.Table:
+    """``table`` with one row of each full tie: of rows equal in join keys,
+    ``event_timestamp`` and ``created_timestamp`` (absent: all equal), the one with the
+    greatest feature values, compared in the order the features are declared, a null
+    lowest — the row the materialization job keeps, so that pushed rows resolve ties
+    offline and online as materialized ones do (docs/semantics.md). Rows stay in order.
+
+    >>> from featurekube.spec import v1alpha1
+    >>> spec = v1alpha1.FeatureViewSpec.model_validate({
+    ...     "owner": "a", "entities": [{"name": "driver_id", "type": "int64"}],
+    ...     "source": {"push": {}}, "features": [{"name": "zone", "type": "int64"}]})
+    >>> rows = pa.table({"driver_id": [1, 1, 1], "zone": [4, None, 7],
+    ...                  "event_timestamp": [0, 0, 0]})
+    >>> resolve_full_ties(spec, rows).column("zone").to_pylist()
+    [7]
+    """
+    group_columns = [e.name for e in spec.entities] + [
+        c for c in (_EVENT, _CREATED) if c in table.column_names
+    ]
+    features = [f for f in spec.feature_types() if f in table.column_names]
+    rows = table.select([*group_columns, *features]).to_pylist()
+    best: dict[tuple[Any, ...], int] = {}
+    for index, row in enumerate(rows):
+        group = tuple(row[c] for c in group_columns)
+        held = best.get(group)
+        if held is None or _tie_rank(row, features) > _tie_rank(rows[held], features):
+            best[group] = index
+    if len(best) == len(rows):
+        return table
+    return table.take(pa.array(sorted(best.values()), pa.int64()))
+
+
+def _tie_rank(row: Mapping[str, Any], features: list[str]) -> tuple[tuple[bool, Any], ...]:
+    # (present, value): a null is lowest, and two nulls compare equal without '<'.
+    return tuple((row[f] is not None, row[f]) for f in features)
 
 
 def iter_batches(

@@ -23,6 +23,16 @@ def test_a_missing_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str
     assert "up" in capsys.readouterr().err
 
 
+def test_materialize_help_says_how_windows_meet_aggregation_boundaries(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["materialize", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "need not be on an aggregationInterval boundary" in text
+    assert "start <= t < end" in text
+
+
 def test_materialize_help_states_every_default(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["materialize", "--help"])

@@ -62,8 +62,20 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "-f", "--file", required=True, type=Path, help="a FeatureView (or its snapshot) YAML"
     )
-    parser.add_argument("--start", required=True, type=_time, help="window start, ISO 8601")
-    parser.add_argument("--end", required=True, type=_time, help="window end, ISO 8601")
+    parser.add_argument(
+        "--start",
+        required=True,
+        type=_time,
+        help="window start, ISO 8601 (UTC when no zone is given); included",
+    )
+    parser.add_argument(
+        "--end",
+        required=True,
+        type=_time,
+        help="window end, ISO 8601; excluded. Start and end need not be on an "
+        "aggregationInterval boundary: an aggregation view's window computes the boundaries "
+        "t with start <= t < end, and one holding no boundary computes nothing",
+    )
     parser.add_argument(
         "--offline-uri",
         help="the view's Delta table (default: the snapshot's resolved.offlineUri, else "

@@ -84,7 +84,9 @@ class BatchSource(SpecModel):
     """The column with each row's event time (UTC; a naive timestamp is taken as UTC)."""
     created_timestamp_field: FeatureName | None = None
     """A column that orders rows with equal event times (the later created wins). Unset:
-    the time the row was written decides."""
+    the time the row was written decides. Rows equal in keys, event time and created
+    time are a full tie: the row with the greatest feature values wins (compared in the
+    order the features are declared, a null lowest), offline and online alike."""
 
 
 class PushSource(SpecModel):
@@ -120,7 +122,12 @@ class Transformation(SpecModel):
 
 
 class Feature(SpecModel):
-    """A plain feature: a typed column of the (transformed) source."""
+    """A plain feature: a typed column of the (transformed) source.
+
+    At time T an entity gets the value of its row with the greatest event time E <= T
+    (then the greatest created time), nulls included: a null in that row is the value,
+    not a reason to look further back.
+    """
 
     name: FeatureName
     """The feature's name, and the source column it is read from."""
@@ -137,7 +144,13 @@ _TYPED_BY_COLUMN = ("sum", "min", "max", "last")
 class Aggregation(SpecModel):
     """A feature that aggregates a column over a sliding time window.
 
-    Its value at step boundary t aggregates the events with t - window < E <= t.
+    Its value at step boundary t aggregates the events with t - window < E <= t, every
+    event counting, two with the same event time included; at time T an entity gets
+    the value at the latest boundary t <= T. Events that arrive late count at their
+    event time once the window holding them is materialized again. An entity is known
+    from its first event on (and, with a ttl, while its latest event is at most ttl
+    old); unknown, every aggregate is null; known with an empty window, count and
+    count_distinct are 0 and the others null.
     """
 
     rules: ClassVar[tuple[Rule, ...]] = (
@@ -173,9 +186,16 @@ class Aggregation(SpecModel):
     column: FeatureName
     """The source column aggregated."""
     function: Literal["count", "count_distinct", "sum", "mean", "min", "max", "last", "stddev"]
-    """How the window's values are combined."""
+    """How the window's values are combined; nulls in the column are skipped by all.
+    count: the events whose column is not null. count_distinct: their distinct values.
+    sum, min, max: null when there are none; over an int64 column exact int64, whatever
+    else is computed over the column. mean: float64. stddev: the sample standard
+    deviation (n - 1), float64, null below two values. last: the value of the event
+    with the greatest event time, then created time, ignoring nulls; among events equal
+    in both, the greatest value."""
     window: Duration
-    """How far back the window reaches, e.g. 30m, 1d, 7d: a multiple of aggregationInterval."""
+    """How far back the window reaches, e.g. 30m, 1d, 7d: a multiple of aggregationInterval.
+    The value at boundary t covers (t - window, t]: an event exactly at t counts from t."""
     type: ValueType | None = None
     """The result's type. count and count_distinct are int64, mean and stddev float64;
     sum, min, max and last take the column's type, which must be given."""
@@ -337,9 +357,15 @@ class FeatureViewSpec(SpecModel):
     )
     """Time-window aggregations; or use features."""
     aggregation_interval: Duration | None = None
-    """The step of aggregations: values are defined at multiples of it."""
+    """The step of aggregations: values are defined at the boundaries t = k * step since
+    the epoch (UTC). A materialization window [start, end) computes the boundaries with
+    start <= t < end, whether or not start and end are boundaries themselves."""
     ttl: Duration | None = None
-    """How old a value may be and still be served (and joined for training). Unset: no limit."""
+    """How old a value may be and still be served (and joined for training); a value
+    exactly ttl old still counts. Unset: no limit. Plain features: counted from the
+    row's event time. Aggregations: counted from the entity's latest event, not from
+    when a value last changed, so a value that stays the same stays valid while events
+    keep coming; past it every aggregate is null (online: OUTSIDE_MAX_AGE)."""
     materialization: Materialization = Materialization()
     """How and when the stores are filled."""
     expectations: list[Expectation] | None = Field(

@@ -1,0 +1,154 @@
+"""`featurekube materialize` against the platform's S3 and DynamoDB: what it refuses
+before Spark starts leaves nothing made, in one line; and a run keeps Spark's own
+output (Ivy, SLF4J, log4j) out of the terminal unless --verbose."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+import yaml
+
+from featurekube.cli import main as cli
+
+TIMES = ["2026-01-01T08:00:00Z", "2026-01-01T09:00:00Z"]
+
+
+def _put_parquet(uri: str, *, nanoseconds: bool) -> None:
+    frame = pd.DataFrame(
+        {"driver_id": [1, 2], "event_timestamp": pd.to_datetime(TIMES), "rating": [4.5, 4.8]}
+    )
+    buffer = io.BytesIO()
+    if nanoseconds:
+        frame.to_parquet(buffer)  # pandas' default: timestamp[ns]
+    else:
+        frame.to_parquet(buffer, coerce_timestamps="us", allow_truncated_timestamps=True)
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{key}part-0.parquet", Body=buffer.getvalue())
+
+
+def _view_file(tmp_path: Path, source: str) -> Path:
+    body = {
+        "apiVersion": "featurekube.dev/v1alpha1",
+        "kind": "FeatureView",
+        "metadata": {"name": "driver-profile", "namespace": "rides"},
+        "spec": {
+            "owner": "t@example.com",
+            "entities": [{"name": "driver_id", "type": "int64"}],
+            "source": {"batch": {"path": source, "timestampField": "event_timestamp"}},
+            "features": [{"name": "rating", "type": "float64"}],
+        },
+    }
+    path = tmp_path / "view.yaml"
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def _tables() -> list[str]:
+    names: list[str] = boto3.client("dynamodb").list_tables()["TableNames"]
+    return names
+
+
+def _run(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    status = cli.main(["materialize", "--start", "2026-01-01", "--end", "2026-01-02", *args])
+    return status, capfd.readouterr().err.splitlines()
+
+
+def test_nanosecond_timestamps_are_refused_before_spark_with_the_fix(
+    s3_prefix: str, table_prefix: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    source = f"{s3_prefix}raw/"
+    _put_parquet(source, nanoseconds=True)
+    table = f"{table_prefix}profile"
+
+    status, err = _run(
+        ["-f", str(_view_file(tmp_path, source)), "--online-table", table, "--no-offline"], capfd
+    )
+
+    assert status == 1
+    assert err[-1] == (
+        f"featurekube: error: FeatureView rides/driver-profile: spec.source.batch.path {source}: "
+        f"column event_timestamp of {source}part-0.parquet holds timestamps in nanoseconds, "
+        "which Spark cannot read: write timestamps in microseconds: pandas: "
+        "frame.to_parquet(path, coerce_timestamps='us', allow_truncated_timestamps=True); "
+        "pyarrow: pq.write_table(table, path, coerce_timestamps='us', "
+        "allow_truncated_timestamps=True)"
+    )
+    assert table not in _tables()
+
+
+def test_a_missing_offline_bucket_is_refused_and_no_online_table_is_made(
+    s3_prefix: str, table_prefix: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    source = f"{s3_prefix}raw/"
+    _put_parquet(source, nanoseconds=False)
+    table = f"{table_prefix}profile"
+    offline = "s3://no-such-bucket-here/offline/rides/driver-profile/v1"
+
+    status, err = _run(
+        [
+            "-f",
+            str(_view_file(tmp_path, source)),
+            "--online-table",
+            table,
+            "--offline-uri",
+            offline,
+        ],
+        capfd,
+    )
+
+    assert status == 1
+    assert err[-1] == (
+        f"featurekube: error: FeatureView rides/driver-profile: offline store {offline}: bucket "
+        "no-such-bucket-here does not exist: pass --create-bucket to create it, --offline-uri "
+        "with a bucket that exists, or --no-offline"
+    )
+    assert table not in _tables()
+
+
+def test_an_empty_source_path_is_named(
+    s3_prefix: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    source = f"{s3_prefix}nothing-here/"
+
+    status, err = _run(
+        ["-f", str(_view_file(tmp_path, source)), "--no-online", "--no-offline"], capfd
+    )
+
+    assert status == 1
+    assert err[-1] == (
+        f"featurekube: error: FeatureView rides/driver-profile: spec.source.batch.path {source}: "
+        "holds no parquet files: check spec.source.batch.path and spec.source.batch.format, or "
+        "write the source data first"
+    )
+
+
+@pytest.mark.spark
+def test_a_run_keeps_spark_s_own_output_in_its_log(
+    s3_prefix: str, table_prefix: str, tmp_path: Path
+) -> None:
+    source = f"{s3_prefix}raw/"
+    _put_parquet(source, nanoseconds=False)
+    log = tmp_path / "spark.log"
+    args = ["-f", str(_view_file(tmp_path, source)), "--start", "2026-01-01"]
+    args += ["--end", "2026-01-02", "--offline-uri", f"{s3_prefix}offline/v1"]
+    args += ["--online-table", f"{table_prefix}profile", "--spark-log", str(log)]
+
+    done = subprocess.run(
+        [sys.executable, "-m", "featurekube.cli.main", "materialize", *args],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "read 2 rows, wrote 2 offline and 2 online" in done.stdout
+    for noise in ("SLF4J", ":: resolving dependencies", "log4j", "WARN"):
+        assert noise not in done.stderr
+        assert noise in log.read_text() or noise == "WARN"
+    assert len(done.stderr.splitlines()) < 15

@@ -152,6 +152,28 @@ PROFILE = _view("profile", {"rating": "float64"})
 
 CASES = [
     Case(
+        "a null in the latest row is the value: nothing older shows through",
+        [
+            (
+                PROFILE,
+                [
+                    [
+                        {"driver_id": 1, "E": T0 - dt.timedelta(hours=1), "rating": 4.0},
+                        {"driver_id": 1, "E": T0, "rating": None},
+                    ]
+                ],
+            )
+        ],
+        _entities(
+            [
+                {"driver_id": 1, "event_timestamp": T0},
+                {"driver_id": 1, "event_timestamp": T0 - US},
+            ]
+        ),
+        ["profile:rating"],
+        [{"rating": None}, {"rating": 4.0}],
+    ),
+    Case(
         "an event at T counts, a later one does not",
         [
             (

@@ -641,3 +641,32 @@ def test_the_documented_choices_of_each_function() -> None:
     assert row["last_zone"] == 8  # nulls ignored; a full tie goes to the greater value
     assert row["riders"] == 2  # distinct non-null values
     assert row["latest_event_timestamp"] == at + MINUTE  # any event, nulls or not
+
+
+def test_a_late_event_counts_at_its_event_time_when_its_window_runs_again() -> None:
+    def event(minute: int, trip: int) -> dict[str, Any]:
+        at = plan.to_micros(T0) + minute * MINUTE
+        return {
+            plan.EVENT_MICROS: at,
+            plan.CREATED_MICROS: at,
+            "trip_id": trip,
+            "rider_id": 1,
+            "fare": 1.0,
+            "zone": 1,
+        }
+
+    on_time, late = [event(5, 1)], event(12, 2)  # late: arrives after [00:00, 00:30) ran
+    window = plan.plan_materialization(_agg_view(), T0, T0 + dt.timedelta(minutes=30))
+    assert window.aggregation is not None
+
+    first = aggregate.aggregate_entity(_table(on_time), window.aggregation).to_pylist()
+    again = aggregate.aggregate_entity(_table([*on_time, late]), window.aggregation).to_pylist()
+
+    assert [(r["event_timestamp"], r["n_30m"]) for r in first] == [
+        (plan.to_micros(T0) + 10 * MINUTE, 1)
+    ]
+    # Re-run, the window has the late event at its own boundary, 00:20.
+    assert [(r["event_timestamp"], r["n_30m"]) for r in again] == [
+        (plan.to_micros(T0) + 10 * MINUTE, 1),
+        (plan.to_micros(T0) + 20 * MINUTE, 2),
+    ]

@@ -12,6 +12,11 @@ Every benchmark measures memory here, the same way:
   ``/proc`` entry loses its memory lines once it exits). A Python worker of our own
   closes that gap by printing :func:`own_peak_mib` just before it exits, which
   :meth:`TreeWatch.record` takes in.
+- A descendant is read only once it is :data:`SETTLE_SECONDS` old. Between fork and
+  exec a child shows its parent's memory as its own (a vforked child shares it, a
+  forked one copies its page tables), and a JVM or a Python driver starting a helper
+  would otherwise be counted twice. When a process execs, its figure is the new
+  program's.
 
 Why not ``getrusage``: on Linux a process's ``ru_maxrss`` survives ``exec`` and is
 seeded from the process it was forked (or vforked) from, so a worker started by a
@@ -26,6 +31,7 @@ libraries) count once per process, as ``ps`` and ``top`` count them.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +51,11 @@ __all__ = [
 ]
 
 KIB_PER_MIB = 1024
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+"""The unit of process start times in ``/proc/<pid>/stat``."""
+SETTLE_SECONDS = 0.5
+"""Age (seconds) below which a descendant is not read: long past any exec that follows
+its fork. A helper that lives less than this (``chmod``, ``getconf``) is left out."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,11 @@ def descendants(pid: int, parents: dict[int, int]) -> list[int]:
             found.append(child)
             stack.append(child)
     return sorted(found)
+
+
+def _seconds_since_boot() -> float:
+    """Now, on the clock process start times are given in (``/proc/uptime``)."""
+    return float(Path("/proc/uptime").read_text().split()[0])
 
 
 def _process_table() -> dict[int, tuple[int, int]]:
@@ -258,8 +274,12 @@ class TreeWatch:
         if self._root_started is None or table.get(self.pid, (0, -1))[1] != self._root_started:
             return
         parents = {pid: parent for pid, (parent, _) in table.items()}
+        # Descendants too young to have exec'd yet: see SETTLE_SECONDS.
+        settled = (_seconds_since_boot() - SETTLE_SECONDS) * TICKS_PER_SECOND
         rss = 0.0
         for pid in [self.pid, *descendants(self.pid, parents)]:
+            if pid != self.pid and table[pid][1] > settled:
+                continue
             fields = _status(pid)
             if fields is None:  # exited, or a zombie, since the table was read
                 continue
@@ -279,10 +299,10 @@ class TreeWatch:
             self._peaks[(pid, -1)] = ProcessPeak(pid, "?", mib)
 
     def _keep(self, key: tuple[int, int], seen: ProcessPeak) -> None:
+        # The latest reading wins: within one program the mark never falls, and after
+        # an exec the old program's mark is no longer this process's.
         with self._lock:
-            held = self._peaks.get(key)
-            if held is None or seen.peak_mib >= held.peak_mib:
-                self._peaks[key] = seen
+            self._peaks[key] = seen
 
     @property
     def peaks(self) -> list[ProcessPeak]:

@@ -64,7 +64,7 @@ def test_a_worker_started_from_a_parent_holding_1_gib_reports_well_under_1_gib()
 PARENT_OF_A_CHILD_HOLDING_64_MIB = textwrap.dedent(
     """
     import subprocess, sys
-    child = "import time; held = b'\\x01' * (64 << 20); time.sleep(0.5)"
+    child = "import time; held = b'\\x01' * (64 << 20); time.sleep(1.0)"
     subprocess.run([sys.executable, "-c", child], check=True)
     """
 )
@@ -79,6 +79,31 @@ def test_the_peak_is_summed_over_the_tree_and_kept_after_a_process_exits() -> No
     assert len(peaks) == 2
     assert max(p.peak_mib for p in peaks) >= 64
     assert memory.total_mib() == pytest.approx(sum(p.peak_mib for p in peaks))
+
+
+PARENT_OF_A_CHILD_SLOW_TO_EXEC = textwrap.dedent(
+    """
+    import os, sys, time
+    held = b"\\x01" * (200 << 20)
+    child = os.fork()
+    if child == 0:
+        # Between fork and exec the child's page tables are a copy of its parent's.
+        time.sleep(0.3)
+        os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(1.0)"])
+    os.waitpid(child, 0)
+    """
+)
+
+
+def test_a_child_between_fork_and_exec_is_not_counted_as_holding_its_parent_memory() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT_OF_A_CHILD_SLOW_TO_EXEC])
+    with _memory.TreeWatch(parent.pid, interval=0.02) as memory:
+        parent.wait(timeout=8)
+
+    by_pid = {peak.pid: peak.peak_mib for peak in memory.peaks}
+    assert by_pid.pop(parent.pid) >= 200
+    (child,) = by_pid.values()
+    assert child < 100
 
 
 def test_a_figure_a_process_gives_of_itself_raises_its_peak_never_lowers_it() -> None:

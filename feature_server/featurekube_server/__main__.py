@@ -37,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="online store backend (default %(default)s)",
     )
     parser.add_argument(
+        "--memory-data",
+        type=Path,
+        metavar="FILE",
+        help="with --store memory: a YAML file of rows to start with (default: none; every "
+        "entity is NOT_FOUND until pushed)",
+    )
+    parser.add_argument(
         "--max-rows",
         type=int,
         default=10_000,
@@ -77,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_rows=args.max_rows, default_timeout=args.default_timeout
         ),
         grace_period=args.grace_period,
+        memory_data=args.memory_data,
     )
     try:
         asyncio.run(server.serve(settings))

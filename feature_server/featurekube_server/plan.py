@@ -1,8 +1,9 @@
 """The serving plan: what one feature server serves, loaded and checked once at start.
 
 The operator renders the plan from a FeatureService and the views it references
-(``featurekube_operator.desired.render_serving_plan``) into a ConfigMap, mounted as a
-YAML file. :func:`parse_plan` is pure; :func:`load_plan` reads the file.
+(:func:`featurekube.serving_plan.render_serving_plan`, which ``featurekube serve`` runs
+too) into a ConfigMap, mounted as a YAML file. :func:`parse_plan` is pure;
+:func:`load_plan` reads the file.
 
     featureService: eta-model
     namespace: rides

@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from featurekube._proto.featurekube.serving.v1 import serving_pb2 as pb
 from featurekube._proto.featurekube.serving.v1 import serving_pb2_grpc as pb_grpc
 from featurekube_server import errors, metrics, plan, servicer
-from featurekube_server.stores import base, dynamodb, memory
+from featurekube_server.stores import base, dynamodb, memory, memory_data
 from featurekube_server.stores import writer as pushing
 
 __all__ = ["STORES", "FeatureServer", "ServerSettings", "configure_logging", "serve"]
@@ -72,6 +72,9 @@ class ServerSettings:
     """Seconds between checks of the store until it first answers."""
     max_message_bytes: int = 64 * 1024 * 1024
     """Largest request or response, in bytes (10,000 rows of 20 features fit)."""
+    memory_data: Path | None = None
+    """With the memory store: a YAML file of rows to start with
+    (:mod:`featurekube_server.stores.memory_data`)."""
 
 
 class FeatureServer:
@@ -176,6 +179,14 @@ async def serve(settings: ServerSettings) -> None:
     if factory is None:
         raise errors.PlanError(f"unknown store {settings.store!r}; choose one of {list(STORES)}")
     store = factory()
+    if isinstance(store, memory.MemoryStore):
+        rows = (
+            []
+            if settings.memory_data is None
+            else memory_data.read_rows(settings.memory_data, serving)
+        )
+        kept = memory_data.fill(store, serving, rows)
+        log.info("memory store filled", extra={"fields": {"rows": kept}})
     async with contextlib.AsyncExitStack() as stack:
         if isinstance(store, dynamodb.DynamoDBStore):
             await stack.enter_async_context(store)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
+from featurekube import serving_plan
 from featurekube.materialize import report
 from featurekube.spec import v1alpha1
 from featurekube_operator import naming
@@ -189,54 +189,9 @@ def render_spark_application(
     }
 
 
-@dataclass(frozen=True)
-class ResolvedView:
-    """A view a service references, with where its serving version's values are."""
-
-    view: v1alpha1.FeatureView
-    online_table: str
-    features: Sequence[str]
-    prefix: str
-    offline_uri: str | None = None
-    """Where a push-source view's pushed rows are appended (None: not kept offline)."""
-
-
-def render_serving_plan(
-    service: v1alpha1.FeatureService, views: Sequence[ResolvedView]
-) -> dict[str, Any]:
-    """What the feature server serves: features, their types, tables and TTLs."""
-    return {
-        "featureService": service.metadata.name,
-        "namespace": service.metadata.namespace or "default",
-        "featureViews": [
-            {
-                "name": r.view.metadata.name,
-                "namespace": r.view.metadata.namespace or "default",
-                "onlineTable": r.online_table,
-                "entities": [e.to_yaml_dict() for e in r.view.spec.entities],
-                "ttl": r.view.spec.ttl,
-                # A push-source view: what the server's Push RPC validates and writes.
-                **(
-                    {"push": {"spec": r.view.spec.to_yaml_dict(), "offlineUri": r.offline_uri}}
-                    if r.view.spec.source.push is not None
-                    else {}
-                ),
-                "features": [
-                    {
-                        "name": f"{r.prefix}{feature}",
-                        "source": feature,
-                        "type": r.view.spec.feature_types()[feature],
-                    }
-                    for feature in r.features
-                ],
-                # All the table holds: a read of every one fetches whole items.
-                "storedFeatures": list(r.view.spec.feature_types()),
-            }
-            for r in views
-        ],
-        "requestData": [f.to_yaml_dict() for f in service.spec.request_data or ()],
-        "transformations": [t.to_yaml_dict() for t in service.spec.transformations or ()],
-    }
+# One rendering of the serving plan, shared with `featurekube serve`.
+ResolvedView = serving_plan.ResolvedView
+render_serving_plan = serving_plan.render_serving_plan
 
 
 def plan_hash(plan: Mapping[str, Any]) -> str:

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 
 from featurekube import errors
-from featurekube.cli import dev, get, materialize, plan, validate
+from featurekube.cli import dev, get, materialize, plan, serve, validate
 
 __all__ = ["build_parser", "main", "render_error"]
 
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.register(commands)
     materialize.register(commands)
     get.register(commands)
+    serve.register(commands)
     dev.register(commands)
     for command in _subcommands(parser):
         # SUPPRESS: a subcommand's parser leaves a --verbose given before it alone.

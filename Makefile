@@ -70,7 +70,7 @@ docs: venv ## Build the documentation site into build/docs; a warning fails the 
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 .PHONY: test
-test: venv platform-bin helm lint ## Everything: lint, unit, integration and end-to-end tests on the local platform.
+test: venv platform-bin helm lint docs ## Everything: lint, the docs site, unit, integration and end-to-end tests on the local platform.
 	$(BIN)/pytest tests
 
 .PHONY: bench

@@ -68,3 +68,20 @@ def test_an_error_is_one_line_and_verbose_adds_its_detail_and_cause() -> None:
     verbose = cli.render_error(error, verbose=True)
     assert verbose.startswith("featurekube: error: View a/b: spec.source: unreadable: check it\n")
     assert "listing\ncaused by: OSError: connection refused" in verbose
+
+
+def test_get_without_a_server_says_where_it_looked_and_what_to_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from featurekube._platform import processes
+
+    target = f"127.0.0.1:{processes.free_port()}"  # nothing listens there
+
+    status = cli.main(["get", "--target", target, "--entity", "driver_id=1", "--timeout", "2"])
+
+    assert status == 1
+    assert capsys.readouterr().err == (
+        f"featurekube: error: UNAVAILABLE: no feature server answered at {target} within 2.0 s: "
+        "pass --target HOST:PORT (a FeatureService's status.endpoint), or start one with "
+        "`featurekube serve` (more with --verbose)\n"
+    )

@@ -123,13 +123,21 @@ def _run(args: argparse.Namespace) -> int:
         request_data.update(parse_assignments(item, "--request"))
     features = [f.strip() for f in args.features.split(",")] if args.features else None
     with client.OnlineClient(args.target, timeout=args.timeout) as online:
-        result = online.get_online_features(
-            rows,
-            features=features,
-            feature_service=None if features else service,
-            request_data=request_data,
-            include_event_times=True,
-        )
+        try:
+            result = online.get_online_features(
+                rows,
+                features=features,
+                feature_service=None if features else service,
+                request_data=request_data,
+                include_event_times=True,
+            )
+        except (errors.ServerUnavailableError, errors.DeadlineExceededError) as exc:
+            raise errors.ServerUnavailableError(
+                exc.code,
+                f"no feature server answered at {args.target} within {args.timeout} s: pass "
+                "--target HOST:PORT (a FeatureService's status.endpoint), or start one with "
+                f"`featurekube serve`\n{exc}",
+            ) from exc
     if args.output == "json":
         print(json.dumps(_json_rows(rows, result), indent=2, default=_jsonable))
     else:

@@ -7,12 +7,14 @@ from its source on every ``make docs``, so none can go stale.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -64,3 +66,18 @@ def on_files(files: Files, config: MkDocsConfig, **_: Any) -> Files:
             files.remove(existing)
         files.append(File.generated(config, path, content=content))
     return files
+
+
+# Docstrings cross-reference in Sphinx's roles (:class:`~pkg.Name`), which Markdown
+# renders as the role's name before the code; keep the code, shortened as `~` asks.
+_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):<code>(~)?([^<]*)</code>")
+
+
+def _shown(match: re.Match[str]) -> str:
+    name = match.group(2)
+    return f"<code>{name.rsplit('.', 1)[-1] if match.group(1) else name}</code>"
+
+
+def on_page_content(html: str, page: Page, **_: Any) -> str:
+    """Render Sphinx roles left in docstrings as code."""
+    return _ROLE.sub(_shown, html)

@@ -9,12 +9,15 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from featurekube._platform import processes
 from featurekube.cli import main as cli
+
+if TYPE_CHECKING:
+    from featurekube._platform.platform import Endpoints
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hack" / "docs"))
@@ -90,3 +93,25 @@ def test_examples_that_need_a_server_run_against_the_page_s_own(
                     args = [w.replace(DOCUMENTED_PORT, str(port)) for w in words[1:]]
                     assert cli.main(args) == 0
                     assert "PRESENT" in capsys.readouterr().out
+
+
+def test_plan_commands_of_the_docs_run_against_a_cluster(
+    platform: Endpoints, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(REPO)
+    commands = [
+        words
+        for block in BLOCKS
+        if block.language == "sh"
+        for words in examples.iter_commands(block.code)
+        if words[:2] == ["featurekube", "plan"]
+    ]
+    assert commands
+
+    for words in commands:
+        status = cli.main(words[1:])
+        out = capsys.readouterr().out
+
+        # 2: DIR would change the cluster (these namespaces hold none of it yet).
+        assert status == 2, f"`{' '.join(words)}`"
+        assert "Plan: " in out

@@ -8,6 +8,7 @@ import io
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boto3
 import pandas as pd
@@ -15,6 +16,9 @@ import pytest
 import yaml
 
 from featurekube.cli import main as cli
+
+if TYPE_CHECKING:
+    from featurekube._platform.platform import Endpoints
 
 TIMES = ["2026-01-01T08:00:00Z", "2026-01-01T09:00:00Z"]
 
@@ -152,3 +156,11 @@ def test_a_run_keeps_spark_s_own_output_in_its_log(
         assert noise not in done.stderr
         assert noise in log.read_text() or noise == "WARN"
     assert len(done.stderr.splitlines()) < 15
+
+
+def test_the_platform_has_the_bucket_materialize_writes_to_by_default(platform: Endpoints) -> None:
+    from featurekube.cli import materialize
+
+    bucket = materialize.DEFAULT_OFFLINE_ROOT.removeprefix("s3://").split("/")[0]
+
+    boto3.client("s3").head_bucket(Bucket=bucket)  # raises when it is missing

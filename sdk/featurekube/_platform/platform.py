@@ -81,6 +81,11 @@ class PlatformSettings:
     """Write the API server's audit log (request metadata) to logs/audit.log; for
     measuring who calls the API how often."""
 
+    buckets: tuple[str, ...] = ("featurekube",)
+    """S3 buckets made as the platform starts: by default the one of featurekube's
+    default offline store (s3://featurekube/offline), where `featurekube materialize`
+    writes unless told otherwise."""
+
     start_timeout: float = 180.0
     """Seconds each component may take to become ready (the API server is the slow one)."""
 
@@ -325,6 +330,7 @@ class LocalPlatform:
         )
         moto_ready = f"http://{components.LOOPBACK}:{ports.moto}/moto-api/"
         self._await("moto", pids["moto"], timeout, lambda: processes.http_ok(moto_ready))
+        self._create_buckets(f"http://{components.LOOPBACK}:{ports.moto}")
         self._install_crds(bin_dir / "kubectl")
         # The controller-manager has no health port here (--secure-port=0); that it
         # is still up after the CRDs went in shows it got past its start-up checks.
@@ -367,6 +373,24 @@ class LocalPlatform:
             else f"it was not ready within {timeout:.0f} s"
         )
         raise errors.ComponentStartError(name, reason, processes.tail(self.layout.log(name)))
+
+    def _create_buckets(self, endpoint: str) -> None:
+        import boto3
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=self.settings.region,
+            aws_access_key_id=AWS_ACCESS_KEY_ID,
+            aws_secret_access_key=AWS_SECRET_ACCESS_KEY,
+        )
+        where = (
+            {}
+            if self.settings.region == "us-east-1"
+            else {"CreateBucketConfiguration": {"LocationConstraint": self.settings.region}}
+        )
+        for bucket in self.settings.buckets:
+            s3.create_bucket(Bucket=bucket, **where)
 
     def _api_ok(self, ports: components.Ports, path: str) -> bool:
         context = ssl.create_default_context(cafile=self.layout.pki_file("serving-ca.crt"))

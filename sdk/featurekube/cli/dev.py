@@ -99,6 +99,8 @@ def _up(args: argparse.Namespace) -> int:
         print(describe_reuse(local.layout.root, running), file=sys.stderr)
     print(f"# Kubernetes API: {endpoints.apiserver_url}", file=sys.stderr)
     print(f"# S3 and DynamoDB: {endpoints.aws_endpoint_url}", file=sys.stderr)
+    buckets = ", ".join(f"s3://{bucket}" for bucket in local.settings.buckets)
+    print(f"# buckets: {buckets} (featurekube materialize's default)", file=sys.stderr)
     print(f"# logs: {endpoints.log_dir}", file=sys.stderr)
     print('# eval "$(featurekube dev env)" to use it from this shell', file=sys.stderr)
     print(f"# stop it: featurekube dev down{_state_flag(args)}", file=sys.stderr)

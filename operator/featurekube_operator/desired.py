@@ -119,8 +119,10 @@ def render_spark_application(
     settings: OperatorSettings,
     owner: Mapping[str, Any],
     attempt: int = 1,
+    run: str = "",
 ) -> dict[str, Any]:
-    """The SparkApplication that materializes one window of one version of a view."""
+    """The SparkApplication that materializes one window of one version of a view:
+    attempt ``attempt`` of its scheduled run, or of the backfill ``run``."""
     namespace = view.metadata.namespace or "default"
     name = view.metadata.name
     spec_file = f"{SPEC_MOUNT}/{SNAPSHOT_KEY}"
@@ -154,6 +156,7 @@ def render_spark_application(
                 naming.ANNOTATION_WINDOW_END: _iso(window.end),
                 naming.ANNOTATION_GENERATION: str(view.metadata.generation or 0),
                 naming.ANNOTATION_ATTEMPT: str(attempt),
+                **({naming.ANNOTATION_RUN: run} if run else {}),
             },
             "ownerReferences": [owner_reference(owner)],
         },

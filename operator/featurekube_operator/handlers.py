@@ -12,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from kubernetes.client.exceptions import ApiException
 
 from featurekube.spec import v1alpha1
-from featurekube_operator import naming, progress, reconcile
+from featurekube_operator import naming, reconcile, runs
 from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
@@ -116,7 +116,7 @@ def spark_application_changed(
 ) -> None:
     """A window's job finished: move its view on now, not at the next timer tick."""
     state = ((body.get("status") or {}).get("applicationState") or {}).get("state")
-    if event["type"] != "MODIFIED" or state not in progress.COMPLETED | progress.FAILED:
+    if event["type"] != "MODIFIED" or state not in runs.COMPLETED | runs.FAILED:
         return
     context: reconcile.Context = memo["context"]
     namespace = body.metadata.namespace or "default"

@@ -35,6 +35,12 @@ ANNOTATION_WINDOW_START = "featurekube.dev/window-start"
 ANNOTATION_WINDOW_END = "featurekube.dev/window-end"
 ANNOTATION_GENERATION = "featurekube.dev/generation"
 ANNOTATION_ATTEMPT = "featurekube.dev/attempt"
+ANNOTATION_RUN = "featurekube.dev/run"
+"""On a SparkApplication: the backfill request it re-runs its window for (empty: the
+scheduled run)."""
+ANNOTATION_BACKFILL = "featurekube.dev/backfill"
+"""On a FeatureView: windows to run again, ``<start>/<end>`` intervals separated by
+commas, optionally followed by ``#`` and a note that makes a repeated request new."""
 ANNOTATION_PLAN_HASH = "featurekube.dev/plan-hash"
 
 # The spec fields that decide the data; a change to any of them makes a new version.

@@ -1,28 +1,31 @@
 """Reconciling FeatureViews and FeatureServices: read, decide, write; does I/O.
 
-Level-triggered: every call looks at the whole state (the object, the objects it owns,
-the tables) and moves it one step towards the desired state. Nothing is remembered
-between calls, so a restarted operator converges to the same objects. Decisions are
-made by the pure modules :mod:`.progress`, :mod:`.desired` and :mod:`.conditions`.
+Level-triggered: every call looks at the whole state (the object, its status, the
+objects it owns, the tables) and moves it one step towards the desired state. The
+process remembers nothing between calls: what a view has materialized is recorded in
+its status (see :mod:`.progress`), so a restarted operator converges to the same
+objects, and the SparkApplications it starts may be deleted once they finish. Decisions
+are made by the pure modules :mod:`.progress`, :mod:`.desired` and :mod:`.conditions`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
 
+from featurekube import backfills
 from featurekube.spec import v1alpha1
-from featurekube_operator import conditions, desired, naming, progress
+from featurekube_operator import conditions, desired, naming, progress, runs
 from featurekube_operator.conditions import Condition
 from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
 from featurekube_operator.settings import OperatorSettings
-from featurekube_operator.windows import first_start
+from featurekube_operator.windows import Window, first_start
 
 __all__ = [
     "Context",
@@ -32,7 +35,8 @@ __all__ = [
     "reconcile_feature_view",
 ]
 
-SPARK = ("sparkoperator.k8s.io/v1beta2", "SparkApplication")
+SPARK_API = ("sparkoperator.k8s.io/v1beta2", "SparkApplication")
+LABEL = naming.LABEL_FEATURE_VIEW
 
 
 @dataclass
@@ -89,8 +93,31 @@ def _versions(ctx: Context, namespace: str, name: str) -> dict[int, str]:
     return versions
 
 
+def _parse_backfill(
+    body: Mapping[str, Any], before: Mapping[str, Any]
+) -> tuple[str | None, backfills.BackfillRequest | None, str]:
+    """The view's backfill annotation if it is a request not yet acted on: its text,
+    the parsed request, and what is wrong with it (empty when nothing is)."""
+    text = (body["metadata"].get("annotations") or {}).get(backfills.ANNOTATION)
+    if not text or text == before.get("backfillRequest"):
+        return None, None, ""
+    try:
+        return text, backfills.parse_request(text), ""
+    except ValueError as exc:
+        return text, None, str(exc)
+
+
+def _span(window: Window) -> str:
+    return f"[{window.start:%Y-%m-%dT%H:%MZ}, {window.end:%Y-%m-%dT%H:%MZ})"
+
+
 def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
-    """Move one FeatureView a step towards materialized and serving; return its status."""
+    """Move one FeatureView a step towards materialized and serving; return its status.
+
+    The view's progress is read from its status and written back to it; its
+    SparkApplications are only observed (what finished since) and, once their outcome
+    is recorded and newer ones fill the history limits, deleted.
+    """
     now = ctx.clock()
     try:
         view = v1alpha1.FeatureView.model_validate(body)
@@ -112,10 +139,11 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     active = sorted({latest} | ({serving} if serving else set()))
 
     tags = {"featurekube.dev/namespace": namespace, "featurekube.dev/feature-view": name}
-    runs_by_version: dict[int, list[progress.Run]] = {}
-    for item in ctx.kube.find(*SPARK, namespace, {naming.LABEL_FEATURE_VIEW: name}):
-        run = progress.read_run(item)
-        runs_by_version.setdefault(run.version, []).append(run)
+    apps = [runs.read_run(item) for item in ctx.kube.find(*SPARK_API, namespace, {LABEL: name})]
+    recorded = {
+        v: p for v in versions if (p := progress.progress_from_status(status_before, v)) is not None
+    }
+    request_text, request, request_error = _parse_backfill(body, status_before)
 
     created = dt.datetime.fromisoformat(
         str(body["metadata"].get("creationTimestamp") or now.isoformat()).replace("Z", "+00:00")
@@ -124,68 +152,103 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     materializes = spec.source.batch is not None and (
         spec.materialization.online or spec.materialization.offline
     )
-    summaries: dict[int, progress.Progress] = {}
+    limits = progress.Limits(
+        max_in_flight=settings.max_windows_in_flight,
+        max_span=dt.timedelta(seconds=settings.backfill_window_seconds),
+        backoff=settings.retry_backoff_seconds,
+        max_backoff=settings.max_retry_backoff_seconds,
+        max_attempts=settings.max_failed_attempts,
+    )
+    records: dict[int, progress.Progress] = {}
+    moved: dict[int, progress.WindowRecord] = {}
     failures: list[str] = []
+    exhausted: list[str] = []
     next_retry: dt.datetime | None = None
+    started: set[str] = set()
     for version in active:
         if spec.materialization.online:
             ctx.tables.ensure(naming.online_table(settings, namespace, name, version), tags)
-        summary = progress.summarize(start, runs_by_version.get(version, ()))
-        summaries[version] = summary
-        _count(ctx, namespace, name, summary)
+        record = recorded.get(version) or progress.Progress(version)
+        outcomes = {
+            run.name: runs.read_outcome(run, _driver(ctx, namespace, run))
+            for run in progress.news(record, apps)
+        }
+        seen = progress.observe(record, apps, start, outcomes)
+        _count(ctx, namespace, name, seen)
+        record = seen.progress
+        if seen.last is not None:
+            moved[version] = seen.last
         if not materializes:
+            records[version] = record
             continue
+        for span_start, span_end in request.spans if request else ():
+            record = progress.request_backfill(
+                record, Window(span_start, span_end), request.id if request else "", start
+            )
         decision = progress.decide(
-            summary,
+            record,
+            apps,
             schedule=spec.materialization.schedule,
             first_start=start,
             now=now,
-            max_in_flight=settings.max_windows_in_flight,
-            max_span=dt.timedelta(seconds=settings.backfill_window_seconds),
-            backoff=settings.retry_backoff_seconds,
-            max_backoff=settings.max_retry_backoff_seconds,
+            limits=limits,
         )
-        for run in decision.retry:
-            ctx.kube.delete(*SPARK, namespace, run.name)
-            ctx.kube.create(
-                desired.render_spark_application(
-                    view, version, run.window, settings, body, attempt=run.attempt + 1
+        started |= _start(ctx, view, version, decision.start, apps, body)
+        records[version] = decision.progress
+        for entry in decision.progress.failed:
+            if entry in decision.exhausted:
+                exhausted.append(
+                    f"window {_span(entry.window)} of version {version} failed "
+                    f"{entry.attempt} times and is no longer retried: {entry.reason}; fix the "
+                    f"cause, then run it again: featurekube backfill {name} -n {namespace} "
+                    f"--start {entry.window.start:%Y-%m-%dT%H:%M:%SZ} "
+                    f"--end {entry.window.end:%Y-%m-%dT%H:%M:%SZ}"
                 )
-            )
-        for window in decision.create:
-            ctx.kube.create(desired.render_spark_application(view, version, window, settings, body))
-        for run in summary.failed:
-            if run not in decision.retry:
+            else:
                 failures.append(
-                    f"window [{run.window.start:%Y-%m-%dT%H:%MZ}, "
-                    f"{run.window.end:%Y-%m-%dT%H:%MZ}) "
-                    f"of version {version} failed (attempt {run.attempt}): "
-                    f"{run.error or 'no message'}"
+                    f"window {_span(entry.window)} of version {version} failed "
+                    f"(attempt {entry.attempt}): {entry.reason or 'no message'}"
                 )
         if decision.next_retry_at and (next_retry is None or decision.next_retry_at < next_retry):
             next_retry = decision.next_retry_at
         if version == latest and decision.caught_up:
             serving = latest
+    # Applications whose outcome the status read here holds are history: keep a few.
+    history = progress.collectable(
+        recorded,
+        apps,
+        keep_succeeded=settings.succeeded_history_limit,
+        keep_failed=settings.failed_history_limit,
+    )
+    retired = [a.name for a in apps if a.version not in active and a.finished]
+    for app_name in sorted(set(history) | set(retired)):
+        if app_name not in started:
+            ctx.kube.delete(*SPARK_API, namespace, app_name)
 
     if not materializes:
         serving = latest
-    status: dict[str, Any] = {"latestVersion": latest}
+    status: dict[str, Any] = {
+        "latestVersion": latest,
+        "progress": progress.progress_to_status(records.values()),
+    }
+    if request_text is not None and not request_error:
+        status["backfillRequest"] = request_text
     found: list[Condition] = []
     if serving is not None:
-        summary = summaries.get(serving) or progress.summarize(start, ())
+        record = records.get(serving) or progress.Progress(serving)
         status["version"] = serving
         if spec.materialization.online:
             status["onlineTable"] = naming.online_table(settings, namespace, name, serving)
         if spec.materialization.offline:
             status["offlineUri"] = naming.offline_uri(settings, namespace, name, serving)
-        if summary.materialized_until is not None:
+        if record.materialized_until is not None:
             status["lastMaterializedWindow"] = {
                 "start": start.isoformat().replace("+00:00", "Z"),
-                "end": summary.materialized_until.isoformat().replace("+00:00", "Z"),
+                "end": record.materialized_until.isoformat().replace("+00:00", "Z"),
             }
             # None clears the rows of an earlier window (status is merge-patched).
-            status["rows"] = _last_window_rows(ctx, namespace, summary, status_before, status)
-        ctx.metrics.freshness.set(namespace, name, summary.materialized_until)
+            status["rows"] = _last_window_rows(moved.get(serving), status_before, status)
+        ctx.metrics.freshness.set(namespace, name, record.materialized_until)
     done_until = status.get("lastMaterializedWindow", {}).get("end")
     if not materializes:
         found.append(Condition("Materialized", False, "PushSource", "values arrive through Push"))
@@ -195,11 +258,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         )
     else:
         found.append(Condition("Materialized", False, "Backfilling", "no window has completed yet"))
-    if failures:
-        retry = f"; next retry at {next_retry:%Y-%m-%dT%H:%M:%SZ}" if next_retry else ""
-        found.append(Condition("Degraded", True, "WindowFailed", "; ".join(failures) + retry))
-    else:
-        found.append(Condition("Degraded", False, "Healthy", "no failed windows"))
+    found.append(_degraded(exhausted, failures, next_retry, request_error))
     ready = serving is not None and (not materializes or done_until is not None)
     if ready and serving != latest:
         message = f"serving version {serving}; version {latest} is backfilling"
@@ -211,36 +270,79 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     return _finish(body, status, found, now)
 
 
-def _last_window_rows(
+def _degraded(
+    exhausted: list[str], failures: list[str], next_retry: dt.datetime | None, request_error: str
+) -> Condition:
+    """Degraded, with the most pressing reason first: windows that stopped retrying,
+    a backfill request that cannot be read, then windows waiting for a retry."""
+    problems = [*exhausted, *([request_error] if request_error else []), *failures]
+    if not problems:
+        return Condition("Degraded", False, "Healthy", "no failed windows")
+    retry = f"; next retry at {next_retry:%Y-%m-%dT%H:%M:%SZ}" if next_retry and failures else ""
+    reason = (
+        "TooManyFailures" if exhausted else "InvalidBackfill" if request_error else "WindowFailed"
+    )
+    return Condition("Degraded", True, reason, "; ".join(problems) + retry)
+
+
+def _driver(ctx: Context, namespace: str, run: runs.Run) -> dict[str, Any] | None:
+    """The driver pod of a finished run, whose termination message is its report."""
+    return ctx.kube.get("v1", "Pod", namespace, run.driver_pod) if run.driver_pod else None
+
+
+def _start(
     ctx: Context,
-    namespace: str,
-    summary: progress.Progress,
+    view: v1alpha1.FeatureView,
+    version: int,
+    attempts: Sequence[progress.WindowRecord],
+    apps: Sequence[runs.Run],
+    owner: Mapping[str, Any],
+) -> set[str]:
+    """Create the applications of ``attempts``, replacing any other application of the
+    same name (an earlier attempt, another run of the window); returns their names."""
+    names = set()
+    by_name = {a.name: a for a in apps}
+    for attempt in attempts:
+        body = desired.render_spark_application(
+            view, version, attempt.window, ctx.settings, owner, attempt.attempt, attempt.run
+        )
+        app_name = body["metadata"]["name"]
+        names.add(app_name)
+        there = by_name.get(app_name)
+        if there is not None:
+            if (there.window, there.run_id, there.attempt) == (
+                attempt.window,
+                attempt.run,
+                attempt.attempt,
+            ):
+                continue
+            ctx.kube.delete(*SPARK_API, body["metadata"]["namespace"], app_name)
+        ctx.kube.create(body)
+    return names
+
+
+def _last_window_rows(
+    last: progress.WindowRecord | None,
     before: Mapping[str, Any],
     status: Mapping[str, Any],
 ) -> dict[str, int] | None:
-    """The rows the last materialized window wrote, from its driver's report.
+    """The rows the last materialized window wrote, as its driver reported them.
 
-    A completed window's report never changes, so it is read once: while the status
-    already holds the rows of the same window of the same version, they are kept.
+    They are recorded with the window when its run is seen to complete; while the
+    status already holds the rows of the same window of the same version, they are kept.
     """
+    if last is not None:
+        return dict(last.rows) if last.rows else None
     same = all(before.get(k) == status.get(k) for k in ("version", "lastMaterializedWindow"))
-    if same and before.get("rows"):
-        return dict(before["rows"])
-    last = next(
-        (r for r in reversed(summary.completed) if r.window.end == summary.materialized_until),
-        None,
-    )
-    if last is None or not last.driver_pod:
-        return None
-    return progress.read_report_rows(ctx.kube.get("v1", "Pod", namespace, last.driver_pod))
+    return dict(before["rows"]) if same and before.get("rows") else None
 
 
-def _count(ctx: Context, namespace: str, name: str, summary: progress.Progress) -> None:
-    for run in summary.completed:
-        if ctx.metrics.count_run_once(f"{namespace}/{run.name}/{run.attempt}/ok"):
+def _count(ctx: Context, namespace: str, name: str, seen: progress.Observation) -> None:
+    for run in seen.succeeded:
+        if ctx.metrics.count_run_once(f"{namespace}/{run.name}/{run.run_id}/{run.attempt}/ok"):
             ctx.metrics.windows_succeeded.labels(namespace, name).inc()
-    for run in summary.failed:
-        if ctx.metrics.count_run_once(f"{namespace}/{run.name}/{run.attempt}/failed"):
+    for run in seen.failed:
+        if ctx.metrics.count_run_once(f"{namespace}/{run.name}/{run.run_id}/{run.attempt}/failed"):
             ctx.metrics.windows_failed.labels(namespace, name).inc()
 
 

@@ -71,6 +71,22 @@ class OperatorSettings:
     max_retry_backoff_seconds: float = 1800.0
     """Longest wait between retries. Env: FEATUREKUBE_MAX_RETRY_BACKOFF_SECONDS."""
 
+    max_failed_attempts: int = 3
+    """Attempts at a window whose failure cannot heal by running it again (a Fail
+    expectation, a schema error, an item over the store's size limit) before it is no
+    longer retried and the view is Degraded with reason TooManyFailures; transient
+    failures are retried with backoff for as long as they last.
+    Env: FEATUREKUBE_MAX_FAILED_ATTEMPTS."""
+
+    succeeded_history_limit: int = 3
+    """Completed SparkApplications kept per view once their outcome is in the view's
+    status, newest first; older ones are deleted (the status is the record, not they).
+    Env: FEATUREKUBE_SUCCEEDED_HISTORY_LIMIT."""
+
+    failed_history_limit: int = 1
+    """Failed SparkApplications kept per view once their outcome is in the view's status.
+    Env: FEATUREKUBE_FAILED_HISTORY_LIMIT."""
+
     reconcile_interval_seconds: float = 30.0
     """How often each view is re-examined for due windows.
     Env: FEATUREKUBE_RECONCILE_INTERVAL_SECONDS."""

@@ -293,23 +293,25 @@ def test_a_restarted_operator_continues_without_duplicates_or_gaps(
     _step(restarted, kube_api, namespace, "driver-trip-stats")
     assert _apps(kube_api, namespace).keys() == first.keys()
 
+    started: dict[str, tuple[str, str]] = {}  # every application ever made, by uid
     for name in first:
         _finish(kube_api, namespace, name, "COMPLETED", clock.now)
     clock.now += 2 * H
     for _ in range(4):
-        _step(restarted, kube_api, namespace, "driver-trip-stats")
+        for app in _apps(kube_api, namespace).values():
+            annotations = app["metadata"]["annotations"]
+            started[app["metadata"]["uid"]] = (
+                annotations[naming.ANNOTATION_WINDOW_START],
+                annotations[naming.ANNOTATION_WINDOW_END],
+            )
+        status = _step(restarted, kube_api, namespace, "driver-trip-stats")
         for name, app in _apps(kube_api, namespace).items():
             if not app.get("status"):
                 _finish(kube_api, namespace, name, "COMPLETED", clock.now)
-    windows = sorted(
-        (
-            a["metadata"]["annotations"][naming.ANNOTATION_WINDOW_START],
-            a["metadata"]["annotations"][naming.ANNOTATION_WINDOW_END],
-        )
-        for a in _apps(kube_api, namespace).values()
-    )
+    windows = sorted(started.values())
     assert [w[0] for w in windows[1:]] == [w[1] for w in windows[:-1]], "windows follow each other"
     assert windows[0][0] == "2026-01-01T00:00:00Z" and windows[-1][1] == "2026-01-01T05:00:00Z"
+    assert status["lastMaterializedWindow"]["end"] == "2026-01-01T05:00:00Z"
 
 
 def test_a_data_change_backfills_a_new_version_before_serving_it(
@@ -364,3 +366,184 @@ def test_deletion_policy_delete_removes_the_tables(
     reconcile.finalize_feature_view(ctx, body)
 
     assert not ctx.tables.exists(table)
+
+
+def _run_until_idle(
+    ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str, steps: int
+) -> dict[str, Any]:
+    """Reconcile, completing every new application, until nothing new starts."""
+    status: dict[str, Any] = {}
+    for _ in range(steps):
+        status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+        fresh = [n for n, a in _apps(kube_api, namespace).items() if not a.get("status")]
+        if not fresh:
+            break
+        for name in fresh:
+            _finish(kube_api, namespace, name, "COMPLETED", ctx.clock())
+    return status
+
+
+def _delete_apps(kube_api: kubernetes.client.ApiClient, namespace: str) -> None:
+    for name in _apps(kube_api, namespace):
+        _custom(kube_api).delete_namespaced_custom_object(
+            *SPARK, namespace, "sparkapplications", name
+        )
+
+
+def test_finished_applications_are_collected_beyond_the_history_limits(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+    clock.now += 9 * H
+
+    status = _run_until_idle(ctx, kube_api, namespace, 20)
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    assert status["lastMaterializedWindow"]["end"] == "2026-01-01T12:00:00Z"
+    # Twelve windows ran; the status is their record, three applications their history.
+    assert sorted(_apps(kube_api, namespace)) == [
+        "driver-trip-stats-v1-202601010900",
+        "driver-trip-stats-v1-202601011000",
+        "driver-trip-stats-v1-202601011100",
+    ]
+    (record,) = status["progress"]
+    assert (record["version"], record["materializedUntil"]) == (1, "2026-01-01T12:00:00Z")
+
+
+def test_deleting_every_application_of_a_ready_view_changes_nothing_and_reruns_nothing(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+    before = _run_until_idle(ctx, kube_api, namespace, 10)
+    assert _condition(before, "Ready")["status"] == "True"
+
+    _delete_apps(kube_api, namespace)
+    restarted = reconcile.Context(ctx.settings, ctx.kube, ctx.tables, Metrics(), clock)
+    after = _step(restarted, kube_api, namespace, "driver-trip-stats")
+
+    assert _apps(kube_api, namespace) == {}
+    for key in ("version", "onlineTable", "offlineUri", "lastMaterializedWindow", "rows"):
+        assert after.get(key) == before.get(key), key
+    assert _condition(after, "Ready")["status"] == "True"
+    # The next tick runs the next window only.
+    clock.now += H
+    _step(restarted, kube_api, namespace, "driver-trip-stats")
+    assert sorted(_apps(kube_api, namespace)) == ["driver-trip-stats-v1-202601010300"]
+
+
+def test_a_window_whose_application_vanished_while_running_runs_again(
+    ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    first = _apps(kube_api, namespace)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    _delete_apps(kube_api, namespace)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    again = _apps(kube_api, namespace)
+    assert again.keys() == first.keys()
+    assert {a["metadata"]["uid"] for a in again.values()}.isdisjoint(
+        a["metadata"]["uid"] for a in first.values()
+    )
+
+
+def _fail_with_report(
+    kube_api: kubernetes.client.ApiClient, namespace: str, name: str, at: dt.datetime
+) -> None:
+    report = {
+        "published": False,
+        "rows": {"read": 10, "offline": 0, "online": 0},
+        "error": "FeatureView driver-trip-stats: column trip_id is string, expected int64",
+        "errorType": "SourceSchemaError",
+    }
+    runtime.record_driver_pod(kube_api, _apps(kube_api, namespace)[name], 1, json.dumps(report))
+    _finish(kube_api, namespace, name, "FAILED", at, "driver container failed")
+
+
+def test_a_failure_that_cannot_heal_stops_with_too_many_failures_until_a_backfill(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    first = "driver-trip-stats-v1-202601010000"
+    _apply_view(kube_api, namespace, VIEW)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    for attempt in (1, 2, 3):
+        app = _apps(kube_api, namespace)[first]
+        assert app["metadata"]["annotations"][naming.ANNOTATION_ATTEMPT] == str(attempt)
+        _fail_with_report(kube_api, namespace, first, clock.now)
+        status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+        clock.now += dt.timedelta(hours=1)
+        status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    degraded = _condition(status, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "TooManyFailures")
+    assert "failed 3 times" in degraded["message"] and "trip_id is string" in degraded["message"]
+    assert "featurekube backfill driver-trip-stats" in degraded["message"]
+    clock.now += dt.timedelta(days=1)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    app = _apps(kube_api, namespace).get(first)
+    assert app is None or app["metadata"]["annotations"][naming.ANNOTATION_ATTEMPT] == "3"
+
+    # The source is fixed; a backfill of the window resumes it with fresh attempts.
+    annotated = copy.deepcopy(VIEW)
+    annotated["metadata"]["annotations"] = {
+        "featurekube.dev/backfill": "2026-01-01T00:00:00Z/2026-01-01T01:00:00Z"
+    }
+    _apply_view(kube_api, namespace, annotated)
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    app = _apps(kube_api, namespace)[first]
+    assert app["metadata"]["annotations"][naming.ANNOTATION_ATTEMPT] == "1"
+    assert app["metadata"]["annotations"][naming.ANNOTATION_RUN]
+    assert _condition(status, "Degraded")["status"] == "False"
+
+
+def test_a_backfill_annotation_reruns_its_windows_once(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+    before = _run_until_idle(ctx, kube_api, namespace, 10)
+    _delete_apps(kube_api, namespace)
+
+    annotated = copy.deepcopy(VIEW)
+    annotated["metadata"]["annotations"] = {
+        "featurekube.dev/backfill": "2026-01-01T01:00:00Z/2026-01-01T03:00:00Z # late trips"
+    }
+    _apply_view(kube_api, namespace, annotated)
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    reruns = _apps(kube_api, namespace)
+    assert sorted(reruns) == [
+        "driver-trip-stats-v1-202601010100",
+        "driver-trip-stats-v1-202601010200",
+    ]
+    assert status["backfillRequest"].endswith("# late trips")
+    # Re-runs leave what is served alone while they run.
+    assert status["lastMaterializedWindow"] == before["lastMaterializedWindow"]
+    assert _condition(status, "Ready")["status"] == "True"
+    for name in reruns:
+        _finish(kube_api, namespace, name, "COMPLETED", clock.now)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    _delete_apps(kube_api, namespace)
+
+    # The same annotation, applied again (a GitOps sync), runs nothing more.
+    _apply_view(kube_api, namespace, annotated)
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+    assert _apps(kube_api, namespace) == {}
+    assert status["progress"][0]["windows"] == []
+
+
+def test_an_unreadable_backfill_annotation_degrades_the_view_and_reruns_nothing(
+    ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    annotated = copy.deepcopy(VIEW)
+    annotated["metadata"]["annotations"] = {"featurekube.dev/backfill": "last week"}
+    _apply_view(kube_api, namespace, annotated)
+
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    degraded = _condition(status, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidBackfill")
+    assert "featurekube.dev/backfill" in degraded["message"]
+    assert "backfillRequest" not in status

@@ -33,6 +33,7 @@ from featurekube.spec.v1alpha1.common import (
 __all__ = [
     "AGGREGATION_FUNCTIONS",
     "Aggregation",
+    "BackfillRange",
     "BatchSource",
     "Entity",
     "Expectation",
@@ -45,7 +46,9 @@ __all__ = [
     "RowCounts",
     "Source",
     "Transformation",
+    "VersionProgress",
     "Window",
+    "WindowProgress",
 ]
 
 _secs = durations.cel_seconds
@@ -411,6 +414,61 @@ class RowCounts(SpecModel):
     """Entities written to the online store."""
 
 
+class WindowProgress(SpecModel):
+    """A window started and not yet part of materializedUntil."""
+
+    start: dt.datetime
+    """The window's first instant (included)."""
+    end: dt.datetime
+    """The instant after the window (excluded)."""
+    state: Literal["Running", "Succeeded", "Failed"]
+    """Running; Succeeded (completed after a window still missing, or a re-run); Failed."""
+    attempt: Annotated[int, Field(ge=1)] = 1
+    """Which attempt at the window this is (or was, when it failed)."""
+    run: Annotated[str, Field(max_length=16)] | None = None
+    """The backfill request this is a re-run for; unset for the scheduled run."""
+    reason: Annotated[str, Field(max_length=1024)] | None = None
+    """Why the last attempt failed."""
+    permanent: bool | None = None
+    """The failure cannot heal by running the window again (a Fail expectation, a schema
+    error, an item too large): it is retried only a bounded number of times."""
+    finished_at: dt.datetime | None = None
+    """When the last attempt ended."""
+    rows: RowCounts | None = None
+    """Rows a succeeded attempt wrote."""
+
+
+class BackfillRange(SpecModel):
+    """A range of a backfill request not started yet."""
+
+    start: dt.datetime
+    """The range's first instant (included)."""
+    end: dt.datetime
+    """The instant after the range (excluded)."""
+    run: Annotated[str, Field(max_length=16)]
+    """The backfill request it belongs to."""
+
+
+class VersionProgress(SpecModel):
+    """How far one version's materialization is: the operator's durable record of it.
+
+    SparkApplications are only the vehicles of attempts: once a window's outcome is
+    recorded here, its application may be deleted without anything running again.
+    """
+
+    version: Annotated[int, Field(ge=1)]
+    """The data version."""
+    materialized_until: dt.datetime | None = None
+    """Every window from the first start up to this instant has completed."""
+    planned_until: dt.datetime | None = None
+    """End of the last scheduled window started."""
+    windows: list[WindowProgress] | None = Field(None, max_length=256)
+    """Windows started and not yet part of materializedUntil: running, failed, or
+    completed while an earlier one is missing."""
+    backfills: list[BackfillRange] | None = Field(None, max_length=64)
+    """Ranges a backfill asked to run again that have not started."""
+
+
 class FeatureViewStatus(SpecModel):
     """The observed state of a FeatureView, written by the operator."""
 
@@ -432,6 +490,10 @@ class FeatureViewStatus(SpecModel):
     """The Delta table holding this view's history."""
     rows: RowCounts | None = None
     """Rows of the last successful window."""
+    progress: list[VersionProgress] | None = Field(None, max_length=8)
+    """Materialization progress of the versions serving or backfilling."""
+    backfill_request: Annotated[str, Field(max_length=1024)] | None = None
+    """The last featurekube.dev/backfill annotation acted on."""
 
 
 class FeatureView(SpecModel):

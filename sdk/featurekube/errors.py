@@ -11,7 +11,7 @@ of its own.
 
 The packages that raise them re-export their own under the names they use
 (``featurekube.materialize.errors.PlanError`` is :class:`MaterializePlanError`), so
-either import works::
+either import works:
 
     FeaturekubeError
     ├── MissingDependencyError        an optional extra (spark, server, ...) is not installed
@@ -23,7 +23,7 @@ either import works::
     │   └── ForbiddenError                the identity may not list featurekube's objects
     ├── PlatformError                 the local platform (`featurekube dev`) failed
     │   ├── ComponentStartError           one part of it did not start; carries its log tail
-    │   └── PlatformInUseError            it was started by another process, which still runs
+    │   └── PlatformInUseError            another live process holds it: not stopped
     ├── RetrievalError                historical features could not be retrieved (joins)
     │   ├── FeatureReferenceError         a malformed, repeated or colliding reference
     │   │   ├── FeatureViewNotFoundError

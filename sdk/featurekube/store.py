@@ -62,7 +62,7 @@ def _is_spark_frame(value: object) -> bool:
 class FeatureStore:
     """Feature definitions and their offline tables; the door to training data.
 
-    Example::
+    Example:
 
         >>> store = FeatureStore.from_directory("examples/", offline_uri="s3://lake/offline")
         >>> [view.metadata.name for view in store.list_feature_views("rides")][:2]

@@ -17,9 +17,17 @@ class OnlineTables:
 
     def __init__(self, client: Any | None = None) -> None:
         self.client = client or boto3.client("dynamodb")
+        self._complete: set[str] = set()
 
     def ensure(self, name: str, tags: dict[str, str]) -> bool:
-        """Create the table if missing and switch on its TTL; True if it was created."""
+        """Create the table if missing and make sure its TTL is on; True if it was created.
+
+        Each step checks what is there rather than what this process did, so an operator
+        stopped between creating a table and turning on its TTL finishes the job when it
+        comes back. A table found complete is not looked at again by this process.
+        """
+        if name in self._complete:
+            return False
         try:
             self.client.create_table(**layout.table_definition(name, tags))
             created = True
@@ -27,14 +35,17 @@ class OnlineTables:
             if exc.response["Error"]["Code"] != "ResourceInUseException":
                 raise
             created = False
-        if created:
-            self.client.get_waiter("table_exists").wait(
-                TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-            )
+        # A table just created, by this process or one that stopped, may still be CREATING.
+        self.client.get_waiter("table_exists").wait(
+            TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+        ttl = self.client.describe_time_to_live(TableName=name)["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
             self.client.update_time_to_live(
                 TableName=name,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": layout.EXPIRES_AT},
             )
+        self._complete.add(name)
         return created
 
     def exists(self, name: str) -> bool:
@@ -49,6 +60,7 @@ class OnlineTables:
 
     def delete(self, name: str) -> None:
         """Delete the table; gone already is fine."""
+        self._complete.discard(name)
         try:
             self.client.delete_table(TableName=name)
         except ClientError as exc:

@@ -547,3 +547,18 @@ def test_an_unreadable_backfill_annotation_degrades_the_view_and_reruns_nothing(
     assert (degraded["status"], degraded["reason"]) == ("True", "InvalidBackfill")
     assert "featurekube.dev/backfill" in degraded["message"]
     assert "backfillRequest" not in status
+
+
+def test_a_table_created_by_an_operator_that_stopped_before_its_ttl_gets_its_ttl(
+    ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+    table = naming.online_table(ctx.settings, namespace, "driver-trip-stats", 1)
+    dynamodb = boto3.client("dynamodb")
+    # What an operator killed right after create_table leaves behind.
+    dynamodb.create_table(**layout.table_definition(table, {}))
+
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    ttl = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", layout.EXPIRES_AT)

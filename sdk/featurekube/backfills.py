@@ -18,7 +18,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 
-__all__ = ["ANNOTATION", "BackfillRequest", "format_request", "parse_request"]
+__all__ = ["ANNOTATION", "BackfillRequest", "format_request", "parse_request", "parse_time"]
 
 ANNOTATION = "featurekube.dev/backfill"
 MAX_LENGTH = 1024
@@ -34,7 +34,8 @@ class BackfillRequest:
     """A short hash of the whole value: runs of this request carry it."""
 
 
-def _instant(text: str, where: str) -> dt.datetime:
+def parse_time(text: str, where: str = "time") -> dt.datetime:
+    """An ISO 8601 instant or date in UTC (naive: UTC); ValueError naming ``where``."""
     try:
         moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
@@ -64,7 +65,7 @@ def parse_request(text: str) -> BackfillRequest:
                 "e.g. 2026-03-01T00:00:00Z/2026-03-08T00:00:00Z"
             )
         start_text, end_text = interval.split("/")
-        start, end = _instant(start_text, where), _instant(end_text, where)
+        start, end = parse_time(start_text, where), parse_time(end_text, where)
         if end <= start:
             raise ValueError(f"{where}: {interval.strip()!r} ends before it starts")
         spans.append((start, end))

@@ -562,3 +562,33 @@ def test_a_table_created_by_an_operator_that_stopped_before_its_ttl_gets_its_ttl
 
     ttl = dynamodb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
     assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", layout.EXPIRES_AT)
+
+
+def test_featurekube_backfill_asks_the_operator_to_rerun_windows(
+    ctx: reconcile.Context,
+    kube_api: kubernetes.client.ApiClient,
+    namespace: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from featurekube.cli import main
+
+    _apply_view(kube_api, namespace, VIEW)
+    _run_until_idle(ctx, kube_api, namespace, 10)
+    _delete_apps(kube_api, namespace)
+    argv = ["backfill", "driver-trip-stats", "-n", namespace]
+    argv += ["--start", "2026-01-01T01:00:00Z", "--end", "2026-01-01T02:00:00Z"]
+
+    assert main.main(argv) == 0
+    assert f"FeatureView {namespace}/driver-trip-stats" in capsys.readouterr().out
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    (app,) = _apps(kube_api, namespace).values()
+    assert app["metadata"]["annotations"][naming.ANNOTATION_WINDOW_START] == "2026-01-01T01:00:00Z"
+    first_run = app["metadata"]["annotations"][naming.ANNOTATION_RUN]
+    # Each command is a request of its own, even for the same windows.
+    _finish(kube_api, namespace, app["metadata"]["name"], "COMPLETED", ctx.clock())
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    assert main.main(argv) == 0
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    app = _apps(kube_api, namespace)["driver-trip-stats-v1-202601010100"]
+    assert app["metadata"]["annotations"][naming.ANNOTATION_RUN] != first_run

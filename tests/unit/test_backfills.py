@@ -46,3 +46,14 @@ def test_the_command_writes_what_the_operator_reads() -> None:
 def test_a_bad_request_says_what_is_wrong(text: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         backfills.parse_request(text)
+
+
+def test_the_command_refuses_an_empty_window_before_it_connects(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from featurekube.cli import main
+
+    status = main.main(["backfill", "v", "--start", "2026-01-02", "--end", "2026-01-01"])
+
+    assert status == 1
+    assert "--end 2026-01-01T00:00:00Z is not after --start" in capsys.readouterr().err

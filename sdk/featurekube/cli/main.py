@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 
 from featurekube import errors
-from featurekube.cli import dev, get, materialize, plan, serve, validate
+from featurekube.cli import backfill, dev, get, materialize, plan, serve, validate
 
 __all__ = ["build_parser", "main", "render_error"]
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.register(commands)
     plan.register(commands)
     materialize.register(commands)
+    backfill.register(commands)
     get.register(commands)
     serve.register(commands)
     dev.register(commands)

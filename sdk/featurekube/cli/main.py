@@ -19,7 +19,7 @@ from featurekube.cli import backfill, dev, get, materialize, plan, serve, valida
 
 __all__ = ["build_parser", "main", "render_error"]
 
-VERBOSE_HELP = "on errors, print the detail and its causes; show Spark's own output"
+VERBOSE_HELP = "print an error's detail and causes (and materialize's Spark output)"
 
 
 def build_parser() -> argparse.ArgumentParser:

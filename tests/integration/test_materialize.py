@@ -29,7 +29,7 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 
-from featurekube.materialize import spark_job
+from featurekube.materialize import python_job, spark_job
 from featurekube.materialize.errors import (
     ExpectationFailedError,
     SourceSchemaError,
@@ -106,6 +106,12 @@ def _micros(moment: dt.datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+@pytest.fixture(params=["spark", "python"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every materialization test runs on both engines: they must give the same rows."""
+    return str(request.param)
+
+
 def _materialize(
     spark: SparkSession,
     view: v1alpha1.FeatureView,
@@ -113,8 +119,14 @@ def _materialize(
     end: dt.datetime,
     offline: str | None,
     online: str | None,
+    engine: str = "spark",
 ) -> Any:
-    return spark_job.run(spark, view, start, end, offline_uri=offline, online_table=online)
+    if engine == "python":
+        result = python_job.run(view, start, end, offline_uri=offline, online_table=online)
+    else:
+        result = spark_job.run(spark, view, start, end, offline_uri=offline, online_table=online)
+    assert result.engine == engine
+    return result
 
 
 # -- plain features ------------------------------------------------------------------------
@@ -143,7 +155,7 @@ def _profile_reference(drivers: pa.Table, start: dt.datetime, end: dt.datetime) 
 
 
 def test_plain_features_keep_every_row_and_the_latest_correction_and_rerun_identically(
-    spark: SparkSession, gen: ModuleType, s3_prefix: str, table_prefix: str
+    spark: SparkSession, engine: str, gen: ModuleType, s3_prefix: str, table_prefix: str
 ) -> None:
     drivers = gen.make_drivers(gen.Settings(days=3, drivers=8, riders=20))
     view = _example("driver-profile", _put(f"{s3_prefix}raw/drivers/", drivers))
@@ -153,9 +165,9 @@ def test_plain_features_keep_every_row_and_the_latest_correction_and_rerun_ident
     corrected = {(r["driver_id"], r["event_timestamp"]) for r in drivers.to_pylist()}
     assert len(corrected) < drivers.num_rows  # the data has ties on event time
 
-    first = _materialize(spark, view, start, end, offline, online)
+    first = _materialize(spark, view, start, end, offline, online, engine=engine)
     rows = _offline(offline)
-    rerun = _materialize(spark, view, start, end, offline, online)
+    rerun = _materialize(spark, view, start, end, offline, online, engine=engine)
 
     assert [{k: r[k] for k in expected[0]} for r in rows] == expected
     assert {r["event_date"] for r in rows} == {r["event_timestamp"].date() for r in expected}
@@ -213,7 +225,7 @@ def _live_view(source: str) -> v1alpha1.FeatureView:
 
 
 def test_online_values_move_only_forward_when_windows_run_out_of_order(
-    spark: SparkSession, s3_prefix: str, table_prefix: str
+    spark: SparkSession, engine: str, s3_prefix: str, table_prefix: str
 ) -> None:
     def row(driver: int, zone: str, hours: float, speed: float, status: str) -> dict[str, Any]:
         return {
@@ -246,8 +258,8 @@ def test_online_values_move_only_forward_when_windows_run_out_of_order(
     view = _live_view(_put(f"{s3_prefix}raw/live/", table))
     offline, online = f"{s3_prefix}offline/live", _online_table(table_prefix, "live")
 
-    later = _materialize(spark, view, T0 + DAY, T0 + 2 * DAY, offline, online)
-    earlier = _materialize(spark, view, T0, T0 + DAY, offline, online)
+    later = _materialize(spark, view, T0 + DAY, T0 + 2 * DAY, offline, online, engine=engine)
+    earlier = _materialize(spark, view, T0, T0 + DAY, offline, online, engine=engine)
 
     assert later.rows_online == 1
     assert (earlier.rows_online, earlier.online_stale) == (2, 1)
@@ -360,7 +372,7 @@ def _assert_rows_equal(actual: Iterable[dict[str, Any]], expected: list[dict[str
 
 
 def test_aggregations_match_a_reference_and_windows_in_pieces_equal_one_window(
-    spark: SparkSession, gen: ModuleType, s3_prefix: str, table_prefix: str
+    spark: SparkSession, engine: str, gen: ModuleType, s3_prefix: str, table_prefix: str
 ) -> None:
     trips = gen.make_trips(gen.Settings(days=2, drivers=5, riders=40))
     view = _example("driver-trip-stats", _put(f"{s3_prefix}raw/trips/", trips))
@@ -370,11 +382,11 @@ def test_aggregations_match_a_reference_and_windows_in_pieces_equal_one_window(
     cuts = [start, T0 + dt.timedelta(hours=13, minutes=5), T0 + DAY, end]
     completed = _completed_trips(trips)
 
-    whole = _materialize(spark, view, start, end, whole_uri, None)
+    whole = _materialize(spark, view, start, end, whole_uri, None, engine=engine)
     for piece_start, piece_end in itertools.pairwise(cuts):
-        _materialize(spark, view, piece_start, piece_end, pieces_uri, online)
+        _materialize(spark, view, piece_start, piece_end, pieces_uri, online, engine=engine)
     pieces = _offline(pieces_uri)
-    _materialize(spark, view, cuts[1], cuts[2], pieces_uri, online)  # a re-run
+    _materialize(spark, view, cuts[1], cuts[2], pieces_uri, online, engine=engine)  # a re-run
 
     expected = _trip_stats_reference(view, completed, start, end)
     assert len(expected) > 100
@@ -443,7 +455,7 @@ def _pull(
 
 @pytest.mark.parametrize("order", ["mean-first", "mean-last"])
 def test_int64_aggregations_stay_exact_offline_online_and_in_pulls(
-    spark: SparkSession, s3_prefix: str, table_prefix: str, order: str
+    spark: SparkSession, engine: str, s3_prefix: str, table_prefix: str, order: str
 ) -> None:
     exact = [
         {"name": f"{f}_tip", "column": "tip", "function": f, "window": "1h", "type": "int64"}
@@ -469,7 +481,7 @@ def test_int64_aggregations_stay_exact_offline_online_and_in_pulls(
     offline = f"{root}/rides/tips/v1"
     online = _online_table(table_prefix, f"tips-{order}")
 
-    _materialize(spark, view, T0, T0 + 30 * MIN, offline, online)
+    _materialize(spark, view, T0, T0 + 30 * MIN, offline, online, engine=engine)
 
     want = {
         "sum_tip": BIG + 1,  # 9007199254740994, not 9007199254740992
@@ -491,7 +503,7 @@ def test_int64_aggregations_stay_exact_offline_online_and_in_pulls(
 
 
 def test_an_aggregations_ttl_counts_from_the_entitys_latest_event(
-    spark: SparkSession, s3_prefix: str, table_prefix: str
+    spark: SparkSession, engine: str, s3_prefix: str, table_prefix: str
 ) -> None:
     # A 2-day TTL on 7-day windows. The second trip changes the count, not the max.
     raw = pa.table(
@@ -517,7 +529,7 @@ def test_an_aggregations_ttl_counts_from_the_entitys_latest_event(
     online = _online_table(table_prefix, "fares")
     latest = T0 + DAY + 12 * HOUR
 
-    _materialize(spark, view, T0, T0 + 10 * DAY, offline, online)
+    _materialize(spark, view, T0, T0 + 10 * DAY, offline, online, engine=engine)
 
     rows = _offline(offline)
     assert [r["latest_event_timestamp"] for r in rows] == [T0 + 5 * MIN] + [latest] * 3
@@ -548,7 +560,7 @@ def test_an_aggregations_ttl_counts_from_the_entitys_latest_event(
 
 
 def test_a_failing_expectation_publishes_nothing(
-    spark: SparkSession, gen: ModuleType, s3_prefix: str, table_prefix: str
+    spark: SparkSession, engine: str, gen: ModuleType, s3_prefix: str, table_prefix: str
 ) -> None:
     drivers = gen.make_drivers(gen.Settings(days=2, drivers=5, riders=20)).to_pylist()
     seen = defaultdict(int)
@@ -567,7 +579,7 @@ def test_a_failing_expectation_publishes_nothing(
     offline, online = f"{s3_prefix}offline/profile", _online_table(table_prefix, "profile")
 
     with pytest.raises(ExpectationFailedError, match="1 row of rating are above max 5") as failed:
-        _materialize(spark, view, T0 - DAY, T0 + 2 * DAY, offline, online)
+        _materialize(spark, view, T0 - DAY, T0 + 2 * DAY, offline, online, engine=engine)
 
     report = failed.value.report.to_json()
     assert report["published"] is False and report["rows"]["online"] == 0
@@ -578,7 +590,7 @@ def test_a_failing_expectation_publishes_nothing(
 
 
 def test_schema_errors_name_every_missing_and_mistyped_column_and_write_nothing(
-    spark: SparkSession, gen: ModuleType, s3_prefix: str
+    spark: SparkSession, engine: str, gen: ModuleType, s3_prefix: str
 ) -> None:
     settings = gen.Settings(days=1, drivers=2, riders=5)
     riders = gen.make_riders(settings, gen.make_trips(settings))
@@ -589,7 +601,7 @@ def test_schema_errors_name_every_missing_and_mistyped_column_and_write_nothing(
     offline = f"{s3_prefix}offline/riders"
 
     with pytest.raises(SourceSchemaError) as error:
-        _materialize(spark, view, T0, T0 + DAY, offline, None)
+        _materialize(spark, view, T0, T0 + DAY, offline, None, engine=engine)
 
     assert str(error.value).splitlines()[1:] == [
         "  - column rider_id (join key): expected int64 (Spark bigint), found string",
@@ -600,13 +612,13 @@ def test_schema_errors_name_every_missing_and_mistyped_column_and_write_nothing(
 
 
 def test_a_transformation_over_a_missing_column_names_it(
-    spark: SparkSession, gen: ModuleType, s3_prefix: str
+    spark: SparkSession, engine: str, gen: ModuleType, s3_prefix: str
 ) -> None:
     trips = gen.make_trips(gen.Settings(days=1, drivers=2, riders=5)).drop_columns(["fare_usd"])
     view = _example("driver-trip-stats", _put(f"{s3_prefix}raw/trips/", trips))
 
     with pytest.raises(TransformationError, match=r"spec.transformation.sql failed: .*fare_usd"):
-        _materialize(spark, view, T0, T0 + DAY, f"{s3_prefix}offline/stats", None)
+        _materialize(spark, view, T0, T0 + DAY, f"{s3_prefix}offline/stats", None, engine=engine)
 
 
 # -- the command line ------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import yaml
 
 from featurekube import errors
 from featurekube.cli import jvm_output
-from featurekube.materialize import plan, preflight, probe, report
+from featurekube.materialize import engines, plan, preflight, probe, report
 from featurekube.offline import layout as offline_layout
 from featurekube.online import layout as online_layout
 
@@ -94,6 +94,13 @@ def register(commands: Any) -> None:
         "--create-bucket",
         action="store_true",
         help="create the offline store's bucket when it does not exist",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=engines.ENGINES,
+        help="what computes the window: python (DuckDB, no JVM), spark, or auto (python "
+        f"for inputs up to {engines.DEFAULT_PYTHON_MAX_ROWS:,} rows and SQL both compute "
+        "alike) (default: the view's spec.materialization.engine, itself auto by default)",
     )
     parser.add_argument(
         "--spark-log",
@@ -295,6 +302,14 @@ def _materialize(
     """Run the job with progress bars; Spark's output to its log unless verbose."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from featurekube.materialize import __main__ as job
+
+    timings: dict[str, float] = {}
+    engine = job.choose_engine(window, args.engine, engines.DEFAULT_PYTHON_MAX_ROWS, timings)
+    console.print(f"  engine: {engine}")
+    if engine == "python":
+        return _materialize_in_python(args, view, window, offline_uri, online_table, console)
+
     log = (
         None
         if args.verbose
@@ -346,6 +361,43 @@ def _materialize(
             ) from exc
         observer.close()
     result.timings = {"spark_start": started, **result.timings}
+    return result, failure
+
+
+def _materialize_in_python(
+    args: argparse.Namespace,
+    view: Any,
+    window: plan.MaterializationPlan,
+    offline_uri: str | None,
+    online_table: str | None,
+    console: Any,
+) -> tuple[report.MaterializationReport, errors.FeaturekubeError | None]:
+    """Run the python engine's job with progress bars (no JVM, so no log of its own)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from featurekube.materialize import python_job
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    failure: errors.FeaturekubeError | None = None
+    with Progress(*columns, console=console, transient=False) as progress:
+        observer = _ProgressObserver(progress)
+        try:
+            result = python_job.run(
+                view,
+                args.start,
+                args.end,
+                offline_uri=offline_uri,
+                online_table=online_table,
+                observer=observer,
+            )
+        except errors.ExpectationFailedError as exc:
+            result, failure = exc.report, exc
+        observer.close()
     return result, failure
 
 

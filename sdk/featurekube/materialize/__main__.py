@@ -4,10 +4,13 @@ SparkApplication runs it; does I/O.
     python -m featurekube.materialize --spec /etc/featurekube/spec/featureview.yaml \\
         --start 2026-01-01T00:00:00Z --end 2026-01-01T01:00:00Z \\
         --offline-uri s3://bucket/offline/rides/driver-profile/v1 \\
-        --online-table featurekube.rides.driver-profile.v1 [--no-online] [--no-offline]
+        --online-table featurekube.rides.driver-profile.v1 [--no-online] [--no-offline] \\
+        [--engine auto|spark|python] [--python-max-rows N]
 
 ``--spec`` is the view's snapshot (a FeatureView, optionally with the operator's
-``resolved`` section). The run's report (see :mod:`featurekube.materialize.report`) is
+``resolved`` section). ``--engine`` (default: the spec's ``materialization.engine``)
+chooses what computes the window (:mod:`featurekube.materialize.engines`); ``auto``
+counts the window's input first. The run's report (see :mod:`featurekube.materialize.report`) is
 printed on stdout as one JSON line, and written to ``$FEATUREKUBE_REPORT_FILE`` when
 that is set (the operator sets the driver's termination-message path, so the report
 is cut to the 4 KiB Kubernetes keeps there). Exit status: 0 done, 1 failed (the
@@ -30,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from featurekube import errors
-from featurekube.materialize import plan, report
+from featurekube.materialize import engines, plan, report
 from featurekube.materialize.errors import ExpectationFailedError
 
 __all__ = ["build_parser", "main", "time_argument"]
@@ -58,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--online-table", required=True, help="the view's DynamoDB table")
     parser.add_argument("--no-online", action="store_true", help="skip the online store")
     parser.add_argument("--no-offline", action="store_true", help="skip the offline store")
+    parser.add_argument(
+        "--engine",
+        choices=engines.ENGINES,
+        help="what computes the window (default: the spec's materialization.engine)",
+    )
+    parser.add_argument(
+        "--python-max-rows",
+        type=int,
+        default=engines.DEFAULT_PYTHON_MAX_ROWS,
+        help="auto: the most input rows the python engine takes (default: %(default)s)",
+    )
     return parser
 
 
@@ -73,25 +87,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; returns the exit status."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from featurekube.materialize import spark_job
-
     label = str(args.spec)
+    started: dict[str, float] = {}
     try:
         body = yaml.safe_load(args.spec.read_text(encoding="utf-8"))
         view, _ = plan.read_view_document(body)
-        # A view or window that cannot be materialized fails before Spark starts.
-        label = plan.plan_materialization(view, args.start, args.end).label
-        began = time.perf_counter()
-        spark = spark_job.open_session(f"featurekube-materialize-{view.metadata.name}")
-        started = time.perf_counter() - began
-        result = spark_job.run(
-            spark,
-            view,
-            args.start,
-            args.end,
-            offline_uri=None if args.no_offline else args.offline_uri,
-            online_table=None if args.no_online else args.online_table,
-        )
+        # A view or window that cannot be materialized fails before any engine starts.
+        window = plan.plan_materialization(view, args.start, args.end)
+        label = window.label
+        engine = choose_engine(window, args.engine, args.python_max_rows, started)
+        offline_uri = None if args.no_offline else args.offline_uri
+        online_table = None if args.no_online else args.online_table
+        if engine == "python":
+            from featurekube.materialize import python_job
+
+            result = python_job.run(
+                view, args.start, args.end, offline_uri=offline_uri, online_table=online_table
+            )
+        else:
+            from featurekube.materialize import spark_job
+
+            began = time.perf_counter()
+            spark = spark_job.open_session(f"featurekube-materialize-{view.metadata.name}")
+            started["spark_start"] = time.perf_counter() - began
+            result = spark_job.run(
+                spark,
+                view,
+                args.start,
+                args.end,
+                offline_uri=offline_uri,
+                online_table=online_table,
+            )
     except ExpectationFailedError as exc:
         emit(exc.report)
         print(f"featurekube materialize: error: {exc}", file=sys.stderr)
@@ -105,9 +131,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         emit(_failed(label, args, f"{type(exc).__name__}: {exc}"[:4000]))
         traceback.print_exc()
         return 1
-    result.timings = {"spark_start": started, **result.timings}
+    result.timings = {**started, **result.timings}
     emit(result)
     return 0
+
+
+def choose_engine(
+    window: plan.MaterializationPlan,
+    requested: str | None,
+    python_max_rows: int,
+    timings: dict[str, float],
+) -> engines.Engine:
+    """The engine for ``window``: as requested (default: the spec's), ``auto``
+    counting the input first (its time goes into ``timings``)."""
+    requested = requested or window.spec.materialization.engine
+    rows = None
+    if requested == "auto":
+        from featurekube.materialize import python_job
+
+        began = time.perf_counter()
+        rows = python_job.count_input_rows(window)
+        timings["count_input"] = time.perf_counter() - began
+    return engines.choose(
+        requested,
+        input_rows=rows,
+        transformation=window.transformation,
+        python_max_rows=python_max_rows,
+    )
 
 
 def _failed(label: str, args: argparse.Namespace, error: str) -> report.MaterializationReport:

@@ -8,6 +8,7 @@ the view's status. Its shape::
 
     {"view": "FeatureView rides/driver-profile",
      "window": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"},
+     "engine": "python",                 # what ran the window: python or spark
      "published": true,                  # false: nothing was written (failed expectation)
      "rows": {"read": 1200, "offline": 1180, "online": 200},   # = FeatureViewStatus.rows
      "onlineStale": 0,                   # entities not written: the table held newer values
@@ -176,6 +177,8 @@ class MaterializationReport:
     published: bool = False
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    engine: str | None = None
+    """What ran the window: ``python`` or ``spark`` (None: it did not start)."""
 
     @property
     def failed_checks(self) -> list[Violation]:
@@ -186,6 +189,7 @@ class MaterializationReport:
         return {
             "view": self.view,
             "window": {"start": _iso(self.start), "end": _iso(self.end)},
+            "engine": self.engine,
             "published": self.published,
             "rows": {
                 "read": self.rows_read,

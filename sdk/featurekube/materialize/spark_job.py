@@ -123,7 +123,9 @@ def run(
     settings = settings or JobSettings()
     observer = observer or _LogObserver()
     ingested = _utc(now or dt.datetime.now(dt.UTC))
-    result = report.MaterializationReport(view=plan.label, start=plan.start, end=plan.end)
+    result = report.MaterializationReport(
+        view=plan.label, start=plan.start, end=plan.end, engine="spark"
+    )
     checks = report.plan_checks(plan.spec)
     with _utc_session(spark):
         began = time.perf_counter()

@@ -224,6 +224,11 @@ class Materialization(SpecModel):
     """When to materialize the window that just closed; cron, in UTC."""
     start_time: dt.datetime | None = None
     """Backfill from this time (UTC). Unset: start from the first schedule tick."""
+    engine: Literal["auto", "spark", "python"] = "auto"
+    """What computes each window: python (DuckDB and Arrow in one process, no JVM, for
+    windows that fit one machine), spark, or auto: python when the window's input is
+    at most the operator's threshold and its transformation uses only SQL both engines
+    compute alike, else spark. Both give exactly the same rows."""
 
 
 class Expectation(SpecModel):

@@ -1,0 +1,519 @@
+"""Materializes one window of a view without a JVM, with DuckDB and Arrow in this
+process; does I/O. The python engine: for windows that fit one machine.
+
+:func:`run` executes the same :class:`~featurekube.materialize.plan.MaterializationPlan`
+as :mod:`featurekube.materialize.spark_job`, step for step, and gives the same rows:
+
+1. read the batch source (parquet through pyarrow's datasets, Delta through
+   delta-rs; S3 as the AWS settings of the environment say) and apply
+   ``spec.transformation.sql``, translated from Spark SQL by
+   :mod:`featurekube.materialize.translate` (which refuses what DuckDB would compute
+   differently), then check the result's columns with
+   :func:`~featurekube.materialize.plan.check_columns`, under Spark's names for their
+   types, so both engines accept and refuse the same sources;
+2. keep the rows of the plan's read range and compute the offline rows: plain features
+   deduplicated per (keys, event time) by greatest created time, then greatest feature
+   values (a null lowest, as Spark's ``max(struct)``), or aggregations by
+   :func:`featurekube.materialize.aggregate.aggregate_entity` per entity;
+3. compute the statistics and checks, and stop before writing if a ``Fail``
+   expectation is violated;
+4. replace the window's offline rows in one commit, then write each entity's newest
+   row online, through :mod:`featurekube.writer` as Spark's job does.
+
+DuckDB runs in UTC, with a memory limit and a spill directory (:class:`PythonSettings`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import itertools
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from featurekube.materialize import aggregate, report, translate
+from featurekube.materialize import plan as planning
+from featurekube.materialize.errors import (
+    ExpectationFailedError,
+    SourceError,
+    SourceSchemaError,
+    TransformationError,
+)
+from featurekube.offline import layout as offline_layout
+from featurekube.spec import v1alpha1
+from featurekube.writer import offline as offline_writer
+from featurekube.writer import online as online_writer
+from featurekube.writer import rows as row_codec
+
+__all__ = ["PythonSettings", "count_input_rows", "run", "spark_type"]
+
+EVENT = offline_layout.EVENT_TIMESTAMP
+CREATED = offline_layout.CREATED_TIMESTAMP
+LATEST = offline_layout.LATEST_EVENT_TIMESTAMP
+
+_DUCKDB_TYPES: Mapping[str, str] = {
+    "int64": "BIGINT",
+    "float64": "DOUBLE",
+    "string": "VARCHAR",
+    "bool": "BOOLEAN",
+    "timestamp": "TIMESTAMPTZ",
+    "float64_array": "DOUBLE[]",
+}
+"""Value type -> the DuckDB type a column is cast to."""
+
+_SPARK_NAMES: Mapping[str, str] = {
+    "BIGINT": "bigint",
+    "INTEGER": "int",
+    "SMALLINT": "smallint",
+    "TINYINT": "tinyint",
+    "UBIGINT": "decimal(20,0)",
+    "UINTEGER": "bigint",
+    "USMALLINT": "int",
+    "UTINYINT": "smallint",
+    "HUGEINT": "decimal(38,0)",
+    "DOUBLE": "double",
+    "FLOAT": "float",
+    "VARCHAR": "string",
+    "BOOLEAN": "boolean",
+    "TIMESTAMP WITH TIME ZONE": "timestamp",
+    "TIMESTAMP": "timestamp_ntz",
+    "DATE": "date",
+    "DOUBLE[]": "array<double>",
+    "FLOAT[]": "array<float>",
+    "BLOB": "binary",
+}
+
+
+def spark_type(duckdb_type: str) -> str:
+    """The name Spark gives the type of a column DuckDB types ``duckdb_type``, as
+    :func:`~featurekube.materialize.plan.check_columns` takes it.
+
+    >>> [spark_type(t) for t in ("BIGINT", "DECIMAL(10,2)", "TIMESTAMP WITH TIME ZONE")]
+    ['bigint', 'decimal(10,2)', 'timestamp']
+    """
+    if duckdb_type.startswith("DECIMAL"):
+        return duckdb_type.lower().replace(" ", "")
+    return _SPARK_NAMES.get(duckdb_type, duckdb_type.lower())
+
+
+@dataclass(frozen=True)
+class PythonSettings:
+    """Tuning of one run of the python engine."""
+
+    memory_limit: str = "2GB"
+    """DuckDB's memory limit; beyond it, it spills to a temporary directory."""
+    threads: int = 2
+    """DuckDB's threads."""
+    online: online_writer.OnlineWriteSettings = field(
+        default_factory=online_writer.OnlineWriteSettings
+    )
+    """How the online writer pushes DynamoDB."""
+
+
+class _Observer:
+    def phase(self, name: str, total: int | None = None) -> None:
+        pass
+
+    def advance(self, amount: int) -> None:
+        pass
+
+
+def run(
+    view: v1alpha1.FeatureView,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    offline_uri: str | None,
+    online_table: str | None,
+    observer: Any | None = None,
+    online_client: Any | None = None,
+    storage_options: Mapping[str, str] | None = None,
+    settings: PythonSettings | None = None,
+    now: dt.datetime | None = None,
+) -> report.MaterializationReport:
+    """Materialize [start, end) of ``view`` into ``offline_uri`` and ``online_table``
+    (None: skip that store) and return the run's report; the contract of
+    :func:`featurekube.materialize.spark_job.run`, without Spark."""
+    plan = planning.plan_materialization(view, start, end)
+    settings = settings or PythonSettings()
+    observer = observer or _Observer()
+    ingested = _utc(now or dt.datetime.now(dt.UTC))
+    result = report.MaterializationReport(
+        view=plan.label, start=plan.start, end=plan.end, engine="python"
+    )
+    checks = report.plan_checks(plan.spec)
+    began = time.perf_counter()
+    observer.phase("compute")
+    with _connection(settings) as connection:
+        rows, rows_read = _offline_rows(connection, plan, ingested, storage_options)
+        stats = _statistics(connection, rows, plan, checks)
+    result.rows_read = rows_read
+    result.rows_offline = rows.num_rows
+    result.features = stats.features
+    result.violations = report.evaluate_checks(checks, stats.offending)
+    result.timings["read_compute"] = time.perf_counter() - began
+    if result.failed_checks:
+        message = (
+            f"{plan.label}: the window [{_iso(plan.start)}, {_iso(plan.end)}) broke "
+            "expectations with onViolation: Fail, so nothing was written: "
+            + "; ".join(v.check.describe(v.rows) for v in result.failed_checks)
+        )
+        result.error = message
+        raise ExpectationFailedError(message, result)
+    if offline_uri is not None:
+        began = time.perf_counter()
+        observer.phase("offline", rows.num_rows)
+        writer = offline_writer.OfflineWriter(
+            offline_uri, view, storage_options=storage_options, label=plan.label
+        )
+        writer.replace_window(rows, plan.start, plan.end, now=ingested)
+        observer.advance(rows.num_rows)
+        result.timings["offline_write"] = time.perf_counter() - began
+    if online_table is not None:
+        began = time.perf_counter()
+        newest = _newest_per_entity(rows, plan)
+        observer.phase("online", newest.num_rows)
+        online = online_writer.OnlineWriter(
+            online_table, view, online_client, settings=settings.online, label=plan.label
+        )
+        written = online.write_bulk(
+            iter(newest.to_batches()), now=ingested, on_progress=observer.advance
+        )
+        result.rows_online, result.online_stale = written.written, written.stale
+        result.timings["online_write"] = time.perf_counter() - began
+    result.published = True
+    return result
+
+
+@contextlib.contextmanager
+def _connection(settings: PythonSettings) -> Iterator[duckdb.DuckDBPyConnection]:
+    with tempfile.TemporaryDirectory(prefix="featurekube-python-job-") as spill:
+        connection = duckdb.connect(
+            config={
+                "memory_limit": settings.memory_limit,
+                "threads": settings.threads,
+                "temp_directory": spill,
+            }
+        )
+        try:
+            connection.execute("SET TimeZone = 'UTC'").fetchall()
+            yield connection
+        finally:
+            connection.close()
+
+
+# -- reading and computing ---------------------------------------------------------------
+
+
+def _source(plan: planning.MaterializationPlan, storage_options: Mapping[str, str] | None) -> Any:
+    """The source as an Arrow dataset DuckDB scans, pushing filters and columns down."""
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+
+    path = plan.source_path
+    uri = "s3://" + path.removeprefix("s3a://") if path.startswith("s3a://") else path
+    try:
+        if plan.source_format == "delta":
+            import deltalake
+
+            options = offline_writer.storage_options_for(uri, storage_options)
+            return deltalake.DeltaTable(uri, storage_options=options).to_pyarrow_dataset()
+        filesystem, where = pafs.FileSystem.from_uri(uri)
+        return pads.dataset(where, format="parquet", filesystem=filesystem)
+    except Exception as exc:  # pyarrow and delta-rs raise many kinds; all mean unreadable
+        raise SourceError(
+            f"{plan.label}: spec.source.batch.path {plan.source_path} could not be read as "
+            f"{plan.source_format}: {_first_line(exc)}. Check the path and format, and that "
+            "the job can reach the bucket"
+        ) from exc
+
+
+def count_input_rows(
+    plan: planning.MaterializationPlan, storage_options: Mapping[str, str] | None = None
+) -> int:
+    """How many source rows the window reads, for choosing its engine: those in the
+    read range when the source has the event-time column (parquet footers' statistics
+    answer most of it without reading data), else all of them (an upper bound).
+    Raises :class:`~featurekube.materialize.errors.SourceError` when the source cannot
+    be read."""
+    import pyarrow.compute as pc
+
+    if plan.reads_nothing:
+        return 0
+    dataset = _source(plan, storage_options)
+    field_ = plan.timestamp_field
+    try:
+        if field_ in dataset.schema.names and pa.types.is_timestamp(
+            dataset.schema.field(field_).type
+        ):
+            type_ = dataset.schema.field(field_).type
+            bounds = [
+                pa.scalar(t, pa.timestamp("us", tz="UTC")).cast(type_)
+                for t in (plan.read_start, plan.read_end)
+            ]
+            in_range = (pc.field(field_) >= bounds[0]) & (pc.field(field_) < bounds[1])
+            return int(dataset.count_rows(filter=in_range))
+        return int(dataset.count_rows())
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(
+            f"{plan.label}: spec.source.batch.path {plan.source_path} could not be read: "
+            f"{_first_line(exc)}"
+        ) from exc
+
+
+def _offline_rows(
+    connection: duckdb.DuckDBPyConnection,
+    plan: planning.MaterializationPlan,
+    ingested: dt.datetime,
+    storage_options: Mapping[str, str] | None,
+) -> tuple[pa.Table, int]:
+    """The window's offline rows (keys, features, event and created timestamps, and
+    for aggregations the latest event), and how many source rows were read."""
+    if plan.reads_nothing:
+        return _empty(plan), 0
+    events, rows_read = _events(connection, plan, ingested, storage_options)
+    if plan.aggregation is None:
+        return _deduplicated(connection, events, plan), rows_read
+    return _aggregated(events, plan), rows_read
+
+
+def _events(
+    connection: duckdb.DuckDBPyConnection,
+    plan: planning.MaterializationPlan,
+    ingested: dt.datetime,
+    storage_options: Mapping[str, str] | None,
+) -> tuple[pa.Table, int]:
+    """The source rows of the read range: keys, the needed columns (cast to their
+    types), and event and created times in microseconds."""
+    connection.register("source", _source(plan, storage_options))
+    query = "SELECT * FROM source"
+    if plan.transformation is not None:
+        query = translate.translate(plan.transformation, plan.label)
+    try:
+        relation = connection.sql(query)
+        found = {
+            name: spark_type(str(type_))
+            for name, type_ in zip(relation.columns, relation.types, strict=True)
+        }
+    except duckdb.Error as exc:
+        if plan.transformation is None:
+            raise SourceError(f"{plan.label}: the source could not be read: {exc}") from exc
+        raise TransformationError(
+            f"{plan.label}: spec.transformation.sql failed: {_first_line(exc)}"
+        ) from exc
+    problems = planning.check_columns(plan, found)
+    if problems:
+        where = "after spec.transformation.sql" if plan.transformation else "in the source"
+        raise SourceSchemaError(
+            f"{plan.label}: the columns {where} ({plan.source_path}) do not match the spec:\n"
+            + "\n".join(f"  - {p}" for p in problems),
+            problems,
+        )
+    selected = [f"CAST({_q(name)} AS {_DUCKDB_TYPES[t]}) AS {_q(name)}" for name, t in plan.keys]
+    if plan.aggregation is None:
+        selected += [
+            f"CAST({_q(name)} AS {_DUCKDB_TYPES[t]}) AS {_q(name)}" for name, t in plan.features
+        ]
+    else:
+        for name, type_ in planning.read_types(plan, found).items():
+            column = _q(name) if type_ == "any" else f"CAST({_q(name)} AS {_DUCKDB_TYPES[type_]})"
+            selected.append(f"{column} AS {_q(name)}")
+    stamp = f"CAST({_q(plan.timestamp_field)} AS TIMESTAMPTZ)"
+    event = f"epoch_us({stamp})"
+    fallback = planning.to_micros(ingested)
+    created = (
+        f"coalesce(epoch_us(CAST({_q(plan.created_field)} AS TIMESTAMPTZ)), {fallback})"
+        if plan.created_field
+        else str(fallback)
+    )
+    # Compared as timestamps, so that DuckDB can push the range down to the scan.
+    lo, hi = (_literal(_iso(t)) for t in (plan.read_start, plan.read_end))
+    sql = (
+        f"SELECT {', '.join(selected)}, {event} AS {planning.EVENT_MICROS}, "
+        f"{created} AS {planning.CREATED_MICROS} FROM ({query}) AS transformed "
+        f"WHERE {stamp} >= CAST({lo} AS TIMESTAMPTZ) AND {stamp} < CAST({hi} AS TIMESTAMPTZ)"
+    )
+    try:
+        events = connection.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise TransformationError(
+            f"{plan.label}: spec.transformation.sql failed on the window's rows: {_first_line(exc)}"
+        ) from exc
+    return events, events.num_rows
+
+
+def _deduplicated(
+    connection: duckdb.DuckDBPyConnection, events: pa.Table, plan: planning.MaterializationPlan
+) -> pa.Table:
+    """One row per (keys, event time): the greatest created time wins, then (for full
+    ties) the greatest feature values, a null lowest, as Spark's ``max(struct)``."""
+    keys = [_q(name) for name, _ in plan.keys]
+    features = [_q(name) for name, _ in plan.features]
+    order = [f"{planning.CREATED_MICROS} DESC"] + [f"{f} DESC NULLS LAST" for f in features]
+    group = ", ".join([*keys, planning.EVENT_MICROS])
+    connection.register("__events", events)
+    table = connection.sql(
+        f"SELECT {', '.join(keys + features)}, "
+        f"{planning.EVENT_MICROS} AS {EVENT}, {planning.CREATED_MICROS} AS {CREATED} "
+        f"FROM __events QUALIFY row_number() OVER (PARTITION BY {group} "
+        f"ORDER BY {', '.join(order)}) = 1"
+    ).to_arrow_table()
+    connection.unregister("__events")
+    return _conform(table, plan)
+
+
+def _aggregated(events: pa.Table, plan: planning.MaterializationPlan) -> pa.Table:
+    """The aggregation rows at the boundaries the window owns, per entity."""
+    agg_plan = plan.aggregation
+    assert agg_plan is not None
+    keys = [name for name, _ in plan.keys]
+    features = [name for name, _ in plan.features]
+    if events.num_rows == 0:
+        return _empty(plan)
+    events = events.sort_by([(k, "ascending") for k in keys])
+    starts = _group_starts(events, keys)
+    pieces: list[pa.Table] = []
+    for begin, stop in itertools.pairwise(starts):
+        group = events.slice(begin, stop - begin)
+        out = aggregate.aggregate_entity(group, agg_plan)
+        if not out.num_rows:
+            continue
+        columns = [pa.repeat(group.column(k)[0], out.num_rows) for k in keys]
+        columns += [out.column(name) for name in features]
+        times = out.column("event_timestamp")
+        columns += [times, times, out.column(aggregate.LATEST_EVENT)]
+        names = [*keys, *features, EVENT, CREATED, LATEST]
+        pieces.append(pa.Table.from_arrays(columns, names=names))
+    if not pieces:
+        return _empty(plan)
+    return _conform(pa.concat_tables(pieces), plan)
+
+
+def _group_starts(table: pa.Table, keys: list[str]) -> list[int]:
+    """The first row of each run of equal keys in ``table`` (sorted by them), and its
+    length at the end."""
+    rows = table.num_rows
+    changed = np.zeros(rows, dtype=bool)
+    changed[0] = True
+    for key in keys:
+        values = table.column(key).to_numpy(zero_copy_only=False)
+        changed[1:] |= values[1:] != values[:-1]
+    return [*np.flatnonzero(changed).tolist(), rows]
+
+
+def _newest_per_entity(rows: pa.Table, plan: planning.MaterializationPlan) -> pa.Table:
+    """Each entity's row with the greatest (event time, created time): the rows are
+    unique in (keys, event time) already."""
+    if rows.num_rows == 0:
+        return rows
+    keys = [name for name, _ in plan.keys]
+    ordered = rows.sort_by(
+        [*((k, "ascending") for k in keys), (EVENT, "descending"), (CREATED, "descending")]
+    )
+    starts = _group_starts(ordered, keys)[:-1]
+    return ordered.take(pa.array(starts, pa.int64()))
+
+
+def _conform(table: pa.Table, plan: planning.MaterializationPlan) -> pa.Table:
+    """``table`` in the row schema of the view, columns in its order."""
+    schema = row_codec.row_schema(plan.spec)
+    columns = []
+    for field_ in schema:
+        column = table.column(field_.name)
+        if pa.types.is_timestamp(field_.type) and pa.types.is_integer(column.type):
+            column = column.cast(pa.int64()).cast(field_.type)  # microseconds
+        columns.append(column if column.type == field_.type else column.cast(field_.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _empty(plan: planning.MaterializationPlan) -> pa.Table:
+    return row_codec.row_schema(plan.spec).empty_table()
+
+
+# -- statistics and checks ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Statistics:
+    features: dict[str, report.FeatureStats]
+    offending: list[int]
+
+
+def _statistics(
+    connection: duckdb.DuckDBPyConnection,
+    rows: pa.Table,
+    plan: planning.MaterializationPlan,
+    checks: list[report.Check],
+) -> _Statistics:
+    """Each feature's nulls, min and max, and each check's offending rows, in one
+    query, by the rules of Spark's job."""
+    types = dict(plan.features)
+    exprs: list[str] = ["count(*)"]
+    for name, type_ in plan.features:
+        column = _q(name)
+        exprs.append(f"count(*) FILTER (WHERE {column} IS NULL)")
+        if type_ == "timestamp":
+            exprs += [f"epoch_us(min({column}))", f"epoch_us(max({column}))"]
+        elif type_ != "float64_array":
+            exprs += [f"min({column})", f"max({column})"]
+    for check in checks:
+        column = _q(check.feature)
+        if check.kind == "notNull":
+            condition = f"{column} IS NULL"
+        elif check.kind == "min":
+            condition = f"{column} < {float(check.bound or 0)!r}"
+        elif check.kind == "max":
+            condition = f"{column} > {float(check.bound or 0)!r}"
+        else:
+            text = f"CAST({column} AS VARCHAR)"
+            if types.get(check.feature) == "bool":
+                text = f"lower({text})"
+            allowed = ", ".join(_literal(v) for v in check.allowed)
+            condition = f"{column} IS NOT NULL AND {text} NOT IN ({allowed})"
+        exprs.append(f"count(*) FILTER (WHERE {condition})")
+    connection.register("__rows", rows)
+    (found,) = connection.execute(f"SELECT {', '.join(exprs)} FROM __rows").fetchall()
+    connection.unregister("__rows")
+    values = iter(found[1:])
+    stats = {}
+    for name, type_ in plan.features:
+        nulls = int(next(values) or 0)
+        low = high = None
+        if type_ != "float64_array":
+            low, high = next(values), next(values)
+        if type_ == "timestamp":
+            low = None if low is None else planning.from_micros(low)
+            high = None if high is None else planning.from_micros(high)
+        stats[name] = report.FeatureStats(nulls, low, high)
+    return _Statistics(stats, [int(next(values) or 0) for _ in checks])
+
+
+# -- small helpers ---------------------------------------------------------------------------
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

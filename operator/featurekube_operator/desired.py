@@ -178,7 +178,7 @@ def render_spark_application(
                 "labels": labels,
                 "env": [*env, {"name": report.REPORT_FILE_ENV, "value": report.TERMINATION_LOG}],
                 "envFrom": env_from,
-                "configMaps": [{"name": naming.snapshot_name(name, version), "path": SPEC_MOUNT}],
+                "configMaps": [{"name": naming.job_spec_name(name, version), "path": SPEC_MOUNT}],
             },
             "executor": {
                 "cores": 1,

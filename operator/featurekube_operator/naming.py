@@ -21,6 +21,7 @@ __all__ = [
     "LABEL_FEATURE_VIEW",
     "LABEL_VERSION",
     "data_fingerprint",
+    "job_spec_name",
     "offline_uri",
     "online_table",
     "snapshot_name",
@@ -73,8 +74,14 @@ def offline_uri(settings: OperatorSettings, namespace: str, view: str, version: 
 
 
 def snapshot_name(view: str, version: int) -> str:
-    """The ConfigMap holding the resolved spec of one version, mounted by the job."""
+    """The immutable ConfigMap holding the spec one version was made from."""
     return f"{view}-v{version}-spec"
+
+
+def job_spec_name(view: str, version: int) -> str:
+    """The ConfigMap a version's jobs mount: its snapshot's data fields, the view's
+    other fields as they are now."""
+    return f"{view}-v{version}-job"
 
 
 def spark_application_name(view: str, version: int, window: Window) -> str:

@@ -19,7 +19,7 @@ import pydantic
 
 from featurekube import backfills
 from featurekube.spec import v1alpha1
-from featurekube_operator import conditions, desired, naming, progress, runs
+from featurekube_operator import conditions, desired, jobspec, naming, progress, runs
 from featurekube_operator.conditions import Condition
 from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
@@ -82,15 +82,23 @@ def _invalid(body: Mapping[str, Any], error: pydantic.ValidationError, now: dt.d
 # -- FeatureView ----------------------------------------------------------------------
 
 
-def _versions(ctx: Context, namespace: str, name: str) -> dict[int, str]:
-    """Version -> data fingerprint, from the view's immutable spec snapshots."""
+def _snapshots(ctx: Context, namespace: str, name: str) -> dict[int, dict[str, Any]]:
+    """Version -> its immutable spec snapshot (a ConfigMap)."""
     found = ctx.kube.find("v1", "ConfigMap", namespace, {naming.LABEL_FEATURE_VIEW: name})
-    versions = {}
+    snapshots = {}
     for item in found:
         labels = item["metadata"].get("labels") or {}
         if naming.LABEL_VERSION in labels:
-            versions[int(labels[naming.LABEL_VERSION])] = labels.get(naming.LABEL_FINGERPRINT, "")
-    return versions
+            snapshots[int(labels[naming.LABEL_VERSION])] = item
+    return snapshots
+
+
+def _versions(ctx: Context, namespace: str, name: str) -> dict[int, str]:
+    """Version -> data fingerprint, from the view's immutable spec snapshots."""
+    return {
+        version: (item["metadata"].get("labels") or {}).get(naming.LABEL_FINGERPRINT, "")
+        for version, item in _snapshots(ctx, namespace, name).items()
+    }
 
 
 def _parse_backfill(
@@ -126,7 +134,11 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     settings, spec = ctx.settings, view.spec
     namespace, name = view.metadata.namespace or "default", view.metadata.name
 
-    versions = _versions(ctx, namespace, name)
+    snapshots = _snapshots(ctx, namespace, name)
+    versions = {
+        v: (item["metadata"].get("labels") or {}).get(naming.LABEL_FINGERPRINT, "")
+        for v, item in snapshots.items()
+    }
     fingerprint = naming.data_fingerprint(spec)
     latest = next((v for v, f in sorted(versions.items()) if f == fingerprint), None)
     if latest is None:
@@ -193,6 +205,14 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
             now=now,
             limits=limits,
         )
+        if decision.start:
+            # The jobs about to start read the view's governing fields as they are now.
+            frozen = jobspec.read_snapshot_spec(snapshots.get(version) or {})
+            ctx.kube.apply(
+                jobspec.render_job_spec(
+                    view, version, frozen or spec.to_yaml_dict(), settings, body
+                )
+            )
         started |= _start(ctx, view, version, decision.start, apps, body)
         records[version] = decision.progress
         for entry in decision.progress.failed:

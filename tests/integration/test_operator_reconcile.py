@@ -13,9 +13,11 @@ from typing import Any
 import boto3
 import kubernetes.client
 import pytest
+import yaml
 
 from featurekube._platform import runtime
 from featurekube.online import layout
+from featurekube.spec import v1alpha1
 from featurekube_operator import naming, reconcile
 from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
@@ -592,3 +594,48 @@ def test_featurekube_backfill_asks_the_operator_to_rerun_windows(
     _step(ctx, kube_api, namespace, "driver-trip-stats")
     app = _apps(kube_api, namespace)["driver-trip-stats-v1-202601010100"]
     assert app["metadata"]["annotations"][naming.ANNOTATION_RUN] != first_run
+
+
+def _job_spec(
+    kube_api: kubernetes.client.ApiClient, namespace: str, app: dict[str, Any]
+) -> dict[str, Any]:
+    """The spec the job of ``app`` reads, from the ConfigMap its driver mounts."""
+    (mount,) = app["spec"]["driver"]["configMaps"]
+    data = (
+        kubernetes.client.CoreV1Api(kube_api)
+        .read_namespaced_config_map(mount["name"], namespace)
+        .data
+    )
+    spec: dict[str, Any] = yaml.safe_load(data["featureview.yaml"])["spec"]
+    return spec
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("ttl", "6h"),
+        ("expectations", [{"feature": "trips_1h", "min": 0.0, "onViolation": "Fail"}]),
+    ],
+)
+def test_an_edit_outside_the_data_fields_reaches_the_next_window_without_a_new_version(
+    ctx: reconcile.Context,
+    clock: Clock,
+    kube_api: kubernetes.client.ApiClient,
+    namespace: str,
+    field: str,
+    value: Any,
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)
+    _run_until_idle(ctx, kube_api, namespace, 10)
+
+    edited = copy.deepcopy(VIEW)
+    edited["spec"][field] = value
+    _apply_view(kube_api, namespace, edited)
+    clock.now += H
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    assert (status["version"], status["latestVersion"]) == (1, 1)
+    app = _apps(kube_api, namespace)["driver-trip-stats-v1-202601010300"]
+    spec = _job_spec(kube_api, namespace, app)
+    expected = v1alpha1.FeatureViewSpec.model_validate(edited["spec"]).to_yaml_dict()[field]
+    assert spec[field] == expected

@@ -237,3 +237,32 @@ def test_a_view_in_another_namespace_is_used_only_once_shared(
         assert allowed["resolvedFeatures"][0]["namespace"] == other
     finally:
         core.delete_namespace(other)
+
+
+def test_a_new_ttl_reaches_the_feature_servers_without_a_new_version(
+    ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _create(kube_api, namespace, VIEW)
+    _create(kube_api, namespace, SERVICE)
+    _mark_view_ready(kube_api, namespace)
+    _step_service(ctx, kube_api, namespace)
+    apps, core = kubernetes.client.AppsV1Api(kube_api), kubernetes.client.CoreV1Api(kube_api)
+    before = apps.read_namespaced_deployment("eta-model", namespace).spec.template.metadata
+
+    kubernetes.client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        "featurekube.dev",
+        "v1alpha1",
+        namespace,
+        "featureviews",
+        "driver-profile",
+        {"spec": {"ttl": "7d"}},
+    )
+    _step_service(ctx, kube_api, namespace)
+
+    plan = yaml.safe_load(
+        core.read_namespaced_config_map("eta-model-plan", namespace).data["plan.yaml"]
+    )
+    (served,) = plan["featureViews"]
+    assert (served["ttl"], served["onlineTable"].rsplit(".", 1)[-1]) == ("7d", "v1")
+    after = apps.read_namespaced_deployment("eta-model", namespace).spec.template.metadata
+    assert after.annotations != before.annotations, "the servers roll to read the new TTL"

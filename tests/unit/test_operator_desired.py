@@ -85,7 +85,7 @@ def test_the_spark_application_carries_its_window_version_and_owner() -> None:
     assert args[args.index("--end") + 1] == "2026-01-02T00:00:00Z"
     assert args[args.index("--online-table") + 1] == "fk.rides.driver-trip-stats.v2"
     assert app["spec"]["driver"]["configMaps"] == [
-        {"name": "driver-trip-stats-v2-spec", "path": desired.SPEC_MOUNT}
+        {"name": "driver-trip-stats-v2-job", "path": desired.SPEC_MOUNT}
     ]
     assert app["spec"]["restartPolicy"] == {"type": "Never"}
 

@@ -2,7 +2,7 @@
 
 The layout is :mod:`featurekube.online.layout`'s: one item per entity. A value replaces
 the stored one only if its event time is later, or equal with a later-or-equal created
-time — the order of DESIGN.md's point-in-time rule — so a late or re-run window never
+time — the order of the point-in-time rule (docs/semantics.md) — so a late or re-run window never
 overwrites newer values, and parity with the offline store holds.
 
 API (used by the materialization job and by the feature server's Push RPC)::

@@ -6,7 +6,7 @@ A row holds the view's join keys, its features (a missing feature or None is a n
 table's columns (:mod:`featurekube.offline.layout`), whatever the source called them.
 Timestamps are datetimes (a naive one is UTC) or Arrow timestamps of any unit and zone;
 they are kept to the microsecond. A missing or null ``created_timestamp`` becomes the
-time of the write, as DESIGN.md's point-in-time rule says.
+time of the write, as the point-in-time rule says (docs/semantics.md).
 
 Input may be a ``pyarrow.Table``, a ``RecordBatch``, a ``RecordBatchReader``, an
 iterable of record batches, or an iterable of mappings (``{"driver_id": 1001, ...}``).
@@ -273,7 +273,7 @@ def _cast(column: pa.Array, field: pa.Field, label: str, offset: int) -> pa.Arra
     if column.type == field.type:
         return column
     # A timestamp of any zone is an instant: only its unit may need truncating (Spark
-    # and DESIGN.md keep microseconds). A naive one is UTC.
+    # and the stores keep microseconds). A naive one is UTC.
     safe = not (pa.types.is_timestamp(column.type) and pa.types.is_timestamp(field.type))
     try:
         return column.cast(field.type, safe=safe)

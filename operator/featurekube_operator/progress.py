@@ -33,6 +33,7 @@ from featurekube_operator.runs import Run
 from featurekube_operator.windows import Window, plan_windows
 
 __all__ = [
+    "COLLECT_GRACE",
     "FAILED",
     "RUNNING",
     "SUCCEEDED",
@@ -315,23 +316,31 @@ def observe(
     )
 
 
+COLLECT_GRACE = dt.timedelta(seconds=60)
+"""How long a finished application is kept, whatever the history limits."""
+
+
 def collectable(
     records: Mapping[int, Progress],
     present: Sequence[Run],
     *,
     keep_succeeded: int,
     keep_failed: int,
+    now: dt.datetime,
+    grace: dt.timedelta = COLLECT_GRACE,
 ) -> list[str]:
     """The finished applications that may be deleted: the record already holds their
     outcome, and newer ones fill the history limits (per view, like a CronJob's).
 
     ``records`` are the records as read at the start of the reconcile (so, durably
-    written); applications of versions without one are kept, except of versions no
-    longer active, which nothing reads any more. Applications still running are kept.
+    written); applications of versions without one are kept. Applications still
+    running, or that finished less than ``grace`` ago, are kept: a reconcile that
+    started before one finished, and writes the status after another recorded it,
+    still finds it and records it again.
     """
     recorded: list[Run] = []
     for run in present:
-        if not run.finished:
+        if not run.finished or (run.finished_at and now - run.finished_at < grace):
             continue
         record = records.get(run.version)
         if record is None:

@@ -239,6 +239,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         apps,
         keep_succeeded=settings.succeeded_history_limit,
         keep_failed=settings.failed_history_limit,
+        now=now,
     )
     retired = [a.name for a in apps if a.version not in active and a.finished]
     for app_name in sorted(set(history) | set(retired)):

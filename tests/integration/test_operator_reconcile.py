@@ -399,6 +399,7 @@ def test_finished_applications_are_collected_beyond_the_history_limits(
     clock.now += 9 * H
 
     status = _run_until_idle(ctx, kube_api, namespace, 20)
+    clock.now += dt.timedelta(minutes=2)  # past the grace of the last ones to finish
     status = _step(ctx, kube_api, namespace, "driver-trip-stats")
 
     assert status["lastMaterializedWindow"]["end"] == "2026-01-01T12:00:00Z"

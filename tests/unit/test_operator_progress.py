@@ -149,7 +149,7 @@ def test_finished_applications_beyond_the_history_limits_are_collected_once_reco
     ]
     read = {1: observe(record(), apps[:4], T0).progress}
 
-    collect = progress.collectable(read, apps, keep_succeeded=1, keep_failed=0)
+    collect = progress.collectable(read, apps, keep_succeeded=1, keep_failed=0, now=T0 + 9 * H)
 
     # Windows 4 and 5 completed after the status was read: kept until it records them.
     assert collect == ["v-v1-0", "v-v1-1", "v-v1-2"]
@@ -158,7 +158,18 @@ def test_finished_applications_beyond_the_history_limits_are_collected_once_reco
 def test_no_application_is_collected_for_a_version_without_a_record() -> None:
     apps = [run(h, "COMPLETED", finished=h + 1) for h in range(3)]
 
-    assert progress.collectable({}, apps, keep_succeeded=0, keep_failed=0) == []
+    assert progress.collectable({}, apps, keep_succeeded=0, keep_failed=0, now=T0 + 9 * H) == []
+
+
+def test_an_application_that_just_finished_is_kept_a_while_whatever_the_limits() -> None:
+    apps = [run(0, "COMPLETED", finished=1)]
+    read = {1: observe(record(), apps, T0).progress}
+
+    def collect(now: dt.datetime) -> list[str]:
+        return progress.collectable(read, apps, keep_succeeded=0, keep_failed=0, now=now)
+
+    assert collect(T0 + H + dt.timedelta(seconds=30)) == []
+    assert collect(T0 + H + progress.COLLECT_GRACE) == ["v-v1-0"]
 
 
 # -- deciding what to start ----------------------------------------------------------------

@@ -77,6 +77,8 @@ class WindowRecord:
     finished_at: dt.datetime | None = None
     rows: Mapping[str, int] | None = None
     """Rows a succeeded attempt reported."""
+    generation: int = 0
+    """The view's metadata.generation the last attempt was started with."""
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -95,6 +97,8 @@ class WindowRecord:
             body["finishedAt"] = _iso(self.finished_at)
         if self.rows is not None:
             body["rows"] = dict(self.rows)
+        if self.generation:
+            body["generation"] = self.generation
         return body
 
     @classmethod
@@ -108,6 +112,7 @@ class WindowRecord:
             permanent=bool(body.get("permanent")),
             finished_at=runs.parse_time(body.get("finishedAt")),
             rows=dict(body["rows"]) if body.get("rows") else None,
+            generation=int(body.get("generation") or 0),
         )
 
 
@@ -230,6 +235,7 @@ def _observed(
         reason=(outcome.reason if outcome else run.error) if state == FAILED else "",
         permanent=bool(outcome and outcome.permanent) if state == FAILED else False,
         rows=outcome.rows if outcome and state == SUCCEEDED else None,
+        generation=run.generation or entry.generation,
     )
 
 
@@ -428,15 +434,17 @@ def decide(
     first_start: dt.datetime,
     now: dt.datetime,
     limits: Limits,
+    generation: int = 0,
 ) -> Decision:
     """The attempts to start for one version at ``now``, given its record and the
     applications that exist.
 
     In order: windows recorded as running whose application is gone (started again,
     same attempt); failed windows whose backoff has passed (a failure that cannot heal
-    only up to ``limits.max_attempts``); ranges no record covers; re-runs a backfill
-    asked for; then the schedule's next windows. Running and failed windows hold their
-    slots, so at most ``limits.max_in_flight`` run or wait at once.
+    only up to ``limits.max_attempts``, and once more after each change of the view's
+    ``generation``, which may have fixed it); ranges no record covers; re-runs a
+    backfill asked for; then the schedule's next windows. Running and failed windows
+    hold their slots, so at most ``limits.max_in_flight`` run or wait at once.
     """
     live = {(r.window, r.run_id, r.attempt) for r in present if r.version == progress.version}
     entries = {w.window: w for w in progress.windows}
@@ -447,7 +455,8 @@ def decide(
     start.extend(w for w in running if (w.window, w.run, w.attempt) not in live)
     retry_room = max(limits.max_in_flight - len(running), 0)
     for entry in failed:
-        if entry.permanent and entry.attempt >= limits.max_attempts:
+        changed = entry.generation < generation
+        if entry.permanent and entry.attempt >= limits.max_attempts and not changed:
             exhausted.append(entry)
             continue
         due = (entry.finished_at or now) + retry_delay(
@@ -463,6 +472,7 @@ def decide(
                 reason="",
                 permanent=False,
                 finished_at=None,
+                generation=generation,
             )
             entries[entry.window] = retried
             start.append(retried)
@@ -471,7 +481,7 @@ def decide(
 
     def begin(window: Window, run: str = "") -> None:
         nonlocal free
-        record = WindowRecord(window, RUNNING, run=run)
+        record = WindowRecord(window, RUNNING, run=run, generation=generation)
         entries[window] = record
         start.append(record)
         free -= 1

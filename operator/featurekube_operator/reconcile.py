@@ -204,6 +204,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
             first_start=start,
             now=now,
             limits=limits,
+            generation=view.metadata.generation or 0,
         )
         if decision.start:
             # The jobs about to start read the view's governing fields as they are now.

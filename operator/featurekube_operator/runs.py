@@ -74,6 +74,8 @@ class Run:
     finished_at: dt.datetime | None = None
     driver_pod: str = ""
     """The driver pod, whose termination message is the job's report."""
+    generation: int = 0
+    """The view's metadata.generation when the attempt was started."""
 
     @property
     def completed(self) -> bool:
@@ -108,6 +110,7 @@ def read_run(body: Mapping[str, Any]) -> Run:
         error=state.get("errorMessage", "") or "",
         finished_at=parse_time(status.get("terminationTime")),
         driver_pod=(status.get("driverInfo") or {}).get("podName", "") or "",
+        generation=int(annotations.get(naming.ANNOTATION_GENERATION, "0") or 0),
     )
 
 

@@ -640,3 +640,27 @@ def test_an_edit_outside_the_data_fields_reaches_the_next_window_without_a_new_v
     spec = _job_spec(kube_api, namespace, app)
     expected = v1alpha1.FeatureViewSpec.model_validate(edited["spec"]).to_yaml_dict()[field]
     assert spec[field] == expected
+
+
+def test_an_edit_of_the_view_gives_a_window_stopped_by_failures_one_more_attempt(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    first = "driver-trip-stats-v1-202601010000"
+    _apply_view(kube_api, namespace, VIEW)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    for _ in range(3):
+        _fail_with_report(kube_api, namespace, first, clock.now)
+        _step(ctx, kube_api, namespace, "driver-trip-stats")
+        clock.now += H
+        status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+    assert _condition(status, "Degraded")["reason"] == "TooManyFailures"
+
+    edited = copy.deepcopy(VIEW)
+    edited["spec"]["expectations"] = [{"feature": "trips_1h", "min": 0.0}]
+    _apply_view(kube_api, namespace, edited)
+    clock.now += H
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    app = _apps(kube_api, namespace)[first]
+    assert app["metadata"]["annotations"][naming.ANNOTATION_ATTEMPT] == "4"
+    assert app["metadata"]["annotations"][naming.ANNOTATION_GENERATION] == "2"

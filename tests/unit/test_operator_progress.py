@@ -127,7 +127,7 @@ def test_the_record_survives_a_round_trip_through_the_status() -> None:
         materialized_until=T0 + H,
         planned_until=T0 + 3 * H,
         windows=(
-            WindowRecord(w(1), FAILED, 2, "", "boom", True, T0 + 2 * H),
+            WindowRecord(w(1), FAILED, 2, "", "boom", True, T0 + 2 * H, generation=7),
             WindowRecord(w(2), SUCCEEDED, 1, "", rows={"read": 1, "offline": 1, "online": 1}),
         ),
         backfills=(progress.Backfill(w(0), "ab12"),),
@@ -234,6 +234,30 @@ def test_a_failure_that_cannot_heal_stops_after_the_bounded_attempts() -> None:
     assert [e.window for e in decision.exhausted] == [w(0)]
     assert all(s.window != w(0) for s in decision.start)
     assert [s.attempt for s in _decide(transient, now_hours=100).start][:1] == [10]
+
+
+def test_a_change_of_the_view_gives_a_stopped_window_one_more_attempt() -> None:
+    outcome = {"v-v1-0": Outcome(reason="2 rows above max 5", permanent=True)}
+    failed = dataclasses.replace(run(0, "FAILED", attempt=3, finished=1), generation=4)
+    stuck = observe(record(), [failed], T0, outcome).progress
+
+    def decide_at(generation: int, p: Progress = stuck) -> progress.Decision:
+        return decide(
+            p,
+            [],
+            schedule="@hourly",
+            first_start=T0,
+            now=T0 + 100 * H,
+            limits=LIMITS,
+            generation=generation,
+        )
+
+    assert decide_at(4).exhausted
+    (again, *_) = decide_at(5).start
+    assert (again.window, again.attempt, again.generation) == (w(0), 4, 5)
+    failed_again = dataclasses.replace(failed, attempt=4, generation=5)
+    stuck_again = observe(decide_at(5).progress, [failed_again], T0, outcome).progress
+    assert decide_at(5, stuck_again).exhausted
 
 
 def test_backoff_doubles_up_to_the_ceiling() -> None:

@@ -441,6 +441,9 @@ class WindowProgress(SpecModel):
     """When the last attempt ended."""
     rows: RowCounts | None = None
     """Rows a succeeded attempt wrote."""
+    generation: int | None = None
+    """The view's metadata.generation the last attempt started with: a failure that
+    cannot heal is tried once more after each change of the view."""
 
 
 class BackfillRange(SpecModel):

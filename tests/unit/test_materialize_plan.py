@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from featurekube.materialize import aggregate, plan
-from featurekube.materialize.errors import PlanError
+from featurekube.materialize.errors import PlanError, TransformationError
 from featurekube.spec import v1alpha1
 
 UTC = dt.UTC
@@ -670,3 +670,16 @@ def test_a_late_event_counts_at_its_event_time_when_its_window_runs_again() -> N
         (plan.to_micros(T0) + 10 * MINUTE, 1),
         (plan.to_micros(T0) + 20 * MINUTE, 2),
     ]
+
+
+def test_a_transformation_outside_the_allowlist_is_refused_before_any_engine_runs() -> None:
+    view = _view(
+        transformation={
+            "sql": "SELECT *, reflect('java.lang.System', 'getenv', 'AWS_SECRET_ACCESS_KEY') "
+            "AS secret FROM source"
+        },
+        features=[{"name": "secret", "type": "string"}],
+    )
+
+    with pytest.raises(TransformationError, match="uses function reflect"):
+        plan.plan_materialization(view, T0, T0 + dt.timedelta(hours=1))

@@ -790,8 +790,19 @@ SQL_CASES = [
     ),
     (
         "      FROM source\n",
-        "      FROM source s JOIN warehouse.drivers d ON s.driver_id = d.driver_id\n",
+        "      FROM warehouse.drivers\n",
         ("reads table 'warehouse.drivers'",),
+    ),
+    (
+        "      FROM source\n",
+        "      FROM source s JOIN source d ON s.driver_id = d.driver_id\n",
+        ("uses JOIN, which a transformation may not", 'docs/semantics.md, "Transformations"'),
+    ),
+    (
+        "SELECT driver_id,",
+        "SELECT reflect('java.lang.System', 'getenv', 'AWS_SECRET_ACCESS_KEY') AS secret, "
+        "driver_id,",
+        ("uses function reflect, which a transformation may not",),
     ),
     (
         "      FROM source\n      WHERE status = 'completed'\n",
@@ -843,6 +854,23 @@ def test_good_transformations_pass(query: str) -> None:
     needed = {"driver_id": "a join key", "event_timestamp": "the event time", "fare": "a column"}
 
     assert sql.check_query(query, needed) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("SELECT * FROM IDENTIFIER('parquet.`s3a://other-team/offline/`')", "function identifier"),
+        ("SELECT java_method('java.lang.System', 'getenv', 'K') AS k FROM source", "java_method"),
+        ("SELECT input_file_name() AS f, * FROM source", "function input_file_name"),
+        ("SELECT *, row_number() OVER (ORDER BY fare) AS n FROM source", "window functions"),
+        ("SELECT driver_id, count(*) AS n FROM source GROUP BY driver_id", "GROUP BY"),
+        ("SELECT ROUND(fare, 2) AS fare FROM source", "function round"),
+    ],
+)
+def test_sql_outside_the_allowlist_is_refused_naming_what(query: str, named: str) -> None:
+    found = sql.check_query(query)
+
+    assert any(named in problem and "may not" in problem for problem in found), found
 
 
 def test_parse_errors_carry_no_colour_codes_nor_token_reprs() -> None:

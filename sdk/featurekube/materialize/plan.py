@@ -50,7 +50,8 @@ from typing import Any
 
 import pydantic
 
-from featurekube.materialize.errors import PlanError
+from featurekube.materialize import translate
+from featurekube.materialize.errors import PlanError, TransformationError
 from featurekube.spec import v1alpha1
 
 __all__ = [
@@ -235,6 +236,15 @@ def plan_materialization(
             f"{label}: spec.source is a push source, whose rows are written by the feature "
             "server's Push RPC as they arrive; there is nothing to materialize"
         )
+    if spec.transformation is not None:
+        refused = translate.unportable(spec.transformation.sql)
+        if refused:
+            # Checked here too, not only by validate: a job may get a view nothing checked.
+            raise TransformationError(
+                f"{label}: spec.transformation.sql uses {', '.join(refused)}, which a "
+                "transformation may not: it takes the syntax and functions both engines "
+                'compute alike (docs/semantics.md, "Transformations")'
+            )
     keys = tuple((e.name, e.type) for e in spec.entities)
     columns = [Column(name, type_, "join key") for name, type_ in keys]
     columns.append(Column(batch.timestamp_field, "timestamp", "event time"))

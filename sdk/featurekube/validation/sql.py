@@ -19,13 +19,135 @@ from sqlglot import exp
 from featurekube.spec import v1alpha1
 from featurekube.validation import problems, schema
 
-__all__ = ["check_expression", "check_query", "check_transformations", "needed_columns"]
+__all__ = [
+    "ALLOWED_FUNCTIONS",
+    "ALLOWED_SYNTAX",
+    "check_expression",
+    "check_query",
+    "check_transformations",
+    "disallowed",
+    "needed_columns",
+]
 
 DIALECT = "spark"
 SOURCE_TABLE = "source"
 """The name a transformation reads its view's source rows by."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+ALLOWED_FUNCTIONS: tuple[type[exp.Expression], ...] = (
+    exp.Abs,
+    exp.Ceil,
+    exp.Coalesce,
+    exp.Concat,
+    exp.DateDiff,
+    exp.Floor,
+    exp.Greatest,
+    exp.Least,
+    exp.Length,
+    exp.Lower,
+    exp.Nullif,
+    exp.Sqrt,
+    exp.Trim,
+    exp.TsOrDsToDate,
+    exp.Upper,
+)
+"""Functions (as sqlglot parses Spark SQL) the two engines compute alike: ABS, CEIL,
+COALESCE (and NVL, IFNULL), CONCAT, DATEDIFF, FLOOR, GREATEST, LEAST, LENGTH, LOWER,
+NULLIF, SQRT, TRIM, UPPER. Left out on purpose: ROUND (Spark rounds a double's decimal
+expansion, DuckDB the double) and SUBSTR (they differ at positions 0 and below)."""
+
+ALLOWED_SYNTAX: tuple[type[exp.Expression], ...] = (
+    exp.Select,
+    exp.With,
+    exp.CTE,
+    exp.Subquery,
+    exp.Union,
+    exp.Distinct,
+    exp.From,
+    exp.Where,
+    exp.Table,
+    exp.TableAlias,
+    exp.Identifier,
+    exp.Column,
+    exp.Star,
+    exp.Alias,
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.Paren,
+    exp.Cast,
+    exp.DataType,
+    exp.DataTypeParam,
+    exp.Case,
+    exp.If,
+    exp.Not,
+    exp.And,
+    exp.Or,
+    exp.Is,
+    exp.In,
+    exp.Between,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
+    exp.Mod,
+    exp.Neg,
+    exp.Like,
+    *ALLOWED_FUNCTIONS,
+)
+"""The syntax the python engine takes (CASE, IF, CAST, comparisons, arithmetic, LIKE,
+IN, BETWEEN, IS [NOT] NULL, AND/OR/NOT, aliases) and :data:`ALLOWED_FUNCTIONS`."""
+
+
+def disallowed(query: exp.Expr) -> list[str]:
+    """The constructs and functions of ``query`` outside :data:`ALLOWED_SYNTAX` and
+    :data:`ALLOWED_FUNCTIONS`, named once each; empty when it is allowed.
+
+    >>> disallowed(sqlglot.parse_one("SELECT reflect('java.lang.System', 'getenv', 'K') "
+    ...     "AS k FROM source", read="spark"))
+    ['function reflect']
+    """
+    found: dict[str, None] = {}
+    for node in query.walk():
+        if isinstance(node, ALLOWED_SYNTAX):
+            continue
+        if isinstance(node, exp.Group):
+            found["GROUP BY"] = None
+        elif isinstance(node, exp.Func):
+            found[f"function {_function_name(node)}"] = None
+        elif not isinstance(node, exp.Ordered):  # the ORDER BY or OVER around it is named
+            found[_construct_name(node)] = None
+    return list(found)
+
+
+def _function_name(node: exp.Func) -> str:
+    if isinstance(node, exp.Anonymous):
+        return str(node.name).lower()
+    return str(node.sql_name()).lower()
+
+
+def _construct_name(node: exp.Expr) -> str:
+    """'Window' -> 'a window function (OVER)', or the class name spaced."""
+    names = {
+        "Window": "window functions (OVER)",
+        "Join": "JOIN",
+        "Order": "ORDER BY",
+        "Limit": "LIMIT",
+        "Having": "HAVING",
+        "Lateral": "LATERAL VIEW",
+        "Bracket": "indexing with [ ]",
+        "Dot": "field access with .",
+    }
+    name = type(node).__name__
+    return names.get(name, name)
 
 
 def check_query(sql: str, needed: Mapping[str, str] | None = None) -> list[str]:
@@ -57,6 +179,13 @@ def check_query(sql: str, needed: Mapping[str, str] | None = None) -> list[str]:
             "SELECT ... FROM source"
         ]
     found = _check_tables(query)
+    refused = disallowed(query)
+    if refused:
+        found.append(
+            f"uses {', '.join(refused)}, which a transformation may not: it takes the "
+            "syntax and functions both engines compute alike (docs/semantics.md, "
+            '"Transformations")'
+        )
     if needed:
         found += _check_outputs(query, needed)
     return found

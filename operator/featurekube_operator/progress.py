@@ -336,7 +336,8 @@ def collectable(
     grace: dt.timedelta = COLLECT_GRACE,
 ) -> list[str]:
     """The finished applications that may be deleted: the record already holds their
-    outcome, and newer ones fill the history limits (per view, like a CronJob's).
+    outcome, and those of later windows fill the history limits (per view, like a
+    CronJob's).
 
     ``records`` are the records as read at the start of the reconcile (so, durably
     written); applications of versions without one are kept. Applications still
@@ -356,8 +357,11 @@ def collectable(
             recorded.append(run)
 
     def newest_first(found: Iterable[Run]) -> list[Run]:
+        # By window, so the applications kept are of the latest windows, without gaps.
         oldest = dt.datetime.min.replace(tzinfo=dt.UTC)
-        return sorted(found, key=lambda r: (r.finished_at or oldest, r.name), reverse=True)
+        return sorted(
+            found, key=lambda r: (r.window, r.finished_at or oldest, r.name), reverse=True
+        )
 
     done = newest_first(r for r in recorded if r.completed)[keep_succeeded:]
     failed = newest_first(r for r in recorded if r.failed)[keep_failed:]

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-__all__ = ["Metrics"]
+__all__ = ["COUNTED_KEYS", "Metrics"]
+
+COUNTED_KEYS = 10_000
+"""Run outcomes remembered to count each once, however long the operator runs."""
 
 
 class _Freshness(Collector):
@@ -77,15 +81,22 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
-        self._counted: set[str] = set()
+        self._counted: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def count_run_once(self, key: str) -> bool:
-        """True the first time ``key`` (a run and its outcome) is seen by this process."""
+        """True the first time ``key`` (a run and its outcome) is seen lately.
+
+        Each outcome is news to one reconcile only (the view's status records it); this
+        guards against two reconciles of one view at once, so it remembers only the
+        latest :data:`COUNTED_KEYS` keys, not a view's whole history.
+        """
         with self._lock:
             if key in self._counted:
                 return False
-            self._counted.add(key)
+            self._counted[key] = None
+            while len(self._counted) > COUNTED_KEYS:
+                self._counted.popitem(last=False)
             return True
 
     def serve(self, port: int) -> None:

@@ -11,6 +11,7 @@ import kopf
 from botocore.exceptions import BotoCoreError, ClientError
 from kubernetes.client.exceptions import ApiException
 
+from featurekube import backfills
 from featurekube.spec import v1alpha1
 from featurekube_operator import naming, reconcile, runs
 from featurekube_operator.dynamo import OnlineTables
@@ -22,6 +23,7 @@ GROUP, VERSION = v1alpha1.GROUP, v1alpha1.VERSION
 # Decorators are evaluated at import, so the timer's interval is read here.
 INTERVAL = OperatorSettings.from_env().reconcile_interval_seconds
 RETRY_DELAY = 15.0
+BACKFILL = backfills.ANNOTATION
 
 
 @kopf.on.login()
@@ -150,6 +152,12 @@ def deployment_changed(body: kopf.Body, event: kopf.RawEvent, memo: kopf.Memo, *
 @kopf.timer(GROUP, VERSION, "featureviews", interval=INTERVAL, sharp=False)
 def feature_view(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Reconcile a FeatureView: table, jobs, status."""
+    _run("FeatureView", reconcile.reconcile_feature_view, body, patch, memo)
+
+
+@kopf.on.update(GROUP, VERSION, "featureviews", field=("metadata", "annotations", BACKFILL))
+def feature_view_backfill(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """A backfill was asked for: start its windows now, not at the next timer tick."""
     _run("FeatureView", reconcile.reconcile_feature_view, body, patch, memo)
 
 

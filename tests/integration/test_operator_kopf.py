@@ -118,6 +118,26 @@ def test_the_operator_materializes_reports_and_cleans_up_a_view(
     labels = f'{{feature_view="driver-trip-stats",namespace="{namespace}"}}'
     assert f"featurekube_windows_succeeded_total{labels} 1.0" in metrics
 
+    # A backfill asked for by annotation runs, and is recorded as handled.
+    request = "2026-01-01T00:00:00Z/2026-01-02T00:00:00Z # again"
+    custom.patch_namespaced_custom_object(
+        "featurekube.dev",
+        "v1alpha1",
+        namespace,
+        "featureviews",
+        "driver-trip-stats",
+        {"metadata": {"annotations": {"featurekube.dev/backfill": request}}},
+    )
+    _eventually(
+        lambda: view()["status"].get("backfillRequest") == request,
+        30,
+        "the operator takes up the backfill",
+    )
+    (rerun,) = custom.list_namespaced_custom_object(
+        "sparkoperator.k8s.io", "v1beta2", namespace, "sparkapplications"
+    )["items"]
+    assert rerun["metadata"]["annotations"]["featurekube.dev/run"]
+
     custom.delete_namespaced_custom_object(
         "featurekube.dev", "v1alpha1", namespace, "featureviews", "driver-trip-stats"
     )

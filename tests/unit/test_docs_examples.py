@@ -2,7 +2,7 @@
 under docs/, and the docstring examples of the Python API pages).
 
 - ``python``: a page's blocks run in order, in one namespace, from the repository root;
-  blocks that need a feature server run in tests/integration/test_docs_examples.py.
+  blocks that need a feature server run in tests/integration/test_docs_served_examples.py.
 - ``yaml``: a page's FeatureViews and FeatureServices are validated as one feature repo,
   as ``featurekube validate`` does; other documents must parse.
 - ``sh``: ``featurekube validate`` runs; every other ``featurekube`` command must parse;

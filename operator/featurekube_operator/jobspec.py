@@ -22,7 +22,7 @@ from featurekube.spec import v1alpha1
 from featurekube_operator import desired, naming
 from featurekube_operator.settings import OperatorSettings
 
-__all__ = ["read_snapshot_spec", "render_job_spec", "resolve_job_spec"]
+__all__ = ["read_snapshot_spec", "render_job_spec", "resolve_version_spec"]
 
 
 def read_snapshot_spec(configmap: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -35,10 +35,11 @@ def read_snapshot_spec(configmap: Mapping[str, Any]) -> dict[str, Any] | None:
     return dict(spec) if isinstance(spec, dict) else None
 
 
-def resolve_job_spec(
+def resolve_version_spec(
     snapshot: Mapping[str, Any], live: v1alpha1.FeatureViewSpec
 ) -> v1alpha1.FeatureViewSpec:
-    """The snapshot's data fields with the live spec's other fields.
+    """One version's spec as it runs now: the snapshot's data fields with the live
+    spec's other fields. Its jobs read it, and its feature servers serve it.
 
     Expectations naming a feature the version does not have (it was added in a later
     version) are left out; should the result still break a rule (a ``ttl`` shorter than
@@ -66,7 +67,7 @@ def render_job_spec(
     owner: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The ConfigMap a version's jobs mount: the snapshot's shape, the resolved spec."""
-    resolved = view.model_copy(update={"spec": resolve_job_spec(snapshot, view.spec)})
+    resolved = view.model_copy(update={"spec": resolve_version_spec(snapshot, view.spec)})
     body = desired.render_snapshot(resolved, version, settings, owner)
     body["metadata"]["name"] = naming.job_spec_name(view.metadata.name, version)
     # Not a snapshot: no version label, so it is never taken for one.

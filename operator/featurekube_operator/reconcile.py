@@ -389,6 +389,20 @@ def _condition_true(body: Mapping[str, Any], kind: str) -> bool:
     )
 
 
+def _as_served(ctx: Context, view: v1alpha1.FeatureView, version: int) -> v1alpha1.FeatureView:
+    """``view`` as its serving ``version`` runs: that version's data fields (features,
+    types, entities) from its snapshot, the view's other fields (ttl) as they are now.
+    Without a snapshot (a view not reconciled yet), the view as it is."""
+    namespace = view.metadata.namespace or "default"
+    snapshot = ctx.kube.get(
+        "v1", "ConfigMap", namespace, naming.snapshot_name(view.metadata.name, version)
+    )
+    frozen = jobspec.read_snapshot_spec(snapshot) if snapshot else None
+    if frozen is None:
+        return view
+    return view.model_copy(update={"spec": jobspec.resolve_version_spec(frozen, view.spec)})
+
+
 def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     """Resolve a service's views, run its feature server, and return its status."""
     now = ctx.clock()
@@ -429,7 +443,18 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
             continue
         view_status = view_body.get("status") or {}
         version = view_status.get("version") or view_status.get("latestVersion") or 1
-        if not _condition_true(view_body, "Ready"):
+        # Serve the serving version's own features and types, never the live spec's.
+        view = _as_served(ctx, view, version)
+        names = list(ref.features or view.spec.feature_names)
+        coming = [f for f in names if f not in view.spec.feature_types()]
+        if coming:
+            # Served meanwhile: the features the serving version has.
+            names = [f for f in names if f not in coming]
+            waiting.append(
+                f"{view_ns}/{ref.feature_view} (feature {', '.join(coming)} arrives with a "
+                f"version after {version}, still backfilling)"
+            )
+        elif not _condition_true(view_body, "Ready"):
             waiting.append(f"{view_ns}/{ref.feature_view}")
         resolved.append(
             desired.ResolvedView(

@@ -266,3 +266,54 @@ def test_a_new_ttl_reaches_the_feature_servers_without_a_new_version(
     assert (served["ttl"], served["onlineTable"].rsplit(".", 1)[-1]) == ("7d", "v1")
     after = apps.read_namespaced_deployment("eta-model", namespace).spec.template.metadata
     assert after.annotations != before.annotations, "the servers roll to read the new TTL"
+
+
+def test_a_service_serves_its_views_serving_version_never_the_live_specs_features(
+    ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _create(kube_api, namespace, VIEW)
+    api = kubernetes.client.CustomObjectsApi(kube_api)
+    view = api.get_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", "driver-profile"
+    )
+    reconcile.reconcile_feature_view(ctx, view)  # makes version 1's snapshot
+    _mark_view_ready(kube_api, namespace)
+    service = copy.deepcopy(SERVICE)
+    service["spec"]["features"] = [
+        {"featureView": "driver-profile", "features": ["rating", "trips"]}
+    ]
+    _create(kube_api, namespace, service)
+
+    # Version 2 retypes rating and adds trips; version 1 still serves.
+    api.patch_namespaced_custom_object(
+        "featurekube.dev",
+        "v1alpha1",
+        namespace,
+        "featureviews",
+        "driver-profile",
+        {
+            "spec": {
+                "features": [
+                    {"name": "rating", "type": "string"},
+                    {"name": "vehicle_type", "type": "string"},
+                    {"name": "trips", "type": "int64"},
+                ],
+                "ttl": "7d",
+            }
+        },
+    )
+    status = _step_service(ctx, kube_api, namespace)
+
+    plan = yaml.safe_load(
+        kubernetes.client.CoreV1Api(kube_api)
+        .read_namespaced_config_map("eta-model-plan", namespace)
+        .data["plan.yaml"]
+    )
+    (served,) = plan["featureViews"]
+    assert served["onlineTable"].endswith(".v1")
+    assert served["features"] == [{"name": "rating", "source": "rating", "type": "float64"}]
+    assert served["storedFeatures"] == ["rating", "vehicle_type"]
+    assert served["ttl"] == "7d", "the ttl is not part of the data: it applies at once"
+    ready = _ready(status)
+    assert (ready["status"], ready["reason"]) == ("False", "FeatureViewsNotReady")
+    assert "feature trips arrives with a version after 1" in ready["message"]

@@ -43,14 +43,14 @@ def test_a_new_ttl_reaches_the_jobs_of_the_same_version() -> None:
     live = _view(ttl="7d")
 
     assert naming.data_fingerprint(live.spec) == naming.data_fingerprint(_view().spec)
-    assert jobspec.resolve_job_spec(_snapshot(), live.spec).ttl == "7d"
+    assert jobspec.resolve_version_spec(_snapshot(), live.spec).ttl == "7d"
 
 
 def test_new_expectations_reach_the_jobs_of_the_same_version() -> None:
     checks = [{"feature": "rating", "notNull": False, "max": 5.0, "onViolation": "Fail"}]
     live = _view(expectations=checks)
 
-    resolved = jobspec.resolve_job_spec(_snapshot(), live.spec)
+    resolved = jobspec.resolve_version_spec(_snapshot(), live.spec)
 
     assert resolved.expectations is not None
     assert [e.to_yaml_dict() for e in resolved.expectations] == checks
@@ -63,7 +63,7 @@ def test_an_older_version_keeps_its_own_data_fields_and_skips_checks_of_features
         ttl="2d",
     )
 
-    resolved = jobspec.resolve_job_spec(_snapshot(), live.spec)
+    resolved = jobspec.resolve_version_spec(_snapshot(), live.spec)
 
     assert resolved.feature_names == ["rating"]
     assert resolved.ttl == "2d"

@@ -372,6 +372,77 @@ CASES = [
         "spec.requestData[0].type",
         "Unsupported value",
     ),
+    # Junk that once passed the API server, and names that corrupt the stores.
+    Case(
+        "schedule-out-of-range",
+        VIEW,
+        {"spec.materialization.schedule": "99 99 99 99 99"},
+        "spec.materialization.schedule",
+        "should match",
+    ),
+    Case(
+        "schedule-hour-24",
+        VIEW,
+        {"spec.materialization.schedule": "0 24 * * *"},
+        "spec.materialization.schedule",
+        "should match",
+    ),
+    Case(
+        "window-not-a-multiple-of-the-interval",
+        VIEW,
+        {"spec.aggregations.0.window": "15m"},
+        "spec.aggregations",
+        "whole multiple of spec.aggregationInterval",
+    ),
+    Case(
+        "cpu-not-a-quantity",
+        SERVICE,
+        {"spec.server.resources": {"requests": {"cpu": "banana"}}},
+        "spec.server.resources.requests.cpu",
+        "should match",
+    ),
+    Case(
+        "memory-negative",
+        SERVICE,
+        {"spec.server.resources": {"limits": {"memory": "-1Gi"}}},
+        "spec.server.resources.limits.memory",
+        "should match",
+    ),
+    Case(
+        "feature-named-like-an-online-attribute",
+        PLAIN_VIEW,
+        {"spec.features.0.name": "expires_at"},
+        "spec.features[0].name",
+        "featurekube's own column names",
+    ),
+    Case(
+        "aggregation-named-like-an-offline-column",
+        VIEW,
+        {"spec.aggregations.0.name": "event_timestamp"},
+        "spec.aggregations[0].name",
+        "featurekube's own column names",
+    ),
+    Case(
+        "entity-named-like-the-hash-key",
+        VIEW,
+        {"spec.entities.0.name": "entity_key"},
+        "spec.entities[0].name",
+        "featurekube's own column names",
+    ),
+    Case(
+        "feature-named-with-two-underscores",
+        PLAIN_VIEW,
+        {"spec.features.0.name": "__event_micros"},
+        "spec.features[0].name",
+        "nor start with '__'",
+    ),
+    Case(
+        "request-field-named-like-an-online-attribute",
+        SERVICE,
+        {"spec.requestData.0.name": "event_time"},
+        "spec.requestData[0].name",
+        "featurekube's own column names",
+    ),
 ]
 
 

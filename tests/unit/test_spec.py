@@ -158,3 +158,11 @@ def test_view_and_service_names_must_fit_derived_names() -> None:
 
     assert "at most 40 characters" in _rule_error(long_view)["msg"]
     assert "starting with a letter" in _rule_error(service, v1alpha1.FeatureService)["msg"]
+
+
+def test_the_reserved_names_are_every_column_the_stores_use() -> None:
+    from featurekube.offline import layout as offline_layout
+    from featurekube.online import layout as online_layout
+    from featurekube.spec.v1alpha1 import _base
+
+    assert _base.RESERVED_NAMES == offline_layout.RESERVED | online_layout.RESERVED

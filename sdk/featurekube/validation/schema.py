@@ -21,7 +21,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from featurekube.spec import loader, v1alpha1
-from featurekube.spec.v1alpha1 import _base, common, durations, featureview
+from featurekube.spec.v1alpha1 import _base, common, durations, featureservice, featureview
 from featurekube.validation import problems
 
 __all__ = [
@@ -243,8 +243,14 @@ _PATTERNS: Mapping[str, _PatternHelp] = {
     ),
     _base.CRON_PATTERN: _PatternHelp(
         "a cron schedule",
-        "write five fields (minute hour day-of-month month day-of-week, in UTC, e.g. "
-        "'0 * * * *') or one of @hourly, @daily, @weekly, @monthly, @yearly",
+        "write five fields (minute 0-59, hour 0-23, day of month 1-31, month 1-12 or "
+        "JAN-DEC, day of week 0-7 or SUN-SAT; in UTC, e.g. '*/10 * * * *') or one of "
+        "@hourly, @daily, @weekly, @monthly, @yearly",
+    ),
+    featureservice.QUANTITY_PATTERN: _PatternHelp(
+        "a resource quantity",
+        "write a non-negative number with an optional suffix, e.g. 500m or 2 (CPU), "
+        "512Mi or 1Gi (memory)",
     ),
     _type_pattern(_base.FeatureName): _PatternHelp(
         "a valid name",

@@ -20,6 +20,7 @@ from featurekube.spec.v1alpha1 import durations
 
 __all__ = [
     "CRON_PATTERN",
+    "RESERVED_NAMES",
     "Cron",
     "Duration",
     "FeatureName",
@@ -27,13 +28,38 @@ __all__ = [
     "SpecModel",
     "has_items",
     "list_map",
+    "reserved_name_rule",
 ]
 
-# Five cron fields, or one of the @-shorthands a CronJob accepts.
+
+def _cron_field(number: str, names: str = "", question: bool = False) -> str:
+    """A regular expression of one cron field: comma-separated items, each ``*``, a
+    value or a range, optionally with a step ``/n`` (n >= 1)."""
+    value = f"({number}|{names})" if names else f"({number})"
+    item = rf"(\*|{value}(-{value})?)(/[1-9][0-9]{{0,2}})?"
+    if question:
+        item = rf"(\?|{item})"
+    return f"{item}(,{item})*"
+
+
+_MONTHS = "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"
+_DAYS = "SUN|MON|TUE|WED|THU|FRI|SAT"
+# Five cron fields (minute, hour, day of month, month, day of week), each value within
+# its range, or one of the @-shorthands a CronJob accepts.
 CRON_PATTERN = (
-    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
-    r"|[0-9A-Za-z*/,?-]+( +[0-9A-Za-z*/,?-]+){4})$"
+    r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|"
+    + " +".join(
+        [
+            _cron_field("[0-5]?[0-9]"),
+            _cron_field("[01]?[0-9]|2[0-3]"),
+            _cron_field("0?[1-9]|[12][0-9]|3[01]", question=True),
+            _cron_field("0?[1-9]|1[0-2]", f"{_MONTHS}|{_MONTHS.lower()}"),
+            _cron_field("[0-7]", f"{_DAYS}|{_DAYS.lower()}", question=True),
+        ]
+    )
+    + ")$"
 )
+
 
 Duration = Annotated[
     str,
@@ -73,6 +99,40 @@ class Rule:
         if self.field_path and not self.field_path.startswith(".metadata"):
             entry["fieldPath"] = self.field_path
         return entry
+
+
+RESERVED_NAMES = frozenset(
+    {
+        # the offline tables' columns
+        "event_timestamp",
+        "created_timestamp",
+        "ingestion_timestamp",
+        "latest_event_timestamp",
+        "event_date",
+        # the online items' attributes
+        "entity_key",
+        "event_time",
+        "created_time",
+        "latest_event_time",
+        "expires_at",
+    }
+)
+"""Names no entity, feature or request field may take: the stores' own columns and
+attributes (a feature ``expires_at`` would set when DynamoDB deletes the item). Names
+starting with ``__`` are featurekube's too."""
+
+
+def reserved_name_rule(what: str) -> Rule:
+    """The rule refusing :data:`RESERVED_NAMES` for the ``name`` of ``what``."""
+    names = sorted(RESERVED_NAMES)
+    listed = ", ".join(f"'{n}'" for n in names)
+    return Rule(
+        cel=f"!(self.name in [{listed}]) && !self.name.startsWith('__')",
+        message=f"the name of a {what} must not be one of featurekube's own column names "
+        f"({', '.join(names)}) nor start with '__': rename it",
+        check=lambda o: o.name not in RESERVED_NAMES and not o.name.startswith("__"),
+        field_path=".name",
+    )
 
 
 def list_map(*keys: str) -> dict[str, Any]:

@@ -33,12 +33,13 @@ def parse_duration(text: str) -> dt.timedelta:
 def cel_seconds(field: str) -> str:
     """A CEL expression for the seconds in the duration string at ``field``.
 
-    >>> cel_seconds("self.ttl")[:40]
-    'int(self.ttl.substring(0, size(self.ttl'
+    >>> cel_seconds("self.ttl")[:41]
+    '(int(self.ttl.substring(0, size(self.ttl'
     """
     unit = f"{field}.substring(size({field}) - 1)"
     scale = (
         f"({unit} == 's' ? 1 : {unit} == 'm' ? 60 : {unit} == 'h' ? 3600 : "
         f"{unit} == 'd' ? 86400 : 604800)"
     )
-    return f"int({field}.substring(0, size({field}) - 1)) * {scale}"
+    # Parenthesized: the caller may take it modulo another duration.
+    return f"(int({field}.substring(0, size({field}) - 1)) * {scale})"

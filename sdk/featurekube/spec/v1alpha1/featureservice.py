@@ -5,12 +5,20 @@ from __future__ import annotations
 import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, WithJsonSchema
+from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
-from featurekube.spec.v1alpha1._base import FeatureName, Rule, SpecModel, list_map
+from featurekube.spec.v1alpha1._base import (
+    FeatureName,
+    Rule,
+    SpecModel,
+    list_map,
+    reserved_name_rule,
+)
 from featurekube.spec.v1alpha1.common import Condition, DnsLabel, ObjectMeta, ValueType
 
 __all__ = [
+    "QUANTITY_PATTERN",
     "Autoscaling",
     "FeatureService",
     "FeatureServiceSpec",
@@ -25,11 +33,34 @@ __all__ = [
     "ServerSettings",
 ]
 
+QUANTITY_PATTERN = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+"""A non-negative Kubernetes resource quantity, as the API server parses one."""
+
+_QUANTITY = re.compile(QUANTITY_PATTERN)
+
+
+def _check_quantity(value: int | str) -> int | str:
+    # One check for both forms, so a bad value gets one message, the pattern's.
+    if len(str(value)) > 64 or not _QUANTITY.match(str(value)):
+        raise PydanticCustomError(
+            "string_pattern_mismatch",
+            "String should match pattern '{pattern}'",
+            {"pattern": QUANTITY_PATTERN},
+        )
+    return value
+
+
 Quantity = Annotated[
     int | str,
-    WithJsonSchema({"x-kubernetes-int-or-string": True}),
+    AfterValidator(_check_quantity),
+    WithJsonSchema(
+        {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN, "maxLength": 64}
+    ),
 ]
-"""A Kubernetes resource quantity: 2, "500m", "1Gi"."""
+"""A Kubernetes resource quantity: 2, "500m", "1Gi"; never negative."""
 
 
 class FeatureViewReference(SpecModel):
@@ -51,6 +82,8 @@ class FeatureViewReference(SpecModel):
 
 class RequestField(SpecModel):
     """A value the caller sends with each request, for request-time transformations."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (reserved_name_rule("request field"),)
 
     name: FeatureName
     """The field's name."""

@@ -23,6 +23,7 @@ from featurekube.spec.v1alpha1._base import (
     SpecModel,
     has_items,
     list_map,
+    reserved_name_rule,
 )
 from featurekube.spec.v1alpha1.common import (
     Condition,
@@ -65,6 +66,8 @@ def _seconds(text: str) -> int:
 
 class Entity(SpecModel):
     """A join key. Every view of one entity must give its key the same name and type."""
+
+    rules: ClassVar[tuple[Rule, ...]] = (reserved_name_rule("join key"),)
 
     name: FeatureName
     """The key's column name, e.g. driver_id."""
@@ -132,6 +135,8 @@ class Feature(SpecModel):
     not a reason to look further back.
     """
 
+    rules: ClassVar[tuple[Rule, ...]] = (reserved_name_rule("feature"),)
+
     name: FeatureName
     """The feature's name, and the source column it is read from."""
     type: ValueType
@@ -157,6 +162,7 @@ class Aggregation(SpecModel):
     """
 
     rules: ClassVar[tuple[Rule, ...]] = (
+        reserved_name_rule("feature"),
         Rule(
             cel="!(self.function in ['sum', 'min', 'max', 'last']) || has(self.type)",
             message="set type for a sum, min, max or last aggregation: it is the type of the "

@@ -48,7 +48,7 @@ import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
-from featurekube import errors
+from featurekube import errors, sqlbounds
 
 __all__ = [
     "ARROW_TYPES",
@@ -266,8 +266,13 @@ class _Definition:
 
 
 def _parse(expression: str, path: str) -> exp.Expr:
+    deep = sqlbounds.nesting_problem(expression)
+    if deep is not None:
+        raise ExpressionError(f"{path}: the expression {deep}")
     try:
         trees = [t for t in sqlglot.parse(expression, read=DIALECT) if t is not None]
+    except RecursionError:
+        raise ExpressionError(f"{path}: the expression {sqlbounds.too_deep()}") from None
     except sqlglot.errors.ParseError as exc:
         first = exc.errors[0]["description"] if exc.errors else str(exc)
         raise ExpressionError(

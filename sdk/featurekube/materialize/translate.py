@@ -15,6 +15,7 @@ import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
+from featurekube import sqlbounds
 from featurekube.materialize.errors import TransformationError
 from featurekube.validation import sql as sql_rules
 
@@ -30,10 +31,15 @@ def unportable(sql: str) -> list[str]:
     >>> unportable("SELECT driver_id, LOWER(zone) AS zone FROM source WHERE fare > 0")
     []
     """
+    deep = sqlbounds.nesting_problem(sql)
+    if deep is not None:
+        return [f"SQL that {deep}"]
     try:
         query = sqlglot.parse_one(sql, read="spark")
     except sqlglot.errors.ParseError as exc:
         return [f"SQL that does not parse: {str(exc).splitlines()[0]}"]
+    except RecursionError:
+        return [f"SQL that {sqlbounds.too_deep()}"]
     return sql_rules.disallowed(query)
 
 

@@ -16,6 +16,7 @@ import sqlglot
 import sqlglot.errors
 from sqlglot import exp
 
+from featurekube import sqlbounds
 from featurekube.spec import v1alpha1
 from featurekube.validation import problems, schema
 
@@ -162,10 +163,15 @@ def check_query(sql: str, needed: Mapping[str, str] | None = None) -> list[str]:
     >>> check_query("SELECT * FROM trips")
     ["reads table 'trips': a transformation reads only FROM source, the view's spec.source"]
     """
+    deep = sqlbounds.nesting_problem(sql)
+    if deep is not None:
+        return [deep]
     try:
         statements = [s for s in sqlglot.parse(sql, read=DIALECT) if s is not None]
     except sqlglot.errors.ParseError as exc:
         return [f"does not parse as Spark SQL: {_parse_error(exc)}"]
+    except RecursionError:
+        return [sqlbounds.too_deep()]
     if not statements:
         return ["contains no SQL statement: write a SELECT ... FROM source"]
     if len(statements) > 1:
@@ -206,10 +212,15 @@ def check_expression(
     ...                  {"trip_distance_km", "avg_speed_kmh_7d"})
     []
     """
+    deep = sqlbounds.nesting_problem(expression)
+    if deep is not None:
+        return [deep]
     try:
         trees = [t for t in sqlglot.parse(expression, read=DIALECT) if t is not None]
     except sqlglot.errors.ParseError as exc:
         return [f"does not parse as a Spark SQL expression: {_parse_error(exc)}"]
+    except RecursionError:
+        return [sqlbounds.too_deep()]
     if len(trees) != 1:
         return ["must be one SQL expression, e.g. trip_distance_km / nullif(avg_speed_kmh_7d, 0)"]
     (tree,) = trees

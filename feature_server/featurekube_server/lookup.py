@@ -27,6 +27,7 @@ where they are not ``PRESENT``.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import enum
 import itertools
@@ -76,6 +77,7 @@ _OUTSIDE_MAX_AGE = int(Status.OUTSIDE_MAX_AGE)
 # How bad a status is, for a transformation reading several features.
 _RANK = {_PRESENT: 0, _OUTSIDE_MAX_AGE: 1, _NOT_FOUND: 2}
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EVENT_TIME = operator.itemgetter(layout.EVENT_TIME)
 _NUMBER = operator.itemgetter("N")
 
@@ -682,11 +684,17 @@ def _transform(
 
 
 def check_push(
-    view: plan.FeatureViewPlan, columns: Mapping[str, Column], max_rows: int
+    view: plan.FeatureViewPlan,
+    columns: Mapping[str, Column],
+    max_rows: int,
+    latest_micros: int | None = None,
 ) -> pa.Table:
     """Check rows pushed to ``view`` against its schema and return them as the table a
     :class:`~featurekube_server.stores.base.PushWriter` takes: join keys, the event
     timestamp field (timestamp[us, UTC]) and every feature, each of its value type.
+    Event times must lie between 1970 and ``latest_micros`` (the request time plus
+    the allowed clock skew; None: no upper bound): a value from the far future would
+    hold the online store against every real event until then.
 
     Raises :class:`featurekube_server.errors.InvalidPushError` naming the column, and
     the row where one value is at fault.
@@ -740,5 +748,29 @@ def check_push(
                     raise errors.InvalidPushError(
                         f"row {row}, column {name}: null, but {role} must have a value in every row"
                     )
+        if name == view.push.timestamp_field:
+            _check_event_times(name, values_, latest_micros)
         arrays[name] = pa.array(values_, type=ondemand.ARROW_TYPES[value_type])
     return pa.table(arrays)
+
+
+def _check_event_times(name: str, times: Sequence[Any], latest_micros: int | None) -> None:
+    for row, value in enumerate(times):
+        micros = value if isinstance(value, int) else _event_micros(value)
+        if micros < 0:
+            raise errors.InvalidPushError(
+                f"row {row}, column {name}: event time {micros} µs is before 1970; "
+                "send microseconds since 1970-01-01T00:00:00Z"
+            )
+        if latest_micros is not None and micros > latest_micros:
+            raise errors.InvalidPushError(
+                f"row {row}, column {name}: event time {micros} µs is ahead of this server's "
+                f"clock by more than it allows ({latest_micros} µs at most): send the time the "
+                "event happened, or fix the producer's clock"
+            )
+
+
+def _event_micros(value: dt.datetime) -> int:
+    moment = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    delta = moment - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -59,6 +59,9 @@ class ServingSettings:
     """Entity rows (or pushed rows) one request may carry."""
     default_timeout: float = 10.0
     """Seconds a request may take when its caller set no deadline."""
+    max_push_skew: float = 300.0
+    """Seconds a pushed event time may lie ahead of the server's clock: a later one
+    would hold its value online against every real event until that time."""
 
 
 _STATUS_NAMES = {status: status.name for status in lookup.Status}
@@ -128,7 +131,10 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
                     f"{'/' if request.namespace else ''}{request.feature_view}; it serves {served}"
                 )
             table = lookup.check_push(
-                view, _columns(request.columns, "columns"), self._settings.max_rows
+                view,
+                _columns(request.columns, "columns"),
+                self._settings.max_rows,
+                latest_micros=self._clock() + int(self._settings.max_push_skew * 1_000_000),
             )
             rows = table.num_rows
             if self._writer is None:

@@ -439,6 +439,13 @@ async def test_push_validates_rows_naming_row_and_column(
             await call(target, "push", "driver-location-live", wrong)
         with pytest.raises(client.InvalidRequestError, match="does not serve feature view"):
             await call(target, "push", "driver-location", good)
+        # Event times that would pin a value forever, or that are no time at all.
+        future = {**good, "event_timestamp": [dt.datetime(2200, 1, 1, tzinfo=dt.UTC)] * 2}
+        with pytest.raises(client.InvalidRequestError, match="ahead of this server's clock"):
+            await call(target, "push", "driver-location-live", future)
+        before = {**good, "event_timestamp": [dt.datetime(1969, 7, 20, tzinfo=dt.UTC)] * 2}
+        with pytest.raises(client.InvalidRequestError, match="before 1970"):
+            await call(target, "push", "driver-location-live", before)
         assert await call(target, "push", "driver-location-live", good) == 2
         # An older row for driver 1 is not served: the newer value stays.
         older = {

@@ -614,6 +614,32 @@ def push_columns(**overrides: lookup.Column) -> dict[str, lookup.Column]:
     return columns
 
 
+def test_pushed_event_times_lie_between_1970_and_the_allowed_skew(
+    serving: plan.ServingPlan,
+) -> None:
+    live = serving.feature_views[2]
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    latest = lookup_micros(now + dt.timedelta(minutes=5))
+
+    def times(*moments: dt.datetime) -> dict[str, lookup.Column]:
+        return push_columns(event_timestamp=lookup.Column("timestamp", list(moments)))
+
+    on_time = times(now, now + dt.timedelta(minutes=5))
+    assert lookup.check_push(live, on_time, max_rows=10, latest_micros=latest).num_rows == 2
+    with pytest.raises(errors.InvalidPushError, match=r"row 1, column event_timestamp: .* ahead"):
+        lookup.check_push(
+            live, times(now, dt.datetime(2200, 1, 1, tzinfo=dt.UTC)), 10, latest_micros=latest
+        )
+    with pytest.raises(errors.InvalidPushError, match=r"row 0, column event_timestamp: .* 1970"):
+        lookup.check_push(
+            live, times(dt.datetime(1969, 12, 31, tzinfo=dt.UTC), now), 10, latest_micros=latest
+        )
+
+
+def lookup_micros(moment: dt.datetime) -> int:
+    return int(moment.timestamp()) * 1_000_000
+
+
 def test_pushed_rows_become_a_typed_table(serving: plan.ServingPlan) -> None:
     live = serving.feature_views[2]
     table = lookup.check_push(live, push_columns(current_speed_kmh=ints(10, 3)), max_rows=10)

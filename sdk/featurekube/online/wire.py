@@ -71,7 +71,12 @@ def _micros(value: dt.datetime | int) -> int:
 
 
 def _datetime(micros: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(microseconds=micros)
+    try:
+        return _EPOCH + dt.timedelta(microseconds=micros)
+    except OverflowError:
+        raise ValueError(
+            f"timestamp {micros} µs since 1970 is outside the years 1 to 9999"
+        ) from None
 
 
 def encode(value_type: str, values: Sequence[Any]) -> pb.Values:

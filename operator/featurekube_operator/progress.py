@@ -35,6 +35,7 @@ from featurekube_operator.windows import Window, plan_windows
 __all__ = [
     "COLLECT_GRACE",
     "FAILED",
+    "LOOKAHEAD",
     "RUNNING",
     "SUCCEEDED",
     "Backfill",
@@ -403,6 +404,11 @@ class Decision:
     """Every window due by ``now`` has completed."""
 
 
+LOOKAHEAD = 2
+"""Windows followed at once (running, failed, or completed after a missing one), as a
+multiple of max_in_flight."""
+
+
 def _carve(span: Window, schedule: str, max_span: dt.timedelta) -> tuple[Window, Window | None]:
     """The first window of ``span`` (ending at a tick when one falls within it and
     ``max_span``), and what remains."""
@@ -448,7 +454,9 @@ def decide(
     only up to ``limits.max_attempts``, and once more after each change of the view's
     ``generation``, which may have fixed it); ranges no record covers; re-runs a
     backfill asked for; then the schedule's next windows. Running and failed windows
-    hold their slots, so at most ``limits.max_in_flight`` run or wait at once.
+    hold their slots, so at most ``limits.max_in_flight`` run or wait at once; with the
+    windows completed after a missing one, at most :data:`LOOKAHEAD` times as many are
+    followed, so the record stays small.
     """
     live = {(r.window, r.run_id, r.attempt) for r in present if r.version == progress.version}
     entries = {w.window: w for w in progress.windows}
@@ -481,7 +489,18 @@ def decide(
             entries[entry.window] = retried
             start.append(retried)
             retry_room -= 1
-    free = max(limits.max_in_flight - len(running) - len(failed), 0)
+    # Windows completed while an earlier one is missing wait in the record; so that it
+    # stays small, and nothing runs far ahead of a window that keeps failing, at most
+    # twice max_in_flight windows are followed at once.
+    waiting_for_gap = [w for w in progress.windows if w.state == SUCCEEDED]
+    followed = len(running) + len(failed) + len(waiting_for_gap)
+    free = max(
+        min(
+            limits.max_in_flight - len(running) - len(failed),
+            LOOKAHEAD * limits.max_in_flight - followed,
+        ),
+        0,
+    )
 
     def begin(window: Window, run: str = "") -> None:
         nonlocal free

@@ -260,6 +260,18 @@ def test_a_change_of_the_view_gives_a_stopped_window_one_more_attempt() -> None:
     assert decide_at(5, stuck_again).exhausted
 
 
+def test_a_window_completed_after_a_gap_holds_its_slot_so_the_record_stays_small() -> None:
+    stuck = run(0, "FAILED", attempt=3, finished=1)
+    outcome = {stuck.name: Outcome(reason="schema", permanent=True)}
+    p = observe(record(), [stuck, run(1, "COMPLETED")], T0, outcome).progress
+
+    while started := _decide(p, now_hours=50).start:
+        done = [dataclasses.replace(run(0, "COMPLETED"), window=s.window) for s in started]
+        p = observe(_decide(p, now_hours=50).progress, done, T0).progress
+
+    assert len(p.windows) == progress.LOOKAHEAD * LIMITS.max_in_flight
+
+
 def test_backoff_doubles_up_to_the_ceiling() -> None:
     delays = [progress.retry_delay(a, 30, 200).total_seconds() for a in (1, 2, 3, 4)]
 

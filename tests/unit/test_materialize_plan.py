@@ -383,6 +383,8 @@ def test_the_entry_point_fails_before_spark_on_a_push_view(tmp_path, capsys) -> 
     assert "push source" in err
     report = json.loads(out.strip().splitlines()[-1])
     assert report["published"] is False and "push source" in report["error"]
+    # The operator reads the error's class to tell a failure no retry heals.
+    assert report["errorType"] == "MaterializePlanError"
     with pytest.raises(SystemExit):
         entry.main([*arguments[:4], "--end", "yesterday", *arguments[6:]])
 

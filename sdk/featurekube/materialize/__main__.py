@@ -119,16 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 online_table=online_table,
             )
     except ExpectationFailedError as exc:
+        exc.report.error_type = type(exc).__name__
         emit(exc.report)
         print(f"featurekube materialize: error: {exc}", file=sys.stderr)
         return 1
     except (errors.FeaturekubeError, OSError, yaml.YAMLError) as exc:
-        emit(_failed(label, args, str(exc)))
+        emit(_failed(label, args, str(exc), exc))
         print(f"featurekube materialize: error: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
         # Spark's own failures (a lost executor, out of memory): report, then the trace.
-        emit(_failed(label, args, f"{type(exc).__name__}: {exc}"[:4000]))
+        emit(_failed(label, args, f"{type(exc).__name__}: {exc}"[:4000], exc))
         traceback.print_exc()
         return 1
     result.timings = {**started, **result.timings}
@@ -160,8 +161,13 @@ def choose_engine(
     )
 
 
-def _failed(label: str, args: argparse.Namespace, error: str) -> report.MaterializationReport:
-    return report.MaterializationReport(view=label, start=args.start, end=args.end, error=error)
+def _failed(
+    label: str, args: argparse.Namespace, error: str, exc: BaseException
+) -> report.MaterializationReport:
+    # The error's class tells the operator whether running the window again can heal it.
+    return report.MaterializationReport(
+        view=label, start=args.start, end=args.end, error=error, error_type=type(exc).__name__
+    )
 
 
 if __name__ == "__main__":

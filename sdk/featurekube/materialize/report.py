@@ -16,7 +16,7 @@ the view's status. Its shape::
      "violations": [{"feature": "rating", "check": "max", "rows": 2, "onViolation": "Fail",
                      "message": "2 rows of rating are above max 5"}],
      "timingsSeconds": {"read_compute": 4.2, "offline_write": 1.1, ...},
-     "error": null}
+     "error": null, "errorType": null}      # errorType: the failure's class, if any
 
 ``rows.read`` counts the source rows of the read range after the transformation (for
 aggregations, the lookback included); ``rows.offline`` the rows written to the offline
@@ -179,6 +179,9 @@ class MaterializationReport:
     error: str | None = None
     engine: str | None = None
     """What ran the window: ``python`` or ``spark`` (None: it did not start)."""
+    error_type: str | None = None
+    """The class of the error that failed the run (a :mod:`featurekube.errors` name,
+    or Spark's), from which the operator judges whether a retry can heal it."""
 
     @property
     def failed_checks(self) -> list[Violation]:
@@ -201,6 +204,7 @@ class MaterializationReport:
             "violations": [v.to_json() for v in self.violations],
             "timingsSeconds": {k: round(v, 3) for k, v in self.timings.items()},
             "error": self.error,
+            "errorType": self.error_type,
         }
 
     def to_termination_message(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:

@@ -5,13 +5,15 @@ Every benchmark measures memory here, the same way:
 
 - a subject's figure is the sum, over its process tree (the process a benchmark starts
   and every process it starts in turn: Spark's JVM, ``feast serve``'s gunicorn worker),
-  of each process's own high-water mark, ``VmHWM`` of ``/proc/<pid>/status``;
-- :class:`TreeWatch` reads the tree every ``interval`` seconds while it runs, keeping
-  each process's last ``VmHWM``. The mark only grows, so a peak between two reads is
-  not missed; only growth in the last interval before a process exits is (its
-  ``/proc`` entry loses its memory lines once it exits). A Python worker of our own
-  closes that gap by printing :func:`own_peak_mib` just before it exits, which
-  :meth:`TreeWatch.record` takes in.
+  of each process's own high-water mark, ``VmHWM`` of ``/proc/<pid>/status``, taken
+  over the processes alive together: the largest such sum at any one read, so a
+  helper that has exited before the main work starts (Spark's launcher JVM) is not
+  added to it;
+- :class:`TreeWatch` reads the tree every ``interval`` seconds while it runs. A mark
+  only grows, so a peak between two reads is not missed; only growth in the last
+  interval before a process exits is (its ``/proc`` entry loses its memory lines once
+  it exits). A Python worker of our own closes that gap by printing
+  :func:`own_peak_mib` just before it exits, which :meth:`TreeWatch.record` takes in.
 - A descendant is read only once it is :data:`SETTLE_SECONDS` old. Between fork and
   exec a child shows its parent's memory as its own (a vforked child shares it, a
   forked one copies its page tables), and a JVM or a Python driver starting a helper
@@ -230,11 +232,15 @@ class TreeWatch:
     and one that exits keeps its last figure. Made while ``pid`` runs.
     """
 
+    # Each read is kept (a few processes every ``interval``: small), so sums are taken
+    # over the processes alive at the same read.
+
     def __init__(self, pid: int, *, interval: float = 0.1) -> None:
         self.pid = pid
         self.interval = interval
         self._root_started = _started(pid)
-        self._peaks: dict[tuple[int, int], ProcessPeak] = {}
+        self._reads: list[dict[tuple[int, int], ProcessPeak]] = []
+        self._last: dict[tuple[int, int], ProcessPeak] = {}
         self._rss_mib = 0.0
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -277,6 +283,7 @@ class TreeWatch:
         # Descendants too young to have exec'd yet: see SETTLE_SECONDS.
         settled = (_seconds_since_boot() - SETTLE_SECONDS) * TICKS_PER_SECOND
         rss = 0.0
+        read = {}
         for pid in [self.pid, *descendants(self.pid, parents)]:
             if pid != self.pid and table[pid][1] > settled:
                 continue
@@ -284,31 +291,59 @@ class TreeWatch:
             if fields is None:  # exited, or a zombie, since the table was read
                 continue
             rss += kib(fields["VmRSS"]) / KIB_PER_MIB
-            self._keep((pid, table[pid][1]), ProcessPeak(pid, fields["Name"], _hwm_mib(fields)))
+            key, seen = (pid, table[pid][1]), ProcessPeak(pid, fields["Name"], _hwm_mib(fields))
+            # The kernel updates the mark lazily, so a read may show a little less than
+            # an earlier one: keep the highest of the program. After an exec (a new
+            # name) the old program's mark is no longer the process's.
+            held = self._last.get(key)
+            if held is not None and held.name == seen.name and held.peak_mib > seen.peak_mib:
+                seen = held
+            read[key] = seen
         with self._lock:
+            if read:
+                self._reads.append(read)
+                self._last.update(read)
             self._rss_mib = rss
 
     def record(self, pid: int, mib: float) -> None:
         """Take in a figure a process gave of itself just before exiting (see
-        :func:`own_peak_mib`), read later than this watch's last sample could be."""
+        :func:`own_peak_mib`): it counts as that process's mark at the last read that
+        saw it, or as a read of its own if none did."""
         with self._lock:
-            for key, held in self._peaks.items():
-                if key[0] == pid:
-                    self._peaks[key] = ProcessPeak(pid, held.name, max(held.peak_mib, mib))
-                    return
-            self._peaks[(pid, -1)] = ProcessPeak(pid, "?", mib)
-
-    def _keep(self, key: tuple[int, int], seen: ProcessPeak) -> None:
-        # The latest reading wins: within one program the mark never falls, and after
-        # an exec the old program's mark is no longer this process's.
-        with self._lock:
-            self._peaks[key] = seen
+            for read in reversed(self._reads):
+                for key, held in read.items():
+                    if key[0] == pid:
+                        read[key] = ProcessPeak(pid, held.name, max(held.peak_mib, mib))
+                        self._last[key] = read[key]
+                        return
+            self._reads.append({(pid, -1): ProcessPeak(pid, "?", mib)})
+            self._last.update(self._reads[-1])
 
     @property
     def peaks(self) -> list[ProcessPeak]:
-        """Every process seen so far, with its high-water mark when last read."""
+        """Every process seen so far, with the high-water mark of the program it ran
+        when last read."""
         with self._lock:
-            return list(self._peaks.values())
+            return list(self._last.values())
+
+    def at_peak(self) -> list[ProcessPeak]:
+        """The processes of the read whose marks summed highest, with those marks: the
+        tree at its peak, for a report's notes."""
+        with self._lock:
+            reads = [list(read.values()) for read in self._reads]
+        return max(reads, key=lambda read: sum_peaks(read)["total"], default=[])
+
+    def sums(self, kind: Callable[[ProcessPeak], str] | None = None) -> dict[str, float]:
+        """The highest sum of the marks of processes alive at one read, in MiB: under
+        ``"total"``, and, with ``kind``, for each kind apart (each at its own highest
+        read, so the kinds need not add up to the total)."""
+        with self._lock:
+            reads = [list(read.values()) for read in self._reads]
+        highest = {"total": 0.0}
+        for read in reads:
+            for name, mib in sum_peaks(read, kind).items():
+                highest[name] = max(highest.get(name, 0.0), mib)
+        return highest
 
     @property
     def rss_mib(self) -> float:
@@ -318,5 +353,6 @@ class TreeWatch:
             return self._rss_mib
 
     def total_mib(self) -> float:
-        """The subject's peak: the sum of its processes' high-water marks, in MiB."""
-        return sum_peaks(self.peaks)["total"]
+        """The subject's peak, in MiB: the highest sum of the high-water marks of its
+        processes alive at one read."""
+        return self.sums()["total"]

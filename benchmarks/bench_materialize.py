@@ -135,9 +135,9 @@ def _view_body(source: str) -> dict[str, Any]:
 # -- measuring a process ------------------------------------------------------------------------
 
 
-def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, list[_memory.ProcessPeak], str]:
-    """Wall seconds, the high-water mark of each process of the tree (summed, they are
-    the subject's peak memory: benchmarks/_memory.py), and stdout of ``argv``."""
+def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, _memory.TreeWatch, str]:
+    """Wall seconds, the watch of the process tree's memory (benchmarks/_memory.py),
+    and stdout of ``argv``."""
     began = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         child = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
@@ -149,7 +149,7 @@ def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, list[_memory
         stdout, stderr = out.read().decode(), err.read().decode()
     if status != 0:
         raise RuntimeError(f"{argv[:3]} failed ({status}):\n{stderr[-4000:]}")
-    return elapsed, memory.peaks, stdout
+    return elapsed, memory, stdout
 
 
 # -- the subjects -------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, list[_memory
 
 def _featurekube(
     tmp: Path, source: str, tag: str, env: dict[str, str]
-) -> tuple[float, list[_memory.ProcessPeak], dict[str, Any]]:
+) -> tuple[float, _memory.TreeWatch, dict[str, Any]]:
     spec = tmp / "featureview.yaml"
     spec.write_text(yaml.safe_dump(_view_body(source)))
     table = f"fk-bench-{tag}"
@@ -178,11 +178,11 @@ def _featurekube(
         table,
     ]
     try:
-        elapsed, peaks, stdout = _measured(argv, env)
+        elapsed, memory, stdout = _measured(argv, env)
     finally:
         boto3.client("dynamodb").delete_table(TableName=table)
     report = json.loads(stdout.strip().splitlines()[-1])
-    return elapsed, peaks, report
+    return elapsed, memory, report
 
 
 FEAST_SCRIPT = textwrap.dedent(
@@ -226,7 +226,7 @@ def _feast_python() -> Path:
 
 def _feast(
     tmp: Path, data: Path, tag: str, env: dict[str, str]
-) -> tuple[float, list[_memory.ProcessPeak], float]:
+) -> tuple[float, _memory.TreeWatch, float]:
     python = _feast_python()
     script = tmp / "feast_materialize.py"
     script.write_text(FEAST_SCRIPT)
@@ -244,10 +244,10 @@ def _feast(
     ]
     subprocess.run([*argv, "apply"], check=True, env=env, capture_output=True)
     try:
-        elapsed, peaks, stdout = _measured([*argv, "run"], env)
+        elapsed, memory, stdout = _measured([*argv, "run"], env)
     finally:
         boto3.client("dynamodb").delete_table(TableName=f"{project}.driver_stats")
-    return elapsed, peaks, json.loads(stdout.strip().splitlines()[-1])["materialize"]
+    return elapsed, memory, json.loads(stdout.strip().splitlines()[-1])["materialize"]
 
 
 def _newest_items(rows: int, entities: int) -> list[dict[str, Any]]:
@@ -401,25 +401,25 @@ def _one_size(
     _write_data(rows, entities, local, source)
 
     print(f"materialize benchmark: {label}: featurekube", flush=True)
-    elapsed, peaks, job = _featurekube(tmp, source, tag, env)
-    memory = _memory.sum_peaks(peaks, _memory.jvm_or_python)
+    elapsed, watch, job = _featurekube(tmp, source, tag, env)
+    memory = watch.sums(_memory.jvm_or_python)
     _add(report, "featurekube", f"{label} end-to-end", "s", elapsed)
     _add(report, "featurekube", f"{label} rows/s", "r/s", rows / elapsed)
     _add(report, "featurekube", f"{label} peak memory", "MiB", memory["total"])
     for kind in ("JVM", "Python"):
         mib = memory.get(kind, 0.0)
         _add(report, "featurekube", f"{label} peak memory, {kind} processes", "MiB", mib)
-    report.notes[f"featurekube {label} peak memory"] = _memory.describe(peaks)
+    report.notes[f"featurekube {label} peak memory"] = _memory.describe(watch.at_peak())
     for phase, seconds in job["timingsSeconds"].items():
         _add(report, "featurekube", f"{label} {phase}", "s", seconds)
     report.notes[f"featurekube {label}"] = json.dumps(job["rows"])
 
     print(f"materialize benchmark: {label}: Feast", flush=True)
-    elapsed, peaks, call = _feast(tmp, local, tag, env)
+    elapsed, watch, call = _feast(tmp, local, tag, env)
     _add(report, "Feast", f"{label} end-to-end", "s", elapsed)
     _add(report, "Feast", f"{label} rows/s", "r/s", rows / elapsed)
-    _add(report, "Feast", f"{label} peak memory", "MiB", _memory.sum_peaks(peaks)["total"])
-    report.notes[f"Feast {label} peak memory"] = _memory.describe(peaks)
+    _add(report, "Feast", f"{label} peak memory", "MiB", watch.total_mib())
+    report.notes[f"Feast {label} peak memory"] = _memory.describe(watch.at_peak())
     _add(report, "Feast", f"{label} materialize() call", "s", call)
 
     print(f"materialize benchmark: {label}: bare BatchWriteItem loop", flush=True)

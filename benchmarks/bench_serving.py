@@ -539,7 +539,7 @@ def _feast(report: _harness.Report, tmp: Path, env: dict[str, str], now: int) ->
             rate = asyncio.run(_feast_concurrent(port, bodies))
             _add(report, FEAST_SUBJECT, rows, latencies, rate)
     report.add(FEAST_SUBJECT, PEAK_MEMORY, "MiB", [memory.total_mib()])
-    report.notes[f"{FEAST_SUBJECT}, {PEAK_MEMORY}"] = _memory.describe(memory.peaks)
+    report.notes[f"{FEAST_SUBJECT}, {PEAK_MEMORY}"] = _memory.describe(memory.at_peak())
 
 
 def _compare_with_feast(report: _harness.Report) -> None:
@@ -638,7 +638,7 @@ def run() -> _harness.Report:
                                 _echo(report, python, plan_path, target, rows, requests, env, tmp)
                             )
                 report.add(subject, PEAK_MEMORY, "MiB", [memory.total_mib()])
-                report.notes[f"{subject}, {PEAK_MEMORY}"] = _memory.describe(memory.peaks)
+                report.notes[f"{subject}, {PEAK_MEMORY}"] = _memory.describe(memory.at_peak())
             # An echo server per row count, each answering one size: the median of the three.
             report.add(ECHO_SUBJECT, PEAK_MEMORY, "MiB", echo_peaks)
             for rows in ROW_COUNTS:

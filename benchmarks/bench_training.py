@@ -343,7 +343,7 @@ def _run(command: list[str], timeout: float, memory_mib: float) -> dict[str, Any
     if "peak_mib" in found:
         memory.record(process.pid, found["peak_mib"])
     found["peak_mib"] = memory.total_mib()
-    found["processes"] = len(memory.peaks)
+    found["processes"] = _memory.describe(memory.at_peak())
     return found
 
 
@@ -439,6 +439,8 @@ def run() -> _harness.Report:
                     mine = found.setdefault(subject, {"seconds": [], "cpu": [], "peak": []})
                     mine["seconds"] += result["seconds"]
                     mine["cpu"] += result.get("cpu", [])
+                    if result["peak_mib"] >= max(mine["peak"], default=0.0):
+                        report.notes[f"{name} peak memory, {size:,} rows"] = result["processes"]
                     mine["peak"].append(result["peak_mib"])
                     print(f"  {name}, {size:,} entity rows: {result['seconds']}", flush=True)
             for subject, values in found.items():

@@ -81,6 +81,28 @@ def test_the_peak_is_summed_over_the_tree_and_kept_after_a_process_exits() -> No
     assert memory.total_mib() == pytest.approx(sum(p.peak_mib for p in peaks))
 
 
+PARENT_OF_TWO_CHILDREN_ONE_AFTER_THE_OTHER = textwrap.dedent(
+    """
+    import subprocess, sys
+    child = "import time; held = b'\\x01' * (96 << 20); time.sleep(0.8)"
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", child], check=True)
+    """
+)
+
+
+def test_processes_that_never_ran_together_are_not_summed() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT_OF_TWO_CHILDREN_ONE_AFTER_THE_OTHER])
+    with _memory.TreeWatch(parent.pid, interval=0.02) as memory:
+        parent.wait(timeout=8)
+
+    children = [peak for peak in memory.peaks if peak.pid != parent.pid]
+    assert len(children) == 2
+    assert all(child.peak_mib >= 96 for child in children)
+    assert memory.total_mib() < sum(peak.peak_mib for peak in memory.peaks) - 90
+    assert len(memory.at_peak()) == 2
+
+
 PARENT_OF_A_CHILD_SLOW_TO_EXEC = textwrap.dedent(
     """
     import os, sys, time

@@ -59,8 +59,9 @@ class Metrics:
         labels = ["namespace", "feature_view"]
         self.windows_succeeded = Counter(
             "featurekube_windows_succeeded",
-            "Materialization windows completed.",
-            labels,
+            "Materialization windows completed, by the engine that computed them (python, "
+            "spark, or unknown when the job left no report).",
+            [*labels, "engine"],
             registry=self.registry,
         )
         self.windows_failed = Counter(

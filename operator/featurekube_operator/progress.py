@@ -78,6 +78,8 @@ class WindowRecord:
     finished_at: dt.datetime | None = None
     rows: Mapping[str, int] | None = None
     """Rows a succeeded attempt reported."""
+    engine: str | None = None
+    """What computed the succeeded attempt: python or spark."""
     generation: int = 0
     """The view's metadata.generation the last attempt was started with."""
 
@@ -98,6 +100,8 @@ class WindowRecord:
             body["finishedAt"] = _iso(self.finished_at)
         if self.rows is not None:
             body["rows"] = dict(self.rows)
+        if self.engine is not None:
+            body["engine"] = self.engine
         if self.generation:
             body["generation"] = self.generation
         return body
@@ -113,6 +117,7 @@ class WindowRecord:
             permanent=bool(body.get("permanent")),
             finished_at=runs.parse_time(body.get("finishedAt")),
             rows=dict(body["rows"]) if body.get("rows") else None,
+            engine=str(body["engine"]) if body.get("engine") else None,
             generation=int(body.get("generation") or 0),
         )
 
@@ -236,6 +241,7 @@ def _observed(
         reason=(outcome.reason if outcome else run.error) if state == FAILED else "",
         permanent=bool(outcome and outcome.permanent) if state == FAILED else False,
         rows=outcome.rows if outcome and state == SUCCEEDED else None,
+        engine=outcome.engine if outcome and state == SUCCEEDED else None,
         generation=run.generation or entry.generation,
     )
 

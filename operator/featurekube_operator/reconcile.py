@@ -186,7 +186,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
             for run in progress.news(record, apps)
         }
         seen = progress.observe(record, apps, start, outcomes)
-        _count(ctx, namespace, name, seen)
+        _count(ctx, namespace, name, seen, outcomes)
         record = seen.progress
         if seen.last is not None:
             moved[version] = seen.last
@@ -347,22 +347,33 @@ def _last_window_rows(
     last: progress.WindowRecord | None,
     before: Mapping[str, Any],
     status: Mapping[str, Any],
-) -> dict[str, int] | None:
-    """The rows the last materialized window wrote, as its driver reported them.
+) -> dict[str, Any] | None:
+    """The rows the last materialized window wrote, and the engine that computed it,
+    as its driver reported them.
 
     They are recorded with the window when its run is seen to complete; while the
     status already holds the rows of the same window of the same version, they are kept.
     """
     if last is not None:
-        return dict(last.rows) if last.rows else None
+        if not last.rows:
+            return None
+        return {**last.rows, **({"engine": last.engine} if last.engine else {})}
     same = all(before.get(k) == status.get(k) for k in ("version", "lastMaterializedWindow"))
     return dict(before["rows"]) if same and before.get("rows") else None
 
 
-def _count(ctx: Context, namespace: str, name: str, seen: progress.Observation) -> None:
+def _count(
+    ctx: Context,
+    namespace: str,
+    name: str,
+    seen: progress.Observation,
+    outcomes: Mapping[str, runs.Outcome],
+) -> None:
     for run in seen.succeeded:
         if ctx.metrics.count_run_once(f"{namespace}/{run.name}/{run.run_id}/{run.attempt}/ok"):
-            ctx.metrics.windows_succeeded.labels(namespace, name).inc()
+            outcome = outcomes.get(run.name)
+            engine = (outcome.engine if outcome else None) or "unknown"
+            ctx.metrics.windows_succeeded.labels(namespace, name, engine).inc()
     for run in seen.failed:
         if ctx.metrics.count_run_once(f"{namespace}/{run.name}/{run.run_id}/{run.attempt}/failed"):
             ctx.metrics.windows_failed.labels(namespace, name).inc()

@@ -124,6 +124,8 @@ class Outcome:
     """Why it failed, in a line: the job's error, else the Spark Operator's."""
     permanent: bool = False
     """Running it again cannot succeed until the data or spec changes."""
+    engine: str | None = None
+    """What computed the window, as the job reported: ``python`` or ``spark``."""
 
 
 def _report(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -154,8 +156,9 @@ def read_outcome(run: Run, driver: Mapping[str, Any] | None) -> Outcome:
     report (evicted, out of memory, never started) failed transiently.
     """
     report = _report(driver)
+    engine = _engine(report)
     if run.completed:
-        return Outcome(rows=_rows(report) if report else None)
+        return Outcome(rows=_rows(report) if report else None, engine=engine)
     if report is None:
         return Outcome(reason=_line(run.error or "the job left no report"))
     fatal = [
@@ -172,7 +175,13 @@ def read_outcome(run: Run, driver: Mapping[str, Any] | None) -> Outcome:
         rows=_rows(report),
         reason=_line(error or run.error or "the job failed without a message"),
         permanent=permanent,
+        engine=engine,
     )
+
+
+def _engine(report: Mapping[str, Any] | None) -> str | None:
+    engine = (report or {}).get("engine")
+    return engine if engine in ("python", "spark") else None
 
 
 def _line(text: str) -> str:

@@ -115,7 +115,8 @@ def test_the_operator_materializes_reports_and_cleans_up_a_view(
         f'featurekube_feature_view_freshness_seconds{{feature_view="driver-trip-stats",namespace="{namespace}"}}'
         in metrics
     )
-    labels = f'{{feature_view="driver-trip-stats",namespace="{namespace}"}}'
+    # No driver report here, so the engine that ran the window is not known.
+    labels = f'{{engine="unknown",feature_view="driver-trip-stats",namespace="{namespace}"}}'
     assert f"featurekube_windows_succeeded_total{labels} 1.0" in metrics
 
     # A backfill asked for by annotation runs, and is recorded as handled.

@@ -415,7 +415,7 @@ class Window(SpecModel):
 
 
 class RowCounts(SpecModel):
-    """Rows handled by the last successful window."""
+    """Rows handled by the last successful window, and what computed it."""
 
     read: int = 0
     """Source rows read."""
@@ -423,6 +423,8 @@ class RowCounts(SpecModel):
     """Rows written to the offline store."""
     online: int = 0
     """Entities written to the online store."""
+    engine: Literal["python", "spark"] | None = None
+    """The engine that computed the window (spec.materialization.engine)."""
 
 
 class WindowProgress(SpecModel):
@@ -447,6 +449,8 @@ class WindowProgress(SpecModel):
     """When the last attempt ended."""
     rows: RowCounts | None = None
     """Rows a succeeded attempt wrote."""
+    engine: Literal["python", "spark"] | None = None
+    """The engine that computed a succeeded attempt."""
     generation: int | None = None
     """The view's metadata.generation the last attempt started with: a failure that
     cannot heal is tried once more after each change of the view."""

@@ -142,6 +142,7 @@ def test_a_run_keeps_spark_s_own_output_in_its_log(
     args = ["-f", str(_view_file(tmp_path, source)), "--start", "2026-01-01"]
     args += ["--end", "2026-01-02", "--offline-uri", f"{s3_prefix}offline/v1"]
     args += ["--online-table", f"{table_prefix}profile", "--spark-log", str(log)]
+    args += ["--engine", "spark"]  # auto would take the python engine for two rows
 
     done = subprocess.run(
         [sys.executable, "-m", "featurekube.cli.main", "materialize", *args],

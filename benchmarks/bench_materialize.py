@@ -8,9 +8,11 @@ events, five features), then runs, each in a process of its own whose tree's pea
 resident memory is measured (the sum of each process's high-water mark,
 benchmarks/_memory.py):
 
-- featurekube: ``python -m featurekube.materialize`` (local Spark, from the source on
-  S3 to the offline Delta table on S3 and the online table), end to end, Spark's start
-  included; the job's report gives where the time went.
+- featurekube: ``python -m featurekube.materialize --engine ENGINE``, from the source
+  on S3 to the offline Delta table on S3 and the online table, end to end, once per
+  engine: ``spark`` (local Spark, its start included) and ``python`` (one process, no
+  JVM; what ``auto`` picks for windows of at most 10M input rows). The job's report
+  gives where the time went.
 - Feast: ``FeatureStore.materialize`` of the same rows (read from local parquet files:
   Feast's file offline store) into DynamoDB, from a virtualenv of its own
   (``$FEATUREKUBE_CACHE/bench/feast-<version>``, made on first use), with
@@ -19,7 +21,8 @@ benchmarks/_memory.py):
   BatchWriteItem from 8 threads, nothing else.
 
 Sizes: ``FEATUREKUBE_BENCH_MATERIALIZE_SIZES``, e.g. ``1000000:10000,10000000:1000000``
-(rows:entities; default: 1M and 10M rows, each with 10k and 1M entities).
+(rows:entities; default: 1M and 10M rows, each with 10k and 1M entities). Engines:
+``FEATUREKUBE_BENCH_MATERIALIZE_ENGINES`` (default ``spark,python``).
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ BUCKET = "featurekube-bench"
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 FILE_ROWS = 1_000_000
 VEHICLES = np.array(["sedan", "suv", "hatchback", "electric", "van"])
+
+
+def _engines() -> list[str]:
+    text = os.environ.get("FEATUREKUBE_BENCH_MATERIALIZE_ENGINES", "spark,python")
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _sizes() -> list[tuple[int, int]]:
@@ -156,7 +164,7 @@ def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, _memory.Tree
 
 
 def _featurekube(
-    tmp: Path, source: str, tag: str, env: dict[str, str]
+    tmp: Path, source: str, tag: str, env: dict[str, str], engine: str
 ) -> tuple[float, _memory.TreeWatch, dict[str, Any]]:
     spec = tmp / "featureview.yaml"
     spec.write_text(yaml.safe_dump(_view_body(source)))
@@ -176,6 +184,8 @@ def _featurekube(
         f"s3://{BUCKET}/offline/{tag}",
         "--online-table",
         table,
+        "--engine",
+        engine,
     ]
     try:
         elapsed, memory, stdout = _measured(argv, env)
@@ -361,8 +371,9 @@ def run() -> _harness.Report:
         "DynamoDB online store on the same moto server; its apply is not timed"
     )
     report.notes["featurekube"] = (
-        "python -m featurekube.materialize in local[2] Spark (2g driver), source and offline "
-        "table on moto's S3; end to end includes Spark's start"
+        "python -m featurekube.materialize --engine spark (local[2] Spark, 2g driver; end to "
+        "end includes Spark's start) and --engine python (one process, no JVM), source and "
+        "offline table on moto's S3"
     )
     return report
 
@@ -400,19 +411,25 @@ def _one_size(
     print(f"materialize benchmark: {label}: generating data", flush=True)
     _write_data(rows, entities, local, source)
 
-    print(f"materialize benchmark: {label}: featurekube", flush=True)
-    elapsed, watch, job = _featurekube(tmp, source, tag, env)
-    memory = watch.sums(_memory.jvm_or_python)
-    _add(report, "featurekube", f"{label} end-to-end", "s", elapsed)
-    _add(report, "featurekube", f"{label} rows/s", "r/s", rows / elapsed)
-    _add(report, "featurekube", f"{label} peak memory", "MiB", memory["total"])
-    for kind in ("JVM", "Python"):
-        mib = memory.get(kind, 0.0)
-        _add(report, "featurekube", f"{label} peak memory, {kind} processes", "MiB", mib)
-    report.notes[f"featurekube {label} peak memory"] = _memory.describe(watch.at_peak())
-    for phase, seconds in job["timingsSeconds"].items():
-        _add(report, "featurekube", f"{label} {phase}", "s", seconds)
-    report.notes[f"featurekube {label}"] = json.dumps(job["rows"])
+    online_writes = {}
+    for engine in _engines():
+        subject = f"featurekube ({engine})"
+        print(f"materialize benchmark: {label}: {subject}", flush=True)
+        elapsed, watch, job = _featurekube(tmp, source, tag, env, engine)
+        if job.get("engine", engine) != engine:
+            raise RuntimeError(f"asked for the {engine} engine, the job ran {job['engine']}")
+        memory = watch.sums(_memory.jvm_or_python)
+        _add(report, subject, f"{label} end-to-end", "s", elapsed)
+        _add(report, subject, f"{label} rows/s", "r/s", rows / elapsed)
+        _add(report, subject, f"{label} peak memory", "MiB", memory["total"])
+        for kind in ("JVM", "Python"):
+            mib = memory.get(kind, 0.0)
+            _add(report, subject, f"{label} peak memory, {kind} processes", "MiB", mib)
+        report.notes[f"{subject} {label} peak memory"] = _memory.describe(watch.at_peak())
+        for phase, seconds in job["timingsSeconds"].items():
+            _add(report, subject, f"{label} {phase}", "s", seconds)
+        report.notes[f"{subject} {label}"] = json.dumps(job["rows"])
+        online_writes[subject] = job["timingsSeconds"].get("online_write")
 
     print(f"materialize benchmark: {label}: Feast", flush=True)
     elapsed, watch, call = _feast(tmp, local, tag, env)
@@ -426,7 +443,7 @@ def _one_size(
     items = _newest_items(rows, entities)
     bare = _bare_batch_writes(items, tag)
     _add(report, "bare BatchWriteItem loop", f"{label} online_write", "s", bare)
-    online = job["timingsSeconds"].get("online_write")
-    if online:
-        report.notes[f"online write vs bare loop, {label}"] = f"{online / bare:.2f}x"
+    for subject, online in online_writes.items():
+        if online:
+            report.notes[f"{subject} online write vs bare loop, {label}"] = f"{online / bare:.2f}x"
     del items

@@ -112,6 +112,21 @@ def render_snapshot(
     }
 
 
+RESTRICTED_POD: Mapping[str, Any] = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""The pod security context of every pod featurekube creates: Pod Security's
+"restricted" profile (the images run as a non-root user)."""
+RESTRICTED_CONTAINER: Mapping[str, Any] = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""The container security context of every container featurekube creates."""
+
+
 def render_spark_application(
     view: v1alpha1.FeatureView,
     version: int,
@@ -179,6 +194,8 @@ def render_spark_application(
                 "env": [*env, {"name": report.REPORT_FILE_ENV, "value": report.TERMINATION_LOG}],
                 "envFrom": env_from,
                 "configMaps": [{"name": naming.job_spec_name(name, version), "path": SPEC_MOUNT}],
+                "podSecurityContext": dict(RESTRICTED_POD),
+                "securityContext": dict(RESTRICTED_CONTAINER),
             },
             "executor": {
                 "cores": 1,
@@ -187,6 +204,8 @@ def render_spark_application(
                 "labels": labels,
                 "env": env,
                 "envFrom": env_from,
+                "podSecurityContext": dict(RESTRICTED_POD),
+                "securityContext": dict(RESTRICTED_CONTAINER),
             },
         },
     }
@@ -264,12 +283,7 @@ def render_deployment(
             "failureThreshold": 6,
         },
         "volumeMounts": [{"name": "plan", "mountPath": PLAN_MOUNT, "readOnly": True}],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": {**RESTRICTED_CONTAINER, "readOnlyRootFilesystem": True},
     }
     spec: dict[str, Any] = {
         "selector": {"matchLabels": selector},
@@ -281,6 +295,7 @@ def render_deployment(
             "spec": {
                 "serviceAccountName": server.service_account_name
                 or settings.server_service_account,
+                "securityContext": dict(RESTRICTED_POD),
                 "containers": [container],
                 "volumes": [{"name": "plan", "configMap": {"name": plan_configmap_name(name)}}],
             },

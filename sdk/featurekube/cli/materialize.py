@@ -300,8 +300,6 @@ def _materialize(
     console: Any,
 ) -> tuple[report.MaterializationReport, errors.FeaturekubeError | None]:
     """Run the job with progress bars; Spark's output to its log unless verbose."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from featurekube.materialize import __main__ as job
 
     timings: dict[str, float] = {}
@@ -317,14 +315,8 @@ def _materialize(
     )
     if log is not None:
         console.print(f"  Spark's output: {log} (--verbose shows it here)")
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
     failure: errors.FeaturekubeError | None = None
-    with Progress(*columns, console=console, transient=False) as progress:
+    with _progress(console) as progress:
         observer = _ProgressObserver(progress)
         observer.phase("spark")
         began = time.perf_counter()
@@ -373,18 +365,10 @@ def _materialize_in_python(
     console: Any,
 ) -> tuple[report.MaterializationReport, errors.FeaturekubeError | None]:
     """Run the python engine's job with progress bars (no JVM, so no log of its own)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from featurekube.materialize import python_job
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
     failure: errors.FeaturekubeError | None = None
-    with Progress(*columns, console=console, transient=False) as progress:
+    with _progress(console) as progress:
         observer = _ProgressObserver(progress)
         try:
             result = python_job.run(
@@ -399,6 +383,20 @@ def _materialize_in_python(
             result, failure = exc.report, exc
         observer.close()
     return result, failure
+
+
+def _progress(console: Any) -> Progress:
+    """The run's progress bars, one per phase."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _first_line(exc: BaseException) -> str:

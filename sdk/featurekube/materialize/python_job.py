@@ -41,7 +41,6 @@ import pyarrow as pa
 from featurekube.materialize import aggregate, report, translate
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
-    ExpectationFailedError,
     SourceError,
     SourceSchemaError,
     TransformationError,
@@ -159,14 +158,7 @@ def run(
     result.features = stats.features
     result.violations = report.evaluate_checks(checks, stats.offending)
     result.timings["read_compute"] = time.perf_counter() - began
-    if result.failed_checks:
-        message = (
-            f"{plan.label}: the window [{_iso(plan.start)}, {_iso(plan.end)}) broke "
-            "expectations with onViolation: Fail, so nothing was written: "
-            + "; ".join(v.check.describe(v.rows) for v in result.failed_checks)
-        )
-        result.error = message
-        raise ExpectationFailedError(message, result)
+    report.stop_on_failed_checks(result)
     if offline_uri is not None:
         began = time.perf_counter()
         observer.phase("offline", rows.num_rows)

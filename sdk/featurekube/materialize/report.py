@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from featurekube import errors
 from featurekube.spec import v1alpha1
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "evaluate_checks",
     "plan_checks",
     "read_termination_message",
+    "stop_on_failed_checks",
 ]
 
 REPORT_FILE_ENV = "FEATUREKUBE_REPORT_FILE"
@@ -226,6 +228,21 @@ class MaterializationReport:
             error = error[: len(error) // 2]
             body["error"] = error + "..."
         return _compact(body)
+
+
+def stop_on_failed_checks(result: MaterializationReport) -> None:
+    """Raise :class:`~featurekube.errors.ExpectationFailedError`, carrying ``result``
+    with the message as its error, when an ``onViolation: Fail`` check was violated:
+    the engines call it after checking and before writing, so nothing is written."""
+    if not result.failed_checks:
+        return
+    message = (
+        f"{result.view}: the window [{_iso(result.start)}, {_iso(result.end)}) broke "
+        "expectations with onViolation: Fail, so nothing was written: "
+        + "; ".join(v.check.describe(v.rows) for v in result.failed_checks)
+    )
+    result.error = message
+    raise errors.ExpectationFailedError(message, result)
 
 
 def _compact(body: Mapping[str, Any]) -> str:

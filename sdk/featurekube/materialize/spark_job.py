@@ -41,7 +41,6 @@ import pyarrow as pa
 from featurekube.materialize import aggregate, report
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
-    ExpectationFailedError,
     SourceError,
     SourceSchemaError,
     TransformationError,
@@ -141,14 +140,7 @@ def run(
             result.features = stats.features
             result.violations = report.evaluate_checks(checks, stats.offending)
             result.timings["read_compute"] = time.perf_counter() - began
-            if result.failed_checks:
-                message = (
-                    f"{plan.label}: the window [{_iso(plan.start)}, {_iso(plan.end)}) broke "
-                    "expectations with onViolation: Fail, so nothing was written: "
-                    + "; ".join(v.check.describe(v.rows) for v in result.failed_checks)
-                )
-                result.error = message
-                raise ExpectationFailedError(message, result)
+            report.stop_on_failed_checks(result)
             offline_rows = cached.drop(_ROWS_READ)
             if offline_uri is not None:
                 began = time.perf_counter()
@@ -512,10 +504,6 @@ def _arrow_chunks(
 
 def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _first_line(exc: BaseException) -> str:

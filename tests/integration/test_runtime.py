@@ -1,5 +1,6 @@
 """The local runtime plays the Spark Operator and the kubelet on the local platform:
-SparkApplications run with spark-submit, feature-server Deployments as processes."""
+SparkApplications run with spark-submit, the pods of featurekube's Jobs and
+feature-server Deployments as processes."""
 
 from __future__ import annotations
 
@@ -142,6 +143,91 @@ def test_spark_applications_run_with_spark_submit_and_report_like_the_spark_oper
         assert pod.metadata.owner_references[0].name == name
         assert (pod.status.phase, terminated.exit_code) == (phase, exit_code)
         assert terminated.message == "report of 2026-01-01T00:00:00Z"
+
+
+def _job(name: str, spec_config_map: str, script: Path) -> dict[str, Any]:
+    labels = {"featurekube.dev/feature-view": "driver-profile"}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "materialize",
+                            "image": "featurekube/spark",
+                            # The image's Python runs as the runtime's own.
+                            "command": ["/opt/featurekube/venv/bin/python", str(script)],
+                            "args": [
+                                "--spec",
+                                "/etc/featurekube/spec/featureview.yaml",
+                                "--start",
+                                "2026-01-01T00:00:00Z",
+                            ],
+                            "env": [{"name": "REPORT", "value": "/dev/termination-log"}],
+                            "volumeMounts": [
+                                {"name": "spec", "mountPath": "/etc/featurekube/spec"}
+                            ],
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
+                        }
+                    ],
+                    "volumes": [{"name": "spec", "configMap": {"name": spec_config_map}}],
+                },
+            },
+        },
+    }
+
+
+def test_job_pods_run_as_processes_and_the_job_controller_finishes_their_jobs(
+    runtime: Runtime, kube_api: kubernetes.client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    core, batch = kubernetes.client.CoreV1Api(kube_api), kubernetes.client.BatchV1Api(kube_api)
+    script = tmp_path / "job.py"
+    silent = tmp_path / "silent.py"
+    silent.write_text("import sys\nprint('Error: out of memory')\nsys.exit(137)\n")
+    core.create_namespaced_config_map(
+        namespace,
+        {"metadata": {"name": "good"}, "data": {"featureview.yaml": "view: driver-profile\n"}},
+    )
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "bad"}, "data": {"featureview.yaml": "view: other\n"}}
+    )
+    for name, config_map, code in (
+        ("ok", "good", script),
+        ("broken", "bad", script),
+        ("killed", "good", silent),
+    ):
+        batch.create_namespaced_job(namespace, _job(name, config_map, code))
+
+    def finished() -> dict[str, str] | None:
+        jobs = batch.list_namespaced_job(namespace).items
+        ended = {
+            j.metadata.name: c.type
+            for j in jobs
+            for c in j.status.conditions or ()
+            if c.type in ("Complete", "Failed") and c.status == "True"
+        }
+        return ended if len(ended) == 3 else None
+
+    ended = _eventually(finished, 120, "the three jobs finish", runtime)
+
+    # The job controller wrote the Jobs' status from the pods the runtime ran.
+    assert ended == {"ok": "Complete", "broken": "Failed", "killed": "Failed"}
+    for name, phase, exit_code, message in (
+        ("ok", "Succeeded", 0, "report of 2026-01-01T00:00:00Z"),
+        ("broken", "Failed", 3, "report of 2026-01-01T00:00:00Z"),
+        # No report: the last lines of its log, as FallbackToLogsOnError gives.
+        ("killed", "Failed", 137, "Error: out of memory"),
+    ):
+        (pod,) = core.list_namespaced_pod(
+            namespace, label_selector=f"batch.kubernetes.io/job-name={name}"
+        ).items
+        terminated = pod.status.container_statuses[0].state.terminated
+        assert (pod.status.phase, terminated.exit_code) == (phase, exit_code), name
+        assert terminated.message == message, name
 
 
 def test_a_feature_server_deployment_runs_locally_until_it_goes(

@@ -52,6 +52,7 @@ def test_the_controller_manager_runs_the_controllers_tests_rely_on() -> None:
         "namespace-controller",
         "deployment-controller",
         "replicaset-controller",
+        "job-controller",
     }
     assert flags["kubeconfig"] == "/state/kubeconfig-controller-manager"
     assert flags["leader-elect"] == "false"

@@ -24,13 +24,15 @@ __all__ = [
 LOOPBACK = "127.0.0.1"
 
 # The controllers a feature store's tests lean on: owned objects garbage-collected,
-# namespaces deleted, Deployments turned into ReplicaSets and Pods (which stay
-# Pending: nothing here schedules or runs pods).
+# namespaces deleted, Deployments turned into ReplicaSets and Pods, Jobs into Pods and
+# back into a Job's status (the pods stay Pending: nothing here schedules or runs pods
+# but the local runtime, or a test playing the kubelet).
 CONTROLLERS = (
     "garbage-collector-controller",
     "namespace-controller",
     "deployment-controller",
     "replicaset-controller",
+    "job-controller",
 )
 
 

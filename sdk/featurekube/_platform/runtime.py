@@ -7,6 +7,13 @@ local platform only; does I/O.
   through SUBMITTED, RUNNING, and COMPLETED or FAILED with the error, the way the Spark
   Operator writes it, and its driver pod is left terminated with the job's report as
   its termination message, the way the kubelet leaves it.
+- Each pod of featurekube's Jobs (label ``featurekube.dev/feature-view``; the python
+  engine) runs as a local process of this Python, in the same queue, its ConfigMap
+  volumes written to a directory and the paths in its arguments mapped to them. The
+  pod goes Running, then is left terminated with the job's report as its termination
+  message (its last log lines when it failed without one), as the kubelet leaves it.
+  The platform's own job controller created that pod and, seeing it end, writes the
+  Job's status: the runtime plays only the kubelet.
 - Each feature-server Deployment (label ``featurekube.dev/feature-service``) runs as one
   local process on a free loopback port, with its plan ConfigMap written to a file; its
   pods are marked Running and Ready once the port answers, as a kubelet would, and the
@@ -44,9 +51,13 @@ from featurekube import spark_session
 from featurekube._platform import processes
 from featurekube.materialize import report
 
-__all__ = ["PathMapping", "Runtime", "main", "record_driver_pod"]
+__all__ = ["PathMapping", "Runtime", "main", "record_driver_pod", "record_job_pod"]
 
 SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
+VIEW_LABEL = "featurekube.dev/feature-view"
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+TERMINATION_MESSAGE_LIMIT = 4096
+"""Bytes of a termination message the kubelet keeps."""
 SERVICE_LABEL = "featurekube.dev/feature-service"
 DRIVER_CONTAINER = "spark-kubernetes-driver"
 REPO = Path(__file__).resolve().parents[3]
@@ -218,9 +229,20 @@ class Runtime:
             if self._mine(a["metadata"]["namespace"])
             and not ((a.get("status") or {}).get("applicationState") or {}).get("state")
         ]
-        if not waiting:
+        pods = self._waiting_job_pods()
+        if not waiting and not pods:
             return
-        app = min(waiting, key=lambda a: a["metadata"]["creationTimestamp"])
+        app = min(waiting, key=lambda a: a["metadata"]["creationTimestamp"], default=None)
+        pod = min(pods, key=lambda p: p["metadata"]["creationTimestamp"], default=None)
+        if pod is not None and (
+            app is None
+            or pod["metadata"]["creationTimestamp"] < app["metadata"]["creationTimestamp"]
+        ):
+            self._mark_job_pod_running(pod)
+            self._job = threading.Thread(target=self._run_job_pod, args=(pod,), daemon=True)
+            self._job.start()
+            return
+        assert app is not None
         meta = app["metadata"]
         self._set_spark_status(
             meta["namespace"],
@@ -233,6 +255,109 @@ class Runtime:
         )
         self._job = threading.Thread(target=self._run_one, args=(app,), daemon=True)
         self._job.start()
+
+    # -- Jobs (the python engine) ---------------------------------------------------------
+    #
+    # The platform's job controller creates each Job's pod and writes the Job's status
+    # from what the pod shows; the runtime only runs the pod and reports how it ended,
+    # as a kubelet does. Writing the Job's status here instead would race that
+    # controller, and the API server holds a Job's status to the controller's own rules
+    # (success and failure criteria conditions before Complete or Failed, counts that
+    # agree with pods, tracking finalizers on pods): the controller keeps those right.
+
+    def _waiting_job_pods(self) -> list[dict[str, Any]]:
+        """Pods of featurekube's Jobs that no one has run yet (Pending, unscheduled)."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        batch = kubernetes.client.BatchV1Api(self.api)
+        jobs = self.api.sanitize_for_serialization(
+            batch.list_job_for_all_namespaces(label_selector=VIEW_LABEL)
+        )["items"]
+        if not any(self._mine(j["metadata"]["namespace"]) for j in jobs):
+            return []
+        listed = self.api.sanitize_for_serialization(
+            core.list_pod_for_all_namespaces(label_selector=f"{VIEW_LABEL},{JOB_UID_LABEL}")
+        )["items"]
+        return [
+            p
+            for p in listed
+            if self._mine(p["metadata"]["namespace"])
+            and (p.get("status") or {}).get("phase", "Pending") == "Pending"
+            and not p["metadata"].get("deletionTimestamp")
+        ]
+
+    def _mark_job_pod_running(self, pod: Mapping[str, Any]) -> None:
+        container = pod["spec"]["containers"][0]
+        now = _now()
+        kubernetes.client.CoreV1Api(self.api).patch_namespaced_pod_status(
+            pod["metadata"]["name"],
+            pod["metadata"]["namespace"],
+            {
+                "status": {
+                    "phase": "Running",
+                    "startTime": now,
+                    "containerStatuses": [
+                        {
+                            "name": container["name"],
+                            "image": container.get("image") or "",
+                            "imageID": "",
+                            "ready": True,
+                            "restartCount": 0,
+                            "started": True,
+                            "state": {"running": {"startedAt": now}},
+                        }
+                    ],
+                }
+            },
+        )
+
+    def _run_job_pod(self, pod: Mapping[str, Any]) -> None:
+        meta = pod["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        run_dir = self.work_dir / "jobs" / namespace / name
+        log = run_dir / "pod.log"
+        try:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            run_dir.mkdir(parents=True)
+            container = pod["spec"]["containers"][0]
+            volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+            mounts = self._mount_config_maps(
+                namespace,
+                [
+                    {"name": volumes[m["name"]]["configMap"]["name"], "path": m["mountPath"]}
+                    for m in container.get("volumeMounts") or []
+                    if (volumes.get(m["name"]) or {}).get("configMap")
+                ],
+                run_dir / "mounts",
+            )
+
+            def local(arg: str) -> str:
+                for prefix, directory in mounts.items():
+                    if arg.startswith(prefix + "/"):
+                        return directory + arg.removeprefix(prefix)
+                return arg
+
+            command = list(container.get("command") or [])
+            # The image's Python is this one, which has featurekube.
+            argv = [sys.executable, *command[1:], *(local(a) for a in container.get("args") or [])]
+            termination_log = run_dir / "termination-log"
+            env = {
+                **os.environ,
+                **{
+                    e["name"]: str(termination_log)
+                    for e in container.get("env") or ()
+                    if e.get("value") == report.TERMINATION_LOG
+                },
+            }
+            with log.open("wb") as out:
+                done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+            code = done.returncode
+            message = termination_log.read_text() if termination_log.exists() else ""
+        except Exception as exc:  # the runtime must outlive any one job
+            code, message = 1, f"the local runtime could not run the pod: {exc}"
+        if code != 0 and not message and log.exists():
+            # terminationMessagePolicy FallbackToLogsOnError: the log's last lines.
+            message = processes.tail(log, 80)[-2048:]
+        record_job_pod(self.api, pod, code, message)
 
     # -- feature servers ---------------------------------------------------------------
 
@@ -334,7 +459,8 @@ class Runtime:
     # -- the loop ------------------------------------------------------------------------
 
     def step(self) -> None:
-        """One round: start the next waiting job, and bring feature servers in line."""
+        """One round: start the next waiting SparkApplication or Job's pod, and bring
+        feature servers in line."""
         self._start_next_job()
         self._sync_servers()
 
@@ -406,6 +532,75 @@ def record_driver_pod(
                         "imageID": "",
                         "ready": False,
                         "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            }
+        },
+    )
+
+
+def _job_pod(
+    api: kubernetes.client.ApiClient, job: Mapping[str, Any], timeout: float
+) -> dict[str, Any]:
+    """The pod the job controller made for ``job`` (waiting up to ``timeout`` seconds
+    for it), or ``job`` itself when it is a pod."""
+    if job.get("kind") == "Pod" or "containers" in job.get("spec", {}):
+        return dict(job)
+    core = kubernetes.client.CoreV1Api(api)
+    meta = job["metadata"]
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = api.sanitize_for_serialization(
+            core.list_namespaced_pod(
+                meta["namespace"], label_selector=f"{JOB_UID_LABEL}={meta['uid']}"
+            )
+        )["items"]
+        if pods:
+            found: dict[str, Any] = max(pods, key=lambda p: p["metadata"]["creationTimestamp"])
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Job {meta['namespace']}/{meta['name']} has no pod")
+        time.sleep(0.2)
+
+
+def record_job_pod(
+    api: kubernetes.client.ApiClient,
+    job: Mapping[str, Any],
+    exit_code: int,
+    message: str,
+    timeout: float = 30.0,
+) -> None:
+    """The pod of ``job`` (a Job, whose pod the job controller creates, waited for up to
+    ``timeout`` seconds; or that pod) as the kubelet leaves it once its container ends:
+    terminated with ``exit_code`` and the termination message ``message``. The job
+    controller then counts it and writes the Job's status."""
+    pod = _job_pod(api, job, timeout)
+    container = pod["spec"]["containers"][0]
+    now = _now()
+    started = (pod.get("status") or {}).get("startTime") or now
+    terminated = {
+        "exitCode": exit_code,
+        "reason": "Completed" if exit_code == 0 else "Error",
+        "message": message.encode()[:TERMINATION_MESSAGE_LIMIT].decode(errors="ignore"),
+        "startedAt": started,
+        "finishedAt": now,
+    }
+    kubernetes.client.CoreV1Api(api).patch_namespaced_pod_status(
+        pod["metadata"]["name"],
+        pod["metadata"]["namespace"],
+        {
+            "status": {
+                "phase": "Succeeded" if exit_code == 0 else "Failed",
+                "startTime": started,
+                "containerStatuses": [
+                    {
+                        "name": container["name"],
+                        "image": container.get("image") or "",
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "started": False,
                         "state": {"terminated": terminated},
                     }
                 ],

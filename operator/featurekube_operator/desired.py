@@ -26,6 +26,7 @@ __all__ = [
     "owner_reference",
     "render_deployment",
     "render_hpa",
+    "render_materialize_job",
     "render_pdb",
     "render_plan_configmap",
     "render_service",
@@ -127,23 +128,15 @@ RESTRICTED_CONTAINER: Mapping[str, Any] = {
 """The container security context of every container featurekube creates."""
 
 
-def render_spark_application(
-    view: v1alpha1.FeatureView,
-    version: int,
-    window: Window,
-    settings: OperatorSettings,
-    owner: Mapping[str, Any],
-    attempt: int = 1,
-    run: str = "",
-) -> dict[str, Any]:
-    """The SparkApplication that materializes one window of one version of a view:
-    attempt ``attempt`` of its scheduled run, or of the backfill ``run``."""
+def _job_arguments(
+    view: v1alpha1.FeatureView, version: int, window: Window, settings: OperatorSettings
+) -> list[str]:
+    """The arguments of ``python -m featurekube.materialize`` for one window."""
     namespace = view.metadata.namespace or "default"
     name = view.metadata.name
-    spec_file = f"{SPEC_MOUNT}/{SNAPSHOT_KEY}"
     arguments = [
         "--spec",
-        spec_file,
+        f"{SPEC_MOUNT}/{SNAPSHOT_KEY}",
         "--start",
         _iso(window.start),
         "--end",
@@ -157,24 +150,56 @@ def render_spark_application(
         arguments.append("--no-online")
     if not view.spec.materialization.offline:
         arguments.append("--no-offline")
-    labels = {naming.LABEL_FEATURE_VIEW: name, naming.LABEL_VERSION: str(version)}
+    return arguments
+
+
+def _run_labels(view: v1alpha1.FeatureView, version: int) -> dict[str, str]:
+    return {naming.LABEL_FEATURE_VIEW: view.metadata.name, naming.LABEL_VERSION: str(version)}
+
+
+def _run_metadata(
+    view: v1alpha1.FeatureView,
+    version: int,
+    window: Window,
+    owner: Mapping[str, Any],
+    attempt: int,
+    run: str,
+) -> dict[str, Any]:
+    """The metadata of one attempt at a window, alike for a SparkApplication and a Job:
+    the operator reads the window, attempt and run back from it."""
+    return {
+        "name": naming.run_name(view.metadata.name, version, window),
+        "namespace": view.metadata.namespace or "default",
+        "labels": _run_labels(view, version),
+        "annotations": {
+            naming.ANNOTATION_WINDOW_START: _iso(window.start),
+            naming.ANNOTATION_WINDOW_END: _iso(window.end),
+            naming.ANNOTATION_GENERATION: str(view.metadata.generation or 0),
+            naming.ANNOTATION_ATTEMPT: str(attempt),
+            **({naming.ANNOTATION_RUN: run} if run else {}),
+        },
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def render_spark_application(
+    view: v1alpha1.FeatureView,
+    version: int,
+    window: Window,
+    settings: OperatorSettings,
+    owner: Mapping[str, Any],
+    attempt: int = 1,
+    run: str = "",
+) -> dict[str, Any]:
+    """The SparkApplication that materializes one window of one version of a view:
+    attempt ``attempt`` of its scheduled run, or of the backfill ``run``."""
+    arguments = _job_arguments(view, version, window, settings)
+    labels = _run_labels(view, version)
     env, env_from = _aws_env(settings)
     return {
         "apiVersion": "sparkoperator.k8s.io/v1beta2",
         "kind": "SparkApplication",
-        "metadata": {
-            "name": naming.spark_application_name(name, version, window),
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": {
-                naming.ANNOTATION_WINDOW_START: _iso(window.start),
-                naming.ANNOTATION_WINDOW_END: _iso(window.end),
-                naming.ANNOTATION_GENERATION: str(view.metadata.generation or 0),
-                naming.ANNOTATION_ATTEMPT: str(attempt),
-                **({naming.ANNOTATION_RUN: run} if run else {}),
-            },
-            "ownerReferences": [owner_reference(owner)],
-        },
+        "metadata": _run_metadata(view, version, window, owner, attempt, run),
         "spec": {
             "type": "Python",
             "mode": "cluster",
@@ -193,7 +218,9 @@ def render_spark_application(
                 "labels": labels,
                 "env": [*env, {"name": report.REPORT_FILE_ENV, "value": report.TERMINATION_LOG}],
                 "envFrom": env_from,
-                "configMaps": [{"name": naming.job_spec_name(name, version), "path": SPEC_MOUNT}],
+                "configMaps": [
+                    {"name": naming.job_spec_name(view.metadata.name, version), "path": SPEC_MOUNT}
+                ],
                 "podSecurityContext": dict(RESTRICTED_POD),
                 "securityContext": dict(RESTRICTED_CONTAINER),
             },
@@ -206,6 +233,74 @@ def render_spark_application(
                 "envFrom": env_from,
                 "podSecurityContext": dict(RESTRICTED_POD),
                 "securityContext": dict(RESTRICTED_CONTAINER),
+            },
+        },
+    }
+
+
+JOB_PYTHON = "/opt/featurekube/venv/bin/python"
+"""The Python with featurekube in the job image (images/spark/Dockerfile puts it there)."""
+JOB_CONTAINER = "materialize"
+
+
+def render_materialize_job(
+    view: v1alpha1.FeatureView,
+    version: int,
+    window: Window,
+    settings: OperatorSettings,
+    owner: Mapping[str, Any],
+    attempt: int = 1,
+    run: str = "",
+) -> dict[str, Any]:
+    """The Job that materializes one window on the python engine: the same job, name,
+    labels and annotations as :func:`render_spark_application`, in one pod and no JVM.
+
+    It never retries (the operator retries failed windows itself, with backoff and in
+    order), and its container's termination message is the job's report.
+    """
+    labels = _run_labels(view, version)
+    env, env_from = _aws_env(settings)
+    container = {
+        "name": JOB_CONTAINER,
+        "image": settings.python_image or settings.spark_image,
+        "command": [JOB_PYTHON, "-m", "featurekube.materialize"],
+        "args": [*_job_arguments(view, version, window, settings), "--engine", "python"],
+        "env": [*env, {"name": report.REPORT_FILE_ENV, "value": report.TERMINATION_LOG}],
+        "envFrom": env_from,
+        "resources": {
+            "requests": {"cpu": settings.python_cpu, "memory": settings.python_memory},
+            "limits": {"memory": settings.python_memory},
+        },
+        "volumeMounts": [{"name": "spec", "mountPath": SPEC_MOUNT, "readOnly": True}],
+        "terminationMessagePath": report.TERMINATION_LOG,
+        # A job killed before it wrote its report still leaves its last lines.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": dict(RESTRICTED_CONTAINER),
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _run_metadata(view, version, window, owner, attempt, run),
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": settings.spark_service_account,
+                    # The job calls no Kubernetes API.
+                    "automountServiceAccountToken": False,
+                    "securityContext": dict(RESTRICTED_POD),
+                    "containers": [container],
+                    "volumes": [
+                        {
+                            "name": "spec",
+                            "configMap": {
+                                "name": naming.job_spec_name(view.metadata.name, version)
+                            },
+                        }
+                    ],
+                },
             },
         },
     }

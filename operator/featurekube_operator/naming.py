@@ -24,6 +24,7 @@ __all__ = [
     "job_spec_name",
     "offline_uri",
     "online_table",
+    "run_name",
     "snapshot_name",
     "spark_application_name",
 ]
@@ -37,7 +38,7 @@ ANNOTATION_WINDOW_END = "featurekube.dev/window-end"
 ANNOTATION_GENERATION = "featurekube.dev/generation"
 ANNOTATION_ATTEMPT = "featurekube.dev/attempt"
 ANNOTATION_RUN = "featurekube.dev/run"
-"""On a SparkApplication: the backfill request it re-runs its window for (empty: the
+"""On a SparkApplication or Job: the backfill request it re-runs its window for (empty: the
 scheduled run)."""
 ANNOTATION_BACKFILL = "featurekube.dev/backfill"
 """On a FeatureView: windows to run again, ``<start>/<end>`` intervals separated by
@@ -84,6 +85,10 @@ def job_spec_name(view: str, version: int) -> str:
     return f"{view}-v{version}-job"
 
 
-def spark_application_name(view: str, version: int, window: Window) -> str:
-    """``<view>-v<version>-<start as yyyymmddhhmm>``: windows never share a start."""
+def run_name(view: str, version: int, window: Window) -> str:
+    """The SparkApplication or Job of an attempt at a window:
+    ``<view>-v<version>-<start as yyyymmddhhmm>``; windows never share a start."""
     return f"{view}-v{version}-{window.start:%Y%m%d%H%M}"
+
+
+spark_application_name = run_name

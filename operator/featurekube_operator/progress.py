@@ -5,8 +5,9 @@ The record lives in the view's status (``status.progress``, one entry per versio
 view serves or backfills), never in the SparkApplications: ``materializedUntil`` (the
 end of the gap-free run of completed windows from the first start), ``plannedUntil``
 (the end of the last window started), the windows not yet part of that run (running,
-failed with their attempts and reasons, or completed out of order) and the ranges a
-backfill asked to run again. A SparkApplication is the vehicle of one attempt:
+failed with their attempts and reasons, or completed out of order), the ranges a
+backfill asked to run again, and the latest window completed with its rows (what engine
+auto estimates from). A SparkApplication or Job is the vehicle of one attempt:
 
 - :func:`observe` folds what the existing applications show into the record;
 - :func:`collectable` names the finished applications whose outcome the record already
@@ -147,6 +148,9 @@ class Progress:
     """End of the last scheduled window started."""
     windows: tuple[WindowRecord, ...] = ()
     backfills: tuple[Backfill, ...] = ()
+    last: WindowRecord | None = None
+    """The latest window (by its end) that completed with a report of its rows: engine
+    auto estimates the input of the next windows from it."""
 
     def done(self, window: Window) -> bool:
         """Whether ``window`` lies within materializedUntil."""
@@ -171,6 +175,8 @@ class Progress:
             {"start": _iso(b.window.start), "end": _iso(b.window.end), "run": b.run}
             for b in self.backfills
         ]
+        if self.last is not None:
+            body["lastWindow"] = self.last.to_json()
         return body
 
     @classmethod
@@ -183,6 +189,7 @@ class Progress:
             backfills=tuple(
                 Backfill(_window(b), str(b.get("run") or "")) for b in body.get("backfills") or ()
             ),
+            last=WindowRecord.from_json(body["lastWindow"]) if body.get("lastWindow") else None,
         )
 
 
@@ -287,6 +294,7 @@ def observe(
     entries = {w.window: w for w in progress.windows}
     succeeded: list[Run] = []
     failed: list[Run] = []
+    latest = progress.last
     for run in sorted(present, key=lambda r: (r.window, r.attempt)):
         if run.version != progress.version:
             continue
@@ -296,6 +304,8 @@ def observe(
         entries[run.window] = found
         if found.state == SUCCEEDED:
             succeeded.append(run)
+            if found.rows is not None and (latest is None or found.window.end >= latest.window.end):
+                latest = found
         elif found.state == FAILED:
             failed.append(run)
     cursor = progress.materialized_until or first_start
@@ -322,6 +332,7 @@ def observe(
             materialized_until=materialized_until,
             planned_until=max(planned, default=None),
             windows=tuple(sorted(entries.values(), key=lambda w: w.window)),
+            last=latest,
         ),
         succeeded=tuple(succeeded),
         failed=tuple(failed),

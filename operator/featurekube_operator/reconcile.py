@@ -4,8 +4,9 @@ Level-triggered: every call looks at the whole state (the object, its status, th
 objects it owns, the tables) and moves it one step towards the desired state. The
 process remembers nothing between calls: what a view has materialized is recorded in
 its status (see :mod:`.progress`), so a restarted operator converges to the same
-objects, and the SparkApplications it starts may be deleted once they finish. Decisions
-are made by the pure modules :mod:`.progress`, :mod:`.desired` and :mod:`.conditions`.
+objects, and the SparkApplications and Jobs it starts may be deleted once they finish.
+Decisions are made by the pure modules :mod:`.progress`, :mod:`.engines`,
+:mod:`.desired` and :mod:`.conditions`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pydantic
 
 from featurekube import backfills
 from featurekube.spec import v1alpha1
-from featurekube_operator import conditions, desired, jobspec, naming, progress, runs
+from featurekube_operator import conditions, desired, engines, jobspec, naming, progress, runs
 from featurekube_operator.conditions import Condition
 from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
@@ -36,7 +37,13 @@ __all__ = [
 ]
 
 SPARK_API = ("sparkoperator.k8s.io/v1beta2", "SparkApplication")
+JOB_API = ("batch/v1", "Job")
+RUN_APIS = {SPARK_API[1]: SPARK_API, JOB_API[1]: JOB_API}
+"""What an attempt at a window runs as: a SparkApplication (Spark) or a Job (python)."""
 LABEL = naming.LABEL_FEATURE_VIEW
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+"""The label by which a Job's pods name it: by uid, so that a Job of the same name that
+came before (an earlier attempt) is never mistaken for it."""
 
 
 @dataclass
@@ -123,8 +130,8 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     """Move one FeatureView a step towards materialized and serving; return its status.
 
     The view's progress is read from its status and written back to it; its
-    SparkApplications are only observed (what finished since) and, once their outcome
-    is recorded and newer ones fill the history limits, deleted.
+    SparkApplications and Jobs are only observed (what finished since) and, once their
+    outcome is recorded and newer ones fill the history limits, deleted.
     """
     now = ctx.clock()
     try:
@@ -151,7 +158,11 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     active = sorted({latest} | ({serving} if serving else set()))
 
     tags = {"featurekube.dev/namespace": namespace, "featurekube.dev/feature-view": name}
-    apps = [runs.read_run(item) for item in ctx.kube.find(*SPARK_API, namespace, {LABEL: name})]
+    apps = [
+        runs.read_run(item, kind)
+        for kind, api in RUN_APIS.items()
+        for item in ctx.kube.find(*api, namespace, {LABEL: name})
+    ]
     recorded = {
         v: p for v in versions if (p := progress.progress_from_status(status_before, v)) is not None
     }
@@ -214,7 +225,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
                     view, version, frozen or spec.to_yaml_dict(), settings, body
                 )
             )
-        started |= _start(ctx, view, version, decision.start, apps, body)
+        started |= _start(ctx, view, version, decision, apps, body)
         records[version] = decision.progress
         for entry in decision.progress.failed:
             if entry in decision.exhausted:
@@ -243,9 +254,11 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         now=now,
     )
     retired = [a.name for a in apps if a.version not in active and a.finished]
-    for app_name in sorted(set(history) | set(retired)):
-        if app_name not in started:
-            ctx.kube.delete(*SPARK_API, namespace, app_name)
+    collected = set(history) | set(retired)
+    for app in sorted(apps, key=lambda a: a.name):
+        if app.name in collected and app.name not in started:
+            # A Job goes in the background, with its pod (kube.delete's propagation).
+            ctx.kube.delete(*RUN_APIS[app.kind], namespace, app.name)
 
     if not materializes:
         serving = latest
@@ -307,8 +320,11 @@ def _degraded(
     return Condition("Degraded", True, reason, "; ".join(problems) + retry)
 
 
-def _driver(ctx: Context, namespace: str, run: runs.Run) -> dict[str, Any] | None:
-    """The driver pod of a finished run, whose termination message is its report."""
+def _driver(ctx: Context, namespace: str, run: runs.Run) -> Mapping[str, Any] | None:
+    """The pod of a finished run whose termination message is its report: a
+    SparkApplication's driver, or a Job's pod."""
+    if run.kind == JOB_API[1]:
+        return runs.job_pod(ctx.kube.find("v1", "Pod", namespace, {JOB_UID_LABEL: run.uid}))
     return ctx.kube.get("v1", "Pod", namespace, run.driver_pod) if run.driver_pod else None
 
 
@@ -316,29 +332,44 @@ def _start(
     ctx: Context,
     view: v1alpha1.FeatureView,
     version: int,
-    attempts: Sequence[progress.WindowRecord],
+    decision: progress.Decision,
     apps: Sequence[runs.Run],
     owner: Mapping[str, Any],
 ) -> set[str]:
-    """Create the applications of ``attempts``, replacing any other application of the
-    same name (an earlier attempt, another run of the window); returns their names."""
+    """Create the SparkApplications or Jobs of the attempts ``decision`` starts, each
+    replacing any other of the same name (an earlier attempt, another run of the window,
+    of either kind); returns their names."""
     names = set()
-    by_name = {a.name: a for a in apps}
-    for attempt in attempts:
-        body = desired.render_spark_application(
+    by_name: dict[str, list[runs.Run]] = {}
+    for app in apps:
+        by_name.setdefault(app.name, []).append(app)
+    for attempt in decision.start:
+        kind = engines.choose_kind(
+            view,
+            attempt.window,
+            decision.progress.last,
+            python_max_rows=ctx.settings.python_max_rows,
+            attempt=attempt.attempt,
+        )
+        render = (
+            desired.render_materialize_job
+            if kind == engines.JOB
+            else desired.render_spark_application
+        )
+        body = render(
             view, version, attempt.window, ctx.settings, owner, attempt.attempt, attempt.run
         )
         app_name = body["metadata"]["name"]
         names.add(app_name)
-        there = by_name.get(app_name)
-        if there is not None:
-            if (there.window, there.run_id, there.attempt) == (
-                attempt.window,
-                attempt.run,
-                attempt.attempt,
-            ):
-                continue
-            ctx.kube.delete(*SPARK_API, body["metadata"]["namespace"], app_name)
+        there = by_name.get(app_name, [])
+        if any(
+            (a.kind, a.window, a.run_id, a.attempt)
+            == (kind, attempt.window, attempt.run, attempt.attempt)
+            for a in there
+        ):
+            continue
+        for other in there:
+            ctx.kube.delete(*RUN_APIS[other.kind], body["metadata"]["namespace"], app_name)
         ctx.kube.create(body)
     return names
 

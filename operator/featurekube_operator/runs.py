@@ -1,17 +1,17 @@
-"""What one SparkApplication says about one attempt at a window; pure.
+"""What one SparkApplication or Job says about one attempt at a window; pure.
 
-A SparkApplication is the vehicle of one attempt, never the record of a view's
-progress (that is :mod:`.progress`): :func:`read_run` reads what it shows, and
-:func:`read_outcome` what its driver reported when it ended (the job writes its report
-as the driver container's termination message), including whether a failure can heal
-by itself.
+A SparkApplication (Spark) or a Job (the python engine) is the vehicle of one attempt,
+never the record of a view's progress (that is :mod:`.progress`): :func:`read_run`
+reads what it shows, and :func:`read_outcome` what its pod reported when it ended (the
+job writes its report as the termination message of the driver's, or the Job's,
+container), including whether a failure can heal by itself.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ __all__ = [
     "PERMANENT_ERRORS",
     "Outcome",
     "Run",
+    "job_pod",
     "parse_time",
     "read_outcome",
     "read_run",
@@ -60,7 +61,7 @@ def parse_time(text: str | None) -> dt.datetime | None:
 
 @dataclass(frozen=True)
 class Run:
-    """One SparkApplication of a view: one attempt at one window, and how it went."""
+    """One SparkApplication or Job of a view: one attempt at one window, and how it went."""
 
     name: str
     version: int
@@ -73,9 +74,14 @@ class Run:
     error: str = ""
     finished_at: dt.datetime | None = None
     driver_pod: str = ""
-    """The driver pod, whose termination message is the job's report."""
+    """The driver pod, whose termination message is the job's report (a
+    SparkApplication's; a Job's pod is found by its job-name label)."""
     generation: int = 0
     """The view's metadata.generation when the attempt was started."""
+    kind: str = "SparkApplication"
+    """SparkApplication or Job."""
+    uid: str = ""
+    """The object's uid: a Job's pods carry it in their controller-uid label."""
 
     @property
     def completed(self) -> bool:
@@ -90,28 +96,62 @@ class Run:
         return self.completed or self.failed
 
 
-def read_run(body: Mapping[str, Any]) -> Run:
-    """A Run from a SparkApplication body the operator created."""
+def read_run(body: Mapping[str, Any], kind: str | None = None) -> Run:
+    """A Run from a SparkApplication or Job body the operator created; ``kind`` is the
+    body's kind where it carries none (the items of a list do not).
+
+    A Job's state is the Spark Operator's word for it: COMPLETED once its Complete
+    condition is true (or a pod succeeded), FAILED once its Failed condition is (or a
+    pod failed: it never retries), else RUNNING.
+    """
     meta = body["metadata"]
+    kind = kind or body.get("kind") or "SparkApplication"
     annotations = meta.get("annotations") or {}
-    status = body.get("status") or {}
-    state = status.get("applicationState") or {}
     start = parse_time(annotations.get(naming.ANNOTATION_WINDOW_START))
     end = parse_time(annotations.get(naming.ANNOTATION_WINDOW_END))
     if start is None or end is None:
-        raise ValueError(f"SparkApplication {meta.get('name')} carries no window annotations")
+        raise ValueError(f"{kind} {meta.get('name')} carries no window annotations")
+    status = body.get("status") or {}
+    if kind == "Job":
+        state, error, finished_at = _job_state(status)
+        driver_pod = ""
+    else:
+        application = status.get("applicationState") or {}
+        state = application.get("state", "") or ""
+        error = application.get("errorMessage", "") or ""
+        finished_at = parse_time(status.get("terminationTime"))
+        driver_pod = (status.get("driverInfo") or {}).get("podName", "") or ""
     return Run(
         name=meta["name"],
         version=int((meta.get("labels") or {}).get(naming.LABEL_VERSION, "0")),
         window=Window(start, end),
-        state=state.get("state", "") or "",
+        state=state,
         attempt=int(annotations.get(naming.ANNOTATION_ATTEMPT, "1")),
         run_id=annotations.get(naming.ANNOTATION_RUN, "") or "",
-        error=state.get("errorMessage", "") or "",
-        finished_at=parse_time(status.get("terminationTime")),
-        driver_pod=(status.get("driverInfo") or {}).get("podName", "") or "",
+        error=error,
+        finished_at=finished_at,
+        driver_pod=driver_pod,
         generation=int(annotations.get(naming.ANNOTATION_GENERATION, "0") or 0),
+        kind=kind,
+        uid=str(meta.get("uid") or ""),
     )
+
+
+def _job_state(status: Mapping[str, Any]) -> tuple[str, str, dt.datetime | None]:
+    """A Job's state, error and finish time. Its one pod's outcome counts as soon as the
+    job controller has counted it, before the Job's final condition follows."""
+    conditions = {
+        c.get("type"): c for c in status.get("conditions") or () if c.get("status") == "True"
+    }
+    done = conditions.get("Complete") or conditions.get("SuccessCriteriaMet")
+    if done is not None or (status.get("succeeded") or 0) > 0:
+        finished = status.get("completionTime") or (done or {}).get("lastTransitionTime")
+        return "COMPLETED", "", parse_time(finished)
+    failed = conditions.get("Failed") or conditions.get("FailureTarget")
+    if failed is not None or (status.get("failed") or 0) > 0:
+        error = str((failed or {}).get("message") or "the job's pod failed")
+        return "FAILED", error, parse_time((failed or {}).get("lastTransitionTime"))
+    return "RUNNING", "", None
 
 
 @dataclass(frozen=True)
@@ -176,6 +216,24 @@ def read_outcome(run: Run, driver: Mapping[str, Any] | None) -> Outcome:
         reason=_line(error or run.error or "the job failed without a message"),
         permanent=permanent,
         engine=engine,
+    )
+
+
+def job_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """Of a Job's pods, the one whose termination message is its report: the latest
+    created with a terminated container (a Job of the operator's has one pod)."""
+    ended = [
+        p
+        for p in pods
+        if any(
+            (c.get("state") or {}).get("terminated")
+            for c in (p.get("status") or {}).get("containerStatuses") or ()
+        )
+    ]
+    return max(
+        ended,
+        key=lambda p: str(p["metadata"].get("creationTimestamp") or ""),
+        default=None,
     )
 
 

@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from featurekube.materialize import engines
+
 __all__ = ["OperatorSettings", "env_name"]
 
 # Settings that the AWS SDKs read too keep the SDKs' names.
@@ -50,6 +52,27 @@ class OperatorSettings:
     """Extra Spark settings, as ``key=value`` pairs separated by commas.
     Env: FEATUREKUBE_SPARK_CONF."""
 
+    python_max_rows: int = engines.DEFAULT_PYTHON_MAX_ROWS
+    """With ``spec.materialization.engine: auto``, the most input rows a window may be
+    estimated to read and still run on the python engine, in a Job; a larger window, or
+    one of a version with no completed window yet to estimate from, runs as a
+    SparkApplication. The estimate scales the rows the version's latest completed window
+    read by the span of source time each reads. Env: FEATUREKUBE_PYTHON_MAX_ROWS."""
+
+    python_image: str = ""
+    """Image of the python engine's Jobs; it must have featurekube's Python at
+    ``/opt/featurekube/venv/bin/python``, as the Spark image does. Empty: the Spark
+    image. Env: FEATUREKUBE_PYTHON_IMAGE."""
+
+    python_cpu: str = "1"
+    """CPU a python engine Job requests (a Kubernetes quantity).
+    Env: FEATUREKUBE_PYTHON_CPU."""
+
+    python_memory: str = "4Gi"
+    """Memory a python engine Job requests and is limited to (a Kubernetes quantity):
+    room for the Arrow data of a window of python_max_rows rows.
+    Env: FEATUREKUBE_PYTHON_MEMORY."""
+
     server_image: str = "ghcr.io/featurekube/feature-server:0.1.0"
     """Image of the gRPC feature server. Env: FEATUREKUBE_SERVER_IMAGE."""
 
@@ -79,12 +102,12 @@ class OperatorSettings:
     Env: FEATUREKUBE_MAX_FAILED_ATTEMPTS."""
 
     succeeded_history_limit: int = 3
-    """Completed SparkApplications kept per view once their outcome is in the view's
+    """Completed SparkApplications and Jobs kept per view once their outcome is in the view's
     status, newest first; older ones are deleted (the status is the record, not they).
     Env: FEATUREKUBE_SUCCEEDED_HISTORY_LIMIT."""
 
     failed_history_limit: int = 1
-    """Failed SparkApplications kept per view once their outcome is in the view's status.
+    """Failed SparkApplications and Jobs kept per view once their outcome is in the view's status.
     Env: FEATUREKUBE_FAILED_HISTORY_LIMIT."""
 
     reconcile_interval_seconds: float = 30.0

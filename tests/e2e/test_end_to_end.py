@@ -184,8 +184,10 @@ def test_online_vectors_equal_the_training_frame_at_the_same_time(system: System
     for view in ("driver-trip-stats", "driver-profile"):
         status = system.get("featureviews", view)["status"]
         end = status["lastMaterializedWindow"]["end"]
-        # The last window's report, from its driver's termination message.
-        assert set(status["rows"]) == {"read", "offline", "online"}
+        # The last window's report, from its driver's (or Job's pod's) termination
+        # message, with the engine that computed it.
+        assert set(status["rows"]) == {"read", "offline", "online", "engine"}
+        assert status["rows"]["engine"] in ("python", "spark"), status["rows"]
         assert view != "driver-trip-stats" or status["rows"]["read"] > 0, status["rows"]
         t = dt.datetime.fromisoformat(end.replace("Z", "+00:00")) - dt.timedelta(microseconds=1)
         names = [n for n, f in served.items() if f["featureView"] == view]
@@ -300,13 +302,17 @@ def test_an_operator_killed_mid_backfill_resumes_without_duplicates_or_gaps(syst
     custom = system.custom
 
     def apps() -> list[dict[str, Any]]:
+        """The view's SparkApplications and Jobs (windows on the python engine)."""
         items = custom.list_namespaced_custom_object(
             "sparkoperator.k8s.io", "v1beta2", system.namespace, "sparkapplications"
         )["items"]
+        jobs = kubernetes.client.BatchV1Api(system.api).list_namespaced_job(system.namespace)
+        items += system.api.sanitize_for_serialization(jobs)["items"]
         return [
             a
             for a in items
-            if a["metadata"]["labels"]["featurekube.dev/feature-view"] == body["metadata"]["name"]
+            if (a["metadata"].get("labels") or {}).get("featurekube.dev/feature-view")
+            == body["metadata"]["name"]
         ]
 
     _eventually(apps, 120, "the backfill starts")

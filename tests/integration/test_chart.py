@@ -449,6 +449,12 @@ def test_images_agree_with_the_chart_and_the_operator() -> None:
     assert (REPO / job[0]).is_file()
     assert values["spark"]["mainApplicationFile"] == "local://" + job[1]
     assert defaults.spark_main_file == values["spark"]["mainApplicationFile"]
+    # The python engine's Jobs run the image's featurekube Python by its path.
+    from featurekube_operator import desired
+
+    venv = desired.JOB_PYTHON.removesuffix("/bin/python")
+    assert re.search(rf"uv venv .*\s{re.escape(venv)}\s", spark_dockerfile), venv
+    assert values["pythonEngine"]["maxRows"] == defaults.python_max_rows
     for image, default in (
         (values["spark"]["image"], defaults.spark_image),
         (values["featureServer"]["image"], defaults.server_image),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import kubernetes.client
 import pytest
 import yaml
 
+from featurekube._platform import runtime
 from featurekube._platform.platform import Endpoints
 from support import eventually as _eventually
 
@@ -184,6 +186,13 @@ def test_two_replicas_under_least_privilege_one_acts(
         custom.create_namespaced_custom_object(
             "featurekube.dev", "v1alpha1", namespace, "featureservices", copy.deepcopy(SERVICE)
         )
+        # Its twin on the python engine: a Job, and its pod's report, under the same rights.
+        python_view = copy.deepcopy(VIEW)
+        python_view["metadata"]["name"] = "driver-profile-python"
+        python_view["spec"]["materialization"]["engine"] = "python"
+        custom.create_namespaced_custom_object(
+            "featurekube.dev", "v1alpha1", namespace, "featureviews", python_view
+        )
 
         apps = _eventually(
             lambda: custom.list_namespaced_custom_object(
@@ -202,9 +211,18 @@ def test_two_replicas_under_least_privilege_one_acts(
                 {"status": {"applicationState": {"state": "COMPLETED"}, "driverInfo": {}}},
             )
 
-        def view_ready() -> bool:
+        batch = kubernetes.client.BatchV1Api(kube_api)
+        (job,) = _eventually(
+            lambda: batch.list_namespaced_job(namespace).items, 60, "the python view's Job"
+        )
+        report = {"published": True, "rows": {"read": 3, "offline": 3, "online": 2}}
+        runtime.record_job_pod(
+            kube_api, kube_api.sanitize_for_serialization(job), 0, json.dumps(report)
+        )
+
+        def view_ready(name: str = "driver-profile") -> bool:
             view = custom.get_namespaced_custom_object(
-                "featurekube.dev", "v1alpha1", namespace, "featureviews", "driver-profile"
+                "featurekube.dev", "v1alpha1", namespace, "featureviews", name
             )
             return any(
                 c["type"] == "Ready" and c["status"] == "True"
@@ -212,6 +230,13 @@ def test_two_replicas_under_least_privilege_one_acts(
             )
 
         _eventually(view_ready, 60, "the view becomes Ready")
+        _eventually(
+            lambda: view_ready("driver-profile-python"), 60, "the python view becomes Ready"
+        )
+        python_status = custom.get_namespaced_custom_object(
+            "featurekube.dev", "v1alpha1", namespace, "featureviews", "driver-profile-python"
+        )["status"]
+        assert python_status["rows"]["read"] == 3, "its pod's report was read"
         apps_api = kubernetes.client.AppsV1Api(kube_api)
         _eventually(
             lambda: apps_api.list_namespaced_deployment(namespace).items,

@@ -1,10 +1,13 @@
 """The operator's reconcile steps against the real API server and moto's DynamoDB,
 with a clock the test moves. SparkApplications are completed or failed by writing
-their status, as the Spark Operator would."""
+their status, as the Spark Operator would; a Job's pod, made by the platform's job
+controller, by writing the pod's status as the kubelet would (the job controller then
+writes the Job's)."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
 from featurekube_operator.settings import OperatorSettings
+from support import eventually
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
@@ -227,7 +231,8 @@ def test_the_rows_of_the_last_window_come_from_its_drivers_report(
         engine = "spark" if rows == 10 else "python"
         return json.dumps({"published": True, "rows": counts, "engine": engine})
 
-    _apply_view(kube_api, namespace, VIEW)
+    # Always a SparkApplication: under auto, windows after the first would be Jobs.
+    _apply_view(kube_api, namespace, _engine(VIEW, "spark"))
     _step(ctx, kube_api, namespace, "driver-trip-stats")
     done: set[str] = set()
     for rows in (10, 20, 30):
@@ -671,3 +676,201 @@ def test_an_edit_of_the_view_gives_a_window_stopped_by_failures_one_more_attempt
     app = _apps(kube_api, namespace)[first]
     assert app["metadata"]["annotations"][naming.ANNOTATION_ATTEMPT] == "4"
     assert app["metadata"]["annotations"][naming.ANNOTATION_GENERATION] == "2"
+
+
+# -- Jobs: the python engine ---------------------------------------------------------
+
+
+def _engine(doc: dict[str, Any], engine: str) -> dict[str, Any]:
+    changed = copy.deepcopy(doc)
+    changed["spec"]["materialization"]["engine"] = engine
+    return changed
+
+
+def _jobs(kube_api: kubernetes.client.ApiClient, namespace: str) -> dict[str, dict[str, Any]]:
+    listed = kubernetes.client.BatchV1Api(kube_api).list_namespaced_job(namespace)
+    items: list[dict[str, Any]] = kube_api.sanitize_for_serialization(listed)["items"]
+    return {j["metadata"]["name"]: j for j in items}
+
+
+def _end_job(
+    kube_api: kubernetes.client.ApiClient,
+    namespace: str,
+    name: str,
+    exit_code: int,
+    report: dict[str, Any],
+) -> None:
+    """Play the kubelet for the Job's pod, then wait for the job controller to count it."""
+    runtime.record_job_pod(
+        kube_api, _jobs(kube_api, namespace)[name], exit_code, json.dumps(report)
+    )
+
+    def counted() -> bool:
+        status = _jobs(kube_api, namespace)[name].get("status") or {}
+        return bool(status.get("succeeded") or status.get("failed"))
+
+    eventually(counted, 30, f"the job controller counts the pod of Job {name}")
+
+
+def _report(read: int, engine: str = "python") -> dict[str, Any]:
+    return {
+        "published": True,
+        "rows": {"read": read, "offline": read, "online": 4},
+        "engine": engine,
+    }
+
+
+def test_a_python_view_runs_each_window_as_a_job(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, _engine(VIEW, "python"))
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    assert _apps(kube_api, namespace) == {}
+    jobs = _jobs(kube_api, namespace)
+    assert sorted(jobs) == [
+        "driver-trip-stats-v1-202601010000",
+        "driver-trip-stats-v1-202601010100",
+    ]
+    job = jobs["driver-trip-stats-v1-202601010000"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][-2:] == ["--engine", "python"]
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "FeatureView"
+
+    for name in sorted(jobs):
+        _end_job(kube_api, namespace, name, 0, _report(12))
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+    _end_job(kube_api, namespace, "driver-trip-stats-v1-202601010200", 0, _report(15))
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    assert status["lastMaterializedWindow"]["end"] == "2026-01-01T03:00:00Z"
+    assert status["rows"] == {"read": 15, "offline": 15, "online": 4, "engine": "python"}
+    assert _condition(status, "Ready")["status"] == "True"
+    succeeded = ctx.metrics.windows_succeeded.labels(namespace, "driver-trip-stats", "python")
+    assert succeeded._value.get() == 3
+
+
+def test_auto_runs_the_first_window_on_spark_and_small_windows_after_it_as_jobs(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    _apply_view(kube_api, namespace, VIEW)  # engine auto, the default
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    # Nothing to estimate from yet: Spark.
+    assert len(_apps(kube_api, namespace)) == 2 and _jobs(kube_api, namespace) == {}
+
+    first = "driver-trip-stats-v1-202601010000"
+    runtime.record_driver_pod(
+        kube_api, _apps(kube_api, namespace)[first], 0, json.dumps(_report(40, "spark"))
+    )
+    _finish(kube_api, namespace, first, "COMPLETED", clock.now)
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    # 40 rows read over the first window's reads: the next is a Job.
+    assert sorted(_jobs(kube_api, namespace)) == ["driver-trip-stats-v1-202601010200"]
+    (record,) = status["progress"]
+    assert record["lastWindow"]["rows"]["read"] == 40
+
+    # Over the threshold, the next window is a SparkApplication again.
+    small = reconcile.Context(
+        dataclasses.replace(ctx.settings, python_max_rows=10),
+        ctx.kube,
+        ctx.tables,
+        ctx.metrics,
+        clock,
+    )
+    _finish(kube_api, namespace, "driver-trip-stats-v1-202601010100", "COMPLETED", clock.now)
+    clock.now += H
+    _step(small, kube_api, namespace, "driver-trip-stats")
+    assert "driver-trip-stats-v1-202601010300" not in _jobs(kube_api, namespace)
+    assert "driver-trip-stats-v1-202601010300" in _apps(kube_api, namespace)
+
+
+def test_a_job_that_fails_permanently_stops_like_an_application_until_a_backfill(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    # The job controller stamps real times on Jobs, and retries wait from them.
+    clock.now = dt.datetime.now(UTC)
+    start = clock.now.replace(minute=0, second=0, microsecond=0) - H
+    first = f"driver-trip-stats-v1-{start:%Y%m%d%H%M}"
+    report = {
+        "published": False,
+        "rows": {"read": 10, "offline": 0, "online": 0},
+        "error": "FeatureView driver-trip-stats: column trip_id is string, expected int64",
+        "errorType": "SourceSchemaError",
+        "engine": "python",
+    }
+    view = _engine(VIEW, "python")
+    view["spec"]["materialization"]["startTime"] = _iso(start)
+    _apply_view(kube_api, namespace, view)
+    _step(ctx, kube_api, namespace, "driver-trip-stats")
+    uids = set()
+    for attempt in (1, 2, 3):
+        job = _jobs(kube_api, namespace)[first]
+        assert job["metadata"]["annotations"][naming.ANNOTATION_ATTEMPT] == str(attempt)
+        uids.add(job["metadata"]["uid"])
+        _end_job(kube_api, namespace, first, 1, report)
+        status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+        clock.now += dt.timedelta(hours=1)
+        status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    assert len(uids) == 3, "each attempt is a Job of its own"
+    degraded = _condition(status, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "TooManyFailures")
+    assert "failed 3 times" in degraded["message"] and "trip_id is string" in degraded["message"]
+    assert ctx.metrics.windows_failed.labels(namespace, "driver-trip-stats")._value.get() == 3
+
+    annotated = copy.deepcopy(view)
+    annotated["metadata"]["annotations"] = {
+        "featurekube.dev/backfill": f"{_iso(start)}/{_iso(start + H)}"
+    }
+    _apply_view(kube_api, namespace, annotated)
+
+    def rerun() -> dict[str, Any] | None:
+        _step(ctx, kube_api, namespace, "driver-trip-stats")
+        job = _jobs(kube_api, namespace).get(first)
+        # The failed Job goes in the background; its re-run follows once it has.
+        return job if job and job["metadata"]["annotations"].get(naming.ANNOTATION_RUN) else None
+
+    job = eventually(rerun, 30, "the backfill re-runs the window as a Job")
+    assert job["metadata"]["annotations"][naming.ANNOTATION_ATTEMPT] == "1"
+
+
+def test_finished_jobs_are_collected_with_their_pods_beyond_the_history_limits(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    # The job controller stamps real times on Jobs: the clock runs from now.
+    now = dt.datetime.now(UTC)
+    clock.now = now
+    start = now.replace(minute=0, second=0, microsecond=0) - 6 * H
+    view = _engine(VIEW, "python")
+    view["spec"]["materialization"]["startTime"] = start.isoformat().replace("+00:00", "Z")
+    _apply_view(kube_api, namespace, view)
+
+    for _ in range(10):
+        _step(ctx, kube_api, namespace, "driver-trip-stats")
+        fresh = [
+            n
+            for n, j in _jobs(kube_api, namespace).items()
+            if not j.get("status", {}).get("succeeded")
+        ]
+        if not fresh:
+            break
+        for name in fresh:
+            _end_job(kube_api, namespace, name, 0, _report(5))
+    clock.now = dt.datetime.now(UTC) + dt.timedelta(minutes=2)  # past the grace
+    status = _step(ctx, kube_api, namespace, "driver-trip-stats")
+
+    assert status["lastMaterializedWindow"]["end"] == _iso(start + 6 * H)
+    kept = [f"driver-trip-stats-v1-{start + hour * H:%Y%m%d%H%M}" for hour in (3, 4, 5)]
+    assert sorted(_jobs(kube_api, namespace)) == kept
+    core = kubernetes.client.CoreV1Api(kube_api)
+
+    def pods_of_kept_jobs_only() -> bool:
+        pods = core.list_namespaced_pod(namespace).items
+        return sorted(p.metadata.labels["batch.kubernetes.io/job-name"] for p in pods) == kept
+
+    eventually(pods_of_kept_jobs_only, 30, "the pods of collected Jobs go with them")
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -104,3 +104,18 @@ def test_spark_pods_pass_the_restricted_profile(
     )
 
     _dry_run(kube_api, restricted, _driver_pod(app, role))
+
+
+def test_python_job_pods_pass_the_restricted_profile(
+    kube_api: kubernetes.client.ApiClient, restricted: str
+) -> None:
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    job = desired.render_materialize_job(
+        VIEW, 1, Window(start, start + dt.timedelta(hours=1)), SETTINGS, OWNER
+    )
+    body = {**job, "metadata": {**job["metadata"], "namespace": restricted, "ownerReferences": []}}
+
+    # The Job as created (its pod template included), and the pod the job controller
+    # makes of its template.
+    kubernetes.client.BatchV1Api(kube_api).create_namespaced_job(restricted, body, dry_run="All")
+    _dry_run(kube_api, restricted, job["spec"]["template"]["spec"])

@@ -166,3 +166,55 @@ def test_condition_times_change_only_on_transitions() -> None:
     assert flipped[0]["lastTransitionTime"] == "2026-01-02T00:00:00Z"
     assert conditions.transitions(first, same) == []
     assert [c["type"] for c in conditions.transitions(same, flipped)] == ["Ready"]
+
+
+def test_the_python_job_runs_the_same_job_as_the_spark_application() -> None:
+    """Same name, labels, annotations and arguments (plus --engine python), so progress
+    and collection treat both kinds alike."""
+    app = desired.render_spark_application(VIEW, 2, WINDOW, SETTINGS, OWNER, 3, "ab12")
+    job = desired.render_materialize_job(VIEW, 2, WINDOW, SETTINGS, OWNER, 3, "ab12")
+
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+    assert job["metadata"] == app["metadata"]
+    assert job["spec"]["backoffLimit"] == 0
+    pod = job["spec"]["template"]["spec"]
+    assert job["spec"]["template"]["metadata"]["labels"] == app["metadata"]["labels"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["securityContext"] == desired.RESTRICTED_POD
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == SETTINGS.spark_service_account
+    (container,) = pod["containers"]
+    assert container["command"] == [desired.JOB_PYTHON, "-m", "featurekube.materialize"]
+    assert container["args"] == [*app["spec"]["arguments"], "--engine", "python"]
+    assert container["image"] == SETTINGS.spark_image
+    assert container["env"] == app["spec"]["driver"]["env"]
+    assert container["envFrom"] == app["spec"]["driver"]["envFrom"]
+    assert container["securityContext"] == desired.RESTRICTED_CONTAINER
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "4Gi"},
+        "limits": {"memory": "4Gi"},
+    }
+    # The job-spec ConfigMap, where the SparkApplication's driver has it.
+    (mount,) = container["volumeMounts"]
+    (volume,) = pod["volumes"]
+    assert mount["mountPath"] == desired.SPEC_MOUNT and volume["name"] == mount["name"]
+    assert volume["configMap"]["name"] == app["spec"]["driver"]["configMaps"][0]["name"]
+
+
+def test_the_python_job_takes_its_image_and_resources_from_settings() -> None:
+    settings = OperatorSettings(
+        python_image="registry.example/fk-python:1",
+        python_cpu="500m",
+        python_memory="1Gi",
+        aws_credentials_secret="aws",
+    )
+    job = desired.render_materialize_job(
+        _with(materialization={"online": False}), 1, WINDOW, settings, OWNER
+    )
+
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example/fk-python:1"
+    assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
+    assert container["envFrom"] == [{"secretRef": {"name": "aws"}}]
+    assert "--no-online" in container["args"]

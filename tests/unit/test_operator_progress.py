@@ -334,3 +334,21 @@ def test_observing_keeps_a_record_unchanged_by_an_unrelated_version() -> None:
     other = dataclasses.replace(run(0, "COMPLETED"), version=2)
 
     assert observe(record(), [other], T0).progress == record()
+
+
+def test_the_record_keeps_the_latest_window_completed_with_its_rows() -> None:
+    rows = {"read": 30, "offline": 10, "online": 4}
+    first = observe(
+        Progress(1),
+        [run(0, "COMPLETED", finished=1.0), run(1, "COMPLETED", finished=1.1)],
+        T0,
+        {"v-v1-0": Outcome(rows=rows), "v-v1-1": Outcome(rows={**rows, "read": 60})},
+    ).progress
+    assert first.last is not None
+    assert (first.last.window, first.last.rows) == (w(1), {**rows, "read": 60})
+    # A window that left no report teaches the estimate nothing; an earlier window
+    # completing later (a re-run) does not replace a later one.
+    later = observe(first, [run(2, "COMPLETED", finished=2.0)], T0, {}).progress
+    assert later.last == first.last
+    assert Progress.from_json(later.to_json()) == later
+    assert progress.Progress.from_json(Progress(1).to_json()).last is None

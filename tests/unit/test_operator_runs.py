@@ -108,3 +108,65 @@ def test_a_run_that_left_no_report_failed_transiently() -> None:
     outcome = runs.read_outcome(runs.read_run(_app("FAILED")), _pod("Evicted"))
 
     assert (outcome.permanent, outcome.reason) == (False, "driver failed")
+
+
+def _job(status: dict[str, Any]) -> dict[str, Any]:
+    body = _app("")
+    body["status"] = status
+    body["metadata"]["uid"] = "uid-1"
+    return body
+
+
+def _condition(kind: str, at: str, message: str = "") -> dict[str, str]:
+    return {"type": kind, "status": "True", "lastTransitionTime": at, "message": message}
+
+
+def test_read_run_reads_a_jobs_state_from_its_conditions_and_counts() -> None:
+    running = runs.read_run(_job({"active": 1}), "Job")
+    complete = runs.read_run(
+        _job(
+            {
+                "succeeded": 1,
+                "completionTime": "2026-01-01T01:02:00Z",
+                "conditions": [_condition("Complete", "2026-01-01T01:02:01Z")],
+            }
+        ),
+        "Job",
+    )
+    counted = runs.read_run(_job({"succeeded": 1}), "Job")
+    failed = runs.read_run(
+        _job(
+            {
+                "failed": 1,
+                "conditions": [
+                    _condition(
+                        "Failed", "2026-01-01T01:03:00Z", "Job has reached the backoff limit"
+                    )
+                ],
+            }
+        ),
+        "Job",
+    )
+
+    assert (running.kind, running.state, running.finished) == ("Job", "RUNNING", False)
+    assert running.uid == "uid-1" and running.window == Window(T0, T0 + H)
+    assert complete.completed and complete.finished_at == T0 + dt.timedelta(minutes=62)
+    assert counted.completed and counted.finished_at is None
+    assert failed.failed and failed.error == "Job has reached the backoff limit"
+    assert failed.finished_at == T0 + dt.timedelta(minutes=63)
+
+
+def test_a_jobs_report_comes_from_its_latest_terminated_pod() -> None:
+    def pod(created: str, *messages: str) -> dict[str, Any]:
+        return {"metadata": {"creationTimestamp": created}, **_pod(*messages)}
+
+    report = json.dumps({"published": True, "rows": {"read": 5, "offline": 5, "online": 2}})
+    pending = {"metadata": {"creationTimestamp": "2026-01-01T01:09:00Z"}, "status": {}}
+    chosen = runs.job_pod(
+        [pod("2026-01-01T01:00:00Z", "old"), pod("2026-01-01T01:05:00Z", report), pending]
+    )
+
+    assert chosen is not None
+    done = runs.read_run(_job({"succeeded": 1}), "Job")
+    assert runs.read_outcome(done, chosen).rows == {"read": 5, "offline": 5, "online": 2}
+    assert runs.job_pod([pending]) is None

@@ -470,8 +470,9 @@ class BackfillRange(SpecModel):
 class VersionProgress(SpecModel):
     """How far one version's materialization is: the operator's durable record of it.
 
-    SparkApplications are only the vehicles of attempts: once a window's outcome is
-    recorded here, its application may be deleted without anything running again.
+    SparkApplications and Jobs are only the vehicles of attempts: once a window's
+    outcome is recorded here, its application or Job may be deleted without anything
+    running again.
     """
 
     version: Annotated[int, Field(ge=1)]
@@ -485,6 +486,9 @@ class VersionProgress(SpecModel):
     completed while an earlier one is missing."""
     backfills: list[BackfillRange] | None = Field(None, max_length=64)
     """Ranges a backfill asked to run again that have not started."""
+    last_window: WindowProgress | None = None
+    """The latest window that completed, with the rows it read: with engine auto, the
+    operator estimates a window's input from it."""
 
 
 class FeatureViewStatus(SpecModel):

@@ -50,6 +50,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="most entity rows in one request (default %(default)s)",
     )
     parser.add_argument(
+        "--max-string-bytes",
+        type=int,
+        default=1024,
+        help="most bytes (UTF-8) of one string value: join keys, request fields, pushed "
+        "features (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-array-length",
+        type=int,
+        default=2048,
+        help="most values of one float64 array (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        metavar="BYTES",
+        help="largest request; larger ones are refused with RESOURCE_EXHAUSTED (default: "
+        "the plan's largest request of --max-rows rows with values at their limits, plus a "
+        "quarter, between 1 and 16 MiB)",
+    )
+    parser.add_argument(
+        "--max-in-flight-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        metavar="BYTES",
+        help="bytes of requests decoded and answered at once; others wait their turn "
+        "(default %(default)s; decoding takes 5 to 7 bytes per byte received)",
+    )
+    parser.add_argument(
+        "--max-waiting-bytes",
+        type=int,
+        default=48 * 1024 * 1024,
+        metavar="BYTES",
+        help="bytes of requests waiting their turn; beyond it they are refused with "
+        "RESOURCE_EXHAUSTED (default %(default)s; the defaults fit a pod memory limit of "
+        "512Mi)",
+    )
+    parser.add_argument(
         "--default-timeout",
         type=float,
         default=10.0,
@@ -81,7 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_port=args.metrics_port or None,
         store=args.store,
         serving=servicer.ServingSettings(
-            max_rows=args.max_rows, default_timeout=args.default_timeout
+            max_rows=args.max_rows,
+            default_timeout=args.default_timeout,
+            max_string_bytes=args.max_string_bytes,
+            max_array_length=args.max_array_length,
+            max_message_bytes=args.max_message_bytes,
+            max_in_flight_bytes=args.max_in_flight_bytes,
+            max_waiting_bytes=args.max_waiting_bytes,
         ),
         grace_period=args.grace_period,
         memory_data=args.memory_data,

@@ -32,7 +32,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from featurekube._proto.featurekube.serving.v1 import serving_pb2 as pb
-from featurekube._proto.featurekube.serving.v1 import serving_pb2_grpc as pb_grpc
 from featurekube_server import errors, metrics, plan, servicer
 from featurekube_server.stores import base, dynamodb, memory, memory_data
 from featurekube_server.stores import writer as pushing
@@ -70,8 +69,9 @@ class ServerSettings:
     pod's terminationGracePeriodSeconds, 30 by default)."""
     health_interval: float = 1.0
     """Seconds between checks of the store until it first answers."""
-    max_message_bytes: int = 64 * 1024 * 1024
-    """Largest request or response, in bytes (10,000 rows of 20 features fit)."""
+    max_response_bytes: int = 64 * 1024 * 1024
+    """Largest response, in bytes (10,000 rows of 20 features fit). The largest
+    request is ``serving.max_message_bytes``, by default derived from the plan."""
     memory_data: Path | None = None
     """With the memory store: a YAML file of rows to start with
     (:mod:`featurekube_server.stores.memory_data`)."""
@@ -91,7 +91,7 @@ class FeatureServer:
         server_metrics: metrics.ServerMetrics | None = None,
         clock: Callable[[], int] | None = None,
         health_interval: float = 1.0,
-        max_message_bytes: int = 64 * 1024 * 1024,
+        max_response_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.plan = serving
         self.store = store
@@ -99,16 +99,20 @@ class FeatureServer:
         self.health = health.aio.HealthServicer()
         self.ready = asyncio.Event()
         self._health_interval = health_interval
-        options = [
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-        ]
-        self._server = grpc.aio.server(options=options)
         extra = {"clock": clock} if clock is not None else {}
         self.servicer = servicer.FeatureServingServicer(
             serving, store, self.metrics, settings, writer, **extra
         )
-        pb_grpc.add_FeatureServingServicer_to_server(self.servicer, self._server)
+        # gRPC itself refuses, before reading them, requests over twice the limit; the
+        # servicer refuses those in between, saying what to do.
+        options = [
+            ("grpc.max_receive_message_length", 2 * self.servicer.max_message_bytes),
+            ("grpc.max_send_message_length", max_response_bytes),
+        ]
+        self._server = grpc.aio.server(options=options)
+        methods = self.servicer.method_handlers()
+        self._server.add_generic_rpc_handlers((self.servicer.handler(),))
+        self._server.add_registered_method_handlers(SERVICE_NAME, methods)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
@@ -123,6 +127,19 @@ class FeatureServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         self._readiness = asyncio.create_task(self._become_ready())
+        sizes = self.servicer.request_sizes
+        if sizes.largest > self.servicer.max_message_bytes:
+            log.warning(
+                "the largest request of the plan is over the message limit: requests of "
+                "fewer rows than max_rows, or shorter values, fit",
+                extra={
+                    "fields": {
+                        "largest_request_bytes": sizes.largest,
+                        "max_message_bytes": self.servicer.max_message_bytes,
+                        "max_rows": sizes.max_rows,
+                    }
+                },
+            )
         log.info(
             "feature server started",
             extra={
@@ -131,6 +148,9 @@ class FeatureServer:
                     "address": address,
                     "port": port,
                     "features": len(self.plan.feature_names),
+                    "max_message_bytes": self.servicer.max_message_bytes,
+                    "largest_request_bytes": self.servicer.request_sizes.largest,
+                    "max_in_flight_bytes": self.servicer.gate.capacity,
                 }
             },
         )
@@ -200,7 +220,7 @@ async def serve(settings: ServerSettings) -> None:
             writer=writer,
             settings=settings.serving,
             health_interval=settings.health_interval,
-            max_message_bytes=settings.max_message_bytes,
+            max_response_bytes=settings.max_response_bytes,
         )
         if settings.metrics_port is not None:
             stack.callback(metrics.serve(server.metrics, settings.metrics_port))

@@ -4,6 +4,13 @@ encode; errors mapped to gRPC status codes in one table, :data:`STATUS_CODES`.
 The caller's deadline bounds the whole request, store calls included: what remains of
 it when the request arrives (or ``default_timeout`` without one) is the budget, and
 the store reads are cancelled when it runs out.
+
+A request's memory is bounded before it is decoded: :meth:`FeatureServingServicer.handler`
+takes requests as bytes, refuses those over ``max_message_bytes`` (by default what the
+plan can need, :mod:`.limits`), admits the rest through a gate on the bytes in flight
+(:mod:`.admission`), and only then parses them; the columns' lengths and arrays' sizes
+are checked before their values become Python objects, and strings as they do.
+Refusals of size and load answer RESOURCE_EXHAUSTED, saying what to do.
 """
 
 from __future__ import annotations
@@ -13,22 +20,27 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NoReturn
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
+from google.protobuf import message as protobuf
 
 from featurekube import ondemand
 from featurekube._proto.featurekube.serving.v1 import serving_pb2 as pb
 from featurekube._proto.featurekube.serving.v1 import serving_pb2_grpc as pb_grpc
 from featurekube.online import wire
-from featurekube_server import errors, lookup, plan
+from featurekube_server import admission, errors, limits, lookup, plan
 from featurekube_server.metrics import ServerMetrics
 from featurekube_server.stores import base
 
 __all__ = ["STATUS_CODES", "FeatureServingServicer", "ServingSettings", "status_code"]
 
 log = logging.getLogger("featurekube_server")
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
+
+_Request = TypeVar("_Request", pb.GetOnlineFeaturesRequest, pb.PushRequest)
 
 STATUS_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.RequestError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -38,6 +50,7 @@ STATUS_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.PushUnsupportedError, grpc.StatusCode.UNIMPLEMENTED),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (protobuf.DecodeError, grpc.StatusCode.INVALID_ARGUMENT),
 )
 """Error class -> the gRPC status code answered; the first match wins, anything else
 is INTERNAL (and logged with its traceback)."""
@@ -62,6 +75,26 @@ class ServingSettings:
     max_push_skew: float = 300.0
     """Seconds a pushed event time may lie ahead of the server's clock: a later one
     would hold its value online against every real event until that time."""
+    max_string_bytes: int = 1024
+    """Bytes (UTF-8) of one string value in a request or push: join keys, request
+    fields and pushed features. Ids, codes and names are far shorter; DynamoDB takes
+    keys of at most 2 KiB."""
+    max_array_length: int = 2048
+    """Values of one float64 array in a request or push (embeddings of up to 2,048
+    dimensions)."""
+    max_message_bytes: int | None = None
+    """Largest request, in bytes; None: what the plan's largest request of ``max_rows``
+    rows with values at their limits takes, plus a quarter, between 1 and 16 MiB
+    (:func:`featurekube_server.limits.derive_max_message_bytes`)."""
+    max_in_flight_bytes: int = 16 * 1024 * 1024
+    """Bytes of requests decoded and answered at once; others wait their turn (within
+    their deadline). Decoding takes 5 to 7 bytes per byte on the wire: 16 MiB keeps
+    requests being answered within ~120 MiB."""
+    max_waiting_bytes: int = 48 * 1024 * 1024
+    """Bytes of requests waiting their turn; a request that would go over it is
+    refused with RESOURCE_EXHAUSTED. A waiting request holds about twice its size.
+    With the defaults, four requests of the largest size are answered in turn within
+    the default pod memory limit of 512 MiB, beside the server's own ~190 MiB."""
 
 
 _STATUS_NAMES = {status: status.name for status in lookup.Status}
@@ -91,6 +124,130 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
         self._settings = settings or ServingSettings()
         self._writer = writer
         self._clock = clock
+        self.request_sizes = limits.estimate_request_bytes(
+            serving,
+            max_rows=self._settings.max_rows,
+            max_string_bytes=self._settings.max_string_bytes,
+            max_array_length=self._settings.max_array_length,
+        )
+        self.max_message_bytes = self._settings.max_message_bytes or (
+            limits.derive_max_message_bytes(self.request_sizes)
+        )
+        """The largest request taken, in bytes."""
+        self.gate = admission.ByteGate(
+            self._settings.max_in_flight_bytes, self._settings.max_waiting_bytes
+        )
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The service's methods taking their requests as bytes, so that each is sized
+        and admitted before it is parsed (register it in place of the generated
+        ``add_FeatureServingServicer_to_server``)."""
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, self.method_handlers())
+
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+        """Method name -> handler, as :meth:`handler` serves them."""
+        return {
+            "GetOnlineFeatures": grpc.unary_unary_rpc_method_handler(
+                self._get_online_features_bytes,
+                response_serializer=pb.GetOnlineFeaturesResponse.SerializeToString,
+            ),
+            "Push": grpc.unary_unary_rpc_method_handler(
+                self._push_bytes, response_serializer=pb.PushResponse.SerializeToString
+            ),
+        }
+
+    async def _get_online_features_bytes(
+        self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetOnlineFeaturesResponse:
+        if not await self._admit("GetOnlineFeatures", len(body), context):
+            return pb.GetOnlineFeaturesResponse()
+        try:
+            request = self._parse("GetOnlineFeatures", pb.GetOnlineFeaturesRequest, body, context)
+            if request is None:
+                return pb.GetOnlineFeaturesResponse()
+            return await self.GetOnlineFeatures(request, context)
+        finally:
+            self.gate.release(len(body))
+
+    async def _push_bytes(
+        self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PushResponse:
+        if not await self._admit("Push", len(body), context):
+            return pb.PushResponse()
+        try:
+            request = self._parse("Push", pb.PushRequest, body, context)
+            if request is None:
+                return pb.PushResponse()
+            return await self.Push(request, context)
+        finally:
+            self.gate.release(len(body))
+
+    async def _admit(
+        self, method: str, size: int, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bool:
+        """Admit a request of ``size`` bytes through the gate, waiting its turn within
+        its deadline, or refuse it (too large, or too many bytes in flight and waiting)
+        and say so in ``context``. Release what was admitted."""
+        started = time.perf_counter()
+        if size > self.max_message_bytes:
+            self._refuse(
+                context,
+                method,
+                started,
+                f"the request has {size} bytes; this server takes at most "
+                f"{self.max_message_bytes} (what {self._settings.max_rows} rows of its plan "
+                f"need, with strings of up to {self._settings.max_string_bytes} bytes and "
+                f"arrays of up to {self._settings.max_array_length} values): send fewer rows "
+                "per request",
+            )
+            return False
+        try:
+            async with asyncio.timeout(self._budget(context)):
+                admitted = await self.gate.acquire(size)
+        except TimeoutError:
+            admitted = False
+        if not admitted:
+            self._refuse(
+                context,
+                method,
+                started,
+                f"the server is busy: {self.gate.in_flight} bytes of requests are being "
+                f"answered and {self.gate.waiting} wait their turn (at most "
+                f"{self.gate.capacity} and {self.gate.queue_capacity}); retry with backoff, "
+                "spread requests over more replicas, or send fewer rows per request",
+            )
+        return admitted
+
+    def _parse(
+        self,
+        method: str,
+        kind: type[_Request],
+        body: bytes,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> _Request | None:
+        """The request in ``body``; None when it does not parse (said in ``context``)."""
+        started = time.perf_counter()
+        try:
+            return kind.FromString(body)
+        except protobuf.DecodeError as exc:
+            self._fail(context, method, exc, started, 0)
+            return None
+
+    def _refuse(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        started: float,
+        message: str,
+    ) -> None:
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        log.info(
+            "request refused",
+            extra={"fields": {"method": method, "code": code.name, "error": message}},
+        )
+        self._metrics.request(method, code.name, time.perf_counter() - started, 0)
+        context.set_code(code)
+        context.set_details(message)
 
     async def GetOnlineFeatures(
         self, request: pb.GetOnlineFeaturesRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -112,7 +269,8 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
             )
             raise
         except Exception as exc:  # every error becomes a status code
-            await self._fail(context, "GetOnlineFeatures", exc, started, rows)
+            self._fail(context, "GetOnlineFeatures", exc, started, rows)
+            return pb.GetOnlineFeaturesResponse()
         self._metrics.request("GetOnlineFeatures", "OK", time.perf_counter() - started, rows)
         self._metrics.values({_STATUS_NAMES[s]: n for s, n in result.status_counts.items()})
         return response
@@ -132,7 +290,7 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
                 )
             table = lookup.check_push(
                 view,
-                _columns(request.columns, "columns"),
+                _columns(request.columns, "columns", self._settings),
                 self._settings.max_rows,
                 latest_micros=self._clock() + int(self._settings.max_push_skew * 1_000_000),
             )
@@ -144,7 +302,8 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
             async with asyncio.timeout(self._budget(context)):
                 written = await self._writer.push(view, table)
         except Exception as exc:  # every error becomes a status code
-            await self._fail(context, "Push", exc, started, rows)
+            self._fail(context, "Push", exc, started, rows)
+            return pb.PushResponse()
         self._metrics.request("Push", "OK", time.perf_counter() - started, rows)
         return pb.PushResponse(row_count=written)
 
@@ -154,11 +313,14 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
 
     def _plan_lookup(self, request: pb.GetOnlineFeaturesRequest) -> lookup.Lookup:
         selection = request.WhichOneof("selection")
+        # Every column checked before any is decoded.
+        _check_columns(request.entities, "entities", self._settings)
+        _check_columns(request.request_data, "request_data", self._settings)
         return self._planner.plan(
             feature_service=request.feature_service if selection == "feature_service" else None,
             feature_names=list(request.features.names) if selection == "features" else None,
-            entities=_columns(request.entities, "entities"),
-            request_data=_columns(request.request_data, "request_data"),
+            entities=_decode_columns(request.entities, "entities", self._settings),
+            request_data=_decode_columns(request.request_data, "request_data", self._settings),
             include_event_times=request.include_event_times,
             max_rows=self._settings.max_rows,
         )
@@ -176,14 +338,18 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
             self._metrics.store_read(read.view.name, elapsed)
         return found
 
-    async def _fail(
+    def _fail(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
         method: str,
         exc: Exception,
         started: float,
         rows: int,
-    ) -> NoReturn:
+    ) -> None:
+        """Answer ``exc`` as its status code: set in ``context``, with an empty
+        response. Not ``context.abort``: its exception would keep this one, and so the
+        frames that raised it and the request's decoded values, in a reference cycle
+        that only the garbage collector's rare full passes free."""
         code = status_code(exc)
         if isinstance(exc, TimeoutError):
             message = (
@@ -199,18 +365,70 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
         else:
             log.info("request refused", extra={"fields": fields})
         self._metrics.request(method, code.name, time.perf_counter() - started, rows)
-        await context.abort(code, message)
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+        context.set_code(code)
+        context.set_details(message)
 
 
-def _columns(columns: Mapping[str, pb.Values], field: str) -> dict[str, lookup.Column]:
+def _columns(
+    columns: Mapping[str, pb.Values], field: str, settings: ServingSettings
+) -> dict[str, lookup.Column]:
+    """The request's columns as Python values, checked first (:func:`_check_columns`),
+    strings as they are decoded."""
+    _check_columns(columns, field, settings)
+    return _decode_columns(columns, field, settings)
+
+
+def _check_columns(columns: Mapping[str, pb.Values], field: str, settings: ServingSettings) -> None:
+    """Check the columns' lengths and their arrays' sizes on the parsed message, before
+    any value becomes a Python object: they take several times the memory on the wire."""
+    for name, values in columns.items():
+        count = max(wire.row_count(values), len(values.nulls))
+        if count > settings.max_rows:
+            what, split = (
+                ("rows in one push", "the push")
+                if field == "columns"
+                else ("entity rows in one request", "the request")
+            )
+            raise errors.TooManyRowsError(
+                f"{count} {what}; this server takes at most {settings.max_rows}: split "
+                f"{split} ({field}[{name}] has {count} values)"
+            )
+        if values.WhichOneof("kind") == "float64_array_values":
+            for row, array in enumerate(values.float64_array_values.arrays):
+                if len(array.values) > settings.max_array_length:
+                    raise errors.InvalidColumnError(
+                        f"{field}[{name}], row {row}: an array of {len(array.values)} values; "
+                        f"this server takes arrays of at most {settings.max_array_length} "
+                        "values (its --max-array-length)"
+                    )
+
+
+def _decode_columns(
+    columns: Mapping[str, pb.Values], field: str, settings: ServingSettings
+) -> dict[str, lookup.Column]:
     decoded = {}
     for name, values in columns.items():
         try:
             decoded[name] = lookup.Column(wire.value_type(values), wire.decode(values))
         except ValueError as exc:
             raise errors.InvalidColumnError(f"{field}[{name}]: {exc}") from exc
+        if decoded[name].type == "string":
+            _check_strings(decoded[name].values, f"{field}[{name}]", settings.max_string_bytes)
     return decoded
+
+
+def _check_strings(strings: list[str | None], where: str, max_bytes: int) -> None:
+    # A character takes 1 to 4 bytes in UTF-8: a string of at most a quarter of the
+    # limit in characters is within it, whatever its characters, and needs no encoding.
+    within = max_bytes // 4
+    if max((len(s) for s in strings if s is not None), default=0) <= within:
+        return
+    for row, value in enumerate(strings):
+        if value is not None and len(value) > within and len(value.encode()) > max_bytes:
+            raise errors.InvalidColumnError(
+                f"{where}, row {row}: a string of {len(value.encode())} bytes; this server "
+                f"takes strings of at most {max_bytes} bytes (its --max-string-bytes)"
+            )
 
 
 def _encode(result: lookup.LookupResult) -> pb.GetOnlineFeaturesResponse:

@@ -29,8 +29,9 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from featurekube._proto.featurekube.serving.v1 import serving_pb2 as pb
 from featurekube.online import client, keys, layout, values
-from featurekube_server import metrics, plan, server, servicer
+from featurekube_server import limits, metrics, plan, server, servicer
 from featurekube_server.stores import base, dynamodb, memory
 from featurekube_server.stores import writer as pushing
 
@@ -724,7 +725,7 @@ async def test_health_and_reflection(serving: plan.ServingPlan) -> None:
 
 
 def _start_process(
-    plan_path: Path, port: int, metrics_port: int, log: Path
+    plan_path: Path, port: int, metrics_port: int, log: Path, *extra: str
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
@@ -739,6 +740,7 @@ def _start_process(
             "127.0.0.1",
             "--metrics-port",
             str(metrics_port),
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=log.open("ab"),
@@ -819,6 +821,79 @@ async def test_the_server_process_serves_reports_metrics_and_picks_up_a_new_plan
     lines = [yaml.safe_load(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(line.get("message") == "serving" for line in lines)
     assert any(line.get("message") == "feature server stopped" for line in lines)
+
+
+def _peak_mib(pid: int) -> float:
+    """The process's resident memory high-water mark (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def _lookup_bytes(rows: int, zone_bytes: int, extra_ids: int = 0) -> bytes:
+    """A request for every feature of ``rows`` entities, with zones of ``zone_bytes``
+    bytes, and ``extra_ids`` more driver ids than rows; as bytes, to send as they are."""
+    request = pb.GetOnlineFeaturesRequest(feature_service="eta-model")
+    request.entities["driver_id"].int64_values.values.extend(range(-1, -rows - extra_ids - 1, -1))
+    zones = [f"{i:09d}".ljust(zone_bytes, "z") for i in range(rows)]
+    request.entities["zone"].string_values.values.extend(zones)
+    request.request_data["trip_distance_km"].float64_values.values.extend([4.2] * rows)
+    return request.SerializeToString()
+
+
+async def _send_bytes(target: str, body: bytes) -> tuple[grpc.StatusCode, str]:
+    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        method = channel.unary_unary("/featurekube.serving.v1.FeatureServing/GetOnlineFeatures")
+        try:
+            await method(body, timeout=60)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+@pytest.mark.asyncio
+async def test_requests_over_the_limit_are_refused_before_they_cost_memory(
+    tmp_path: Path,
+) -> None:
+    document = plan_document("limits-")
+    sizes = limits.estimate_request_bytes(plan.parse_plan(document), max_rows=10_000)
+    limit = limits.derive_max_message_bytes(sizes)  # the server's default
+    largest = _lookup_bytes(10_000, zone_bytes=1024)  # every value at its limit
+    over = _lookup_bytes(10_000, zone_bytes=1400)
+    huge = _lookup_bytes(10_000, zone_bytes=0, extra_ids=6_200_000)  # 63 MB, as issue 15's
+    assert len(largest) <= sizes.largest < limit < len(over) < 2 * limit < len(huge)
+
+    plan_path = tmp_path / "plan.yaml"
+    plan_path.write_text(yaml.safe_dump(document))
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    process = _start_process(plan_path, port, 0, log, "--store", "memory")
+    try:
+        await _wait_serving(target, process, log)
+        assert await _send_bytes(target, _lookup_bytes(10, 16)) == (grpc.StatusCode.OK, "")
+        started = _peak_mib(process.pid)
+
+        code, details = await _send_bytes(target, huge)
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "larger than max" in details
+        code, details = await _send_bytes(target, over)
+        assert code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"this server takes at most {limit}" in details
+        assert "send fewer rows per request" in details
+        # Refused before they were decoded: 63 MB took 445 MiB to decode and refuse.
+        assert _peak_mib(process.pid) - started < 64
+
+        answers = await asyncio.gather(*(_send_bytes(target, largest) for _ in range(4)))
+        assert answers == [(grpc.StatusCode.OK, "")] * 4
+        # Decoded in turn: within the pod's default memory limit, 512 MiB.
+        assert _peak_mib(process.pid) - started < 200
+        assert _peak_mib(process.pid) < 512
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 @pytest.mark.asyncio

@@ -586,6 +586,68 @@ def _slow_store(serving: plan.ServingPlan, delay: float) -> _SlowStore:
     return _SlowStore(inner, delay)
 
 
+@dataclass
+class _HeldStore:
+    """A store whose reads wait until ``go`` is set."""
+
+    inner: memory.MemoryStore
+    go: asyncio.Event
+
+    async def read(self, reads: Sequence[base.TableRead]) -> dict[str, Mapping[str, base.Item]]:
+        await self.go.wait()
+        return await self.inner.read(reads)
+
+    async def check(self, tables: Sequence[str]) -> None:
+        await self.inner.check(tables)
+
+
+@pytest.mark.asyncio
+async def test_requests_past_the_bytes_in_flight_wait_their_turn_or_are_refused() -> None:
+    serving = plan.parse_plan(plan_document("busy-"))
+    inner = memory.MemoryStore()
+    for view in serving.feature_views:
+        inner.create_table(view.online_table)
+    store = _HeldStore(inner, asyncio.Event())
+    request = pb.GetOnlineFeaturesRequest(features=pb.FeatureList(names=["trips_30m"]))
+    request.entities["driver_id"].int64_values.values.append(1)
+    size = request.ByteSize()
+    # Room for one request in flight and one waiting.
+    settings = servicer.ServingSettings(max_in_flight_bytes=size, max_waiting_bytes=size)
+    async with running(serving, store, settings=settings) as (feature_server, target):
+        gate = feature_server.servicer.gate
+
+        def get() -> Any:
+            return call(
+                target, "get_online_features", columns={"driver_id": [1]}, features=["trips_30m"]
+            )
+
+        async def until(condition: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + 30
+            while not condition():
+                assert time.monotonic() < deadline, "the gate did not get there in 30 s"
+                await asyncio.sleep(0.01)
+
+        first = asyncio.create_task(get())
+        await until(lambda: gate.in_flight > 0)
+        second = asyncio.create_task(get())
+        await until(lambda: gate.waiting > 0)
+        with pytest.raises(client.FeatureServerError) as refused:
+            await get()
+        assert refused.value.code == "RESOURCE_EXHAUSTED"
+        assert "the server is busy" in str(refused.value)
+        assert "retry with backoff" in str(refused.value)
+
+        store.go.set()
+        for answered in await asyncio.gather(first, second):
+            assert answered.statuses["trips_30m"] == [client.FeatureStatus.NOT_FOUND]
+        assert (gate.in_flight, gate.waiting) == (0, 0)
+        # What does not parse is the caller's to fix, and holds nothing.
+        code, details = await _send_bytes(target, b"\xff\xff\xff")
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        assert "Error parsing message" in details
+        assert gate.in_flight == 0
+
+
 @pytest.mark.asyncio
 async def test_a_passed_deadline_cancels_the_store_read(serving: plan.ServingPlan) -> None:
     store = _slow_store(serving, delay=2.0)

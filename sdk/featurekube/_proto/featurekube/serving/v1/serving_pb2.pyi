@@ -12,8 +12,12 @@ timestamp and float64_array.
 
 Errors are gRPC status codes with a message naming what is wrong and where:
   INVALID_ARGUMENT   unknown feature, missing or mistyped join key or request field,
-                     too many rows, a push row that does not fit the view's schema,
-                     a request-time transformation failing on this request's values
+                     too many rows, a push row that does not fit the view's schema
+                     or whose event time is before 1970 or ahead of the server's
+                     clock, a request-time transformation failing on this request's
+                     values
+  RESOURCE_EXHAUSTED a request larger than the plan needs, or the server busy with
+                     as many request bytes as it takes at once (retry with backoff)
   NOT_FOUND          a feature service or feature view this server does not serve
   UNAVAILABLE        the online store did not answer (retry with backoff)
   DEADLINE_EXCEEDED  the caller's deadline passed; store calls are bounded by it too

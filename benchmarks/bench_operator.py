@@ -48,7 +48,13 @@ def _view(i: int) -> dict[str, Any]:
             "entities": [{"name": "driver_id", "type": "int64"}],
             "source": {"batch": {"path": f"s3://featurekube-bench/raw/view-{i:03d}/"}},
             "features": [{"name": f"f{j}", "type": "float64"} for j in range(5)],
-            "materialization": {"schedule": "@daily", "startTime": "2026-01-01T00:00:00Z"},
+            # The benchmark plays the Spark Operator: keep every window a SparkApplication
+            # (auto would send small later windows to Jobs, which it does not complete).
+            "materialization": {
+                "schedule": "@daily",
+                "startTime": "2026-01-01T00:00:00Z",
+                "engine": "spark",
+            },
         },
     }
 

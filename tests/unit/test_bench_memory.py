@@ -10,13 +10,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from benchmarks import _memory
 
 REPO = Path(__file__).resolve().parents[2]
-# benchmarks/ is a folder of the repository, not an installed package, and pytest puts
-# only tests/ on the path.
-sys.path.insert(0, str(REPO))
 
-from benchmarks import _memory  # noqa: E402
 
 PARENT_HOLDING_1_GIB = textwrap.dedent(
     """

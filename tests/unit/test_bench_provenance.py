@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from benchmarks import _harness, _provenance
+from benchmarks.peers import feast as feast_peer
 
 REPO = Path(__file__).resolve().parents[2]
-# benchmarks/ is a folder of the repository, not an installed package, and pytest puts
-# only tests/ on the path.
-sys.path.insert(0, str(REPO))
-
-from benchmarks import _harness, _provenance  # noqa: E402
-from benchmarks.peers import feast as feast_peer  # noqa: E402
 
 
 def _provenance_of(before: float, peak: float, after: float) -> dict[str, Any]:

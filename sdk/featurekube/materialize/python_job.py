@@ -153,6 +153,7 @@ def run(
     with _connection(settings) as connection:
         rows, rows_read = _offline_rows(connection, plan, ingested, storage_options)
         stats = _statistics(connection, rows, plan, checks)
+        newest = _newest_per_entity(connection, rows, plan) if online_table else None
     result.rows_read = rows_read
     result.rows_offline = rows.num_rows
     result.features = stats.features
@@ -170,7 +171,7 @@ def run(
         result.timings["offline_write"] = time.perf_counter() - began
     if online_table is not None:
         began = time.perf_counter()
-        newest = _newest_per_entity(rows, plan)
+        assert newest is not None
         observer.phase("online", newest.num_rows)
         online = online_writer.OnlineWriter(
             online_table, view, online_client, settings=settings.online, label=plan.label
@@ -409,17 +410,22 @@ def _group_starts(table: pa.Table, keys: list[str]) -> list[int]:
     return [*np.flatnonzero(changed).tolist(), rows]
 
 
-def _newest_per_entity(rows: pa.Table, plan: planning.MaterializationPlan) -> pa.Table:
-    """Each entity's row with the greatest (event time, created time): the rows are
-    unique in (keys, event time) already."""
+def _newest_per_entity(
+    connection: duckdb.DuckDBPyConnection, rows: pa.Table, plan: planning.MaterializationPlan
+) -> pa.Table:
+    """Each entity's row with the greatest (event time, created time), by a hash
+    aggregate (``arg_max``) rather than a sort of every row: the rows are unique in
+    (keys, event time) already, so there are no ties."""
     if rows.num_rows == 0:
         return rows
-    keys = [name for name, _ in plan.keys]
-    ordered = rows.sort_by(
-        [*((k, "ascending") for k in keys), (EVENT, "descending"), (CREATED, "descending")]
-    )
-    starts = _group_starts(ordered, keys)[:-1]
-    return ordered.take(pa.array(starts, pa.int64()))
+    keys = ", ".join(_q(name) for name, _ in plan.keys)
+    connection.register("__rows", rows)
+    newest = connection.sql(
+        f"SELECT UNNEST(newest) FROM (SELECT arg_max(r, ({_q(EVENT)}, {_q(CREATED)})) "
+        f"AS newest FROM __rows AS r GROUP BY {keys})"
+    ).to_arrow_table()
+    connection.unregister("__rows")
+    return _conform(newest, plan)
 
 
 def _conform(table: pa.Table, plan: planning.MaterializationPlan) -> pa.Table:

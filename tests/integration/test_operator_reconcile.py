@@ -838,11 +838,17 @@ def test_a_job_that_fails_permanently_stops_like_an_application_until_a_backfill
 def test_finished_jobs_are_collected_with_their_pods_beyond_the_history_limits(
     ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
 ) -> None:
-    # The job controller stamps real times on Jobs: the clock runs from now.
+    # The job controller stamps real times on Jobs: the clock runs from now. Hourly ticks
+    # at the minute half an hour from now, so that no new window falls due mid-test.
     now = dt.datetime.now(UTC)
     clock.now = now
-    start = now.replace(minute=0, second=0, microsecond=0) - 6 * H
+    minute = (now.minute + 30) % 60
+    last_tick = now.replace(minute=minute, second=0, microsecond=0)
+    if last_tick > now:
+        last_tick -= H
+    start = last_tick - 6 * H
     view = _engine(VIEW, "python")
+    view["spec"]["materialization"]["schedule"] = f"{minute} * * * *"
     view["spec"]["materialization"]["startTime"] = start.isoformat().replace("+00:00", "Z")
     _apply_view(kube_api, namespace, view)
 

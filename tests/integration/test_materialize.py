@@ -672,3 +672,59 @@ def test_featurekube_materialize_runs_one_window_into_the_default_stores(
     empty.write_text("kind: FeatureService\n")
     assert cli.main(["materialize", "-f", str(empty), *window]) == 1
     assert "holds 0 FeatureViews" in capsys.readouterr().err
+
+
+def test_the_allowed_sql_gives_the_same_rows_in_spark_and_in_duckdb(spark: SparkSession) -> None:
+    """The translation checked against Spark itself, over values that test each rule:
+    nulls, a zero divisor guarded by NULLIF, floors of fractions, dates across UTC."""
+    import duckdb
+
+    from featurekube.materialize import translate
+
+    sql = (
+        "SELECT id, CAST(FLOOR(DATEDIFF(CAST(ts AS DATE), d) / 365.25) AS BIGINT) AS years, "
+        "FLOOR(x) AS fx, CEIL(x) AS cx, IF(x > 1, 'big', 'small') AS size, "
+        "CASE WHEN x IS NULL THEN 0 ELSE 1 END AS known, NVL(s, 'none') AS s2, "
+        "x / NULLIF(y, 0) AS ratio, id % 3 AS m, CONCAT(s, '!') AS bang, UPPER(s) AS up, "
+        "LENGTH(s) AS n, GREATEST(x, y) AS g, s LIKE 'a%' AS starts_a, x BETWEEN 1 AND 2 AS b "
+        "FROM source WHERE NOT flag AND id IN (1, 2, 4)"
+    )
+    rows = pa.table(
+        {
+            "id": pa.array([1, 2, 3, 4], pa.int64()),
+            "ts": pa.array(
+                [T0 - dt.timedelta(minutes=30), T0, T0, T0 + dt.timedelta(hours=23)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "d": pa.array(
+                [
+                    dt.date(2024, 1, 1),
+                    dt.date(2025, 1, 2),
+                    dt.date(2025, 1, 2),
+                    dt.date(2020, 2, 29),
+                ]
+            ),
+            "x": pa.array([1.5, None, 1.0, -2.25]),
+            "y": pa.array([0.0, 2.0, 2.0, -3.0]),
+            "s": pa.array(["abc", None, "z", "Ärger"]),
+            "flag": pa.array([False, False, True, False]),
+        }
+    )
+    previous = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    try:
+        spark.createDataFrame(rows.to_pandas()).createOrReplaceTempView("source")
+        by_spark = spark.sql(sql).orderBy("id").toArrow().to_pylist()
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", previous or "UTC")
+    with duckdb.connect() as connection:
+        connection.execute("SET TimeZone = 'UTC'").fetchall()
+        connection.register("source", rows)
+        by_duckdb = (
+            connection.sql(f"SELECT * FROM ({translate.translate(sql)}) ORDER BY id")
+            .to_arrow_table()
+            .to_pylist()
+        )
+
+    assert len(by_spark) == 3
+    assert by_duckdb == by_spark

@@ -51,7 +51,7 @@ from typing import Any
 import pydantic
 
 from featurekube.materialize import translate
-from featurekube.materialize.errors import PlanError, TransformationError
+from featurekube.materialize.errors import PlanError
 from featurekube.spec import v1alpha1
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "read_types",
     "read_view_document",
     "to_micros",
+    "utc",
 ]
 
 EVENT_MICROS = "__event_micros"
@@ -113,7 +114,7 @@ def parse_time(text: str) -> dt.datetime:
         moment = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"{text!r} is not an ISO 8601 time such as 2026-01-01T00:00:00Z") from None
-    return _utc(moment)
+    return utc(moment)
 
 
 def from_micros(micros: int) -> dt.datetime:
@@ -121,7 +122,8 @@ def from_micros(micros: int) -> dt.datetime:
     return _EPOCH + dt.timedelta(microseconds=micros)
 
 
-def _utc(moment: dt.datetime) -> dt.datetime:
+def utc(moment: dt.datetime) -> dt.datetime:
+    """``moment`` in UTC; a naive datetime is taken as UTC."""
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
@@ -224,7 +226,7 @@ def plan_materialization(
     window."""
     spec = view.spec
     label = f"FeatureView {view.metadata.namespace or 'default'}/{view.metadata.name}"
-    start, end = _utc(start), _utc(end)
+    start, end = utc(start), utc(end)
     if not start < end:
         raise PlanError(
             f"{label}: the window [{start.isoformat()}, {end.isoformat()}) is empty: "
@@ -237,14 +239,7 @@ def plan_materialization(
             "server's Push RPC as they arrive; there is nothing to materialize"
         )
     if spec.transformation is not None:
-        refused = translate.unportable(spec.transformation.sql)
-        if refused:
-            # Checked here too, not only by validate: a job may get a view nothing checked.
-            raise TransformationError(
-                f"{label}: spec.transformation.sql uses {', '.join(refused)}, which a "
-                "transformation may not: it takes the syntax and functions both engines "
-                'compute alike (docs/semantics.md, "Transformations")'
-            )
+        translate.check(spec.transformation.sql, label)
     keys = tuple((e.name, e.type) for e in spec.entities)
     columns = [Column(name, type_, "join key") for name, type_ in keys]
     columns.append(Column(batch.timestamp_field, "timestamp", "event time"))

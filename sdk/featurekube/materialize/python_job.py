@@ -116,14 +116,6 @@ class PythonSettings:
     """How the online writer pushes DynamoDB."""
 
 
-class _Observer:
-    def phase(self, name: str, total: int | None = None) -> None:
-        pass
-
-    def advance(self, amount: int) -> None:
-        pass
-
-
 def run(
     view: v1alpha1.FeatureView,
     start: dt.datetime,
@@ -131,7 +123,7 @@ def run(
     *,
     offline_uri: str | None,
     online_table: str | None,
-    observer: Any | None = None,
+    observer: report.Observer | None = None,
     online_client: Any | None = None,
     storage_options: Mapping[str, str] | None = None,
     settings: PythonSettings | None = None,
@@ -142,8 +134,8 @@ def run(
     :func:`featurekube.materialize.spark_job.run`, without Spark."""
     plan = planning.plan_materialization(view, start, end)
     settings = settings or PythonSettings()
-    observer = observer or _Observer()
-    ingested = _utc(now or dt.datetime.now(dt.UTC))
+    observer = observer or report.LogObserver()
+    ingested = planning.utc(now or dt.datetime.now(dt.UTC))
     result = report.MaterializationReport(
         view=plan.label, start=plan.start, end=plan.end, engine="python"
     )
@@ -511,10 +503,6 @@ def _q(name: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def _iso(moment: dt.datetime) -> str:

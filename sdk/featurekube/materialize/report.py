@@ -1,5 +1,5 @@
-"""The report of one materialization run, and the verdicts of the view's expectations;
-pure.
+"""The report of one materialization run, the verdicts of the view's expectations,
+and the observer that follows a run; pure (the default observer logs).
 
 The job prints the report as one JSON line on stdout, and writes it to
 ``$FEATUREKUBE_REPORT_FILE`` when set: the driver container's termination-message path,
@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from featurekube import errors
 from featurekube.spec import v1alpha1
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "REPORT_FILE_ENV",
@@ -43,7 +46,9 @@ __all__ = [
     "TERMINATION_MESSAGE_LIMIT",
     "Check",
     "FeatureStats",
+    "LogObserver",
     "MaterializationReport",
+    "Observer",
     "Violation",
     "evaluate_checks",
     "plan_checks",
@@ -161,6 +166,29 @@ def _json_value(value: Any) -> Any:
 def _iso(moment: dt.datetime) -> str:
     utc = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
     return utc.isoformat().replace("+00:00", "Z")
+
+
+class Observer(Protocol):
+    """Follows a run of either engine: the CLI draws it as progress bars; the default
+    (:class:`LogObserver`) logs it."""
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        """A phase starts: ``compute`` (read, compute, statistics and checks),
+        ``offline`` or ``online``; ``total`` is its amount of rows or entities, when
+        known."""
+
+    def advance(self, amount: int) -> None:
+        """``amount`` more rows or entities of the current phase are done."""
+
+
+class LogObserver:
+    """Logs each phase of a run; the observer of jobs run without a terminal."""
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        log.info("materialize: %s%s", name, f" ({total} rows)" if total is not None else "")
+
+    def advance(self, amount: int) -> None:
+        pass
 
 
 @dataclass

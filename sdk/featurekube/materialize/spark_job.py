@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -65,24 +65,7 @@ _ROWS_READ = "__rows_read"
 _CHUNK = "__chunk"
 
 
-class Observer(Protocol):
-    """Follows a run: the CLI draws it as progress bars; the default logs it."""
-
-    def phase(self, name: str, total: int | None = None) -> None:
-        """A phase starts: ``compute`` (read, compute, statistics and checks),
-        ``offline`` or ``online``; ``total`` is its amount of rows or entities, when
-        known."""
-
-    def advance(self, amount: int) -> None:
-        """``amount`` more rows or entities of the current phase are done."""
-
-
-class _LogObserver:
-    def phase(self, name: str, total: int | None = None) -> None:
-        log.info("materialize: %s%s", name, f" ({total} rows)" if total is not None else "")
-
-    def advance(self, amount: int) -> None:
-        pass
+Observer = report.Observer
 
 
 @dataclass(frozen=True)
@@ -120,8 +103,8 @@ def run(
     """
     plan = planning.plan_materialization(view, start, end)
     settings = settings or JobSettings()
-    observer = observer or _LogObserver()
-    ingested = _utc(now or dt.datetime.now(dt.UTC))
+    observer = observer or report.LogObserver()
+    ingested = planning.utc(now or dt.datetime.now(dt.UTC))
     result = report.MaterializationReport(
         view=plan.label, start=plan.start, end=plan.end, engine="spark"
     )
@@ -500,10 +483,6 @@ def _arrow_chunks(
 
 
 # -- small helpers ---------------------------------------------------------------------------------
-
-
-def _utc(moment: dt.datetime) -> dt.datetime:
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
 def _first_line(exc: BaseException) -> str:

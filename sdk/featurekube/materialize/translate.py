@@ -19,7 +19,21 @@ from featurekube import sqlbounds
 from featurekube.materialize.errors import TransformationError
 from featurekube.validation import sql as sql_rules
 
-__all__ = ["portable", "translate", "unportable"]
+__all__ = ["check", "portable", "translate", "unportable"]
+
+
+def _parse(sql: str) -> tuple[exp.Expr | None, list[str]]:
+    """``sql`` parsed, and what in it featurekube refuses (then possibly no tree)."""
+    deep = sqlbounds.nesting_problem(sql)
+    if deep is not None:
+        return None, [f"SQL that {deep}"]
+    try:
+        query = sqlglot.parse_one(sql, read="spark")
+    except sqlglot.errors.ParseError as exc:
+        return None, [f"SQL that does not parse: {str(exc).splitlines()[0]}"]
+    except RecursionError:
+        return None, [f"SQL that {sqlbounds.too_deep()}"]
+    return query, sql_rules.disallowed(query)
 
 
 def unportable(sql: str) -> list[str]:
@@ -31,16 +45,7 @@ def unportable(sql: str) -> list[str]:
     >>> unportable("SELECT driver_id, LOWER(zone) AS zone FROM source WHERE fare > 0")
     []
     """
-    deep = sqlbounds.nesting_problem(sql)
-    if deep is not None:
-        return [f"SQL that {deep}"]
-    try:
-        query = sqlglot.parse_one(sql, read="spark")
-    except sqlglot.errors.ParseError as exc:
-        return [f"SQL that does not parse: {str(exc).splitlines()[0]}"]
-    except RecursionError:
-        return [f"SQL that {sqlbounds.too_deep()}"]
-    return sql_rules.disallowed(query)
+    return _parse(sql)[1]
 
 
 def portable(sql: str | None) -> bool:
@@ -56,16 +61,24 @@ def translate(sql: str, label: str = "the FeatureView") -> str:
     >>> translate("SELECT FLOOR(fare) AS f FROM source WHERE NOT test")
     'SELECT CAST(FLOOR(fare) AS BIGINT) AS f FROM source WHERE NOT test'
     """
-    problems = unportable(sql)
-    if problems:
+    query = check(sql, label)
+    return str(query.transform(_spark_types).sql(dialect="duckdb"))
+
+
+def check(sql: str, label: str = "the FeatureView") -> exp.Expr:
+    """``sql`` parsed; raises
+    :class:`~featurekube.materialize.errors.TransformationError` naming what in it
+    featurekube does not allow. Every job checks here before it reads a row, as
+    validate does: a job may be handed a view nothing validated."""
+    query, problems = _parse(sql)
+    if problems or query is None:
         raise TransformationError(
             f"{label}: spec.transformation.sql uses {', '.join(problems)}, which featurekube "
             "does not allow in a transformation: both engines must compute it alike, and it "
             "may read only the view's source (allowed: docs/semantics.md, "
             '"Transformations")'
         )
-    query = sqlglot.parse_one(sql, read="spark").transform(_spark_types)
-    return str(query.sql(dialect="duckdb"))
+    return query
 
 
 def _spark_types(node: exp.Expression) -> exp.Expression:

@@ -21,7 +21,8 @@ null (as SQL aggregates, nulls are skipped):
   integers is computed exactly and rounded once. Float sums are exactly rounded
   (``math.fsum``), so they do not depend on the order of the events and a value is the
   same whichever window computed it.
-- ``stddev``: the sample standard deviation (n - 1); null below two values.
+- ``stddev``: the sample standard deviation (n - 1), from the exact variance rounded
+  once; null below two values.
 - ``last``: the value of the event with the greatest event time, then created time
   (and among events equal in both, the greatest value).
 
@@ -30,7 +31,6 @@ A float NaN makes ``min``, ``max``, ``sum`` and ``mean`` NaN.
 
 from __future__ import annotations
 
-import fractions
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,6 +39,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from featurekube.materialize import moments
 from featurekube.materialize.plan import (
     CREATED_MICROS,
     EVENT_MICROS,
@@ -207,15 +208,11 @@ def _stddev(values: Any, lo: int, hi: int) -> float | None:
     if n < 2:
         return None
     part = values[lo:hi]
+    # The exact variance, rounded once (for integers beyond 2^53 too), so the value
+    # does not depend on how the events were split (tiles merge the same sums).
     if part.dtype.kind in "iu":
-        # Exact for integers beyond 2^53: the variance as a fraction, rounded once.
-        ints = part.tolist()
-        total = sum(ints)
-        squares = n * sum(v * v for v in ints) - total * total
-        return math.sqrt(fractions.Fraction(squares, n * (n - 1)))
-    floats = [float(v) for v in part.tolist()]
-    mean = math.fsum(floats) / n
-    return math.sqrt(math.fsum((v - mean) ** 2 for v in floats) / (n - 1))
+        return moments.of_ints(part.tolist()).sample_stddev(n)
+    return moments.of_floats(part).sample_stddev(n)
 
 
 def _min(values: Any, lo: int, hi: int) -> Any:

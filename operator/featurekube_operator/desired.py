@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from featurekube import serving_plan
+from featurekube import serving_plan, versions
 from featurekube.materialize import report
 from featurekube.spec import v1alpha1
 from featurekube_operator import naming
@@ -37,7 +37,7 @@ __all__ = [
 
 SPEC_MOUNT = "/etc/featurekube/spec"
 PLAN_MOUNT = "/etc/featurekube/plan"
-SNAPSHOT_KEY = "featureview.yaml"
+SNAPSHOT_KEY = versions.SNAPSHOT_KEY
 PLAN_KEY = "plan.yaml"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from featurekube import versions
 from featurekube.offline import layout as offline_layout
 from featurekube.online import layout as online_layout
 from featurekube.spec import v1alpha1
@@ -29,9 +30,9 @@ __all__ = [
     "spark_application_name",
 ]
 
-LABEL_FEATURE_VIEW = "featurekube.dev/feature-view"
+LABEL_FEATURE_VIEW = versions.LABEL_FEATURE_VIEW
 LABEL_FEATURE_SERVICE = "featurekube.dev/feature-service"
-LABEL_VERSION = "featurekube.dev/version"
+LABEL_VERSION = versions.LABEL_VERSION
 LABEL_FINGERPRINT = "featurekube.dev/data-fingerprint"
 ANNOTATION_WINDOW_START = "featurekube.dev/window-start"
 ANNOTATION_WINDOW_END = "featurekube.dev/window-end"
@@ -45,15 +46,8 @@ ANNOTATION_BACKFILL = "featurekube.dev/backfill"
 commas, optionally followed by ``#`` and a note that makes a repeated request new."""
 ANNOTATION_PLAN_HASH = "featurekube.dev/plan-hash"
 
-# The spec fields that decide the data; a change to any of them makes a new version.
-DATA_FIELDS = (
-    "entities",
-    "source",
-    "transformation",
-    "features",
-    "aggregations",
-    "aggregationInterval",
-)
+DATA_FIELDS = versions.DATA_FIELDS
+"""The spec fields that decide the data; a change to any of them makes a new version."""
 
 
 def data_fingerprint(spec: v1alpha1.FeatureViewSpec) -> str:
@@ -74,9 +68,8 @@ def offline_uri(settings: OperatorSettings, namespace: str, view: str, version: 
     return offline_layout.table_uri(settings.offline_uri, namespace, view, version)
 
 
-def snapshot_name(view: str, version: int) -> str:
-    """The immutable ConfigMap holding the spec one version was made from."""
-    return f"{view}-v{version}-spec"
+snapshot_name = versions.snapshot_name
+"""The immutable ConfigMap holding the spec one version was made from."""
 
 
 def job_spec_name(view: str, version: int) -> str:

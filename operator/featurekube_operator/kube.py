@@ -86,6 +86,11 @@ class Kube:
         found = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
         return [item.to_dict() for item in found.items]
 
+    def find_everywhere(self, api_version: str, kind: str) -> list[dict[str, Any]]:
+        """Objects of a kind in every namespace."""
+        found = self._resource(api_version, kind).get()
+        return [item.to_dict() for item in found.items]
+
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Delete an object (in the background); gone already is fine."""
         try:

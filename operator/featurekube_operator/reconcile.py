@@ -20,11 +20,21 @@ import pydantic
 
 from featurekube import backfills
 from featurekube.spec import v1alpha1
-from featurekube_operator import conditions, desired, engines, jobspec, naming, progress, runs
+from featurekube_operator import (
+    conditions,
+    desired,
+    engines,
+    jobspec,
+    naming,
+    progress,
+    retention,
+    runs,
+)
 from featurekube_operator.conditions import Condition
 from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
+from featurekube_operator.offline import OfflineData
 from featurekube_operator.settings import OperatorSettings
 from featurekube_operator.windows import Window, first_start
 
@@ -55,6 +65,7 @@ class Context:
     tables: OnlineTables
     metrics: Metrics
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
+    offline: OfflineData = field(default_factory=OfflineData)
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,35 @@ def _versions(ctx: Context, namespace: str, name: str) -> dict[int, str]:
     }
 
 
+def _shared_with(view: v1alpha1.FeatureView, namespace: str) -> bool:
+    """Whether a FeatureService in ``namespace`` may use ``view``."""
+    shared = view.spec.shared_with or []
+    return namespace == (view.metadata.namespace or "default") or bool(
+        {namespace, "*"} & set(shared)
+    )
+
+
+def _service_uses(ctx: Context, view: v1alpha1.FeatureView) -> tuple[set[int], set[int]]:
+    """The versions of ``view`` that FeatureServices, in any namespace it is shared
+    with, pin (kept materialized), and those their serving plans read now (kept)."""
+    namespace, name = view.metadata.namespace or "default", view.metadata.name
+    pinned: set[int] = set()
+    read: set[int] = set()
+    for body in ctx.kube.find_everywhere(v1alpha1.API_VERSION, "FeatureService"):
+        where = body["metadata"].get("namespace") or "default"
+        if not _shared_with(view, where):
+            continue
+        for ref in (body.get("spec") or {}).get("features") or ():
+            same = ref.get("featureView") == name and (ref.get("namespace") or where) == namespace
+            if same and isinstance(ref.get("version"), int):
+                pinned.add(ref["version"])
+        for item in (body.get("status") or {}).get("servedVersions") or ():
+            same = item.get("featureView") == name and item.get("namespace") == namespace
+            if same and isinstance(item.get("version"), int):
+                read.add(item["version"])
+    return pinned, read
+
+
 def _parse_backfill(
     body: Mapping[str, Any], before: Mapping[str, Any]
 ) -> tuple[str | None, backfills.BackfillRequest | None, str]:
@@ -155,7 +195,11 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     serving = status_before.get("version")
     if serving not in versions and serving != latest:
         serving = None
-    active = sorted({latest} | ({serving} if serving else set()))
+    pinned, read = _service_uses(ctx, view)
+    pinned &= set(versions)
+    # Pinned versions go on materializing, like the latest and the serving one.
+    active = sorted({latest} | ({serving} if serving else set()) | pinned)
+    caught_up: set[int] = set()
 
     tags = {"featurekube.dev/namespace": namespace, "featurekube.dev/feature-view": name}
     apps = [
@@ -243,6 +287,8 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
                 )
         if decision.next_retry_at and (next_retry is None or decision.next_retry_at < next_retry):
             next_retry = decision.next_retry_at
+        if decision.caught_up:
+            caught_up.add(version)
         if version == latest and decision.caught_up:
             serving = latest
     # Applications whose outcome the status read here holds are history: keep a few.
@@ -262,9 +308,27 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
 
     if not materializes:
         serving = latest
+    # A pinned version serves once it has caught up, and goes on serving while pinned.
+    before_serving = set(status_before.get("servingVersions") or ())
+    serving_versions = {v for v in pinned if v in caught_up or v in before_serving}
+    if not materializes:
+        serving_versions = set(pinned)
+    if serving is not None:
+        serving_versions.add(serving)
+    running = {a.version for a in apps if not a.finished}
+    kept = _retire(
+        ctx,
+        view,
+        versions,
+        {latest, *serving_versions, *pinned, *read, *running},
+        retention.retired_from_status(status_before),
+        now,
+    )
     status: dict[str, Any] = {
         "latestVersion": latest,
         "progress": progress.progress_to_status(records.values()),
+        "servingVersions": sorted(serving_versions),
+        "retiredVersions": retention.retired_to_status(kept.retired),
     }
     if request_text is not None and not request_error:
         status["backfillRequest"] = request_text
@@ -303,6 +367,37 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         message = f"version {latest} is backfilling; nothing to serve yet"
     found.insert(0, Condition("Ready", ready, "Serving" if ready else "Backfilling", message))
     return _finish(body, status, found, now)
+
+
+def _retire(
+    ctx: Context,
+    view: v1alpha1.FeatureView,
+    versions: Mapping[int, str],
+    in_use: set[int],
+    before: Sequence[retention.Retired],
+    now: dt.datetime,
+) -> retention.Retention:
+    """Record the versions nothing uses, and delete the data of those retired for longer
+    than the retention period when the view's deletionPolicy is Delete."""
+    spec = view.spec
+    namespace, name = view.metadata.namespace or "default", view.metadata.name
+    period = (
+        v1alpha1.parse_duration(spec.version_retention)
+        if spec.version_retention
+        else dt.timedelta(seconds=ctx.settings.version_retention_seconds)
+    )
+    decision = retention.decide(
+        versions,
+        in_use,
+        before,
+        now=now,
+        period=period,
+        delete=spec.deletion_policy == "Delete",
+    )
+    for version in decision.delete:
+        ctx.tables.delete(naming.online_table(ctx.settings, namespace, name, version))
+        ctx.offline.delete(naming.offline_uri(ctx.settings, namespace, name, version))
+    return decision
 
 
 def _degraded(
@@ -431,18 +526,72 @@ def _condition_true(body: Mapping[str, Any], kind: str) -> bool:
     )
 
 
-def _as_served(ctx: Context, view: v1alpha1.FeatureView, version: int) -> v1alpha1.FeatureView:
-    """``view`` as its serving ``version`` runs: that version's data fields (features,
-    types, entities) from its snapshot, the view's other fields (ttl) as they are now.
-    Without a snapshot (a view not reconciled yet), the view as it is."""
+def _at_version(
+    ctx: Context, view: v1alpha1.FeatureView, version: int
+) -> v1alpha1.FeatureView | None:
+    """``view`` as its ``version`` runs: that version's data fields (features, types,
+    entities) from its snapshot, the view's other fields (ttl) as they are now. None
+    without a snapshot of that version."""
     namespace = view.metadata.namespace or "default"
     snapshot = ctx.kube.get(
         "v1", "ConfigMap", namespace, naming.snapshot_name(view.metadata.name, version)
     )
     frozen = jobspec.read_snapshot_spec(snapshot) if snapshot else None
     if frozen is None:
-        return view
+        return None
     return view.model_copy(update={"spec": jobspec.resolve_version_spec(frozen, view.spec)})
+
+
+def _as_served(ctx: Context, view: v1alpha1.FeatureView, version: int) -> v1alpha1.FeatureView:
+    """``view`` as its serving ``version`` runs; without a snapshot (a view not
+    reconciled yet), the view as it is."""
+    return _at_version(ctx, view, version) or view
+
+
+def _resolve_pinned(
+    ctx: Context,
+    ref: v1alpha1.FeatureViewReference,
+    view: v1alpha1.FeatureView,
+    view_status: Mapping[str, Any],
+    where: str,
+) -> tuple[v1alpha1.FeatureView | None, list[str], tuple[str, str] | None, str | None]:
+    """A reference that pins a version: the view as that version has it, the features
+    taken, the problem that stops the service, and what it waits for."""
+    assert ref.version is not None
+    pinned = _at_version(ctx, view, ref.version)
+    if pinned is None:
+        have = sorted(_versions(ctx, view.metadata.namespace or "default", view.metadata.name))
+        return (
+            None,
+            [],
+            (
+                "VersionNotFound",
+                f"{where} has no version {ref.version} (its versions: "
+                f"{', '.join(map(str, have)) or 'none yet'}): pin one of them, or remove "
+                "spec.features[].version to serve the version the view serves",
+            ),
+            None,
+        )
+    names = list(ref.features or pinned.spec.feature_names)
+    unknown = [f for f in names if f not in pinned.spec.feature_types()]
+    if unknown:
+        return (
+            None,
+            [],
+            (
+                "UnknownFeature",
+                f"{where} version {ref.version} has no feature {', '.join(unknown)}",
+            ),
+            None,
+        )
+    serving = set(view_status.get("servingVersions") or ()) | {view_status.get("version")}
+    waiting = None
+    if ref.version not in serving:
+        waiting = (
+            f"{view.metadata.namespace or 'default'}/{view.metadata.name} version "
+            f"{ref.version} (pinned; not serving yet, backfilling)"
+        )
+    return pinned, names, None, waiting
 
 
 def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
@@ -456,6 +605,7 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     problems: list[tuple[str, str]] = []
     waiting: list[str] = []
     resolved: list[desired.ResolvedView] = []
+    served: list[dict[str, Any]] = []
     for ref in service.spec.features:
         view_ns = ref.namespace or namespace
         where = f"FeatureView {view_ns}/{ref.feature_view}"
@@ -478,26 +628,38 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
                 )
             )
             continue
-        names = list(ref.features or view.spec.feature_names)
-        unknown = [f for f in names if f not in view.spec.feature_types()]
-        if unknown:
-            problems.append(("UnknownFeature", f"{where} has no feature {', '.join(unknown)}"))
-            continue
         view_status = view_body.get("status") or {}
-        version = view_status.get("version") or view_status.get("latestVersion") or 1
-        # Serve the serving version's own features and types, never the live spec's.
-        view = _as_served(ctx, view, version)
-        names = list(ref.features or view.spec.feature_names)
-        coming = [f for f in names if f not in view.spec.feature_types()]
-        if coming:
-            # Served meanwhile: the features the serving version has.
-            names = [f for f in names if f not in coming]
-            waiting.append(
-                f"{view_ns}/{ref.feature_view} (feature {', '.join(coming)} arrives with a "
-                f"version after {version}, still backfilling)"
-            )
-        elif not _condition_true(view_body, "Ready"):
-            waiting.append(f"{view_ns}/{ref.feature_view}")
+        if ref.version is not None:
+            # A pinned version: its own table, features and types, whatever serves.
+            version = ref.version
+            found_view, names, problem, wait = _resolve_pinned(ctx, ref, view, view_status, where)
+            if problem is not None or found_view is None:
+                problems.append(problem or ("VersionNotFound", where))
+                continue
+            view = found_view
+            if wait:
+                waiting.append(wait)
+        else:
+            names = list(ref.features or view.spec.feature_names)
+            unknown = [f for f in names if f not in view.spec.feature_types()]
+            if unknown:
+                problems.append(("UnknownFeature", f"{where} has no feature {', '.join(unknown)}"))
+                continue
+            version = view_status.get("version") or view_status.get("latestVersion") or 1
+            # Serve the serving version's own features and types, never the live spec's.
+            view = _as_served(ctx, view, version)
+            names = list(ref.features or view.spec.feature_names)
+            coming = [f for f in names if f not in view.spec.feature_types()]
+            if coming:
+                # Served meanwhile: the features the serving version has.
+                names = [f for f in names if f not in coming]
+                waiting.append(
+                    f"{view_ns}/{ref.feature_view} (feature {', '.join(coming)} arrives with "
+                    f"a version after {version}, still backfilling)"
+                )
+            elif not _condition_true(view_body, "Ready"):
+                waiting.append(f"{view_ns}/{ref.feature_view}")
+        served.append({"featureView": ref.feature_view, "namespace": view_ns, "version": version})
         resolved.append(
             desired.ResolvedView(
                 view=view,
@@ -524,6 +686,8 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         return _finish(body, status, found, now)
 
     plan = desired.render_serving_plan(service, resolved)
+    # Written with the plan that reads them: their data is kept while it does.
+    status["servedVersions"] = served
     features = [f for v in plan["featureViews"] for f in v["features"]]
     status["featureCount"] = len(features) + len(plan["transformations"])
     status["resolvedFeatures"] = [

@@ -110,6 +110,12 @@ class OperatorSettings:
     """Failed SparkApplications and Jobs kept per view once their outcome is in the view's status.
     Env: FEATUREKUBE_FAILED_HISTORY_LIMIT."""
 
+    version_retention_seconds: float = 604800.0
+    """How long a version nothing uses any more (not serving, not the latest, pinned by
+    no FeatureService) keeps its online table and offline data before they are deleted,
+    in seconds; only for views with deletionPolicy Delete, whose spec.versionRetention
+    overrides it. Default: 7 days. Env: FEATUREKUBE_VERSION_RETENTION_SECONDS."""
+
     reconcile_interval_seconds: float = 30.0
     """How often each view is re-examined for due windows.
     Env: FEATUREKUBE_RECONCILE_INTERVAL_SECONDS."""

@@ -30,6 +30,7 @@ __all__ = [
     "RequestTransformation",
     "ResolvedFeature",
     "Resources",
+    "ServedVersion",
     "ServerSettings",
 ]
 
@@ -78,6 +79,11 @@ class FeatureViewReference(SpecModel):
     prefix: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=32)] | None = None
     """Prepended to each feature's name in the service, to tell apart equal names from
     different views (e.g. driver_ and rider_)."""
+    version: Annotated[int, Field(ge=1)] | None = None
+    """Serve this data version of the view (its status.version when it serves, or one
+    of status.servingVersions), not the one the view serves: the view keeps it
+    materialized, and its data is never deleted, while any service pins it. Unset: the
+    version the view serves."""
 
 
 class RequestField(SpecModel):
@@ -232,6 +238,17 @@ class ResolvedFeature(SpecModel):
     """The view's namespace."""
 
 
+class ServedVersion(SpecModel):
+    """A view version the service's serving plan reads."""
+
+    feature_view: str
+    """The view's name."""
+    namespace: str
+    """The view's namespace."""
+    version: Annotated[int, Field(ge=1)]
+    """The data version whose table and schema the plan uses."""
+
+
 class FeatureServiceStatus(SpecModel):
     """The observed state of a FeatureService, written by the operator."""
 
@@ -247,6 +264,8 @@ class FeatureServiceStatus(SpecModel):
     """How many features the service serves."""
     resolved_features: list[ResolvedFeature] | None = Field(None, max_length=1024)
     """Every feature served, with its type and origin."""
+    served_versions: list[ServedVersion] | None = Field(None, max_length=64)
+    """The view versions the serving plan reads: their data is kept while it does."""
 
 
 class FeatureService(SpecModel):

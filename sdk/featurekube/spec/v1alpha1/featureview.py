@@ -44,6 +44,7 @@ __all__ = [
     "FeatureViewStatus",
     "Materialization",
     "PushSource",
+    "RetiredVersion",
     "RowCounts",
     "Source",
     "Transformation",
@@ -391,7 +392,13 @@ class FeatureViewSpec(SpecModel):
     )
     """Other namespaces whose FeatureServices may use this view; '*' for all."""
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
-    """On deletion of the view, keep (Retain) or delete (Delete) its online table."""
+    """What happens to data no longer used. Delete: on deletion of the view its online
+    tables are deleted, and a version that stopped being used (not serving, not the
+    latest, pinned by no FeatureService) has its online table and offline Delta data
+    deleted once versionRetention has passed. Retain: both are kept."""
+    version_retention: Duration | None = None
+    """With deletionPolicy Delete, how long a version's data is kept after it stopped
+    being used, before it is deleted. Unset: the operator's setting (7d by default)."""
 
     @property
     def feature_names(self) -> list[str]:
@@ -491,6 +498,17 @@ class VersionProgress(SpecModel):
     operator estimates a window's input from it."""
 
 
+class RetiredVersion(SpecModel):
+    """A version nothing uses any more: the durable record of when it stopped."""
+
+    version: Annotated[int, Field(ge=1)]
+    """The data version."""
+    since: dt.datetime
+    """When the operator first saw it unused; its data may go a retention period later."""
+    deleted: bool = False
+    """Its online table and offline data were deleted."""
+
+
 class FeatureViewStatus(SpecModel):
     """The observed state of a FeatureView, written by the operator."""
 
@@ -516,6 +534,11 @@ class FeatureViewStatus(SpecModel):
     """Materialization progress of the versions serving or backfilling."""
     backfill_request: Annotated[str, Field(max_length=1024)] | None = None
     """The last featurekube.dev/backfill annotation acted on."""
+    serving_versions: list[Annotated[int, Field(ge=1)]] | None = Field(None, max_length=64)
+    """Every version serving now: the view's own (``version``) and those FeatureServices
+    pin that have caught up."""
+    retired_versions: list[RetiredVersion] | None = Field(None, max_length=64)
+    """Versions no longer used, since when, and whether their data was deleted."""
 
 
 class FeatureView(SpecModel):

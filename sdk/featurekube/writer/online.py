@@ -50,6 +50,12 @@ agree within a few seconds.
 
 Unprocessed items and keys, throttling and 5xx errors are retried with exponential
 backoff and jitter, up to ``max_attempts`` per request.
+
+A materialization window is recorded as pending in the table's windows item
+(:mod:`featurekube.online.windows`) before it writes, so that readers hide what it
+writes until it is complete: :meth:`OnlineWriter.open_window` records it and returns the
+run's id, :meth:`OnlineWriter.close_window` removes it once the window is complete in
+both stores.
 """
 
 from __future__ import annotations
@@ -72,7 +78,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featurekube.offline import layout as offline_layout
-from featurekube.online import keys, layout, values
+from featurekube.online import keys, layout, values, windows
 from featurekube.spec import v1alpha1
 from featurekube.writer import rows as row_codec
 from featurekube.writer.errors import (
@@ -136,6 +142,11 @@ class OnlineWriteSettings:
     """``write_bulk``: how long a write lease lasts unless renewed. Default 120 s."""
     lease_wait_seconds: float = 1800.0
     """``write_bulk``: how long to wait for another writer's lease. Default 30 min."""
+    settle_seconds: float = 1.0
+    """How long a window's pending record stands before the window's first item is
+    written: feature servers read eventually consistently, and DynamoDB's copies of an
+    item usually agree within a second, so a server that sees an item of the window
+    sees the record too. Default 1 s."""
 
 
 @dataclass(frozen=True)
@@ -357,6 +368,46 @@ class OnlineWriter:
                         future.cancel()
         return result
 
+    def open_window(self, start: dt.datetime, end: dt.datetime) -> str:
+        """Record the window [start, end) as pending (readers hide the items it writes
+        until :meth:`close_window`), and return this run's id. A run of the same window
+        still under way is superseded: only the latest run's close publishes."""
+        run = uuid.uuid4().hex
+        name = windows.window_id(_to_micros(start), _to_micros(end))
+        key = {layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}}
+        # Two updates: a map entry cannot be set in the same expression that makes
+        # the map. Both are idempotent.
+        self._update(
+            "recording the window as pending",
+            Key=key,
+            UpdateExpression="SET #p = if_not_exists(#p, :empty)",
+            ExpressionAttributeNames={"#p": windows.PENDING},
+            ExpressionAttributeValues={":empty": {"M": {}}},
+        )
+        self._update(
+            "recording the window as pending",
+            Key=key,
+            UpdateExpression="SET #p.#w = :run",
+            ExpressionAttributeNames={"#p": windows.PENDING, "#w": name},
+            ExpressionAttributeValues={":run": {"S": run}},
+        )
+        return run
+
+    def close_window(self, start: dt.datetime, end: dt.datetime, run: str) -> bool:
+        """Remove the pending record of the window [start, end) that ``run`` (an id
+        from :meth:`open_window`) made: the window is complete, readers see what it
+        wrote. False when a later run of the window took the record over; that run
+        publishes the window when it completes."""
+        name = windows.window_id(_to_micros(start), _to_micros(end))
+        return self._update(
+            "removing the window's pending record",
+            Key={layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}},
+            UpdateExpression="REMOVE #p.#w",
+            ConditionExpression="#p.#w = :run",
+            ExpressionAttributeNames={"#p": windows.PENDING, "#w": name},
+            ExpressionAttributeValues={":run": {"S": run}},
+        )
+
     # -- rows to items -----------------------------------------------------------------
 
     def _batches(self, rows: row_codec.Rows, now: dt.datetime | None) -> Iterator[pa.RecordBatch]:
@@ -542,6 +593,19 @@ class OnlineWriter:
                 self._retry_or_raise(exc, code, attempt, "raising the watermark")
         raise AssertionError("unreachable")
 
+    def _update(self, what: str, **arguments: Any) -> bool:
+        """UpdateItem on the table, retried; False when its condition failed."""
+        for attempt in itertools.count(1):
+            try:
+                self.client.update_item(TableName=self.table, **arguments)
+                return True
+            except Exception as exc:
+                code = _error_code(exc)
+                if code == "ConditionalCheckFailedException":
+                    return False
+                self._retry_or_raise(exc, code, attempt, what)
+        raise AssertionError("unreachable")
+
     def _stored_versions(
         self, pool: concurrent.futures.ThreadPoolExecutor, keys_: list[str]
     ) -> dict[str, tuple[int, int]]:
@@ -625,6 +689,12 @@ class OnlineWriter:
             yield lease
         finally:
             lease.release()
+
+
+def _to_micros(moment: dt.datetime) -> int:
+    utc = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+    delta = utc - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _is_newer(new: tuple[int, int], stored: tuple[int, int] | None) -> bool:

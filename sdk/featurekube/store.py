@@ -25,9 +25,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 import yaml
@@ -78,10 +78,15 @@ class FeatureStore:
         *,
         namespace: str = "default",
         offline_uri: str | None = None,
+        snapshots: Mapping[plan.VersionKey, Mapping[str, Any]] | None = None,
     ) -> None:
         """A store of ``definitions``. ``namespace`` is where names without one are
         looked up; ``offline_uri`` is the root of the offline store, where the tables of
-        views whose status names none are found."""
+        views whose status names none are found. ``snapshots`` are the snapshot
+        documents of the views' versions (a cluster's): with them, a pull reads each
+        view as the version it serves (or a service pins) has it, never as the live
+        spec does while a newer version backfills."""
+        self._snapshots = dict(snapshots) if snapshots is not None else None
         self.namespace = namespace
         """Where feature views and services named without a namespace are looked up."""
         self.offline_uri = offline_uri.rstrip("/") if offline_uri else None
@@ -162,7 +167,8 @@ class FeatureStore:
             if wanted:
                 more = cluster.read_live(connection, sorted(wanted)).resources
                 definitions.extend(r for r in more if isinstance(r, v1alpha1.FeatureView))
-        return cls(definitions, namespace=chosen, offline_uri=offline_uri)
+            snapshots = cluster.read_snapshots(connection, {chosen, *wanted})
+        return cls(definitions, namespace=chosen, offline_uri=offline_uri, snapshots=snapshots)
 
     def list_feature_views(self, namespace: str | None = None) -> list[v1alpha1.FeatureView]:
         """The FeatureViews of ``namespace`` (default: the store's; ``"*"``: all), by name."""
@@ -266,10 +272,14 @@ class FeatureStore:
 
         Each row gets, from each view, the values of its row for the same keys with the
         greatest event time E <= T (ties: the greater created time), unless T - E
-        exceeds the view's TTL; else nulls. Rows come back in the caller's order,
-        duplicates included, with every column of ``entity_df`` followed by the
-        features. The request is checked now; the join runs when the result is asked
-        for. Raises a :class:`plan.RetrievalError` saying what to change.
+        exceeds the view's TTL; else nulls. From a cluster, a view is read as the version
+        it serves has it (or the version a FeatureService's reference pins): while a
+        newer version backfills, a retyped feature keeps the serving version's type, and
+        a feature only the newer version has is refused, naming both versions. Rows come
+        back in the caller's order, duplicates included, with every column of
+        ``entity_df`` followed by the features. The request is checked now; the join
+        runs when the result is asked for. Raises a :class:`plan.RetrievalError` saying
+        what to change.
         """
         if (features is None) == (feature_service is None):
             raise plan.FeatureReferenceError(
@@ -281,11 +291,13 @@ class FeatureStore:
         if feature_service is not None:
             namespace, _, name = feature_service.rpartition("/")
             service = self.get_feature_service(name, namespace or None)
-            selections = plan.resolve_service(service, self._views)
+            selections = plan.resolve_service(service, self._views, snapshots=self._snapshots)
             transformations = service.spec.transformations or ()
             request_fields = service.spec.request_data or ()
         else:
-            selections = plan.resolve_references(list(features or ()), self._views, self.namespace)
+            selections = plan.resolve_references(
+                list(features or ()), self._views, self.namespace, snapshots=self._snapshots
+            )
         entities: duckdb_engine.Entities | SparkDataFrame
         if _is_spark_frame(entity_df):
             _deps.import_optional("pyspark", extra="spark")
@@ -301,8 +313,10 @@ class FeatureStore:
 
             entities = duckdb_engine.Entities.from_source(entity_df)
             frame = entities.describe(timestamp_column)
+        # Each version's own table: a pinned one's, else the serving one's.
         tables = {
-            selection.key: self.offline_table(selection.key[1], selection.key[0])
+            selection.key: selection.table_uri
+            or self.offline_table(selection.key[1], selection.key[0])
             for selection in selections
         }
         join_plan = plan.plan_join(

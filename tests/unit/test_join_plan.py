@@ -312,3 +312,87 @@ def test_a_plan_without_transformations_compiles_to_nothing() -> None:
 
 def test_microseconds_since_the_epoch_are_utc() -> None:
     assert plan.utc_from_micros(-1) == dt.datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+# --- versions -----------------------------------------------------------------------
+
+
+def _versioned(serving: int, latest: int) -> v1alpha1.FeatureView:
+    """driver-profile as edited for version ``latest``: rating retyped, trips added;
+    ``serving`` still serves."""
+    live = _view("driver-profile", {"rating": "string", "trips": "int64"})
+    status = v1alpha1.FeatureViewStatus(version=serving, latest_version=latest)
+    return live.model_copy(update={"status": status})
+
+
+def _snapshot(version: int, features: dict[str, str]) -> dict[str, object]:
+    spec = _view("driver-profile", features).spec.to_yaml_dict()
+    uri = f"s3://lake/offline/rides/driver-profile/v{version}"
+    return {"spec": spec, "resolved": {"version": version, "offlineUri": uri}}
+
+
+SNAPSHOTS = {
+    ("rides", "driver-profile", 1): _snapshot(1, {"rating": "float64"}),
+    ("rides", "driver-profile", 2): _snapshot(2, {"rating": "string", "trips": "int64"}),
+}
+
+
+def test_a_pull_reads_the_serving_versions_types_and_table_while_a_new_one_backfills() -> None:
+    views = {("rides", "driver-profile"): _versioned(1, 2)}
+
+    (selection,) = plan.resolve_references(
+        ["driver-profile:rating"], views, "rides", snapshots=SNAPSHOTS
+    )
+    joined = plan.plan_join((selection,), ENTITY, {})
+
+    assert selection.version == 1
+    assert selection.view.spec.feature_types() == {"rating": "float64"}
+    assert selection.table_uri == "s3://lake/offline/rides/driver-profile/v1"
+    assert [(f.name, f.type) for f in joined.views[0].features] == [("rating", "float64")]
+
+
+def test_a_feature_only_the_backfilling_version_has_is_refused_naming_both_versions() -> None:
+    views = {("rides", "driver-profile"): _versioned(1, 2)}
+
+    with pytest.raises(plan.FeatureNotFoundError) as caught:
+        plan.resolve_references(["driver-profile:trips"], views, "rides", snapshots=SNAPSHOTS)
+
+    message = str(caught.value)
+    assert "feature 'trips' of FeatureView rides/driver-profile arrives with version 2" in message
+    assert "version 1 serves now and has rating" in message
+
+
+def test_a_service_that_pins_a_version_reads_that_version() -> None:
+    views = {("rides", "driver-profile"): _versioned(1, 2)}
+    service = _service(features=[{"featureView": "driver-profile", "version": 2}])
+
+    (selection,) = plan.resolve_service(service, views, snapshots=SNAPSHOTS)
+
+    assert (selection.version, selection.features) == (2, ("rating", "trips"))
+    assert selection.view.spec.feature_types()["rating"] == "string"
+    assert selection.table_uri == "s3://lake/offline/rides/driver-profile/v2"
+
+
+def test_a_pin_of_a_version_that_does_not_exist_is_refused() -> None:
+    views = {("rides", "driver-profile"): _versioned(1, 2)}
+    service = _service(features=[{"featureView": "driver-profile", "version": 7}])
+
+    with pytest.raises(
+        plan.FeatureReferenceError, match=r"has no version 7 \(its versions: 1, 2\)"
+    ):
+        plan.resolve_service(service, views, snapshots=SNAPSHOTS)
+
+
+def test_a_serving_version_whose_schema_cannot_be_read_is_refused_not_guessed() -> None:
+    views = {("rides", "driver-profile"): _versioned(1, 2)}
+
+    with pytest.raises(plan.OfflineStoreError, match="ConfigMap rides/driver-profile-v1-spec"):
+        plan.resolve_references(["driver-profile:rating"], views, "rides", snapshots={})
+
+
+def test_without_a_backfill_the_live_spec_is_the_serving_versions() -> None:
+    views = {("rides", "driver-profile"): _versioned(2, 2)}
+
+    (selection,) = plan.resolve_references(["driver-profile:trips"], views, "rides", snapshots={})
+
+    assert selection.version == 2 and selection.table_uri is None

@@ -34,9 +34,9 @@ import datetime as dt
 import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from featurekube import errors
+from featurekube import errors, versions
 from featurekube.offline import layout
 from featurekube.spec import v1alpha1
 
@@ -60,6 +60,7 @@ __all__ = [
     "OfflineStoreError",
     "RetrievalError",
     "Selection",
+    "VersionKey",
     "ViewJoin",
     "ViewKey",
     "compile_transformations",
@@ -74,6 +75,9 @@ DEFAULT_TIMESTAMP_COLUMN = "event_timestamp"
 
 ViewKey = tuple[str, str]
 """(namespace, name) of a FeatureView."""
+
+VersionKey = tuple[str, str, int]
+"""(namespace, name, version) of one data version of a FeatureView."""
 
 ColumnKind = Literal["integer", "string", "timestamp", "other"]
 """What the join needs to know of an entity column's type, whatever engine holds it."""
@@ -125,8 +129,13 @@ class Selection:
     """Features taken from one view, and the prefix their output columns get."""
 
     view: v1alpha1.FeatureView
+    """The view as the version read has it: that version's features and types."""
     features: tuple[str, ...]
     prefix: str = ""
+    version: int | None = None
+    """The data version read; None: the view as defined (no status to say)."""
+    table_uri: str | None = None
+    """That version's offline table, when its snapshot says where."""
 
     @property
     def key(self) -> ViewKey:
@@ -301,24 +310,91 @@ def _find_view(
     return view
 
 
-def _check_features(view: v1alpha1.FeatureView, names: Iterable[str], context: str) -> None:
+def _check_features(
+    view: v1alpha1.FeatureView,
+    names: Iterable[str],
+    context: str,
+    live: v1alpha1.FeatureView | None = None,
+    version: int | None = None,
+) -> None:
+    """Refuse a feature ``view`` (as ``version`` has it) lacks; one that only the
+    ``live`` spec has arrives with a version still backfilling, and is named so."""
     have = view.spec.feature_names
+    namespace, view_name = _key_of(view)
     for name in names:
-        if name not in have:
-            namespace, view_name = _key_of(view)
+        if name in have:
+            continue
+        if live is not None and name in live.spec.feature_names:
+            latest = live.status.latest_version if live.status else None
+            coming = f"version {latest}" if latest else "a later version"
             raise FeatureNotFoundError(
-                f"{context}: FeatureView {namespace}/{view_name} has no feature {name!r}"
-                f"{_suggest(name, have)}; it has {', '.join(have)}"
+                f"{context}: feature {name!r} of FeatureView {namespace}/{view_name} arrives "
+                f"with {coming}, still backfilling; version {version} serves now and has "
+                f"{', '.join(have)}. Training reads what the serving version holds: leave "
+                f"{name!r} out, or wait until the view is Ready on {coming}"
             )
+        at = f" version {version}" if version is not None else ""
+        raise FeatureNotFoundError(
+            f"{context}: FeatureView {namespace}/{view_name}{at} has no feature {name!r}"
+            f"{_suggest(name, have)}; it has {', '.join(have)}"
+        )
+
+
+def _at_version(
+    view: v1alpha1.FeatureView,
+    snapshots: Mapping[VersionKey, Mapping[str, Any]] | None,
+    pinned: int | None,
+    context: str,
+) -> tuple[v1alpha1.FeatureView, int | None, str | None]:
+    """``view`` as the version a pull reads has it — ``pinned``, else the one it
+    serves — with that version and its offline table when the snapshot says where.
+
+    Without ``snapshots`` (definitions read from files), the view as defined. Raises
+    :class:`FeatureReferenceError` for a pinned version that does not exist, and
+    :class:`OfflineStoreError` when the serving version's schema cannot be known.
+    """
+    namespace, name = _key_of(view)
+    status = view.status
+    version = pinned or (status.version if status is not None else None)
+    if snapshots is None or version is None:
+        return view, version, None
+    document = snapshots.get((namespace, name, version))
+    frozen = (document or {}).get("spec")
+    if not isinstance(frozen, Mapping):
+        if pinned is not None:
+            have = sorted(v for ns, n, v in snapshots if (ns, n) == (namespace, name))
+            raise FeatureReferenceError(
+                f"{context}: FeatureView {namespace}/{name} has no version {pinned} (its "
+                f"versions: {', '.join(map(str, have)) or 'none found'})"
+            )
+        if status is None or status.latest_version in (None, version):
+            # The version serving is the live spec's own: same schema.
+            return view, version, None
+        raise OfflineStoreError(
+            f"{context}: cannot tell the schema of version {version} of FeatureView "
+            f"{namespace}/{name}, which serves while a newer one backfills: its snapshot "
+            f"(ConfigMap {namespace}/{versions.snapshot_name(name, version)}) is missing or "
+            "may not be read. Grant get and list on configmaps in that namespace"
+        )
+    resolved = versions.resolve_version_spec(frozen, view.spec)
+    table = (document or {}).get("resolved", {}).get("offlineUri")
+    served = view.model_copy(update={"spec": resolved})
+    return served, version, str(table) if table else None
 
 
 def resolve_references(
     references: Sequence[str],
     views: Mapping[ViewKey, v1alpha1.FeatureView],
     namespace: str,
+    *,
+    snapshots: Mapping[VersionKey, Mapping[str, Any]] | None = None,
 ) -> tuple[Selection, ...]:
     """The views and features ``references`` name, one selection per view, in order of
     first mention; a reference without a namespace is looked up in ``namespace``.
+
+    With ``snapshots`` (each version's snapshot document, from a cluster), each view is
+    read as the version it serves has it: that version's features and types, never
+    the live spec's, while a newer version backfills.
 
     Raises :class:`FeatureReferenceError` (or a subclass) for a malformed, unknown or
     repeated reference.
@@ -329,32 +405,47 @@ def resolve_references(
             "feature_service='NAME'"
         )
     chosen: dict[ViewKey, list[str]] = {}
+    read: dict[ViewKey, tuple[v1alpha1.FeatureView, int | None, str | None]] = {}
     seen: set[FeatureReference] = set()
     for text in references:
         reference = FeatureReference.parse(text)
         where = reference.namespace or namespace
-        view = _find_view(views, where, reference.feature_view, f"feature {text!r}")
-        _check_features(view, [reference.feature], f"feature {text!r}")
+        context = f"feature {text!r}"
+        live = _find_view(views, where, reference.feature_view, context)
+        key = _key_of(live)
+        if key not in read:
+            read[key] = _at_version(live, snapshots, None, context)
+        view, version, _ = read[key]
+        _check_features(view, [reference.feature], context, live, version)
         resolved = FeatureReference(where, reference.feature_view, reference.feature)
         if resolved in seen:
             raise FeatureReferenceError(f"feature {resolved} is asked for twice: list it once")
         seen.add(resolved)
-        chosen.setdefault(_key_of(view), []).append(reference.feature)
-    return tuple(Selection(views[key], tuple(names)) for key, names in chosen.items())
+        chosen.setdefault(key, []).append(reference.feature)
+    return tuple(
+        Selection(read[key][0], tuple(names), version=read[key][1], table_uri=read[key][2])
+        for key, names in chosen.items()
+    )
 
 
 def resolve_service(
-    service: v1alpha1.FeatureService, views: Mapping[ViewKey, v1alpha1.FeatureView]
+    service: v1alpha1.FeatureService,
+    views: Mapping[ViewKey, v1alpha1.FeatureView],
+    *,
+    snapshots: Mapping[VersionKey, Mapping[str, Any]] | None = None,
 ) -> tuple[Selection, ...]:
-    """The views, features and prefixes of a FeatureService's ``spec.features``."""
+    """The views, features and prefixes of a FeatureService's ``spec.features``; with
+    ``snapshots``, each view as the version the reference pins, else the one it
+    serves, has it (see :func:`resolve_references`)."""
     namespace = service.metadata.namespace or "default"
     selections = []
     for index, reference in enumerate(service.spec.features):
         context = f"FeatureService {namespace}/{service.metadata.name} spec.features[{index}]"
-        view = _find_view(views, reference.namespace or namespace, reference.feature_view, context)
+        live = _find_view(views, reference.namespace or namespace, reference.feature_view, context)
+        view, version, table = _at_version(live, snapshots, reference.version, context)
         names = tuple(reference.features or view.spec.feature_names)
-        _check_features(view, names, context)
-        selections.append(Selection(view, names, reference.prefix or ""))
+        _check_features(view, names, context, None if reference.version else live, version)
+        selections.append(Selection(view, names, reference.prefix or "", version, table))
     return tuple(selections)
 
 
@@ -445,7 +536,8 @@ def plan_join(
                 "so it cannot give historical values: set it to true and let the view "
                 "backfill, or leave its features out"
             )
-        table = tables.get(selection.key)
+        # The version's own table when its snapshot says where, else the view's.
+        table = selection.table_uri or tables.get(selection.key)
         if table is None:
             raise OfflineStoreError(
                 f"{where} has no offline table to read: it has not been materialized yet, "

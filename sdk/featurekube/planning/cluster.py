@@ -29,7 +29,7 @@ import pydantic
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from featurekube import errors
+from featurekube import errors, versions
 from featurekube.spec import loader, v1alpha1
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "LiveObjects",
     "connect",
     "read_live",
+    "read_snapshots",
 ]
 
 PLURALS = {"FeatureView": "featureviews", "FeatureService": "featureservices"}
@@ -132,6 +133,46 @@ def read_live(cluster: Cluster, namespaces: Iterable[str]) -> LiveObjects:
         for namespace in wanted:
             bodies.extend(_list(cluster, "FeatureService", namespace))
     return LiveObjects(tuple(_parse(cluster, body) for body in bodies), tuple(warnings))
+
+
+VersionKey = tuple[str, str, int]
+"""(namespace, view, version) of one version of a FeatureView."""
+
+
+def read_snapshots(cluster: Cluster, namespaces: Iterable[str]) -> dict[VersionKey, dict[str, Any]]:
+    """The snapshot of every version of every view of ``namespaces``: what each
+    version's data was made from (see :mod:`featurekube.versions`), one list request
+    per namespace.
+
+    A namespace whose ConfigMaps the identity may not list gives none: a pull that
+    needs a version other than the live spec's then says so.
+    """
+    core = kubernetes.client.CoreV1Api(cluster.api)
+    timeout = (CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
+    found: dict[VersionKey, dict[str, Any]] = {}
+    for namespace in sorted(set(namespaces)):
+        try:
+            listed = core.list_namespaced_config_map(
+                namespace, label_selector=versions.LABEL_VERSION, _request_timeout=timeout
+            )
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                continue
+            raise errors.ClusterError(
+                f"{cluster.server} answered {exc.status} {exc.reason} to listing the "
+                f"version snapshots (ConfigMaps) of namespace {namespace}: "
+                f"{_status_message(exc)}"
+            ) from exc
+        for item in listed.items:
+            labels = (item.metadata.labels if item.metadata else None) or {}
+            view, version = (
+                labels.get(versions.LABEL_FEATURE_VIEW),
+                labels.get(versions.LABEL_VERSION),
+            )
+            document = versions.read_snapshot({"data": item.data or {}})
+            if view and version and version.isdigit() and document:
+                found[(namespace, view, int(version))] = document
+    return found
 
 
 def _list(cluster: Cluster, kind: str, namespace: str | None) -> list[dict[str, Any]]:

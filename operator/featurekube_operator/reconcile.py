@@ -21,6 +21,7 @@ import pydantic
 from featurekube import backfills
 from featurekube.spec import v1alpha1
 from featurekube_operator import (
+    admission,
     conditions,
     desired,
     engines,
@@ -89,7 +90,13 @@ def _finish(
 def _invalid(body: Mapping[str, Any], error: pydantic.ValidationError, now: dt.datetime) -> Outcome:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "spec"
-    message = f"{where}: {first['msg']} (fix the spec; nothing runs until then)"
+    return _refuse(body, f"{where}: {first['msg']}", now)
+
+
+def _refuse(body: Mapping[str, Any], problem: str, now: dt.datetime) -> Outcome:
+    """InvalidSpec: not Ready and Degraded, saying what to fix; the status's other
+    fields stay as they were (status is merge-patched)."""
+    message = f"{problem} (fix the spec; nothing runs until then)"
     found = [
         Condition("Ready", False, "InvalidSpec", message),
         Condition("Degraded", True, "InvalidSpec", message),
@@ -178,6 +185,11 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         view = v1alpha1.FeatureView.model_validate(body)
     except pydantic.ValidationError as exc:
         return _invalid(body, exc, now)
+    # What validate refuses runs nothing, however the object got here: SQL outside the
+    # allowlist could read other tables or the job's credentials.
+    refused = admission.check_object(body)
+    if refused:
+        return _refuse(body, admission.describe(refused), now)
     settings, spec = ctx.settings, view.spec
     namespace, name = view.metadata.namespace or "default", view.metadata.name
 
@@ -601,6 +613,9 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         service = v1alpha1.FeatureService.model_validate(body)
     except pydantic.ValidationError as exc:
         return _invalid(body, exc, now)
+    refused = admission.check_object(body)
+    if refused:
+        return _refuse(body, admission.describe(refused), now)
     namespace, name = service.metadata.namespace or "default", service.metadata.name
     problems: list[tuple[str, str]] = []
     waiting: list[str] = []

@@ -14,7 +14,10 @@ as :mod:`featurekube.materialize.spark_job`, step for step, and gives the same r
 2. keep the rows of the plan's read range and compute the offline rows: plain features
    deduplicated per (keys, event time) by greatest created time, then greatest feature
    values (a null lowest, as Spark's ``max(struct)``), or aggregations by
-   :func:`featurekube.materialize.aggregate.aggregate_entity` per entity;
+   :func:`featurekube.materialize.aggregate.aggregate_entity` per entity — or, when
+   writing an offline table, from the version's tiles
+   (:mod:`featurekube.materialize.tiles`), reading the source only for the window's
+   own intervals and any tile not yet stored;
 3. compute the statistics and checks, and stop before writing if a ``Fail``
    expectation is violated;
 4. replace the window's offline rows in one commit, then write each entity's newest
@@ -38,7 +41,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from featurekube.materialize import aggregate, report, translate
+from featurekube.materialize import aggregate, report, tile_store, tiles, translate
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
     SourceError,
@@ -143,7 +146,7 @@ def run(
     began = time.perf_counter()
     observer.phase("compute")
     with _connection(settings) as connection:
-        rows, rows_read = _offline_rows(connection, plan, ingested, storage_options)
+        rows, rows_read = _offline_rows(connection, plan, ingested, storage_options, offline_uri)
         stats = _statistics(connection, rows, plan, checks)
         newest = _newest_per_entity(connection, rows, plan) if online_table else None
     result.rows_read = rows_read
@@ -258,15 +261,111 @@ def _offline_rows(
     plan: planning.MaterializationPlan,
     ingested: dt.datetime,
     storage_options: Mapping[str, str] | None,
+    offline_uri: str | None = None,
 ) -> tuple[pa.Table, int]:
     """The window's offline rows (keys, features, event and created timestamps, and
-    for aggregations the latest event), and how many source rows were read."""
+    for aggregations the latest event), and how many source rows were read.
+
+    Aggregations written to an offline table go through its tiles (:func:`_tiled`);
+    without one, or when a column cannot be tiled, they are computed from the events
+    of the whole read range."""
     if plan.reads_nothing:
         return _empty(plan), 0
+    if plan.aggregation is not None and offline_uri is not None:
+        tiled = _tiled(connection, plan, ingested, storage_options, offline_uri)
+        if tiled is not None:
+            return tiled
     events, rows_read = _events(connection, plan, ingested, storage_options)
     if plan.aggregation is None:
         return _deduplicated(connection, events, plan), rows_read
     return _aggregated(events, plan), rows_read
+
+
+def _tiled(
+    connection: duckdb.DuckDBPyConnection,
+    plan: planning.MaterializationPlan,
+    ingested: dt.datetime,
+    storage_options: Mapping[str, str] | None,
+    offline_uri: str,
+) -> tuple[pa.Table, int] | None:
+    """The aggregation rows from tiles (:mod:`featurekube.materialize.tiles`): the
+    window's own intervals, and any a needed tile lacks, computed from the source;
+    the rest read from the version's tile table; the new ones stored in one commit.
+    None when a column cannot be tiled."""
+    agg = plan.aggregation
+    assert agg is not None and agg.first_boundary is not None and agg.last_boundary is not None
+    own = (agg.first_boundary, agg.last_boundary)
+    sizes = tiles.tile_sizes(agg.interval)
+    store = tile_store.TileStore(
+        offline_layout.tiles_uri(offline_uri), storage_options, label=plan.label
+    )
+    needed = tiles.needed_tiles(agg, sizes)
+    loaded = store.load(needed)
+    resolution = tiles.resolve(needed, own, _markers(loaded), sizes)
+    events, rows_read = _events(
+        connection, plan, ingested, storage_options, _source_ranges(resolution, agg.interval)
+    )
+    layout = tiles.layout_for(agg, [name for name, _ in plan.keys], events.schema)
+    if layout is None:
+        return None
+    if loaded is not None and not store.matches(layout):
+        # Written under other column types: every tile is computed again.
+        loaded = None
+        resolution = tiles.resolve(needed, own, set(), sizes)
+        events, rows_read = _events(
+            connection, plan, ingested, storage_options, _source_ranges(resolution, agg.interval)
+        )
+    schema = layout.schema()
+    fresh = tiles.build_tiles(events, layout)
+    stored = schema.empty_table()
+    if loaded is not None and loaded.num_rows:
+        keep = [
+            not marker and key in resolution.stored
+            for key, marker in zip(
+                zip(
+                    loaded.column(tiles.TILE_SIZE).to_pylist(),
+                    loaded.column(tiles.TILE_END).to_pylist(),
+                    strict=True,
+                ),
+                loaded.column(tiles.MARKER).to_pylist(),
+                strict=True,
+            )
+        ]
+        stored = loaded.filter(pa.array(keep, pa.bool_())).select(schema.names).cast(schema)
+    everything, built = tiles.complete(fresh, stored, resolution.built, layout)
+    computed = [(agg.interval, end) for end in resolution.from_source] + list(resolution.built)
+    store.replace(
+        pa.concat_tables([fresh.cast(schema), built]),
+        layout,
+        computed=computed,
+        cleared=tiles.stale_ranges(*own, sizes),
+    )
+    combined = tiles.combine(everything, agg, layout)
+    keys = [name for name, _ in plan.keys]
+    features = [name for name, _ in plan.features]
+    times = combined.column("event_timestamp")
+    columns = [combined.column(k) for k in keys] + [combined.column(f) for f in features]
+    columns += [times, times, combined.column(aggregate.LATEST_EVENT)]
+    names = [*keys, *features, EVENT, CREATED, LATEST]
+    return _conform(pa.Table.from_arrays(columns, names=names), plan), rows_read
+
+
+def _markers(loaded: pa.Table | None) -> set[tiles.TileKey]:
+    if loaded is None or loaded.num_rows == 0:
+        return set()
+    markers = loaded.filter(loaded.column(tiles.MARKER))
+    return set(
+        zip(
+            markers.column(tiles.TILE_SIZE).to_pylist(),
+            markers.column(tiles.TILE_END).to_pylist(),
+            strict=True,
+        )
+    )
+
+
+def _source_ranges(resolution: tiles.Resolution, interval: int) -> list[tuple[int, int]]:
+    """The event times [lo, hi) (µs) of the intervals computed from the source."""
+    return [(a - interval + 1, b + 1) for a, b in tiles.runs(resolution.from_source, interval)]
 
 
 def _events(
@@ -274,9 +373,11 @@ def _events(
     plan: planning.MaterializationPlan,
     ingested: dt.datetime,
     storage_options: Mapping[str, str] | None,
+    ranges: list[tuple[int, int]] | None = None,
 ) -> tuple[pa.Table, int]:
-    """The source rows of the read range: keys, the needed columns (cast to their
-    types), and event and created times in microseconds."""
+    """The source rows of the read range, or of ``ranges`` of event times [lo, hi)
+    (µs): keys, the needed columns (cast to their types), and event and created times
+    in microseconds."""
     connection.register("source", _source(plan, storage_options))
     query = "SELECT * FROM source"
     if plan.transformation is not None:
@@ -319,11 +420,17 @@ def _events(
         else str(fallback)
     )
     # Compared as timestamps, so that DuckDB can push the range down to the scan.
-    lo, hi = (_literal(_iso(t)) for t in (plan.read_start, plan.read_end))
+    if ranges is None:
+        ranges = [(planning.to_micros(plan.read_start), planning.to_micros(plan.read_end))]
+    where = " OR ".join(
+        f"({stamp} >= CAST({_literal(_iso(planning.from_micros(lo)))} AS TIMESTAMPTZ) AND "
+        f"{stamp} < CAST({_literal(_iso(planning.from_micros(hi)))} AS TIMESTAMPTZ))"
+        for lo, hi in ranges
+    )
     sql = (
         f"SELECT {', '.join(selected)}, {event} AS {planning.EVENT_MICROS}, "
         f"{created} AS {planning.CREATED_MICROS} FROM ({query}) AS transformed "
-        f"WHERE {stamp} >= CAST({lo} AS TIMESTAMPTZ) AND {stamp} < CAST({hi} AS TIMESTAMPTZ)"
+        f"WHERE {where or 'FALSE'}"
     )
     try:
         events = connection.sql(sql).to_arrow_table()

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from featurekube.materialize import aggregate, report
+from featurekube.materialize import aggregate, report, tile_store
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
     SourceError,
@@ -109,6 +109,8 @@ def run(
         view=plan.label, start=plan.start, end=plan.end, engine="spark"
     )
     checks = report.plan_checks(plan.spec)
+    if offline_uri is not None:
+        _clear_tiles(plan, offline_uri, storage_options)
     with _utc_session(spark):
         began = time.perf_counter()
         observer.phase("compute")
@@ -155,6 +157,24 @@ def run(
 
 
 # -- session ------------------------------------------------------------------------------
+
+
+def _clear_tiles(
+    plan: planning.MaterializationPlan, offline_uri: str, storage_options: Mapping[str, str] | None
+) -> None:
+    """This engine computes aggregations from the events and writes no tiles: it
+    deletes those its window recomputes, so the python engine's next window computes
+    them again from the source rather than combine stale ones."""
+    agg = plan.aggregation
+    if agg is None or agg.first_boundary is None or agg.last_boundary is None:
+        return
+    tile_store.clear_span(
+        offline_layout.tiles_uri(offline_uri),
+        agg.interval,
+        agg.first_boundary,
+        agg.last_boundary,
+        storage_options,
+    )
 
 
 def open_session(app_name: str, extra_conf: Mapping[str, str] | None = None) -> SparkSession:

@@ -9,6 +9,9 @@ Delta table and online DynamoDB table.
   expectations' verdicts.
 - :mod:`~featurekube.materialize.spark_job`: runs a plan with Spark (the only module
   here that imports pyspark) and writes through :mod:`featurekube.writer`.
+- :mod:`~featurekube.materialize.publish`: the order of a window's writes (pending
+  record, online, the offline commit that publishes it, completion), so that no reader
+  sees a window that is not complete in both stores.
 - ``python -m featurekube.materialize``: the job's entry point, as the operator's
   SparkApplication runs it.
 

@@ -20,8 +20,10 @@ as :mod:`featurekube.materialize.spark_job`, step for step, and gives the same r
    own intervals and any tile not yet stored;
 3. compute the statistics and checks, and stop before writing if a ``Fail``
    expectation is violated;
-4. replace the window's offline rows in one commit, then write each entity's newest
-   row online, through :mod:`featurekube.writer` as Spark's job does.
+4. write each entity's newest row online, then replace the window's offline rows in
+   one commit, through :mod:`featurekube.writer` as Spark's job does, in the order of
+   :mod:`featurekube.materialize.publish`: the window is recorded as pending online
+   before step 1, and the record removed after the commit.
 
 DuckDB runs in UTC, with a memory limit and a spill directory (:class:`PythonSettings`).
 """
@@ -41,7 +43,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from featurekube.materialize import aggregate, report, tile_store, tiles, translate
+from featurekube.materialize import aggregate, publish, report, tile_store, tiles, translate
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
     SourceError,
@@ -143,39 +145,53 @@ def run(
         view=plan.label, start=plan.start, end=plan.end, engine="python"
     )
     checks = report.plan_checks(plan.spec)
+    online = (
+        None
+        if online_table is None
+        else online_writer.OnlineWriter(
+            online_table, view, online_client, settings=settings.online, label=plan.label
+        )
+    )
+    publication = publish.Publication(online, plan.start, plan.end)
     began = time.perf_counter()
     observer.phase("compute")
-    with _connection(settings) as connection:
-        rows, rows_read = _offline_rows(connection, plan, ingested, storage_options, offline_uri)
-        stats = _statistics(connection, rows, plan, checks)
-        newest = _newest_per_entity(connection, rows, plan) if online_table else None
-    result.rows_read = rows_read
-    result.rows_offline = rows.num_rows
-    result.features = stats.features
-    result.violations = report.evaluate_checks(checks, stats.offending)
-    result.timings["read_compute"] = time.perf_counter() - began
-    report.stop_on_failed_checks(result)
+    with publication.before_writing():
+        with _connection(settings) as connection:
+            rows, rows_read = _offline_rows(
+                connection, plan, ingested, storage_options, offline_uri
+            )
+            stats = _statistics(connection, rows, plan, checks)
+            newest = _newest_per_entity(connection, rows, plan) if online_table else None
+        result.rows_read = rows_read
+        result.rows_offline = rows.num_rows
+        result.features = stats.features
+        result.violations = report.evaluate_checks(checks, stats.offending)
+        result.timings["read_compute"] = time.perf_counter() - began
+        report.stop_on_failed_checks(result)
+    # Online first, then the offline commit that publishes the window (publish.py).
+    if online is not None:
+        began = time.perf_counter()
+        assert newest is not None
+        observer.phase("online", newest.num_rows)
+        written = publication.write_online(
+            lambda: online.write_bulk(
+                iter(newest.to_batches()), now=ingested, on_progress=observer.advance
+            )
+        )
+        result.rows_online, result.online_stale = written.written, written.stale
+        result.timings["online_write"] = time.perf_counter() - began
     if offline_uri is not None:
         began = time.perf_counter()
         observer.phase("offline", rows.num_rows)
         writer = offline_writer.OfflineWriter(
             offline_uri, view, storage_options=storage_options, label=plan.label
         )
-        writer.replace_window(rows, plan.start, plan.end, now=ingested)
+        publication.commit_offline(
+            lambda: writer.replace_window(rows, plan.start, plan.end, now=ingested)
+        )
         observer.advance(rows.num_rows)
         result.timings["offline_write"] = time.perf_counter() - began
-    if online_table is not None:
-        began = time.perf_counter()
-        assert newest is not None
-        observer.phase("online", newest.num_rows)
-        online = online_writer.OnlineWriter(
-            online_table, view, online_client, settings=settings.online, label=plan.label
-        )
-        written = online.write_bulk(
-            iter(newest.to_batches()), now=ingested, on_progress=observer.advance
-        )
-        result.rows_online, result.online_stale = written.written, written.stale
-        result.timings["online_write"] = time.perf_counter() - began
+    publication.complete()
     result.published = True
     return result
 

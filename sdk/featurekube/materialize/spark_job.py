@@ -13,9 +13,12 @@
 3. compute each feature's null count, minimum and maximum and the expectations'
    checks over those rows, and stop before writing anything if a ``Fail`` expectation
    is violated (:class:`~featurekube.materialize.errors.ExpectationFailedError`);
-4. replace the window's rows of the offline Delta table in one commit, then write each
-   entity's newest row online — both through :mod:`featurekube.writer`, the path the
-   feature server's Push RPC uses too.
+4. write each entity's newest row online, then replace the window's rows of the
+   offline Delta table in one commit — both through :mod:`featurekube.writer`, the path
+   the feature server's Push RPC uses too — in the order of
+   :mod:`featurekube.materialize.publish`: the window is recorded as pending online
+   before step 1, and the record removed once the commit is done, so no reader sees
+   a window that is not complete in both stores.
 
 The rows reach the writers through the driver, a bounded chunk at a time (entities
 hashed into ``ceil(rows / chunk_rows)`` chunks of a cached result), so the driver's
@@ -38,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from featurekube.materialize import aggregate, report, tile_store
+from featurekube.materialize import aggregate, publish, report, tile_store
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
     SourceError,
@@ -111,43 +114,56 @@ def run(
     checks = report.plan_checks(plan.spec)
     if offline_uri is not None:
         _clear_tiles(plan, offline_uri, storage_options)
+    online = (
+        None
+        if online_table is None
+        else online_writer.OnlineWriter(
+            online_table, view, online_client, settings=settings.online, label=plan.label
+        )
+    )
+    publication = publish.Publication(online, plan.start, plan.end)
     with _utc_session(spark):
         began = time.perf_counter()
         observer.phase("compute")
-        rows, events = _offline_rows(spark, plan, ingested)
+        with publication.before_writing():
+            rows, events = _offline_rows(spark, plan, ingested)
         cached = rows.persist()
         if events is not None:
             events.persist()
         try:
-            stats = _statistics(cached, plan, checks)
-            result.rows_read = stats.rows_read if events is None else events.count()
-            result.rows_offline = stats.rows
-            result.features = stats.features
-            result.violations = report.evaluate_checks(checks, stats.offending)
-            result.timings["read_compute"] = time.perf_counter() - began
-            report.stop_on_failed_checks(result)
+            with publication.before_writing():
+                stats = _statistics(cached, plan, checks)
+                result.rows_read = stats.rows_read if events is None else events.count()
+                result.rows_offline = stats.rows
+                result.features = stats.features
+                result.violations = report.evaluate_checks(checks, stats.offending)
+                result.timings["read_compute"] = time.perf_counter() - began
+                report.stop_on_failed_checks(result)
             offline_rows = cached.drop(_ROWS_READ)
+            # Online first, then the offline commit that publishes the window (publish.py).
+            if online is not None:
+                began = time.perf_counter()
+                written = publication.write_online(
+                    lambda: _write_online(online, offline_rows, plan, settings, observer, ingested)
+                )
+                result.rows_online, result.online_stale = written.written, written.stale
+                result.timings["online_write"] = time.perf_counter() - began
             if offline_uri is not None:
                 began = time.perf_counter()
                 observer.phase("offline", stats.rows)
                 writer = offline_writer.OfflineWriter(
                     offline_uri, view, storage_options=storage_options, label=plan.label
                 )
-                writer.replace_window(
-                    lambda: _arrow_chunks(offline_rows, plan, stats.rows, settings, observer),
-                    plan.start,
-                    plan.end,
-                    now=ingested,
+                publication.commit_offline(
+                    lambda: writer.replace_window(
+                        lambda: _arrow_chunks(offline_rows, plan, stats.rows, settings, observer),
+                        plan.start,
+                        plan.end,
+                        now=ingested,
+                    )
                 )
                 result.timings["offline_write"] = time.perf_counter() - began
-            if online_table is not None:
-                began = time.perf_counter()
-                online = online_writer.OnlineWriter(
-                    online_table, view, online_client, settings=settings.online, label=plan.label
-                )
-                written = _write_online(online, offline_rows, plan, settings, observer, ingested)
-                result.rows_online, result.online_stale = written.written, written.stale
-                result.timings["online_write"] = time.perf_counter() - began
+            publication.complete()
             result.published = True
         finally:
             cached.unpersist()

@@ -13,7 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from featurekube import backfills
 from featurekube.spec import v1alpha1
-from featurekube_operator import naming, reconcile, runs
+from featurekube_operator import naming, reconcile, runs, sharing
 from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
@@ -176,6 +176,29 @@ def feature_view(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
 def feature_view_backfill(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """A backfill was asked for: start its windows now, not at the next timer tick."""
     _run("FeatureView", reconcile.reconcile_feature_view, body, patch, memo)
+
+
+@kopf.index(GROUP, VERSION, "featureservices")
+def consumers(
+    namespace: str | None, name: str | None, spec: kopf.Spec, **_: Any
+) -> dict[sharing.ViewKey, sharing.ViewKey]:
+    """Which FeatureServices reference each view: (namespace, view) -> (namespace,
+    service), kept by kopf from the watch, so a view's change finds its readers
+    without listing every service."""
+    return sharing.references(namespace or "default", name or "", spec)
+
+
+@kopf.on.update(GROUP, VERSION, "featureviews", field=("spec", "sharedWith"))
+def feature_view_shares_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """The view's sharedWith changed: the services that read it follow now, so that a
+    revoked share stops being served within this reconcile, not at their next tick."""
+    context: reconcile.Context = memo["context"]
+    consumers: Mapping[sharing.ViewKey, Any] = kwargs["consumers"]  # kopf passes indexes by name
+    key = (body.metadata.namespace or "default", body.metadata.name or "")
+    for namespace, name in sorted(set(consumers.get(key, ()))):
+        service = context.kube.get(v1alpha1.API_VERSION, "FeatureService", namespace, name)
+        if service is not None and not service["metadata"].get("deletionTimestamp"):
+            _reconcile_now("FeatureService", reconcile.reconcile_feature_service, service, memo)
 
 
 @kopf.on.delete(GROUP, VERSION, "featureviews")

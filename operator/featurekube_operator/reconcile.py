@@ -30,6 +30,7 @@ from featurekube_operator import (
     progress,
     retention,
     runs,
+    sharing,
 )
 from featurekube_operator.conditions import Condition
 from featurekube_operator.dynamo import OnlineTables
@@ -694,11 +695,25 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         "endpoint": f"{name}.{namespace}.svc:{service.spec.server.port}",
     }
     found: list[Condition] = []
+    revoked = any(reason == sharing.NOT_SHARED for reason, _ in problems)
     if problems:
         reason, _ = problems[0]
         message = "; ".join(m for _, m in problems)
-        found.append(Condition("Ready", False, reason, message))
-        return _finish(body, status, found, now)
+        if not revoked:
+            # The last plan that resolved goes on serving until the spec is fixed.
+            found.append(Condition("Ready", False, reason, message))
+            return _finish(body, status, found, now)
+        # A view not shared (any more) leaves the plan now, with what reads it.
+        service, dropped = sharing.served_transformations(service, resolved)
+        message += "; its features are no longer served" + (
+            f", nor the transformations {', '.join(dropped)} that read them" if dropped else ""
+        )
+        found.append(Condition("Ready", False, sharing.NOT_SHARED, message))
+        status["servedVersions"] = served
+        if not resolved:
+            ctx.kube.delete("apps/v1", "Deployment", namespace, name)
+            ctx.kube.delete("v1", "ConfigMap", namespace, desired.plan_configmap_name(name))
+            return _finish(body, status, found, now)
 
     plan = desired.render_serving_plan(service, resolved)
     # Written with the plan that reads them: their data is kept while it does.
@@ -727,6 +742,8 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         else:
             ctx.kube.apply(rendered)
 
+    if found:  # not Ready already: a view is not shared
+        return _finish(body, status, found, now)
     deployment = ctx.kube.get("apps/v1", "Deployment", namespace, name) or {}
     available = int((deployment.get("status") or {}).get("availableReplicas") or 0)
     if waiting:

@@ -19,6 +19,11 @@ at or before the value's step boundary), other items' latest event is their even
 - ``OUTSIDE_MAX_AGE``: request time - latest event > ttl; the value is null (not
   returned as if valid), its event time is kept.
 
+Values of a materialization window that is not complete in both stores are not served:
+the table's windows item (:mod:`featurekube.online.windows`), read with the entities'
+items (:func:`table_read`), names the pending windows, and an item whose event time
+lies in one is judged as no item (``NOT_FOUND``) until the window completes.
+
 A transformation's status is the worst among the features it reads (``NOT_FOUND``,
 then ``OUTSIDE_MAX_AGE``, then ``PRESENT``; request fields do not count) and its
 event time the latest of theirs; it is computed whatever their statuses, over nulls
@@ -39,7 +44,7 @@ from typing import Any, cast
 import pyarrow as pa
 
 from featurekube import ondemand
-from featurekube.online import keys, layout, values
+from featurekube.online import keys, layout, values, windows
 from featurekube_server import errors, plan
 from featurekube_server.stores import base
 
@@ -55,6 +60,7 @@ __all__ = [
     "assemble",
     "check_push",
     "plan_lookup",
+    "table_read",
 ]
 
 Item = base.Item
@@ -306,6 +312,28 @@ def _encode_keys(
     return tuple(keys.encode_entity_keys(dict(key_types), columns))
 
 
+def table_read(read: ViewRead) -> base.TableRead:
+    """The store read of ``read``: its entities' keys, and for a materialized view the
+    table's windows item, in the same call (BatchGetItem takes up to 100 keys)."""
+    keys_ = read.keys if read.view.push is not None else (*read.keys, windows.WINDOWS_KEY)
+    return base.TableRead(read.view.online_table, keys_, read.attributes)
+
+
+def _complete_only(read: ViewRead, found: Mapping[str, Item]) -> Mapping[str, Item]:
+    """``found`` without the items that windows still pending may have written."""
+    if read.view.push is not None:
+        return found
+    ranges = windows.pending_ranges(found.get(windows.WINDOWS_KEY))
+    if not ranges:
+        return found
+    return {
+        key: item
+        for key, item in found.items()
+        if key != windows.WINDOWS_KEY
+        and not windows.hidden(int(item[layout.EVENT_TIME]["N"]), ranges)
+    }
+
+
 def assemble(
     lookup: Lookup, items: Mapping[str, Mapping[str, Item]], now_micros: int
 ) -> LookupResult:
@@ -320,7 +348,7 @@ def assemble(
     # Transformations take the event times of what they read, asked for or not.
     keep_times = lookup.include_event_times or bool(lookup.transformations)
     for read in lookup.reads:
-        found = items.get(read.view.online_table, {})
+        found = _complete_only(read, items.get(read.view.online_table, {}))
         statuses, event_times, stored = _judge(read, found, now_micros)
         present = _without_nones(stored)
         times = event_times if keep_times else None

@@ -330,9 +330,7 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
         if not reads:
             return {}
         started = time.perf_counter()
-        found = await self._store.read(
-            [base.TableRead(r.view.online_table, r.keys, r.attributes) for r in reads]
-        )
+        found = await self._store.read([lookup.table_read(r) for r in reads])
         elapsed = time.perf_counter() - started
         for read in reads:
             self._metrics.store_read(read.view.name, elapsed)

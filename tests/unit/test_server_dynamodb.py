@@ -94,10 +94,10 @@ def test_reads_of_several_tables_share_calls_of_at_most_100_keys() -> None:
     ]
     assert sorted(sent) == sorted((r.table, k) for r in reads for k in r.keys)
     stats = calls[1]["stats"]
-    assert stats["ProjectionExpression"] == "#k, #e, #l, #a0, #a1"
+    assert stats["ProjectionExpression"] == "#k, #e, #l, #p, #a0, #a1"
     assert stats["ExpressionAttributeNames"]["#l"] == "latest_event_time"
     assert stats["ExpressionAttributeNames"]["#a1"] == "rating"
-    assert calls[1]["profile"]["ProjectionExpression"] == "#k, #e, #l"
+    assert calls[1]["profile"]["ProjectionExpression"] == "#k, #e, #l, #p"
     assert dynamodb.batch_requests([base.TableRead("t", [], ["x"])]) == []
 
 
@@ -108,4 +108,4 @@ def test_a_read_of_whole_items_sends_no_projection() -> None:
         [base.TableRead("whole", ["k1"], None), base.TableRead("some", ["k1"], ["x"])]
     )
     assert call["whole"] == {"Keys": [{"entity_key": {"S": "k1"}}]}
-    assert call["some"]["ProjectionExpression"] == "#k, #e, #l, #a0"
+    assert call["some"]["ProjectionExpression"] == "#k, #e, #l, #p, #a0"

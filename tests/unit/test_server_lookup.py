@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from featurekube import ondemand
-from featurekube.online import keys, layout, values, wire
+from featurekube.online import keys, layout, values, windows, wire
 from featurekube_server import errors, lookup, plan, servicer
 
 NOW = 1_800_000_000_000_000  # request time, microseconds since the epoch
@@ -341,6 +341,77 @@ def test_an_aggregations_ttl_counts_from_its_latest_event_not_its_boundary(
     assert trips.values == [2, None, 2]
     assert trips.statuses == [lookup.Status.PRESENT, old, lookup.Status.PRESENT]
     assert trips.event_times == [boundary, NOW, boundary]  # the value's own event time
+
+
+def _windows_item(*ranges: tuple[int, int]) -> dict[str, Any]:
+    pending = {windows.window_id(a, b): {"S": f"run-{a}"} for a, b in ranges}
+    return {
+        layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY},
+        windows.PENDING: {"M": pending},
+    }
+
+
+def test_items_a_pending_window_may_have_written_are_not_found_until_it_completes(
+    serving: plan.ServingPlan,
+) -> None:
+    checked = plan_lookup(
+        serving, feature_names=["trips_30m"], entities={"driver_id": ints(1, 2, 3, 2)}
+    )
+    window = (NOW - 10 * MINUTE, NOW - 5 * MINUTE)
+    found = {
+        "driver_id:i:1": item("driver_id:i:1", window[0] - 1, trips_30m={"N": "1"}),
+        "driver_id:i:2": item("driver_id:i:2", window[0], trips_30m={"N": "2"}),
+        "driver_id:i:3": item("driver_id:i:3", window[1], trips_30m={"N": "3"}),
+    }
+    read = checked.reads[0]
+
+    pending = lookup.assemble(
+        checked, {"stats": {**found, windows.WINDOWS_KEY: _windows_item(window)}}, NOW
+    )
+    completed = lookup.assemble(
+        checked, {"stats": {**found, windows.WINDOWS_KEY: _windows_item()}}, NOW
+    )
+
+    (trips,) = pending.features
+    present, absent = lookup.Status.PRESENT, lookup.Status.NOT_FOUND
+    assert trips.values == [1, None, 3, None]  # [start, end): the end is the next window's
+    assert trips.statuses == [present, absent, present, absent]
+    assert completed.features[0].values == [1, 2, 3, 2]
+    # The windows item is read in the same call as the entities, once per table.
+    table_read = lookup.table_read(read)
+    assert table_read.table == "stats"
+    assert list(table_read.keys) == [*read.keys, windows.WINDOWS_KEY]
+
+
+def test_push_source_views_have_no_pending_windows(serving: plan.ServingPlan) -> None:
+    checked = plan_lookup(
+        serving, feature_names=["current_zone_id"], entities={"driver_id": ints(1)}
+    )
+    (read,) = checked.reads
+    assert list(lookup.table_read(read).keys) == list(read.keys)
+    found = {
+        "driver_id:i:1": item("driver_id:i:1", NOW, current_zone_id={"N": "4"}),
+        windows.WINDOWS_KEY: _windows_item((NOW - 1, NOW + 1)),
+    }
+    assert lookup.assemble(checked, {"live": found}, NOW).features[0].values == [4]
+
+
+def test_the_windows_item_names_pending_ranges_half_open() -> None:
+    assert windows.pending_ranges(None) == ()
+    assert windows.pending_ranges(_windows_item()) == ()
+    item_ = _windows_item((30, 40), (-20, 10))
+    ranges = windows.pending_ranges(item_)
+    assert ranges == ((-20, 10), (30, 40))  # times before 1970 too
+    assert [windows.hidden(t, ranges) for t in (-21, -20, 9, 10, 29, 30, 39, 40)] == [
+        False,
+        True,
+        True,
+        False,
+        False,
+        True,
+        True,
+        False,
+    ]
 
 
 def test_a_view_without_ttl_never_expires(serving: plan.ServingPlan) -> None:

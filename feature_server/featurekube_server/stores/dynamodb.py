@@ -35,7 +35,7 @@ import aiobotocore.config
 import aiobotocore.session
 import botocore.exceptions
 
-from featurekube.online import layout
+from featurekube.online import layout, windows
 from featurekube_server import errors
 from featurekube_server.stores import base
 
@@ -231,6 +231,8 @@ def batch_requests(
                 "#k": layout.ENTITY_KEY,
                 "#e": layout.EVENT_TIME,
                 "#l": layout.LATEST_EVENT_TIME,
+                # The windows item's pending windows (featurekube.online.windows).
+                "#p": windows.PENDING,
             }
             names.update({f"#a{i}": attribute for i, attribute in enumerate(read.attributes)})
             projection = {

@@ -9,6 +9,7 @@ is judged by its output and exit status.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from featurekube._platform.platform import Endpoints
 from featurekube.cli import main as cli
+from featurekube.cli import plan as plan_command
 
 GROUP, VERSION = "featurekube.dev", "v1alpha1"
 PLURALS = {"FeatureView": "featureviews", "FeatureService": "featureservices"}
@@ -85,6 +87,28 @@ ETA_MODEL: dict[str, Any] = {
 }
 
 
+NOW = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
+AUTO = "auto (the first window on Spark, later ones by their estimated size)"
+
+
+@pytest.fixture(autouse=True)
+def _fixed_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Backfills are counted up to now: a fixed one, so that plans print the same."""
+    monkeypatch.setattr(plan_command, "_now", lambda: NOW)
+
+
+def trip_stats_backfill(namespace: str, version: int | None, reason: str) -> str:
+    """The line saying what a new version of driver-trip-stats starts: its schedule of
+    every 10 minutes from 2026-01-01 to NOW. ``version`` None: the live view has no
+    status, so the new version's number is not known."""
+    number = f"version {version}" if version else "a new version"
+    return (
+        f"* new version: FeatureView {namespace}/driver-trip-stats: creates {number} "
+        f"({reason}); backfills 4,464 windows as 31 jobs, 31d from "
+        f"2026-01-01T00:00:00Z to 2026-02-01T00:00:00Z, on {AUTO}\n"
+    )
+
+
 def in_namespace(body: dict[str, Any], namespace: str) -> dict[str, Any]:
     placed = copy.deepcopy(body)
     placed["metadata"]["namespace"] = namespace
@@ -140,7 +164,12 @@ def test_objects_not_in_the_cluster_are_created(
         f"+ FeatureView {namespace}/driver-profile (create)\n"
         f"+ FeatureView {namespace}/driver-trip-stats (create)\n"
         f"+ FeatureService {namespace}/eta-model (create)\n"
-        "\n" + summary(3, 0, 0, 0, 0)
+        "\n"
+        f"* new version: FeatureView {namespace}/driver-profile: creates version 1 (a new "
+        "view); nothing to backfill, its first window is the next tick\n"
+        + trip_stats_backfill(namespace, 1, "a new view")
+        + "\n"
+        + summary(3, 0, 0, 0, 0)
     )
 
 
@@ -183,7 +212,10 @@ def test_a_change_is_shown_field_by_field(
         f"~ FeatureView {namespace}/driver-trip-stats (change)\n"
         "    spec.aggregations[1] (trips_1d): added\n"
         "    spec.ttl: 1d -> 2d\n"
-        "\n" + summary(0, 2, 0, 0, 0)
+        "\n"
+        + trip_stats_backfill(namespace, None, "spec.aggregations changed")
+        + "\n"
+        + summary(0, 2, 0, 0, 0)
     )
 
 
@@ -204,6 +236,41 @@ def test_objects_missing_from_dir_are_pruned_unless_told_not_to(
         f"- FeatureView {namespace}/driver-profile (delete)\n\n" + summary(0, 0, 1, 1, 0),
     )
     assert kept[:2] == (0, summary(0, 0, 0, 1, 0))
+
+
+def test_a_data_change_says_which_version_it_creates_and_what_it_backfills(
+    kube_api: kubernetes.client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    create_live(kube_api, namespace, TRIP_STATS)
+    kubernetes.client.CustomObjectsApi(kube_api).patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        namespace,
+        "featureviews",
+        "driver-trip-stats",
+        {"status": {"version": 2, "latestVersion": 2}},
+    )
+    added = in_namespace(TRIP_STATS, namespace)
+    added["spec"]["aggregations"].append(
+        {"name": "trips_2h", "column": "trip_id", "function": "count", "window": "2h"}
+    )
+    retention = in_namespace(TRIP_STATS, namespace)
+    retention["spec"]["ttl"] = "2d"
+
+    _, out, _ = run_plan(capsys, str(write_dir(tmp_path / "added", added)))
+    status, json_out, _ = run_plan(
+        capsys, str(write_dir(tmp_path / "added", added)), "--output", "json"
+    )
+    _, ttl_out, _ = run_plan(capsys, str(write_dir(tmp_path / "ttl", retention)))
+
+    assert trip_stats_backfill(namespace, 3, "spec.aggregations changed") in out
+    assert status == 2
+    (data,) = json.loads(json_out)["newVersions"]
+    assert (data["version"], data["windows"], data["jobs"]) == (3, 4464, 31)
+    assert "new version" not in ttl_out
 
 
 # --- breaking changes --------------------------------------------------------------
@@ -234,7 +301,7 @@ def test_removing_a_feature_the_eta_model_uses_is_breaking(
         "    spec.aggregations[2] (trips_7d): removed\n"
         "    spec.expectations[0] (trips_1d): added\n"
         "    spec.expectations[0] (trips_7d): removed\n"
-        "\n"
+        "\n" + trip_stats_backfill(namespace, None, "spec.aggregations changed") + "\n"
         f"! breaking: FeatureView {namespace}/driver-trip-stats: feature trips_7d is removed, "
         f"but FeatureService {namespace}/eta-model uses it\n"
         "\n" + summary(0, 1, 0, 2, 1)

@@ -9,6 +9,7 @@ prints. The exit status is for a GitOps repo's CI to gate on, like
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -46,7 +47,9 @@ def register(commands: Any) -> None:
         help="show what applying DIR would change in the cluster, and what it would break",
         description="Compare the FeatureViews and FeatureServices in DIR with those in the "
         "cluster of KUBECONFIG's current context: what applying DIR would create, change "
-        "(field by field), leave alone or delete, and which changes break a consumer.",
+        "(field by field), leave alone or delete, which changes break a consumer, and "
+        "which create a new data version and the backfill it starts (windows, jobs, time "
+        "span from startTime, engine).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -95,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         live = cluster.read_live(connection, namespaces)
     for warning in live.warnings:
         print(f"featurekube: warning: {warning}", file=sys.stderr)
-    plan = diff.plan_apply([r for _, r in desired], live.resources, prune=args.prune)
+    plan = diff.plan_apply([r for _, r in desired], live.resources, prune=args.prune, now=_now())
     if args.output == "json":
         print(json.dumps(plan.to_json(), indent=2))
     else:
@@ -103,6 +106,11 @@ def _run(args: argparse.Namespace) -> int:
     if plan.breaking:
         return EXIT_BREAKING
     return EXIT_CHANGES if plan.has_changes else EXIT_NO_CHANGES
+
+
+def _now() -> dt.datetime:
+    """The time new versions' backfills are counted up to."""
+    return dt.datetime.now(dt.UTC)
 
 
 def _load(root: Path) -> list[tuple[loader.Document, loader.Resource]] | None:

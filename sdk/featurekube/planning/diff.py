@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+from featurekube.planning import cost
 from featurekube.spec import loader, v1alpha1
 
 __all__ = [
@@ -194,6 +195,8 @@ class Plan:
     """The namespaces the desired objects are in: those whose other objects are pruned."""
     prune: bool
     """Whether live objects missing from the desired ones are deleted."""
+    new_versions: tuple[cost.NewVersion, ...] = ()
+    """The views that get a new data version, and the backfill each starts."""
 
     def count(self, action: Action) -> int:
         """How many objects get ``action``."""
@@ -220,6 +223,7 @@ class Plan:
             "prune": self.prune,
             "changes": [change.to_json() for change in self.changes],
             "breaking": [b.to_json() for b in self.breaking],
+            "newVersions": [v.to_json() for v in self.new_versions],  # type: ignore[misc]
             "summary": {
                 **{str(action): self.count(action) for action in Action},
                 "breaking": len(self.breaking),
@@ -236,9 +240,14 @@ def resolve_namespace(resource: Resource, namespace: str) -> Resource:
 
 
 def plan_apply(
-    desired: Iterable[Resource], live: Iterable[Resource], *, prune: bool = True
+    desired: Iterable[Resource],
+    live: Iterable[Resource],
+    *,
+    prune: bool = True,
+    now: dt.datetime | None = None,
 ) -> Plan:
-    """What applying ``desired`` to a cluster holding ``live`` would do.
+    """What applying ``desired`` to a cluster holding ``live`` would do; with ``now``,
+    also which views get a new data version and what backfill that starts.
 
     Every object must have its namespace set (:func:`resolve_namespace`). ``live`` may
     hold objects of any namespace: FeatureServices elsewhere are consumers too. With
@@ -265,6 +274,7 @@ def plan_apply(
         breaking=tuple(detect_breaking_changes(before, after)),
         namespaces=tuple(namespaces),
         prune=prune,
+        new_versions=tuple(cost.new_versions(before, wanted, now)) if now else (),
     )
 
 
@@ -352,6 +362,10 @@ def render_text(plan: Plan) -> str:
         lines.append(f"{signs[change.action]} {change.ref} ({change.action})")
         for field in change.fields:
             lines.extend(_render_field(field))
+    if plan.new_versions:
+        if lines:
+            lines.append("")
+        lines.extend(f"* new version: {version}" for version in plan.new_versions)
     if plan.breaking:
         if lines:
             lines.append("")

@@ -13,6 +13,7 @@ wrong, where, and what to do. The servicer maps them to gRPC status codes in one
     │   ├── TooManyRowsError             more entity rows than the server takes at once
     │   └── InvalidPushError             a pushed row that does not fit the view's schema
     ├── NotServedError               a feature service or view this server does not serve
+    ├── PushNotAllowedError          a push into a view another namespace owns
     └── PushUnsupportedError         this server has no write path for pushed rows
     StoreUnavailableError            the online store did not answer; retry with backoff
 
@@ -25,6 +26,7 @@ from featurekube.errors import (
     InvalidColumnError,
     InvalidPushError,
     NotServedError,
+    PushNotAllowedError,
     PushUnsupportedError,
     RequestError,
     ServingError,
@@ -39,6 +41,7 @@ __all__ = [
     "InvalidPushError",
     "NotServedError",
     "PlanError",
+    "PushNotAllowedError",
     "PushUnsupportedError",
     "RequestError",
     "ServingError",

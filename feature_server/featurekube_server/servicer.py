@@ -47,6 +47,7 @@ STATUS_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     # Deterministic for the request's values: retrying would fail the same way.
     (ondemand.TransformationError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotServedError, grpc.StatusCode.NOT_FOUND),
+    (errors.PushNotAllowedError, grpc.StatusCode.PERMISSION_DENIED),
     (errors.StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.PushUnsupportedError, grpc.StatusCode.UNIMPLEMENTED),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
@@ -287,6 +288,13 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
                 raise errors.NotServedError(
                     f"this server does not serve feature view {request.namespace or ''}"
                     f"{'/' if request.namespace else ''}{request.feature_view}; it serves {served}"
+                )
+            if view.namespace != self._plan.namespace:
+                # Sharing grants reading: only the owner's servers write a view.
+                raise errors.PushNotAllowedError(
+                    f"feature view {view.namespace}/{view.name} is shared with namespace "
+                    f"{self._plan.namespace} for reading only: push to a feature server of "
+                    f"namespace {view.namespace}, which owns the view"
                 )
             table = lookup.check_push(
                 view,

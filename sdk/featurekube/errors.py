@@ -54,6 +54,7 @@ either import works:
     │   │   ├── TooManyRowsError              more entity rows than the server takes at once
     │   │   └── InvalidPushError              a pushed row that does not fit the view's schema
     │   ├── NotServedError                a feature service or view this server does not serve
+    │   ├── PushNotAllowedError           a push into a view another namespace owns
     │   └── PushUnsupportedError          this server has no write path for pushed rows
     ├── StoreUnavailableError         an online store did not answer; retry with backoff
     └── FeatureServerError            a feature server answered a client with an error
@@ -100,6 +101,7 @@ __all__ = [
     "OnlineWriteError",
     "PlatformError",
     "PlatformInUseError",
+    "PushNotAllowedError",
     "PushUnsupportedError",
     "RequestError",
     "RequestTransformationError",
@@ -362,6 +364,11 @@ class InvalidPushError(RequestError):
 class NotServedError(ServingError):
     """The request names a feature service or feature view that this server does not
     serve."""
+
+
+class PushNotAllowedError(ServingError):
+    """A push into a view of another namespace: a view shared with the service's
+    namespace is read there, and written only by its own namespace's servers."""
 
 
 class PushUnsupportedError(ServingError):

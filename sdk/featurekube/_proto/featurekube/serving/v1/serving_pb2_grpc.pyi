@@ -19,6 +19,8 @@ Errors are gRPC status codes with a message naming what is wrong and where:
   RESOURCE_EXHAUSTED a request larger than the plan needs, or the server busy with
                      as many request bytes as it takes at once (retry with backoff)
   NOT_FOUND          a feature service or feature view this server does not serve
+  PERMISSION_DENIED  a push into a view of another namespace: shared views are read,
+                     and pushed to only through their own namespace's servers
   UNAVAILABLE        the online store did not answer (retry with backoff)
   DEADLINE_EXCEEDED  the caller's deadline passed; store calls are bounded by it too
 """

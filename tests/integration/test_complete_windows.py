@@ -1,13 +1,15 @@
 """Readers see only complete windows: a window whose online write fails, or whose job
 dies between its online write and its offline commit, is seen neither by training pulls
 (DuckDB and Spark, over the real Delta table) nor by the feature server (over moto's
-DynamoDB), and is seen by all of them once a run of it succeeds."""
+DynamoDB), and is seen by all of them once a run of it succeeds. And what a failed
+Push leaves: its rows online, none offline."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import threading
+import uuid
 from typing import Any
 
 import boto3
@@ -25,8 +27,9 @@ from featurekube.online import client, keys, layout, windows
 from featurekube.spec import v1alpha1
 from featurekube.store import FeatureStore
 from featurekube.writer import OfflineWriter, OnlineWriteError, OnlineWriter, OnlineWriteSettings
-from featurekube_server import plan, server
+from featurekube_server import errors, plan, server
 from featurekube_server.stores import dynamodb
+from featurekube_server.stores import writer as pushing
 
 pytestmark = pytest.mark.spark
 
@@ -323,3 +326,78 @@ def test_a_run_superseded_by_a_later_run_of_its_window_leaves_the_publishing_to_
     assert writer.close_window(*W1, later) is True
     record = boto3.client("dynamodb").get_item(TableName=online, Key=record_key)["Item"]
     assert windows.pending_ranges(record) == ()
+
+
+def test_a_run_that_fails_before_writing_removes_its_pending_record(
+    s3_prefix: str, table_prefix: str
+) -> None:
+    view, _, _, online = _setup(s3_prefix, table_prefix)
+    writer = OnlineWriter(online, view)
+    publication = publish.Publication(writer, *W1)
+    record_key = {layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}}
+    record = boto3.client("dynamodb").get_item(TableName=online, Key=record_key)["Item"]
+    assert windows.pending_ranges(record) == ((_micros(W1[0]), _micros(W1[1])),)
+
+    with pytest.raises(RuntimeError, match="an expectation failed"), publication.before_writing():
+        raise RuntimeError("an expectation failed")
+
+    record = boto3.client("dynamodb").get_item(TableName=online, Key=record_key)["Item"]
+    assert windows.pending_ranges(record) == ()
+
+
+def test_a_failed_push_leaves_its_rows_online_and_none_offline_until_sent_again(
+    table_prefix: str,
+) -> None:
+    bucket = f"featurekube-push-{uuid.uuid4().hex[:12]}"  # made only after the failure
+    spec = {
+        "owner": "dispatch@example.com",
+        "entities": [{"name": "driver_id", "type": "int64"}],
+        "source": {"push": {"timestampField": "event_timestamp"}},
+        "features": [{"name": "speed", "type": "float64"}],
+        "materialization": {"online": True, "offline": True},
+    }
+    table = f"{table_prefix}pushed"
+    dynamo = boto3.client("dynamodb")
+    dynamo.create_table(**layout.table_definition(table, {}))
+    dynamo.get_waiter("table_exists").wait(TableName=table)
+    serving = plan.parse_plan(
+        {
+            "featureService": "speed-model",
+            "namespace": "rides",
+            "featureViews": [
+                {
+                    "name": "pushed",
+                    "namespace": "rides",
+                    "onlineTable": table,
+                    "entities": [{"name": "driver_id", "type": "int64"}],
+                    "features": [{"name": "speed", "source": "speed", "type": "float64"}],
+                    "push": {"spec": spec, "offlineUri": f"s3://{bucket}/rides/pushed/"},
+                }
+            ],
+        }
+    )
+    (view,) = serving.feature_views
+    rows = pa.table(
+        {
+            "driver_id": pa.array([1, 2], pa.int64()),
+            "event_timestamp": pa.array([T0, T0 + HOUR], pa.timestamp("us", tz="UTC")),
+            "speed": pa.array([10.0, 20.0]),
+        }
+    )
+    pusher = pushing.WritePathPusher()
+
+    with pytest.raises(errors.StoreUnavailableError, match="offline table"):
+        asyncio.run(pusher.push(view, rows))
+
+    stored = {}
+    for driver in (1, 2):
+        key = keys.encode_entity_key({"driver_id": "int64"}, {"driver_id": driver})
+        item = dynamo.get_item(TableName=table, Key={layout.ENTITY_KEY: {"S": key}})["Item"]
+        stored[driver] = item["speed"]["N"]
+    assert stored == {1: "10.0", 2: "20.0"}  # online: written, and served
+
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    assert asyncio.run(pusher.push(view, rows)) == 2
+
+    offline = deltalake.DeltaTable(f"s3://{bucket}/rides/pushed/").to_pyarrow_table()
+    assert sorted(offline.column("speed").to_pylist()) == [10.0, 20.0]  # appended once

@@ -11,6 +11,11 @@ Join keys and features under their own names, then:
 - ``event_date``: the UTC date of ``event_timestamp``, the partition column.
 
 Timestamps are microsecond precision, UTC (Arrow ``timestamp('us', tz='UTC')``).
+
+An aggregation view's version also keeps its tiles — per-interval partial aggregates,
+see :mod:`featurekube.materialize.tiles` — in a Delta table of their own under the
+offline table's directory (:func:`tiles_uri`): a Delta reader of the offline table
+never sees them (it reads only the files its log names), and they go with the version.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ __all__ = [
     "INGESTION_TIMESTAMP",
     "LATEST_EVENT_TIMESTAMP",
     "RESERVED",
+    "TILES_DIRECTORY",
     "table_uri",
+    "tiles_uri",
     "view_directory",
 ]
 
@@ -35,6 +42,8 @@ RESERVED = frozenset(
     {EVENT_TIMESTAMP, CREATED_TIMESTAMP, INGESTION_TIMESTAMP, LATEST_EVENT_TIMESTAMP, EVENT_DATE}
 )
 """Column names no join key or feature may take."""
+TILES_DIRECTORY = "_tiles"
+"""Where a version's tiles live, under its offline table."""
 
 
 def view_directory(root: str, namespace: str, view: str) -> str:
@@ -49,3 +58,12 @@ def table_uri(root: str, namespace: str, view: str, version: int) -> str:
     's3://lake/offline/rides/driver-trip-stats/v2'
     """
     return f"{view_directory(root, namespace, view)}/v{version}"
+
+
+def tiles_uri(offline_uri: str) -> str:
+    """The tile table of the view version whose offline table is ``offline_uri``.
+
+    >>> tiles_uri("s3://lake/offline/rides/driver-trip-stats/v2")
+    's3://lake/offline/rides/driver-trip-stats/v2/_tiles'
+    """
+    return f"{offline_uri.rstrip('/')}/{TILES_DIRECTORY}"

@@ -1,0 +1,199 @@
+"""A view version's tile table: reading and replacing tiles with delta-rs; does I/O.
+
+The table (:func:`featurekube.offline.layout.tiles_uri`, beside the offline table)
+holds the rows of :mod:`featurekube.materialize.tiles` — per entity, tile size and
+tile end, the partial aggregates — and a marker row per (size, end) whose tiles are
+stored, partitioned by ``tile_size``. A run replaces the ranges it computed in one
+commit (delta-rs' ``write_deltalake(mode="overwrite", predicate=...)``), so re-running a
+window replaces its tiles with the same ones, and a reader sees a range's tiles and
+its marker together or neither. A table whose columns no longer match the view's
+(the source's column types changed) is replaced whole by the next write.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurekube.materialize import tiles
+from featurekube.writer import offline as offline_writer
+from featurekube.writer.errors import OfflineWriteError
+
+__all__ = ["TileStore", "clear_span"]
+
+log = logging.getLogger(__name__)
+
+_CONFLICTS = ("CommitFailedError", "ConcurrentAppend", "ConcurrentDelete", "conflict")
+
+
+@dataclass
+class TileStore:
+    """One view version's tile table."""
+
+    uri: str
+    storage_options: Mapping[str, str] | None = None
+    label: str = "tiles"
+    max_commit_attempts: int = 6
+    _options: dict[str, str] = field(init=False, repr=False)
+    _schema: pa.Schema | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.uri.startswith("s3a://"):
+            self.uri = "s3://" + self.uri.removeprefix("s3a://")
+        self._options = offline_writer.storage_options_for(self.uri, self.storage_options)
+
+    def exists(self) -> bool:
+        import deltalake
+
+        return bool(deltalake.DeltaTable.is_deltatable(self.uri, storage_options=self._options))
+
+    def load(self, keys: Iterable[tiles.TileKey]) -> pa.Table | None:
+        """The rows (tiles and markers) of ``keys``; None when there is no table."""
+        import deltalake
+
+        if not self.exists():
+            return None
+        table = deltalake.DeltaTable(self.uri, storage_options=self._options)
+        dataset = table.to_pyarrow_dataset()
+        self._schema = dataset.schema
+        by_size: dict[int, list[int]] = {}
+        for size, end in keys:
+            by_size.setdefault(size, []).append(end)
+        if not by_size:
+            return dataset.schema.empty_table()
+        condition = None
+        for size, ends in sorted(by_size.items()):
+            term = (pc.field(tiles.TILE_SIZE) == size) & pc.field(tiles.TILE_END).isin(
+                pa.array(sorted(ends), pa.int64())
+            )
+            condition = term if condition is None else condition | term
+        return dataset.to_table(filter=condition)
+
+    def matches(self, layout: tiles.TileLayout) -> bool:
+        """Whether the table (as last loaded) has ``layout``'s columns."""
+        return self._schema is None or _same_columns(self._schema, layout.schema())
+
+    def replace(
+        self,
+        rows: pa.Table,
+        layout: tiles.TileLayout,
+        *,
+        computed: Sequence[tiles.TileKey],
+        cleared: Sequence[tuple[int, int, int]],
+    ) -> None:
+        """In one commit: delete every tile and marker in ``cleared`` (size, first end,
+        last end) and in ``computed``, then add ``rows`` and a marker for each
+        ``computed`` key."""
+        import deltalake
+
+        schema = layout.schema()
+        data = pa.concat_tables([rows.cast(schema), _markers(computed, schema)])
+        ranges = list(cleared) + [(size, end, end) for size, end in computed]
+        predicate = _predicate(_merged(ranges))
+        for attempt in range(1, self.max_commit_attempts + 1):
+            try:
+                if not self.exists():
+                    deltalake.write_deltalake(
+                        self.uri,
+                        data,
+                        mode="append",
+                        partition_by=[tiles.TILE_SIZE],
+                        storage_options=self._options,
+                    )
+                elif not self.matches(layout):
+                    deltalake.write_deltalake(
+                        self.uri,
+                        data,
+                        mode="overwrite",
+                        schema_mode="overwrite",
+                        partition_by=[tiles.TILE_SIZE],
+                        storage_options=self._options,
+                    )
+                    self._schema = schema
+                elif predicate:
+                    deltalake.write_deltalake(
+                        self.uri,
+                        data,
+                        mode="overwrite",
+                        predicate=predicate,
+                        partition_by=[tiles.TILE_SIZE],
+                        storage_options=self._options,
+                    )
+                return
+            except Exception as exc:
+                text = f"{type(exc).__name__} {exc}"
+                if (
+                    not any(name in text for name in _CONFLICTS)
+                    or attempt == self.max_commit_attempts
+                ):
+                    raise OfflineWriteError(
+                        f"{self.label}: writing the tile table {self.uri} failed: "
+                        f"{type(exc).__name__}: {str(exc).strip()[:2000]}"
+                    ) from exc
+                log.info(
+                    "%s: tile commit to %s conflicted, retrying: %s", self.label, self.uri, exc
+                )
+                time.sleep(random.uniform(0.1, 0.5 * attempt))
+
+
+def clear_span(
+    uri: str,
+    interval: int,
+    first: int,
+    last: int,
+    storage_options: Mapping[str, str] | None = None,
+) -> None:
+    """Delete the tiles a window computing the boundaries ``first`` to ``last`` makes
+    stale — its intervals and the coarse tiles holding them — for an engine that does
+    not write tiles: the next window that needs them computes them again."""
+    import deltalake
+
+    store = TileStore(uri, storage_options)
+    if not store.exists():
+        return
+    sizes = tiles.tile_sizes(interval)
+    ranges = [(interval, first, last), *tiles.stale_ranges(first, last, sizes)]
+    predicate = _predicate(ranges)
+    table = deltalake.DeltaTable(store.uri, storage_options=store._options)
+    table.delete(predicate)
+
+
+def _predicate(ranges: Iterable[tuple[int, int, int]]) -> str:
+    size, end = tiles.TILE_SIZE, tiles.TILE_END
+    return " OR ".join(
+        f"({size} = {s} AND {end} >= {lo} AND {end} <= {hi})" for s, lo, hi in ranges
+    )
+
+
+def _markers(keys: Sequence[tiles.TileKey], schema: pa.Schema) -> pa.Table:
+    columns = {
+        tiles.TILE_SIZE: pa.array([k[0] for k in keys], pa.int64()),
+        tiles.TILE_END: pa.array([k[1] for k in keys], pa.int64()),
+        tiles.MARKER: pa.array([True] * len(keys), pa.bool_()),
+    }
+    return pa.table(
+        {f.name: columns.get(f.name, pa.nulls(len(keys), f.type)) for f in schema},
+        schema=schema,
+    )
+
+
+def _merged(ranges: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Ranges of one size that touch or overlap joined, so the predicate stays short."""
+    out: list[tuple[int, int, int]] = []
+    for size, lo, hi in sorted(ranges):
+        if out and out[-1][0] == size and lo <= out[-1][2] + size:
+            out[-1] = (size, out[-1][1], max(hi, out[-1][2]))
+        else:
+            out.append((size, lo, hi))
+    return out
+
+
+def _same_columns(found: pa.Schema, wanted: pa.Schema) -> bool:
+    have = {f.name: f.type for f in found}
+    return len(have) == len(wanted) and all(have.get(f.name) == f.type for f in wanted)

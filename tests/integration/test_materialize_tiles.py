@@ -1,0 +1,175 @@
+"""Tiled aggregations on the platform's S3: the python engine's windows read the source
+only for their own intervals once tiles are stored, and give the rows Spark computes
+from the events; Spark's windows leave no stale tiles behind."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from typing import Any
+
+import deltalake
+import pyarrow as pa
+import pyarrow.fs
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import SparkSession
+
+from featurekube.materialize import python_job, spark_job, tiles
+from featurekube.offline import layout
+from featurekube.spec import v1alpha1
+
+pytestmark = pytest.mark.spark
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
+MIN = dt.timedelta(minutes=1)
+HOUR = dt.timedelta(hours=1)
+DAY = dt.timedelta(days=1)
+S = 10 * MIN
+
+AGGREGATIONS = [
+    {"name": "trips_1h", "column": "fare", "function": "count", "window": "1h"},
+    {"name": "fares_1d", "column": "fare", "function": "sum", "window": "1d", "type": "float64"},
+    {"name": "sd_fare_1d", "column": "fare", "function": "stddev", "window": "1d"},
+    {"name": "tips_1d", "column": "tip", "function": "sum", "window": "1d", "type": "int64"},
+    {
+        "name": "last_zone_1d",
+        "column": "zone",
+        "function": "last",
+        "window": "1d",
+        "type": "string",
+    },
+    {"name": "zones_1h", "column": "zone", "function": "count_distinct", "window": "1h"},
+    {"name": "top_fare_1h", "column": "fare", "function": "max", "window": "1h", "type": "float64"},
+]
+
+
+def _raw(seed: int, start: dt.datetime, end: dt.datetime, n: int) -> pa.Table:
+    rng = random.Random(seed)
+    seconds = int((end - start).total_seconds())
+    return pa.table(
+        {
+            "driver_id": pa.array([rng.randrange(6) for _ in range(n)], pa.int64()),
+            "ts": pa.array(
+                [start + dt.timedelta(seconds=rng.randrange(seconds)) for _ in range(n)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "fare": pa.array([rng.choice([None, round(rng.uniform(3, 60), 2)]) for _ in range(n)]),
+            "tip": pa.array([rng.choice([None, 1, 2**53 + 1, 7]) for _ in range(n)], pa.int64()),
+            "zone": pa.array([rng.choice(["north", "south", None]) for _ in range(n)]),
+        }
+    )
+
+
+def _put(uri: str, name: str, table: pa.Table) -> None:
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+    pq.write_table(table, f"{path.rstrip('/')}/{name}.parquet", filesystem=filesystem)
+
+
+def _view(source: str) -> v1alpha1.FeatureView:
+    return v1alpha1.FeatureView.model_validate(
+        {
+            "metadata": {"name": "fares", "namespace": "rides"},
+            "spec": {
+                "owner": "tests",
+                "entities": [{"name": "driver_id", "type": "int64"}],
+                "source": {"batch": {"path": source, "timestampField": "ts"}},
+                "aggregationInterval": "10m",
+                "aggregations": AGGREGATIONS,
+            },
+        }
+    )
+
+
+def _offline(uri: str) -> list[dict[str, Any]]:
+    rows = deltalake.DeltaTable(uri).to_pyarrow_table().to_pylist()
+    for row in rows:
+        del row["ingestion_timestamp"], row["created_timestamp"]
+    return sorted(rows, key=lambda r: (r["event_timestamp"], r["driver_id"]))
+
+
+def _close(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    assert [(r["driver_id"], r["event_timestamp"]) for r in actual] == [
+        (r["driver_id"], r["event_timestamp"]) for r in expected
+    ]
+    for got, want in zip(actual, expected, strict=True):
+        for name, value in want.items():
+            if isinstance(value, float):
+                assert got[name] == pytest.approx(value, rel=1e-12), name
+            else:
+                assert got[name] == value, name
+
+
+def _tiles(offline: str) -> pa.Table:
+    return deltalake.DeltaTable(layout.tiles_uri(offline)).to_pyarrow_table()
+
+
+def test_a_steady_window_reads_only_its_own_interval_and_gives_sparks_rows(
+    spark: SparkSession, s3_prefix: str
+) -> None:
+    source = f"{s3_prefix}raw/fares/"
+    raw = _raw(1, T0, T0 + 3 * DAY, 3000)
+    _put(source, "part-0", raw)
+    view = _view(source)
+    offline, reference = f"{s3_prefix}offline/tiled", f"{s3_prefix}offline/spark"
+    backfill = (T0 + 2 * DAY, T0 + 2 * DAY + 6 * HOUR)
+    steady = (backfill[1], backfill[1] + S)
+
+    python_job.run(view, *backfill, offline_uri=offline, online_table=None)
+    result = python_job.run(view, *steady, offline_uri=offline, online_table=None)
+    spark_job.run(spark, view, backfill[0], steady[1], offline_uri=reference, online_table=None)
+
+    # The window owns one boundary t: it reads the events of (t - S, t] and no more.
+    t = steady[0]
+    times = raw.column("ts").to_pylist()
+    assert result.rows_read == sum(1 for e in times if t - S < e <= t)
+    _close(_offline(offline), _offline(reference))
+    stored = _tiles(offline)
+    assert set(stored.column(tiles.TILE_SIZE).to_pylist()) >= {600_000_000, 3_600_000_000}
+    # The offline table's readers see only its own columns.
+    assert "tile_end" not in deltalake.DeltaTable(offline).schema().to_arrow().names
+
+
+def test_a_rerun_replaces_its_tiles_with_the_same_ones(s3_prefix: str) -> None:
+    source = f"{s3_prefix}raw/rerun/"
+    _put(source, "part-0", _raw(2, T0, T0 + 2 * DAY, 1500))
+    view = _view(source)
+    offline = f"{s3_prefix}offline/rerun"
+    window = (T0 + DAY + 3 * HOUR, T0 + DAY + 5 * HOUR)
+
+    python_job.run(view, *window, offline_uri=offline, online_table=None)
+    before = _tiles(offline).sort_by(
+        [(tiles.TILE_SIZE, "ascending"), (tiles.TILE_END, "ascending"), ("driver_id", "ascending")]
+    )
+    rows = _offline(offline)
+    python_job.run(view, *window, offline_uri=offline, online_table=None)
+    after = _tiles(offline).sort_by(
+        [(tiles.TILE_SIZE, "ascending"), (tiles.TILE_END, "ascending"), ("driver_id", "ascending")]
+    )
+
+    assert after.num_rows == before.num_rows > 0
+    # Equal but for the created times of events without one: the time of each run.
+    stamped = [n for n in before.column_names if n.endswith("#last_created")]
+    assert after.drop(stamped).to_pylist() == before.drop(stamped).to_pylist()
+    assert _offline(offline) == rows
+
+
+def test_a_spark_rerun_with_late_events_leaves_no_stale_tiles(
+    spark: SparkSession, s3_prefix: str
+) -> None:
+    source = f"{s3_prefix}raw/late/"
+    _put(source, "part-0", _raw(3, T0, T0 + 2 * DAY, 1500))
+    view = _view(source)
+    offline, reference = f"{s3_prefix}offline/late", f"{s3_prefix}offline/late-spark"
+    first = (T0 + DAY, T0 + DAY + 2 * HOUR)
+    later = (first[1], first[1] + 30 * MIN)
+    python_job.run(view, *first, offline_uri=offline, online_table=None)
+    late = _raw(4, first[0] + 20 * MIN, first[0] + 40 * MIN, 60)
+    _put(source, "part-1", late)
+
+    spark_job.run(spark, view, *first, offline_uri=offline, online_table=None)
+    python_job.run(view, *later, offline_uri=offline, online_table=None)
+    spark_job.run(spark, view, first[0], later[1], offline_uri=reference, online_table=None)
+
+    _close(_offline(offline), _offline(reference))

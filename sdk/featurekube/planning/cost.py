@@ -27,7 +27,7 @@ DEFAULT_MAX_SPAN = dt.timedelta(days=1)
 """The longest window the operator runs as one job by default (backfillWindowSeconds)."""
 K = TypeVar("K", bound=Any)
 
-MAX_COUNTED = 100_000
+MAX_COUNTED = 20_000
 """Ticks counted at most: beyond, the plan says "more than" (a cron of every minute
 over years would take long to count, and the answer is the same: a lot)."""
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
+from kubernetes.client.exceptions import ApiException
 
 from featurekube import backfills
 from featurekube.spec import v1alpha1
@@ -135,13 +136,37 @@ def _shared_with(view: v1alpha1.FeatureView, namespace: str) -> bool:
     )
 
 
-def _service_uses(ctx: Context, view: v1alpha1.FeatureView) -> tuple[set[int], set[int]]:
+def _services_of(ctx: Context, view: v1alpha1.FeatureView) -> tuple[list[dict[str, Any]], bool]:
+    """The FeatureServices that may use ``view``, and whether every one could be read:
+    those of every namespace, else (an operator that may not list them cluster-wide)
+    those of the namespaces the view is shared with by name."""
+    try:
+        return ctx.kube.find_everywhere(v1alpha1.API_VERSION, "FeatureService"), True
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+    shared = view.spec.shared_with or []
+    complete = "*" not in shared
+    found: list[dict[str, Any]] = []
+    for namespace in sorted({view.metadata.namespace or "default", *shared} - {"*"}):
+        try:
+            found.extend(ctx.kube.find(v1alpha1.API_VERSION, "FeatureService", namespace, {}))
+        except ApiException as exc:
+            if exc.status != 403:
+                raise
+            complete = False
+    return found, complete
+
+
+def _service_uses(ctx: Context, view: v1alpha1.FeatureView) -> tuple[set[int], set[int], bool]:
     """The versions of ``view`` that FeatureServices, in any namespace it is shared
-    with, pin (kept materialized), and those their serving plans read now (kept)."""
+    with, pin (kept materialized), those their serving plans read now (kept), and
+    whether every service that may use it was seen (else nothing may be deleted)."""
     namespace, name = view.metadata.namespace or "default", view.metadata.name
     pinned: set[int] = set()
     read: set[int] = set()
-    for body in ctx.kube.find_everywhere(v1alpha1.API_VERSION, "FeatureService"):
+    services, complete = _services_of(ctx, view)
+    for body in services:
         where = body["metadata"].get("namespace") or "default"
         if not _shared_with(view, where):
             continue
@@ -153,7 +178,7 @@ def _service_uses(ctx: Context, view: v1alpha1.FeatureView) -> tuple[set[int], s
             same = item.get("featureView") == name and item.get("namespace") == namespace
             if same and isinstance(item.get("version"), int):
                 read.add(item["version"])
-    return pinned, read
+    return pinned, read, complete
 
 
 def _parse_backfill(
@@ -208,7 +233,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     serving = status_before.get("version")
     if serving not in versions and serving != latest:
         serving = None
-    pinned, read = _service_uses(ctx, view)
+    pinned, read, all_seen = _service_uses(ctx, view)
     pinned &= set(versions)
     # Pinned versions go on materializing, like the latest and the serving one.
     active = sorted({latest} | ({serving} if serving else set()) | pinned)
@@ -336,6 +361,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         {latest, *serving_versions, *pinned, *read, *running},
         retention.retired_from_status(status_before),
         now,
+        may_delete=all_seen,
     )
     status: dict[str, Any] = {
         "latestVersion": latest,
@@ -389,6 +415,8 @@ def _retire(
     in_use: set[int],
     before: Sequence[retention.Retired],
     now: dt.datetime,
+    *,
+    may_delete: bool,
 ) -> retention.Retention:
     """Record the versions nothing uses, and delete the data of those retired for longer
     than the retention period when the view's deletionPolicy is Delete."""
@@ -405,7 +433,8 @@ def _retire(
         before,
         now=now,
         period=period,
-        delete=spec.deletion_policy == "Delete",
+        # A service not seen might use any version: record, delete nothing.
+        delete=spec.deletion_policy == "Delete" and may_delete,
     )
     for version in decision.delete:
         ctx.tables.delete(naming.online_table(ctx.settings, namespace, name, version))

@@ -88,7 +88,9 @@ def _apply(kube_api: kubernetes.client.ApiClient, namespace: str, doc: dict[str,
     plural = "featureviews" if doc["kind"] == "FeatureView" else "featureservices"
     api = _custom(kube_api)
     try:
-        current = api.get_namespaced_custom_object(*GROUP, namespace, plural, doc["metadata"]["name"])
+        current = api.get_namespaced_custom_object(
+            *GROUP, namespace, plural, doc["metadata"]["name"]
+        )
     except kubernetes.client.exceptions.ApiException:
         api.create_namespaced_custom_object(*GROUP, namespace, plural, doc)
         return
@@ -264,7 +266,9 @@ def test_a_pinned_version_goes_on_serving_and_keeps_its_data_until_unpinned(
     (view_plan,) = yaml.safe_load(plan.data["plan.yaml"])["featureViews"]
     assert view_plan["onlineTable"] == _table(ctx, namespace, 1)
     assert [f["name"] for f in view_plan["features"]] == ["rating"]
-    assert service["servedVersions"] == [{"featureView": NAME, "namespace": namespace, "version": 1}]
+    assert service["servedVersions"] == [
+        {"featureView": NAME, "namespace": namespace, "version": 1}
+    ]
     ready = next(c for c in service["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "ServerUnavailable", ready  # waits for pods only, not the view
 
@@ -322,6 +326,35 @@ def test_a_service_pinning_a_version_waits_for_it_and_refuses_one_that_does_not_
     service = _step_service(ctx, kube_api, namespace)
     ready = next(c for c in service["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "VersionNotFound"
-    assert f"FeatureView {namespace}/{NAME} has no version 7 (its versions: 1, 2)" in (
-        ready["message"]
+    assert (
+        f"FeatureView {namespace}/{NAME} has no version 7 (its versions: 1, 2)"
+        in (ready["message"])
     )
+
+
+class _NoClusterWideList(Kube):
+    """An operator identity that may not list FeatureServices in every namespace."""
+
+    def find_everywhere(self, api_version: str, kind: str) -> list[dict[str, Any]]:
+        raise kubernetes.client.exceptions.ApiException(status=403, reason="Forbidden")
+
+
+def test_nothing_is_deleted_while_a_service_that_may_use_the_view_cannot_be_seen(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    shared = copy.deepcopy(VIEW)
+    shared["spec"]["sharedWith"] = ["*"]
+    limited = reconcile.Context(
+        ctx.settings, _NoClusterWideList(kube_api), ctx.tables, Metrics(), clock
+    )
+    _apply(kube_api, namespace, shared)
+    _run_until_idle(limited, kube_api, namespace)
+    _apply(kube_api, namespace, _with_feature(shared))
+    assert _run_until_idle(limited, kube_api, namespace)["version"] == 2
+
+    clock.now += 3 * H
+    status = _step(limited, kube_api, namespace)
+
+    assert [r["version"] for r in status["retiredVersions"]] == [1]
+    assert not status["retiredVersions"][0].get("deleted")
+    assert ctx.tables.exists(_table(ctx, namespace, 1))

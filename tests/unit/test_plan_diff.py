@@ -466,6 +466,16 @@ def test_retyping_a_feature_a_service_uses_is_breaking() -> None:
     assert "feature rating changes type from float64 to string" in breaking.reason
 
 
+def test_a_service_that_pins_a_version_is_not_broken_by_an_edit_of_the_view() -> None:
+    desired = trip_stats()
+    del desired["spec"]["aggregations"][0]  # trips_30m
+    pinned = eta_model(featureView="driver-trip-stats", features=["trips_30m"], version=1)
+
+    result = plan([desired], [as_live(trip_stats()), as_live(pinned)], prune=False)
+
+    assert result.breaking == ()
+
+
 def test_a_consumer_in_another_namespace_is_found() -> None:
     shared = driver_profile()
     shared["spec"]["sharedWith"] = ["ranking"]

@@ -311,7 +311,8 @@ def detect_breaking_changes(
     the apply) that break a consumer.
 
     - a feature removed or retyped in a view while a FeatureService uses it after the
-      apply (a reference without a feature list uses all of the view's features);
+      apply (a reference without a feature list uses all of the view's features; one
+      that pins a version reads that version, which no edit changes);
     - a view's entity keys (their names, types, or the set of them) changed after the
       view has been materialized (its status has a last materialized window, or a
       condition Materialized=True): its stored rows are keyed by the old keys;
@@ -576,6 +577,9 @@ def _feature_breaks(
     new_types = new.spec.feature_types()
     seen: set[tuple[ObjectRef, str]] = set()
     for service, reference in _references(services, ref):
+        if reference.version is not None:
+            # A pinned version keeps its own features and types, whatever the spec says.
+            continue
         every = reference.features is None
         for feature in reference.features or list(old_types):
             if feature not in old_types or (service, feature) in seen:

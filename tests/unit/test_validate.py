@@ -673,6 +673,21 @@ def test_an_unknown_feature_of_a_view_is_reported(
     )
 
 
+def test_a_feature_of_a_pinned_version_is_left_to_the_operator(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Version 1 may have had trips_1d; only its snapshot in the cluster says.
+    _edit(
+        repo / "service.yaml",
+        "[trips_7d, avg_fare_7d]\n",
+        "[trips_1d, avg_fare_7d]\n      version: 1\n",
+    )
+
+    code, lines, _ = _validate(capsys, str(repo))
+
+    assert code == 0, lines
+
+
 def test_two_features_with_one_name_are_reported_after_the_prefix(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

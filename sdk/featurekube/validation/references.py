@@ -235,7 +235,10 @@ def _check_reference(
                 )
             )
     available = spec.feature_names
-    for position, name in enumerate(reference.features or ()):
+    # A pinned version has the features its snapshot froze, which only the cluster
+    # knows: the operator checks them (VersionNotFound, UnknownFeature).
+    pinned = reference.features or () if reference.version is None else ()
+    for position, name in enumerate(pinned):
         if name not in available:
             hint = problems.did_you_mean(name, available)
             found.append(

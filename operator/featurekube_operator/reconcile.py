@@ -89,6 +89,24 @@ def _finish(
     return Outcome(status, conditions.transitions(old, status["conditions"]))
 
 
+NOT_MANAGED = "NamespaceNotManaged"
+"""The Ready=False reason of an object in a namespace the operator does not manage."""
+
+
+def _unmanaged(ctx: Context, body: Mapping[str, Any], now: dt.datetime) -> Outcome | None:
+    """Not Ready, and nothing created, in a namespace the operator is told to leave
+    alone (Kubernetes' own, its own); None elsewhere."""
+    namespace = body["metadata"].get("namespace") or "default"
+    if namespace not in ctx.settings.excluded:
+        return None
+    message = (
+        f"namespace {namespace} is not one featurekube manages (it leaves "
+        f"{', '.join(sorted(ctx.settings.excluded))} alone): nothing runs here; define "
+        "feature views and services in a team's namespace"
+    )
+    return _finish(body, {}, [Condition("Ready", False, NOT_MANAGED, message)], now)
+
+
 def _invalid(body: Mapping[str, Any], error: pydantic.ValidationError, now: dt.datetime) -> Outcome:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "spec"
@@ -207,6 +225,8 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     outcome is recorded and newer ones fill the history limits, deleted.
     """
     now = ctx.clock()
+    if (unmanaged := _unmanaged(ctx, body, now)) is not None:
+        return unmanaged
     try:
         view = v1alpha1.FeatureView.model_validate(body)
     except pydantic.ValidationError as exc:
@@ -551,6 +571,8 @@ def finalize_feature_view(ctx: Context, body: Mapping[str, Any]) -> None:
     """On deletion: delete the online tables if the view's deletionPolicy says so."""
     meta = body["metadata"]
     namespace, name = meta.get("namespace") or "default", meta["name"]
+    if namespace in ctx.settings.excluded:
+        return  # nothing was made there
     ctx.metrics.freshness.forget(namespace, name)
     if (body.get("spec") or {}).get("deletionPolicy", "Retain") != "Delete":
         return
@@ -639,6 +661,8 @@ def _resolve_pinned(
 def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     """Resolve a service's views, run its feature server, and return its status."""
     now = ctx.clock()
+    if (unmanaged := _unmanaged(ctx, body, now)) is not None:
+        return unmanaged
     try:
         service = v1alpha1.FeatureService.model_validate(body)
     except pydantic.ValidationError as exc:

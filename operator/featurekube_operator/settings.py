@@ -136,6 +136,17 @@ class OperatorSettings:
     metrics_port: int = 8080
     """Port of the Prometheus metrics endpoint; 0 disables it. Env: FEATUREKUBE_METRICS_PORT."""
 
+    excluded_namespaces: str = "kube-system,kube-public,kube-node-lease"
+    """Namespaces, separated by commas, whose FeatureViews and FeatureServices the
+    operator refuses (Ready=False, NamespaceNotManaged) and where it creates nothing:
+    Kubernetes' own, and (the chart adds it when watching all namespaces) the
+    operator's. Env: FEATUREKUBE_EXCLUDED_NAMESPACES."""
+
+    @property
+    def excluded(self) -> frozenset[str]:
+        """:attr:`excluded_namespaces` as a set."""
+        return frozenset(n.strip() for n in self.excluded_namespaces.split(",") if n.strip())
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorSettings:
         """Settings from ``environ`` (default ``os.environ``); unset variables keep defaults."""

@@ -178,8 +178,6 @@ def test_default_render(helm: Helm, tmp_path: Path) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
-        "Role",
-        "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
@@ -207,27 +205,37 @@ def test_default_render(helm: Helm, tmp_path: Path) -> None:
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
-    # The ServiceAccounts the operator names in the pods it creates, in its namespace.
+    # The operator's namespace is no tenant's: no workload accounts there, and refused.
     accounts = {
         (a["metadata"]["namespace"], a["metadata"]["name"]): a for a in kinds["ServiceAccount"]
     }
-    assert set(accounts) == {
-        ("featurekube", "fk-featurekube-operator"),
-        ("featurekube", "featurekube-feature-server"),
-        ("featurekube", "featurekube-spark"),
-    }
-    assert (
-        accounts[("featurekube", "featurekube-feature-server")]["automountServiceAccountToken"]
-        is False
-    ), "feature servers call no Kubernetes API"
+    assert set(accounts) == {("featurekube", "fk-featurekube-operator")}
     env = _env(container)
+    assert env["FEATUREKUBE_EXCLUDED_NAMESPACES"] == (
+        "kube-system,kube-public,kube-node-lease,featurekube"
+    )
     assert env["FEATUREKUBE_SPARK_SERVICE_ACCOUNT"] == "featurekube-spark"
     assert env["FEATUREKUBE_SERVER_SERVICE_ACCOUNT"] == "featurekube-feature-server"
     assert env["FEATUREKUBE_SPARK_IMAGE"] == "ghcr.io/featurekube/spark:0.1.0"
     assert not any(key.startswith("AWS_ACCESS") for key in env)
-    (binding,) = kinds["RoleBinding"]
+
+    # Tenants named: the ServiceAccounts the operator names in the pods it creates there.
+    docs = helm.template({"workloadNamespaces": ["rides"]}, tmp_path)
+    accounts = {
+        (a["metadata"]["namespace"], a["metadata"]["name"]): a
+        for a in _kinds(docs)["ServiceAccount"]
+    }
+    assert set(accounts) == {
+        ("featurekube", "fk-featurekube-operator"),
+        ("rides", "featurekube-feature-server"),
+        ("rides", "featurekube-spark"),
+    }
+    assert (
+        accounts[("rides", "featurekube-feature-server")]["automountServiceAccountToken"] is False
+    ), "feature servers call no Kubernetes API"
+    (binding,) = _kinds(docs)["RoleBinding"]
     assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "featurekube-spark", "namespace": "featurekube"}
+        {"kind": "ServiceAccount", "name": "featurekube-spark", "namespace": "rides"}
     ]
 
 
@@ -384,6 +392,11 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
         "/materialization/maxWindowsInFlight",
     ),
     "namespace name": ({"workloadNamespaces": ["Rides"]}, "/workloadNamespaces/0"),
+    "watching kube-system": (
+        {"operator": {"watchNamespaces": ["rides", "kube-system"]}},
+        "/operator/watchNamespaces/1",
+    ),
+    "kube-public as a tenant": ({"workloadNamespaces": ["kube-public"]}, "/workloadNamespaces/0"),
     "replicas as text": ({"operator": {"replicas": "2"}}, "/operator/replicas"),
 }
 
@@ -422,6 +435,49 @@ def test_cluster_role_is_the_operators(helm: Helm, tmp_path: Path) -> None:
     (role,) = _kinds(helm.template({}, tmp_path))["ClusterRole"]
     source = yaml.safe_load((MANIFESTS / "rbac.yaml").read_text())
     assert role["rules"] == source["rules"]
+
+
+CLUSTER_SCOPED = {"clusterkopfpeerings", "namespaces", "customresourcedefinitions"}
+
+
+def test_watched_namespaces_confine_the_operators_permissions_to_them(
+    helm: Helm, tmp_path: Path
+) -> None:
+    source = yaml.safe_load((MANIFESTS / "rbac.yaml").read_text())["rules"]
+    for rule in source:
+        # The chart sorts rules by their first resource: none may mix scopes.
+        assert len({r in CLUSTER_SCOPED for r in rule["resources"]}) == 1, rule
+    namespaced = [r for r in source if r["resources"][0] not in CLUSTER_SCOPED]
+    docs = helm.template({"operator": {"watchNamespaces": ["rides", "fraud"]}}, tmp_path)
+    kinds = _kinds(docs)
+
+    (cluster_role,) = kinds["ClusterRole"]
+    assert {r for rule in cluster_role["rules"] for r in rule["resources"]} == {
+        "namespaces",
+        "customresourcedefinitions",
+    }
+    assert {v for rule in cluster_role["rules"] for v in rule["verbs"]} == {"list", "watch"}
+    roles = {
+        r["metadata"]["namespace"]: r for r in kinds["Role"] if "operator" in r["metadata"]["name"]
+    }
+    assert set(roles) == {"rides", "fraud"}
+    assert all(role["rules"] == namespaced for role in roles.values())
+    bindings = {
+        b["metadata"]["namespace"]: b
+        for b in kinds["RoleBinding"]
+        if b["roleRef"]["name"] == "fk-featurekube-operator"
+    }
+    assert set(bindings) == {"rides", "fraud"}
+    assert bindings["rides"]["roleRef"]["kind"] == "Role"
+    assert bindings["rides"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "fk-featurekube-operator", "namespace": "featurekube"}
+    ]
+    container = _operator_container(docs)
+    assert {"--namespace=rides", "--namespace=fraud"} <= set(container["args"])
+    # Named namespaces are the tenants, the release's too if it is among them.
+    assert _env(container)["FEATUREKUBE_EXCLUDED_NAMESPACES"] == (
+        "kube-system,kube-public,kube-node-lease"
+    )
 
 
 def test_images_agree_with_the_chart_and_the_operator() -> None:
@@ -818,6 +874,23 @@ def test_operator_runs_under_the_installed_chart(
                     "featurekube.dev", "v1alpha1", namespace, "featureservices", "eta-model"
                 )
             assert _status(refused) == 403, "the operator never deletes users' objects"
+            # Its Role is in the namespace it watches: nothing made anywhere else.
+            for elsewhere in ("kube-system", "default"):
+                with pytest.raises(kubernetes.client.exceptions.ApiException) as refused:
+                    kubernetes.client.AppsV1Api(as_operator).create_namespaced_deployment(
+                        elsewhere,
+                        {
+                            "metadata": {"name": "x"},
+                            "spec": {
+                                "selector": {"matchLabels": {"app": "x"}},
+                                "template": {
+                                    "metadata": {"labels": {"app": "x"}},
+                                    "spec": {"containers": [{"name": "x", "image": "x"}]},
+                                },
+                            },
+                        },
+                    )
+                assert _status(refused) == 403, elsewhere
             with pytest.raises(kubernetes.client.exceptions.ApiException) as refused:
                 kubernetes.client.RbacAuthorizationV1Api(as_operator).create_cluster_role_binding(
                     {

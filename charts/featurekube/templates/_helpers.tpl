@@ -56,10 +56,21 @@ app.kubernetes.io/component: operator
 {{- default (include "featurekube.fullname" .) .Values.operator.peering.name }}
 {{- end }}
 
-{{/* Namespaces that get the feature servers' and Spark drivers' ServiceAccounts. */}}
+{{/* Namespaces that get the feature servers' and Spark drivers' ServiceAccounts: the
+tenants. The operator's own namespace is one only when it is watched by name. */}}
 {{- define "featurekube.workloadNamespaces" -}}
-{{- $namespaces := .Values.workloadNamespaces | default .Values.operator.watchNamespaces | default (list .Release.Namespace) }}
+{{- $namespaces := .Values.workloadNamespaces | default .Values.operator.watchNamespaces | default list }}
 {{- toJson (uniq $namespaces) }}
+{{- end }}
+
+{{/* Namespaces the operator refuses to act in: Kubernetes' own, and, when it watches
+all namespaces, its own (no tenant's). */}}
+{{- define "featurekube.excludedNamespaces" -}}
+{{- $excluded := list "kube-system" "kube-public" "kube-node-lease" }}
+{{- if not .Values.operator.watchNamespaces }}
+{{- $excluded = append $excluded .Release.Namespace }}
+{{- end }}
+{{- join "," (uniq $excluded) }}
 {{- end }}
 
 {{- define "featurekube.image" -}}

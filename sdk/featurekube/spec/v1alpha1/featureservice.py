@@ -79,7 +79,7 @@ class FeatureViewReference(SpecModel):
     prefix: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$", max_length=32)] | None = None
     """Prepended to each feature's name in the service, to tell apart equal names from
     different views (e.g. driver_ and rider_)."""
-    version: Annotated[int, Field(ge=1)] | None = None
+    version: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     """Serve this data version of the view (its status.version when it serves, or one
     of status.servingVersions), not the one the view serves: the view keeps it
     materialized, and its data is never deleted, while any service pins it. Unset: the

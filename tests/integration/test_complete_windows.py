@@ -311,6 +311,14 @@ def test_a_job_killed_between_its_online_write_and_offline_commit_leaves_nothing
     assert _served(online) == _present(BOTH)
 
 
+def _record(table: str) -> dict[str, Any]:
+    key = {layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}}
+    found: dict[str, Any] = boto3.client("dynamodb").get_item(
+        TableName=table, Key=key, ConsistentRead=True
+    )["Item"]
+    return found
+
+
 def test_a_run_superseded_by_a_later_run_of_its_window_leaves_the_publishing_to_it(
     s3_prefix: str, table_prefix: str
 ) -> None:
@@ -319,30 +327,40 @@ def test_a_run_superseded_by_a_later_run_of_its_window_leaves_the_publishing_to_
     earlier = writer.open_window(*W1)
     later = writer.open_window(*W1)
 
-    assert writer.close_window(*W1, earlier) is False  # the later run is still writing
-    record_key = {layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}}
-    record = boto3.client("dynamodb").get_item(TableName=online, Key=record_key)["Item"]
-    assert windows.pending_ranges(record) == ((_micros(W1[0]), _micros(W1[1])),)
-    assert writer.close_window(*W1, later) is True
-    record = boto3.client("dynamodb").get_item(TableName=online, Key=record_key)["Item"]
-    assert windows.pending_ranges(record) == ()
+    assert (earlier.superseded, later.superseded) == (None, earlier.run)
+    assert writer.close_window(earlier) is False  # the later run is still writing
+    assert windows.pending_ranges(_record(online)) == ((_micros(W1[0]), _micros(W1[1])),)
+    assert writer.close_window(later) is True
+    assert windows.pending_ranges(_record(online)) == ()
 
 
-def test_a_run_that_fails_before_writing_removes_its_pending_record(
+def test_a_run_that_fails_before_writing_puts_the_pending_record_back(
     s3_prefix: str, table_prefix: str
 ) -> None:
     view, _, _, online = _setup(s3_prefix, table_prefix)
-    writer = OnlineWriter(online, view)
-    publication = publish.Publication(writer, *W1)
-    record_key = {layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}}
-    record = boto3.client("dynamodb").get_item(TableName=online, Key=record_key)["Item"]
-    assert windows.pending_ranges(record) == ((_micros(W1[0]), _micros(W1[1])),)
+    writer = OnlineWriter(online, view, settings=OnlineWriteSettings(settle_seconds=0))
+    pending = ((_micros(W1[0]), _micros(W1[1])),)
 
-    with pytest.raises(RuntimeError, match="an expectation failed"), publication.before_writing():
+    # A first run fails before writing, and leaves no record.
+    first = publish.Publication(writer, *W1)
+    assert windows.pending_ranges(_record(online)) == pending
+    with pytest.raises(RuntimeError, match="expectation failed"), first.before_writing():
         raise RuntimeError("an expectation failed")
+    assert windows.pending_ranges(_record(online)) == ()
 
-    record = boto3.client("dynamodb").get_item(TableName=online, Key=record_key)["Item"]
-    assert windows.pending_ranges(record) == ()
+    # A run dies after writing; a retry fails before writing: the dead run's record is
+    # back, so what it wrote stays hidden.
+    dead = publish.Publication(writer, *W1)
+    row = {"driver_id": 1, "speed": 1.0, "event_timestamp": T0}
+    dead.write_online(lambda: writer.write_bulk([row]))
+    retry = publish.Publication(writer, *W1)
+    with pytest.raises(RuntimeError, match="source"), retry.before_writing():
+        raise RuntimeError("the source could not be read")
+    record = _record(online)
+    assert windows.pending_ranges(record) == pending
+    (owner,) = record[windows.PENDING]["M"].values()
+    assert dead.pending is not None
+    assert owner == {"S": dead.pending.run}
 
 
 def test_a_failed_push_leaves_its_rows_online_and_none_offline_until_sent_again(

@@ -14,7 +14,8 @@ through :mod:`featurekube.writer`. Shared by both engines.
 A job killed at any instant leaves the window either unpublished offline and hidden
 online, or published offline and still hidden online until a run of the window
 completes; never visible with values missing. A run that fails before it writes
-(a failed expectation, a source error) removes its record again, so it leaves nothing.
+(a failed expectation, a source error) puts the record back as it found it: removed,
+or a dead earlier run's again, whose writes stay hidden.
 
     publication = Publication(online_writer, start, end)   # records the window
     with publication.before_writing():                     # failures here undo that
@@ -55,24 +56,25 @@ class Publication:
         self.online = online
         self.start = start
         self.end = end
-        self._run: str | None = None
+        self.pending: online_writer.PendingWindow | None = None
+        """This run's pending record of the window (None without an online writer)."""
         self._opened_at = 0.0
         self._written = False
         if online is not None:
-            self._run = online.open_window(start, end)
+            self.pending = online.open_window(start, end)
             self._opened_at = time.monotonic()
 
     @contextlib.contextmanager
     def before_writing(self) -> Iterator[None]:
         """The part of the run before any write: if it fails, nothing of the window
-        was written, and the pending record is removed again (as far as the store
+        was written, and the pending record is put back as it was (as far as the store
         answers; a record left behind only hides the window until it is run again)."""
         try:
             yield
         except BaseException:
-            if self.online is not None and self._run is not None and not self._written:
+            if self.online is not None and self.pending is not None and not self._written:
                 try:
-                    self.online.close_window(self.start, self.end, self._run)
+                    self.online.withdraw_window(self.pending)
                 except Exception as exc:
                     log.warning("%s: the window stays pending: %s", self.online.label, exc)
             raise
@@ -94,9 +96,9 @@ class Publication:
 
     def complete(self) -> None:
         """Remove the pending record: the window is complete in both stores."""
-        if self.online is None or self._run is None:
+        if self.online is None or self.pending is None:
             return
-        if not self.online.close_window(self.start, self.end, self._run):
+        if not self.online.close_window(self.pending):
             log.info(
                 "%s: another run of [%s, %s) began since this one; it publishes the window",
                 self.online.label,

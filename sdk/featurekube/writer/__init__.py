@@ -29,7 +29,12 @@ from featurekube.writer.errors import (
     WriteError,
 )
 from featurekube.writer.offline import OfflineWriter, OfflineWriteResult
-from featurekube.writer.online import OnlineWriter, OnlineWriteResult, OnlineWriteSettings
+from featurekube.writer.online import (
+    OnlineWriter,
+    OnlineWriteResult,
+    OnlineWriteSettings,
+    PendingWindow,
+)
 from featurekube.writer.rows import Rows, resolve_full_ties
 
 __all__ = [
@@ -42,6 +47,7 @@ __all__ = [
     "OnlineWriteResult",
     "OnlineWriteSettings",
     "OnlineWriter",
+    "PendingWindow",
     "RowError",
     "Rows",
     "WriteError",

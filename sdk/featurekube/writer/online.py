@@ -53,9 +53,9 @@ backoff and jitter, up to ``max_attempts`` per request.
 
 A materialization window is recorded as pending in the table's windows item
 (:mod:`featurekube.online.windows`) before it writes, so that readers hide what it
-writes until it is complete: :meth:`OnlineWriter.open_window` records it and returns the
-run's id, :meth:`OnlineWriter.close_window` removes it once the window is complete in
-both stores.
+writes until it is complete: :meth:`OnlineWriter.open_window` records it,
+:meth:`OnlineWriter.close_window` removes it once the window is complete in both stores,
+and :meth:`OnlineWriter.withdraw_window` undoes it for a run that wrote nothing.
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ __all__ = [
     "OnlineWriteResult",
     "OnlineWriteSettings",
     "OnlineWriter",
+    "PendingWindow",
     "item_size",
 ]
 
@@ -147,6 +148,18 @@ class OnlineWriteSettings:
     written: feature servers read eventually consistently, and DynamoDB's copies of an
     item usually agree within a second, so a server that sees an item of the window
     sees the record too. Default 1 s."""
+
+
+@dataclass(frozen=True)
+class PendingWindow:
+    """A run's pending record of its window, from :meth:`OnlineWriter.open_window`."""
+
+    start: dt.datetime
+    end: dt.datetime
+    run: str
+    """This run's id, the record's value while this run owns it."""
+    superseded: str | None
+    """The id of the run whose record this one replaced, if any."""
 
 
 @dataclass(frozen=True)
@@ -368,10 +381,10 @@ class OnlineWriter:
                         future.cancel()
         return result
 
-    def open_window(self, start: dt.datetime, end: dt.datetime) -> str:
-        """Record the window [start, end) as pending (readers hide the items it writes
-        until :meth:`close_window`), and return this run's id. A run of the same window
-        still under way is superseded: only the latest run's close publishes."""
+    def open_window(self, start: dt.datetime, end: dt.datetime) -> PendingWindow:
+        """Record the window [start, end) as pending: readers hide the items it writes
+        until :meth:`close_window`. A run of the same window still recorded (under way,
+        or dead) is superseded: only the latest run's close publishes the window."""
         run = uuid.uuid4().hex
         name = windows.window_id(_to_micros(start), _to_micros(end))
         key = {layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}}
@@ -384,28 +397,44 @@ class OnlineWriter:
             ExpressionAttributeNames={"#p": windows.PENDING},
             ExpressionAttributeValues={":empty": {"M": {}}},
         )
-        self._update(
+        answer = self._update(
             "recording the window as pending",
             Key=key,
             UpdateExpression="SET #p.#w = :run",
             ExpressionAttributeNames={"#p": windows.PENDING, "#w": name},
             ExpressionAttributeValues={":run": {"S": run}},
+            ReturnValues="UPDATED_OLD",
         )
-        return run
+        old = (answer or {}).get("Attributes", {}).get(windows.PENDING, {}).get("M", {})
+        previous = old.get(name, {}).get("S")
+        return PendingWindow(start, end, run, previous)
 
-    def close_window(self, start: dt.datetime, end: dt.datetime, run: str) -> bool:
-        """Remove the pending record of the window [start, end) that ``run`` (an id
-        from :meth:`open_window`) made: the window is complete, readers see what it
-        wrote. False when a later run of the window took the record over; that run
+    def close_window(self, window: PendingWindow) -> bool:
+        """Remove ``window``'s pending record: the window is complete, readers see what
+        it wrote. False when a later run of the window took the record over; that run
         publishes the window when it completes."""
-        name = windows.window_id(_to_micros(start), _to_micros(end))
+        return self._update_record(window, "REMOVE #p.#w", {}) is not None
+
+    def withdraw_window(self, window: PendingWindow) -> bool:
+        """Undo :meth:`open_window` for a run that wrote nothing: the record is put back
+        as it was, the superseded run's if there was one (whatever that run wrote stays
+        hidden), else removed. False when a later run took the record over."""
+        if window.superseded is None:
+            return self.close_window(window)
+        restored = {":before": {"S": window.superseded}}
+        return self._update_record(window, "SET #p.#w = :before", restored) is not None
+
+    def _update_record(
+        self, window: PendingWindow, expression: str, values: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        name = windows.window_id(_to_micros(window.start), _to_micros(window.end))
         return self._update(
-            "removing the window's pending record",
+            "updating the window's pending record",
             Key={layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}},
-            UpdateExpression="REMOVE #p.#w",
+            UpdateExpression=expression,
             ConditionExpression="#p.#w = :run",
             ExpressionAttributeNames={"#p": windows.PENDING, "#w": name},
-            ExpressionAttributeValues={":run": {"S": run}},
+            ExpressionAttributeValues={":run": {"S": window.run}, **values},
         )
 
     # -- rows to items -----------------------------------------------------------------
@@ -593,16 +622,16 @@ class OnlineWriter:
                 self._retry_or_raise(exc, code, attempt, "raising the watermark")
         raise AssertionError("unreachable")
 
-    def _update(self, what: str, **arguments: Any) -> bool:
-        """UpdateItem on the table, retried; False when its condition failed."""
+    def _update(self, what: str, **arguments: Any) -> dict[str, Any] | None:
+        """UpdateItem on the table, retried: its answer, None when its condition failed."""
         for attempt in itertools.count(1):
             try:
-                self.client.update_item(TableName=self.table, **arguments)
-                return True
+                answer: dict[str, Any] = self.client.update_item(TableName=self.table, **arguments)
+                return answer
             except Exception as exc:
                 code = _error_code(exc)
                 if code == "ConditionalCheckFailedException":
-                    return False
+                    return None
                 self._retry_or_raise(exc, code, attempt, what)
         raise AssertionError("unreachable")
 

@@ -1,0 +1,97 @@
+"""The order of a window's writes (featurekube.materialize.publish), over a recording
+stand-in for the online writer: what happens when, and what a failure leaves."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import pytest
+
+from featurekube.materialize import publish
+from featurekube.writer import OnlineWriteSettings, PendingWindow
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+END = START + dt.timedelta(hours=1)
+
+
+class _Writer:
+    """Records the calls the publication makes of an OnlineWriter."""
+
+    label = "FeatureView rides/speed"
+
+    def __init__(self, settle_seconds: float = 0.0) -> None:
+        self.settings = OnlineWriteSettings(settle_seconds=settle_seconds)
+        self.calls: list[str] = []
+
+    def open_window(self, start: dt.datetime, end: dt.datetime) -> PendingWindow:
+        self.calls.append("open")
+        return PendingWindow(start, end, "run-2", "run-1")
+
+    def close_window(self, window: PendingWindow) -> bool:
+        self.calls.append(f"close {window.run}")
+        return True
+
+    def withdraw_window(self, window: PendingWindow) -> bool:
+        self.calls.append(f"withdraw {window.run}")
+        return True
+
+
+def _publication(writer: _Writer) -> publish.Publication:
+    online: Any = writer
+    return publish.Publication(online, START, END)
+
+
+def test_a_window_is_recorded_then_written_online_then_committed_then_completed() -> None:
+    writer = _Writer()
+    publication = _publication(writer)
+    with publication.before_writing():
+        writer.calls.append("compute")
+    assert publication.write_online(lambda: writer.calls.append("online") or 3) == 3
+    publication.commit_offline(lambda: writer.calls.append("offline"))
+    publication.complete()
+
+    assert writer.calls == ["open", "compute", "online", "offline", "close run-2"]
+
+
+def test_a_failure_before_writing_withdraws_the_record_and_one_after_leaves_it() -> None:
+    writer = _Writer()
+    publication = _publication(writer)
+    with pytest.raises(ValueError, match="expectation"), publication.before_writing():
+        raise ValueError("an expectation failed")
+    assert writer.calls == ["open", "withdraw run-2"]
+
+    writer.calls.clear()
+    publication = _publication(writer)
+
+    def fail() -> None:
+        raise OSError("DynamoDB refused")
+
+    with pytest.raises(OSError, match="refused"):
+        publication.write_online(fail)
+    assert writer.calls == ["open"]  # pending: what may have been written stays hidden
+
+
+def test_the_first_online_write_waits_until_the_record_has_stood_settle_seconds() -> None:
+    writer = _Writer(settle_seconds=0.3)
+    publication = _publication(writer)
+    opened = time.monotonic()
+    publication.write_online(lambda: None)
+    assert time.monotonic() - opened >= 0.3
+
+    publication = _publication(writer)
+    time.sleep(0.3)  # a computation as long as the settling time: no wait after it
+    began = time.monotonic()
+    publication.write_online(lambda: None)
+    assert time.monotonic() - began < 0.1
+
+
+def test_without_an_online_table_the_offline_commit_alone_publishes() -> None:
+    publication = publish.Publication(None, START, END)
+    done: list[str] = []
+    with publication.before_writing():
+        pass
+    publication.commit_offline(lambda: done.append("offline"))
+    publication.complete()
+    assert done == ["offline"] and publication.pending is None

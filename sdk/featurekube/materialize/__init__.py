@@ -5,6 +5,10 @@ Delta table and online DynamoDB table.
   boundaries owned, columns needed.
 - :mod:`~featurekube.materialize.aggregate` (pure): time-window aggregations of one
   entity's events.
+- :mod:`~featurekube.materialize.tiles` (pure): per-interval partial aggregates and how
+  they combine into the same rows; :mod:`~featurekube.materialize.moments` (pure): the
+  exact sums they merge; :mod:`~featurekube.materialize.tile_store`: a version's tile
+  table.
 - :mod:`~featurekube.materialize.report` (pure): the run's JSON report and the
   expectations' verdicts.
 - :mod:`~featurekube.materialize.spark_job`: runs a plan with Spark (the only module

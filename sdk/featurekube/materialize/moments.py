@@ -49,6 +49,34 @@ class Moments:
             self.neg_inf or other.neg_inf,
         )
 
+    @staticmethod
+    def merge_all(parts: list[Moments]) -> Moments:
+        """The merge of ``parts`` (at least one), in one pass."""
+        if len(parts) == 1:
+            return parts[0]
+        e = min(p.e for p in parts)
+        s1 = s2 = 0
+        special = False
+        for p in parts:
+            shift = p.e - e
+            if shift:
+                s1 += p.s1 << shift
+                s2 += p.s2 << 2 * shift
+            else:
+                s1 += p.s1
+                s2 += p.s2
+            special = special or p.nan or p.pos_inf or p.neg_inf
+        if not special:
+            return Moments(e, s1, s2)
+        return Moments(
+            e,
+            s1,
+            s2,
+            any(p.nan for p in parts),
+            any(p.pos_inf for p in parts),
+            any(p.neg_inf for p in parts),
+        )
+
     def int_sum(self) -> int:
         """The exact sum of integers (e = 0)."""
         return self.s1
@@ -97,19 +125,23 @@ class Moments:
     @classmethod
     def from_text(cls, text: str) -> Moments:
         parts = text.split(" ")
-        flags = parts[3] if len(parts) > 3 else ""
+        if len(parts) == 3:
+            return cls(int(parts[0]), int(parts[1]), int(parts[2]))
+        flags = parts[3]
         return cls(
             int(parts[0]), int(parts[1]), int(parts[2]), "n" in flags, "+" in flags, "-" in flags
         )
 
 
-def of_ints(values: list[int]) -> Moments:
-    """The moments of Python integers."""
-    return Moments(0, sum(values), sum(v * v for v in values))
+def of_ints(values: list[int], squares: bool = True) -> Moments:
+    """The moments of Python integers (without the sum of squares, which is then 0,
+    unless ``squares``)."""
+    return Moments(0, sum(values), sum(v * v for v in values) if squares else 0)
 
 
-def of_floats(values: Any) -> Moments:
-    """The moments of a float64 numpy array, exactly."""
+def of_floats(values: Any, squares: bool = True) -> Moments:
+    """The moments of a float64 numpy array, exactly (without the sum of squares,
+    which is then 0, unless ``squares``)."""
     values = np.asarray(values, dtype=np.float64)
     finite = np.isfinite(values)
     nan = bool(np.isnan(values).any())
@@ -126,5 +158,6 @@ def of_floats(values: Any) -> Moments:
     for m, p in zip(ints, powers, strict=True):
         shift = p - e
         s1 += m << shift
-        s2 += (m * m) << 2 * shift
+        if squares:
+            s2 += (m * m) << 2 * shift
     return Moments(e, s1, s2, nan, pos_inf, neg_inf)

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -30,6 +31,7 @@ __all__ = ["TileStore", "clear_span"]
 log = logging.getLogger(__name__)
 
 _CONFLICTS = ("CommitFailedError", "ConcurrentAppend", "ConcurrentDelete", "conflict")
+_ROW_GROUP = 8192
 
 
 @dataclass
@@ -42,31 +44,39 @@ class TileStore:
     max_commit_attempts: int = 6
     _options: dict[str, str] = field(init=False, repr=False)
     _schema: pa.Schema | None = field(init=False, default=None, repr=False)
+    _table: Any = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.uri.startswith("s3a://"):
             self.uri = "s3://" + self.uri.removeprefix("s3a://")
         self._options = offline_writer.storage_options_for(self.uri, self.storage_options)
 
-    def exists(self) -> bool:
+    def _open(self) -> Any:
+        """The table, or None when there is none."""
         import deltalake
+        from deltalake.exceptions import TableNotFoundError
 
-        return bool(deltalake.DeltaTable.is_deltatable(self.uri, storage_options=self._options))
+        try:
+            return deltalake.DeltaTable(self.uri, storage_options=self._options)
+        except TableNotFoundError:
+            return None
 
     def load(self, keys: Iterable[tiles.TileKey]) -> pa.Table | None:
         """The rows (tiles and markers) of ``keys``; None when there is no table."""
-        import deltalake
-
-        if not self.exists():
+        table = self._open()
+        self._table = table
+        if table is None:
             return None
-        table = deltalake.DeltaTable(self.uri, storage_options=self._options)
-        dataset = table.to_pyarrow_dataset()
+        ranges = _merged((size, end, end) for size, end in keys)
+        if not ranges:
+            return table.schema().to_arrow().empty_table()
+        # The log's statistics skip the files without any of the ranges; the filter
+        # then keeps exactly the keys.
+        dataset = table.to_pyarrow_dataset(file_pruning_predicate=_predicate(ranges))
         self._schema = dataset.schema
         by_size: dict[int, list[int]] = {}
         for size, end in keys:
             by_size.setdefault(size, []).append(end)
-        if not by_size:
-            return dataset.schema.empty_table()
         condition = None
         for size, ends in sorted(by_size.items()):
             term = (pc.field(tiles.TILE_SIZE) == size) & pc.field(tiles.TILE_END).isin(
@@ -94,36 +104,28 @@ class TileStore:
 
         schema = layout.schema()
         data = pa.concat_tables([rows.cast(schema), _markers(computed, schema)])
+        # Sorted, in small row groups: a later read of a few ends skips the rest.
+        data = data.sort_by([(tiles.TILE_SIZE, "ascending"), (tiles.TILE_END, "ascending")])
         ranges = list(cleared) + [(size, end, end) for size, end in computed]
         predicate = _predicate(_merged(ranges))
+        options: dict[str, Any] = {
+            "partition_by": [tiles.TILE_SIZE],
+            "storage_options": self._options,
+            "writer_properties": deltalake.WriterProperties(max_row_group_size=_ROW_GROUP),
+        }
         for attempt in range(1, self.max_commit_attempts + 1):
+            target = self._table if self._table is not None else self._open()
             try:
-                if not self.exists():
-                    deltalake.write_deltalake(
-                        self.uri,
-                        data,
-                        mode="append",
-                        partition_by=[tiles.TILE_SIZE],
-                        storage_options=self._options,
-                    )
+                if target is None:
+                    deltalake.write_deltalake(self.uri, data, mode="append", **options)
                 elif not self.matches(layout):
                     deltalake.write_deltalake(
-                        self.uri,
-                        data,
-                        mode="overwrite",
-                        schema_mode="overwrite",
-                        partition_by=[tiles.TILE_SIZE],
-                        storage_options=self._options,
+                        target, data, mode="overwrite", schema_mode="overwrite", **options
                     )
                     self._schema = schema
                 elif predicate:
                     deltalake.write_deltalake(
-                        self.uri,
-                        data,
-                        mode="overwrite",
-                        predicate=predicate,
-                        partition_by=[tiles.TILE_SIZE],
-                        storage_options=self._options,
+                        target, data, mode="overwrite", predicate=predicate, **options
                     )
                 return
             except Exception as exc:
@@ -139,6 +141,7 @@ class TileStore:
                 log.info(
                     "%s: tile commit to %s conflicted, retrying: %s", self.label, self.uri, exc
                 )
+                self._table = None  # read the log again
                 time.sleep(random.uniform(0.1, 0.5 * attempt))
 
 
@@ -152,16 +155,12 @@ def clear_span(
     """Delete the tiles a window computing the boundaries ``first`` to ``last`` makes
     stale — its intervals and the coarse tiles holding them — for an engine that does
     not write tiles: the next window that needs them computes them again."""
-    import deltalake
 
-    store = TileStore(uri, storage_options)
-    if not store.exists():
+    table = TileStore(uri, storage_options)._open()
+    if table is None:
         return
     sizes = tiles.tile_sizes(interval)
-    ranges = [(interval, first, last), *tiles.stale_ranges(first, last, sizes)]
-    predicate = _predicate(ranges)
-    table = deltalake.DeltaTable(store.uri, storage_options=store._options)
-    table.delete(predicate)
+    table.delete(_predicate([(interval, first, last), *tiles.stale_ranges(first, last, sizes)]))
 
 
 def _predicate(ranges: Iterable[tuple[int, int, int]]) -> str:

@@ -31,9 +31,10 @@ tells that apart from a tile never computed.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,6 +238,8 @@ class Partials:
     kind: str
     """int, float, bool, timestamp (as µs), string, or other (counted only)."""
     moments: bool
+    squares: bool
+    """Whether ``moments`` carries the sum of squares (for stddev)."""
     minimum: bool
     maximum: bool
     last: bool
@@ -314,6 +317,7 @@ def layout_for(plan: AggregationPlan, keys: Sequence[str], events: pa.Schema) ->
                 column,
                 kind,
                 moments=wants_moments,
+                squares="stddev" in functions,
                 minimum="min" in functions,
                 maximum="max" in functions,
                 last="last" in functions,
@@ -362,10 +366,10 @@ def _python(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _moments(part: Any, kind: str) -> moments.Moments:
+def _moments(part: Any, kind: str, squares: bool) -> moments.Moments:
     if kind == "int":
-        return moments.of_ints(part.tolist())
-    return moments.of_floats(np.asarray(part, dtype=np.float64))
+        return moments.of_ints(part.tolist(), squares=squares)
+    return moments.of_floats(np.asarray(part, dtype=np.float64), squares=squares)
 
 
 def build_tiles(events: pa.Table, layout: TileLayout) -> pa.Table:
@@ -405,7 +409,10 @@ def build_tiles(events: pa.Table, layout: TileLayout) -> pa.Table:
         parts = [values[cuts[g] : cuts[g + 1]] for g in range(groups)]
         if p.moments:
             columns[p.field("moments")] = pa.array(
-                [_moments(part, p.kind).to_text() if len(part) else None for part in parts],
+                [
+                    _moments(part, p.kind, p.squares).to_text() if len(part) else None
+                    for part in parts
+                ],
                 pa.string(),
             )
         if p.minimum:
@@ -501,10 +508,7 @@ def _merge(tiles: _Tiles, p: Partials, rows: list[int]) -> dict[str, Any]:
         return merged
     if p.moments:
         name = p.field("moments")
-        total = tiles.moments(name, rows[0])
-        for r in rows[1:]:
-            total = total.merge(tiles.moments(name, r))
-        merged["moments"] = total
+        merged["moments"] = moments.Moments.merge_all([tiles.moments(name, r) for r in rows])
     for part, which in (("min", min), ("max", max)):
         name = p.field(part)
         if name in tiles.values:
@@ -609,11 +613,13 @@ def combine(tiles: pa.Table, plan: AggregationPlan, layout: TileLayout) -> pa.Ta
     # boundary can change there: the others are skipped without a look at their tiles.
     entering = np.concatenate(([0], np.cumsum(_entering(tiles, plan))))[starts]
     pieces = []
+    # Every entity covers a window with the same tiles: decomposed once.
+    spans = functools.lru_cache(maxsize=None)(functools.partial(_decompose, sizes=layout.sizes))
     for g, (begin, stop) in enumerate(itertools.pairwise(starts)):
         if entering[g + 1] == entering[g]:
             continue
         entity = tiles.slice(begin, stop - begin)
-        rows = _combine_entity(_Tiles(entity, layout), plan, layout)
+        rows = _combine_entity(_Tiles(entity, layout), plan, layout, spans)
         if not rows:
             continue
         table = pa.Table.from_pylist(rows, schema=_row_schema(out_schema))
@@ -655,12 +661,18 @@ def _entering(tiles: pa.Table, plan: AggregationPlan) -> Any:
     return np.asarray(mask.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+def _decompose(lo: int, hi: int, sizes: Sequence[int]) -> tuple[TileKey, ...]:
+    return tuple(decompose(lo, hi, sizes))
+
+
 def _combine_entity(
-    tiles: _Tiles, plan: AggregationPlan, layout: TileLayout
+    tiles: _Tiles,
+    plan: AggregationPlan,
+    layout: TileLayout,
+    spans: Callable[[int, int], Sequence[TileKey]],
 ) -> list[dict[str, Any]]:
     assert plan.first_boundary is not None and plan.last_boundary is not None
     first, last, interval = plan.first_boundary, plan.last_boundary, plan.interval
-    sizes = layout.sizes
     fine = sorted(end for size, end in tiles.at if size == interval)
     candidates = sorted({k + w for k in fine for w in (0, *plan.windows) if first <= k + w <= last})
     by_column = {p.column: p for p in layout.partials}
@@ -670,7 +682,7 @@ def _combine_entity(
         key = (column, window, probe)
         found = merged.get(key)
         if found is None:
-            rows = [tiles.at[k] for k in decompose(probe - window, probe, sizes) if k in tiles.at]
+            rows = [tiles.at[k] for k in spans(probe - window, probe) if k in tiles.at]
             found = _merge(tiles, by_column[column], rows)
             merged[key] = found
         return found
@@ -690,7 +702,7 @@ def _combine_entity(
             aggregate._same(a, b) for a, b in zip(now, values(t - interval), strict=True)
         ):
             continue
-        span = decompose(t - interval - plan.longest_window, t, sizes)
+        span = spans(t - interval - plan.longest_window, t)
         latest = max(tiles.latest[tiles.at[k]] for k in span if k in tiles.at)
         row: dict[str, Any] = {"event_timestamp": t, aggregate.LATEST_EVENT: latest}
         row |= {step.name: value for step, value in zip(plan.steps, now, strict=True)}

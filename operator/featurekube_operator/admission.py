@@ -12,6 +12,7 @@ runs nothing. Checks across objects (references, sharing) stay with the reconcil
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ from typing import Any
 from featurekube.spec import loader
 from featurekube.validation import report
 
-__all__ = ["Refusal", "check_object", "describe"]
+__all__ = ["WEBHOOKS", "Refusal", "check_object", "describe", "render_webhook_configuration"]
+
+WEBHOOKS = {"featureviews": "featureviews", "featureservices": "featureservices"}
+"""Resource -> the webhook's path on the operator's admission server (kopf's handler id)."""
 
 _KEPT_METADATA = ("name", "namespace", "labels", "annotations")
 """What of an object's metadata the checks read; the rest (uid, managedFields, ...) is
@@ -67,3 +71,60 @@ def describe(refusals: list[Refusal], limit: int = 3) -> str:
     text = "; ".join(str(r) for r in refusals[:limit])
     more = len(refusals) - limit
     return f"{text} (and {more} more)" if more > 0 else text
+
+
+def render_webhook_configuration(
+    name: str,
+    client_config: Mapping[str, Any],
+    ca_bundle: bytes,
+    namespaces: list[str] | None = None,
+    failure_policy: str = "Fail",
+) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration that sends creates and updates of FeatureViews
+    and FeatureServices to the operator's webhook: ``client_config`` is where it is
+    (``{"url": "https://127.0.0.1:9443"}``, or ``{"service": {...}}``) without the
+    path, ``ca_bundle`` the PEM of the CA that signed its certificate; ``namespaces``
+    limits it to those namespaces (None: all)."""
+    selector = (
+        {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}
+            ]
+        }
+        if namespaces is not None
+        else {}
+    )
+    webhooks = []
+    for resource, path in WEBHOOKS.items():
+        config = dict(client_config)
+        if "url" in config:
+            config["url"] = f"{str(config['url']).rstrip('/')}/{path}"
+        else:
+            config["service"] = {**config["service"], "path": f"/{path}"}
+        config["caBundle"] = base64.b64encode(ca_bundle).decode()
+        webhooks.append(
+            {
+                "name": f"{resource}.validate.featurekube.dev",
+                "rules": [
+                    {
+                        "apiGroups": ["featurekube.dev"],
+                        "apiVersions": ["v1alpha1"],
+                        "resources": [resource],
+                        "operations": ["CREATE", "UPDATE"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "clientConfig": config,
+                "namespaceSelector": selector,
+                "failurePolicy": failure_policy,
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 10,
+            }
+        )
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": webhooks,
+    }

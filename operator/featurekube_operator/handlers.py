@@ -3,8 +3,10 @@ hands the body to :mod:`.reconcile` and writes back what comes out."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
@@ -13,7 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from featurekube import backfills
 from featurekube.spec import v1alpha1
-from featurekube_operator import naming, reconcile, runs, sharing
+from featurekube_operator import admission, naming, reconcile, runs, sharing
 from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
@@ -54,7 +56,50 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     )
     if operator_settings.metrics_port:
         context.metrics.serve(operator_settings.metrics_port)
+    # kopf refuses to run validating handlers without a server: off, one that never
+    # listens stands in.
+    settings.admission.server = (
+        _webhook_server(operator_settings) if operator_settings.admission_port else _no_webhook
+    )
     memo["context"] = context
+
+
+async def _no_webhook(_: Any) -> AsyncIterator[Any]:
+    """The admission server when the webhook is off: it never listens."""
+    await asyncio.Event().wait()
+    yield  # pragma: no cover  (never reached; makes this an async generator)
+
+
+def _webhook_server(settings: OperatorSettings) -> kopf.WebhookServer:
+    """kopf's HTTPS server for the admission webhook, on every interface, with the
+    certificate the ValidatingWebhookConfiguration's CA signed; the configuration is
+    the installer's (the chart, the local platform), so the operator needs no
+    permission on webhook configurations."""
+    certs = Path(settings.admission_cert_dir)
+    missing = [f for f in ("tls.crt", "tls.key") if not (certs / f).is_file()]
+    if missing:
+        raise kopf.PermanentError(
+            f"the admission webhook needs {' and '.join(missing)} in "
+            f"{certs} (FEATUREKUBE_ADMISSION_CERT_DIR): mount the webhook's TLS Secret "
+            "there, or set FEATUREKUBE_ADMISSION_PORT=0"
+        )
+    return kopf.WebhookServer(
+        addr=None,
+        port=settings.admission_port,
+        certfile=certs / "tls.crt",
+        pkeyfile=certs / "tls.key",
+    )
+
+
+@kopf.on.validate(GROUP, VERSION, "featureviews", id=admission.WEBHOOKS["featureviews"])
+@kopf.on.validate(GROUP, VERSION, "featureservices", id=admission.WEBHOOKS["featureservices"])
+def refuse_what_validate_refuses(body: kopf.Body, **_: Any) -> None:
+    """At ``kubectl apply``: refuse what ``featurekube validate`` refuses in the object
+    alone (SQL outside the allowlist, expressions, reserved names), naming each field.
+    The operator checks again before it acts (InvalidSpec), in case this did not run."""
+    refused = admission.check_object(body)
+    if refused:
+        raise kopf.AdmissionError(admission.describe(refused, limit=5), code=422)
 
 
 Step = Callable[[reconcile.Context, Mapping[str, Any]], reconcile.Outcome]

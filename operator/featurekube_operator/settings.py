@@ -142,6 +142,16 @@ class OperatorSettings:
     Kubernetes' own, and (the chart adds it when watching all namespaces) the
     operator's. Env: FEATUREKUBE_EXCLUDED_NAMESPACES."""
 
+    admission_port: int = 0
+    """Port of the validating admission webhook (HTTPS) that refuses, at ``kubectl
+    apply``, what ``featurekube validate`` refuses in one object; 0: none.
+    Env: FEATUREKUBE_ADMISSION_PORT."""
+
+    admission_cert_dir: str = "/etc/featurekube/admission"
+    """Directory holding the webhook's serving certificate and key, ``tls.crt`` and
+    ``tls.key`` (a mounted TLS Secret), whose CA the ValidatingWebhookConfiguration
+    names. Env: FEATUREKUBE_ADMISSION_CERT_DIR."""
+
     @property
     def excluded(self) -> frozenset[str]:
         """:attr:`excluded_namespaces` as a set."""

@@ -52,6 +52,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "operator": {"replicas": 2, "peering": {"enabled": True}, "watchNamespaces": ["{ns}"]},
     },
     "peering-clusterwide": {"operator": {"replicas": 2, "peering": {"enabled": True}}},
+    "admission": {"admission": {"enabled": True}, "operator": {"watchNamespaces": ["{ns}"]}},
     "monitoring": {
         "monitoring": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -435,6 +436,51 @@ def test_cluster_role_is_the_operators(helm: Helm, tmp_path: Path) -> None:
     (role,) = _kinds(helm.template({}, tmp_path))["ClusterRole"]
     source = yaml.safe_load((MANIFESTS / "rbac.yaml").read_text())
     assert role["rules"] == source["rules"]
+
+
+def test_admission_render(helm: Helm, tmp_path: Path) -> None:
+    from cryptography import x509
+
+    docs = helm.template(_fill(VALUE_SETS["admission"], "rides"), tmp_path)
+    kinds = _kinds(docs)
+    (configuration,) = kinds["ValidatingWebhookConfiguration"]
+    (secret,) = [s for s in kinds["Secret"] if s["type"] == "kubernetes.io/tls"]
+    services = {s["metadata"]["name"]: s for s in kinds["Service"]}
+    service = services["fk-featurekube-operator-admission"]
+    assert service["spec"]["ports"] == [
+        {"name": "admission", "port": 443, "targetPort": "admission"}
+    ]
+    # The API server trusts the CA that signed the certificate the operator serves,
+    # issued for the Service's name.
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    served = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
+    served.verify_directly_issued_by(ca)
+    names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "fk-featurekube-operator-admission.featurekube.svc" in names.get_values_for_type(
+        x509.DNSName
+    )
+    by_path = {}
+    for webhook in configuration["webhooks"]:
+        client = webhook["clientConfig"]
+        assert client["caBundle"] == secret["data"]["ca.crt"]
+        assert client["service"]["name"] == "fk-featurekube-operator-admission"
+        by_path[client["service"]["path"]] = webhook["rules"][0]["resources"]
+        assert webhook["namespaceSelector"]["matchExpressions"][0]["values"] == ["rides"]
+        assert webhook["failurePolicy"] == "Fail"
+    # The paths are the operator's webhook handlers.
+    from featurekube_operator import admission
+
+    assert by_path == {f"/{path}": [resource] for resource, path in admission.WEBHOOKS.items()}
+    container = _operator_container(docs)
+    env = _env(container)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["FEATUREKUBE_ADMISSION_PORT"] == str(ports["admission"]) == "9443"
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "admission"]
+    assert mount["mountPath"] == env["FEATUREKUBE_ADMISSION_CERT_DIR"]
+    # Off by default: no webhook, and the operator serves none.
+    off = helm.template({}, tmp_path)
+    assert "ValidatingWebhookConfiguration" not in _kinds(off)
+    assert _env(_operator_container(off))["FEATUREKUBE_ADMISSION_PORT"] == "0"
 
 
 CLUSTER_SCOPED = {"clusterkopfpeerings", "namespaces", "customresourcedefinitions"}

@@ -104,3 +104,8 @@ under IRSA. */}}
 {{- end }}
 {{- join "," $pairs }}
 {{- end }}
+
+{{/* The TLS Secret the operator serves its admission webhook with. */}}
+{{- define "featurekube.admissionSecretName" -}}
+{{- .Values.admission.existingSecret | default (printf "%s-admission" (include "featurekube.operator.name" .)) }}
+{{- end }}

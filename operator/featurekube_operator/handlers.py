@@ -237,8 +237,13 @@ def consumers(
 def feature_view_shares_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """The view's sharedWith changed: the services that read it follow now, so that a
     revoked share stops being served within this reconcile, not at their next tick."""
+    _reconcile_consumers(body, memo, kwargs["consumers"])  # kopf passes indexes by name
+
+
+def _reconcile_consumers(
+    body: kopf.Body, memo: kopf.Memo, consumers: Mapping[sharing.ViewKey, Any]
+) -> None:
     context: reconcile.Context = memo["context"]
-    consumers: Mapping[sharing.ViewKey, Any] = kwargs["consumers"]  # kopf passes indexes by name
     key = (body.metadata.namespace or "default", body.metadata.name or "")
     for namespace, name in sorted(set(consumers.get(key, ()))):
         service = context.kube.get(v1alpha1.API_VERSION, "FeatureService", namespace, name)
@@ -247,9 +252,11 @@ def feature_view_shares_changed(body: kopf.Body, memo: kopf.Memo, **kwargs: Any)
 
 
 @kopf.on.delete(GROUP, VERSION, "featureviews")
-def feature_view_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Honour spec.deletionPolicy for the online tables; owned objects go with the view."""
+def feature_view_deleted(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Honour spec.deletionPolicy for the online tables; owned objects go with the view.
+    Services of other namespaces stop reading it now."""
     reconcile.finalize_feature_view(memo["context"], body)
+    _reconcile_consumers(body, memo, kwargs["consumers"])
 
 
 @kopf.on.resume(GROUP, VERSION, "featureservices")

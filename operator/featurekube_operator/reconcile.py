@@ -672,6 +672,7 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         return _refuse(body, admission.describe(refused), now)
     namespace, name = service.metadata.namespace or "default", service.metadata.name
     problems: list[tuple[str, str]] = []
+    withdrawn: list[str] = []  # views of other namespaces this service may not read now
     waiting: list[str] = []
     resolved: list[desired.ResolvedView] = []
     served: list[dict[str, Any]] = []
@@ -679,8 +680,12 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         view_ns = ref.namespace or namespace
         where = f"FeatureView {view_ns}/{ref.feature_view}"
         view_body = ctx.kube.get_feature_view(view_ns, ref.feature_view)
+        if view_ns != namespace and view_body and view_body["metadata"].get("deletionTimestamp"):
+            view_body = None  # another team's view on its way out: no longer shared
         if view_body is None:
             problems.append(("FeatureViewNotFound", f"{where} does not exist"))
+            if view_ns != namespace:
+                withdrawn.append(where)
             continue
         try:
             view = v1alpha1.FeatureView.model_validate(view_body)
@@ -691,11 +696,12 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         if view_ns != namespace and namespace not in shared and "*" not in shared:
             problems.append(
                 (
-                    "FeatureViewNotShared",
+                    sharing.NOT_SHARED,
                     f"{where} is not shared with namespace {namespace}: add {namespace} to "
                     "its spec.sharedWith",
                 )
             )
+            withdrawn.append(where)
             continue
         view_status = view_body.get("status") or {}
         if ref.version is not None:
@@ -748,20 +754,20 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         "endpoint": f"{name}.{namespace}.svc:{service.spec.server.port}",
     }
     found: list[Condition] = []
-    revoked = any(reason == sharing.NOT_SHARED for reason, _ in problems)
     if problems:
         reason, _ = problems[0]
         message = "; ".join(m for _, m in problems)
-        if not revoked:
+        if not withdrawn:
             # The last plan that resolved goes on serving until the spec is fixed.
             found.append(Condition("Ready", False, reason, message))
             return _finish(body, status, found, now)
-        # A view not shared (any more) leaves the plan now, with what reads it.
+        # Another namespace's view not shared (any more), or gone, leaves the plan now,
+        # with what reads it.
         service, dropped = sharing.served_transformations(service, resolved)
-        message += "; its features are no longer served" + (
-            f", nor the transformations {', '.join(dropped)} that read them" if dropped else ""
+        message += f"; {', '.join(withdrawn)} no longer served" + (
+            f", nor the transformations {', '.join(dropped)} that read it" if dropped else ""
         )
-        found.append(Condition("Ready", False, sharing.NOT_SHARED, message))
+        found.append(Condition("Ready", False, reason, message))
         status["servedVersions"] = served
         if not resolved:
             ctx.kube.delete("apps/v1", "Deployment", namespace, name)

@@ -169,7 +169,7 @@ def test_revoking_a_share_removes_the_view_from_the_consumers_plan_in_one_reconc
     assert (
         f"FeatureView {producer}/driver-profile is not shared with namespace" in (ready["message"])
     )
-    assert "nor the transformations both that read them" in ready["message"]
+    assert "nor the transformations both that read it" in ready["message"]
     assert [f["name"] for f in status["resolvedFeatures"]] == ["rating", "local"]
 
 
@@ -193,6 +193,40 @@ def test_a_service_left_with_no_view_it_may_read_runs_no_server(
     with pytest.raises(kubernetes.client.exceptions.ApiException) as gone:
         apps.read_namespaced_deployment("eta-model", namespace)
     assert gone.value.status == 404
+
+
+def test_a_deleted_view_of_another_namespace_leaves_the_plan_a_local_one_does_not(
+    ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str, producer: str
+) -> None:
+    shared = copy.deepcopy(VIEW)
+    shared["spec"]["sharedWith"] = [namespace]
+    _create(kube_api, producer, shared)
+    _create(kube_api, namespace, VIEW | {"metadata": {"name": "driver-local"}})
+    service = copy.deepcopy(SERVICE)
+    service["spec"]["features"] = [
+        {"featureView": "driver-profile", "namespace": producer, "prefix": "shared_"},
+        {"featureView": "driver-local"},
+    ]
+    _create(kube_api, namespace, service)
+    _step(ctx, kube_api, namespace, "featureservices", "eta-model")
+    custom = _custom(kube_api)
+
+    # A team's own view, gone for a moment (a sync that recreates it): still served.
+    custom.delete_namespaced_custom_object(*GROUP, namespace, "featureviews", "driver-local")
+    local = _ready(_step(ctx, kube_api, namespace, "featureservices", "eta-model"))
+    assert local["reason"] == "FeatureViewNotFound"
+    assert _served_views(kube_api, namespace) == [
+        f"{producer}/driver-profile",
+        f"{namespace}/driver-local",
+    ]
+
+    # Another team's view, deleted: its share is gone with it.
+    custom.delete_namespaced_custom_object(*GROUP, producer, "featureviews", "driver-profile")
+    ready = _ready(_step(ctx, kube_api, namespace, "featureservices", "eta-model"))
+
+    assert ready["reason"] == "FeatureViewNotFound"
+    assert f"FeatureView {producer}/driver-profile no longer served" in ready["message"]
+    assert _plan(kube_api, namespace) is None, "nothing left that it may read"
 
 
 def test_a_change_of_sharedwith_reconciles_the_services_that_read_the_view(

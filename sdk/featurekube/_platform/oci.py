@@ -1,0 +1,165 @@
+"""One-layer OCI image archives written from a directory, without Docker; does I/O.
+
+The result is an OCI image layout as one tar file, the form ``ctr images import``
+takes. Builds are reproducible: entries are sorted, owned by root, and dated at the
+epoch, so the same directory always gives the same digests.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ImageConfig", "write_image"]
+
+_EPOCH = "1970-01-01T00:00:00Z"
+_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """What a container of the image runs, and the image's name."""
+
+    name: str
+    """Full reference, e.g. ``registry.k8s.io/pause:3.10.2``."""
+    entrypoint: Sequence[str] = ()
+    cmd: Sequence[str] = ()
+    env: Sequence[str] = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+    workdir: str = "/"
+    user: str = ""
+    """``uid[:gid]``; empty runs as root unless the pod says otherwise."""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _digest_file(path: Path) -> tuple[str, int]:
+    sha, size = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+    return "sha256:" + sha.hexdigest(), size
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+    return info
+
+
+def _write_layer(rootfs: Path, raw: Path) -> None:
+    with tarfile.open(raw, "w", format=tarfile.PAX_FORMAT) as layer:
+        for directory, dirs, files in os.walk(rootfs):
+            dirs.sort()
+            for name in sorted([*dirs, *files]):
+                path = Path(directory) / name
+                arcname = str(path.relative_to(rootfs))
+                layer.add(path, arcname=arcname, recursive=False, filter=_normalise)
+
+
+def _add_bytes(archive: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = _normalise(tarfile.TarInfo(name))
+    info.size, info.mode = len(data), 0o644
+    archive.addfile(info, io.BytesIO(data))
+
+
+def write_image(rootfs: Path, config: ImageConfig, out: Path) -> str:
+    """Write ``rootfs`` as a one-layer image archive at ``out``; return the manifest digest.
+
+    The archive is written beside ``out`` and renamed into place, so a reader never
+    sees half an image.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        raw, packed = Path(tmp) / "layer.tar", Path(tmp) / "layer.tar.gz"
+        _write_layer(rootfs, raw)
+        diff_id, _ = _digest_file(raw)
+        with (
+            raw.open("rb") as src,
+            packed.open("wb") as dst_file,
+            gzip.GzipFile(fileobj=dst_file, mode="wb", mtime=0) as dst,
+        ):
+            while chunk := src.read(_CHUNK):
+                dst.write(chunk)
+        layer_digest, layer_size = _digest_file(packed)
+        runs: dict[str, object] = {"Env": list(config.env), "WorkingDir": config.workdir}
+        if config.entrypoint:
+            runs["Entrypoint"] = list(config.entrypoint)
+        if config.cmd:
+            runs["Cmd"] = list(config.cmd)
+        if config.user:
+            runs["User"] = config.user
+        if config.labels:
+            runs["Labels"] = dict(config.labels)
+        image_config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "created": _EPOCH,
+                "config": runs,
+                "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                "history": [{"created": _EPOCH, "created_by": "featurekube oci.write_image"}],
+            },
+            sort_keys=True,
+        ).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": _MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": _digest(image_config),
+                    "size": len(image_config),
+                },
+                "layers": [
+                    {
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                        "digest": layer_digest,
+                        "size": layer_size,
+                    }
+                ],
+            },
+            sort_keys=True,
+        ).encode()
+        tag = config.name.rpartition("/")[2].partition(":")[2] or "latest"
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [
+                    {
+                        "mediaType": _MANIFEST,
+                        "digest": _digest(manifest),
+                        "size": len(manifest),
+                        "platform": {"architecture": "amd64", "os": "linux"},
+                        "annotations": {
+                            "io.containerd.image.name": config.name,
+                            "org.opencontainers.image.ref.name": tag,
+                        },
+                    }
+                ],
+            },
+            sort_keys=True,
+        ).encode()
+        partial = Path(tmp) / "image.tar"
+        with tarfile.open(partial, "w") as archive:
+            _add_bytes(archive, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            _add_bytes(archive, "index.json", index)
+            _add_bytes(archive, f"blobs/sha256/{_digest(image_config)[7:]}", image_config)
+            _add_bytes(archive, f"blobs/sha256/{_digest(manifest)[7:]}", manifest)
+            archive.add(packed, arcname=f"blobs/sha256/{layer_digest[7:]}", filter=_normalise)
+        partial.replace(out)
+    return _digest(manifest)

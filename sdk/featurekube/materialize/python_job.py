@@ -332,31 +332,20 @@ def _tiled(
             connection, plan, ingested, storage_options, _source_ranges(resolution, agg.interval)
         )
     schema = layout.schema()
-    fresh = tiles.build_tiles(events, layout)
     stored = schema.empty_table()
     if loaded is not None and loaded.num_rows:
-        keep = [
-            not marker and key in resolution.stored
-            for key, marker in zip(
-                zip(
-                    loaded.column(tiles.TILE_SIZE).to_pylist(),
-                    loaded.column(tiles.TILE_END).to_pylist(),
-                    strict=True,
-                ),
-                loaded.column(tiles.MARKER).to_pylist(),
-                strict=True,
-            )
-        ]
-        stored = loaded.filter(pa.array(keep, pa.bool_())).select(schema.names).cast(schema)
-    everything, built = tiles.complete(fresh, stored, resolution.built, layout)
+        stored = tiles.select(loaded, resolution.stored).select(schema.names).cast(schema)
+    everything, made = tiles.complete(
+        events, resolution.from_source, stored, resolution.built, layout
+    )
     computed = [(agg.interval, end) for end in resolution.from_source] + list(resolution.built)
     store.replace(
-        pa.concat_tables([fresh.cast(schema), built]),
+        made,
         layout,
         computed=computed,
         cleared=tiles.stale_ranges(*own, sizes),
     )
-    combined = tiles.combine(everything, agg, layout)
+    combined = tiles.combine(tiles.select(everything, needed), agg, layout)
     keys = [name for name, _ in plan.keys]
     features = [name for name, _ in plan.features]
     times = combined.column("event_timestamp")
@@ -370,13 +359,8 @@ def _markers(loaded: pa.Table | None) -> set[tiles.TileKey]:
     if loaded is None or loaded.num_rows == 0:
         return set()
     markers = loaded.filter(loaded.column(tiles.MARKER))
-    return set(
-        zip(
-            markers.column(tiles.TILE_SIZE).to_pylist(),
-            markers.column(tiles.TILE_END).to_pylist(),
-            strict=True,
-        )
-    )
+    sizes = markers.column(tiles.TILE_SIZE).to_pylist()
+    return set(zip(sizes, markers.column(tiles.TILE_END).to_pylist(), strict=True))
 
 
 def _source_ranges(resolution: tiles.Resolution, interval: int) -> list[tuple[int, int]]:

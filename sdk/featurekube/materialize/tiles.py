@@ -63,6 +63,7 @@ __all__ = [
     "needed_tiles",
     "resolve",
     "runs",
+    "select",
     "stale_ranges",
     "tile_sizes",
 ]
@@ -372,93 +373,161 @@ def _moments(part: Any, kind: str, squares: bool) -> moments.Moments:
     return moments.of_floats(np.asarray(part, dtype=np.float64), squares=squares)
 
 
-def build_tiles(events: pa.Table, layout: TileLayout) -> pa.Table:
-    """The tiles of the smallest size of ``events`` (keys, aggregated columns,
-    ``EVENT_MICROS`` and ``CREATED_MICROS``), one row per entity and interval."""
+def build_tiles(events: pa.Table, layout: TileLayout, size: int | None = None) -> pa.Table:
+    """The tiles of ``size`` (the smallest by default) of ``events`` (keys, aggregated
+    columns, ``EVENT_MICROS`` and ``CREATED_MICROS``), one row per entity and tile."""
     schema = layout.schema()
     if events.num_rows == 0:
         return schema.empty_table()
-    interval = layout.sizes[0]
+    size = size or layout.sizes[0]
     keys = [k for k, _ in layout.keys]
     times = _int64s(events.column(EVENT_MICROS))
-    events = events.append_column("__tile_end", pa.array(-(-times // interval) * interval))
+    events = events.append_column("__tile_end", pa.array(-(-times // size) * size))
     order = [(k, "ascending") for k in [*keys, "__tile_end", EVENT_MICROS, CREATED_MICROS]]
     events = events.sort_by(order)
-    starts = _group_starts(events, [*keys, "__tile_end"])
+    starts = np.asarray(_group_starts(events, [*keys, "__tile_end"]), dtype=np.int64)
     heads = pa.array(starts[:-1], pa.int64())
-    tails = np.asarray(starts[1:], dtype=np.int64) - 1
     times = _int64s(events.column(EVENT_MICROS))
     created = _int64s(events.column(CREATED_MICROS))
     groups = len(starts) - 1
     columns: dict[str, Any] = {k: events.column(k).take(heads) for k in keys}
-    columns[TILE_SIZE] = pa.repeat(pa.scalar(interval, pa.int64()), groups)
+    columns[TILE_SIZE] = pa.repeat(pa.scalar(size, pa.int64()), groups)
     columns[TILE_END] = events.column("__tile_end").take(heads)
     columns[MARKER] = pa.repeat(pa.scalar(False), groups)
-    columns[LATEST] = pa.array(times[tails])
+    columns[LATEST] = pa.array(times[starts[1:] - 1])
     for p in layout.partials:
         column = events.column(p.column)
         valid = np.asarray(column.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        # Where each group starts among the non-null values.
-        cuts = np.concatenate(([0], np.cumsum(valid)))[starts].tolist()
-        counts = [cuts[g + 1] - cuts[g] for g in range(groups)]
+        # Where each group starts among the non-null values, and the groups with any.
+        cuts = np.concatenate(([0], np.cumsum(valid)))[starts]
+        counts = np.diff(cuts)
         columns[p.field("n")] = pa.array(counts, pa.int64())
         if p.kind == "other":
             continue
         values = _present(column, p.kind)
-        v_times, v_created = times[valid], created[valid]
-        parts = [values[cuts[g] : cuts[g + 1]] for g in range(groups)]
+        some = np.flatnonzero(counts > 0)
+        firsts, lasts = cuts[:-1][some], cuts[1:][some] - 1
         if p.moments:
-            columns[p.field("moments")] = pa.array(
-                [
-                    _moments(part, p.kind, p.squares).to_text() if len(part) else None
-                    for part in parts
-                ],
-                pa.string(),
-            )
+            texts: list[str | None] = [None] * groups
+            for g, text in zip(some.tolist(), _moment_texts(values, p, firsts, lasts), strict=True):
+                texts[g] = text
+            columns[p.field("moments")] = pa.array(texts, pa.string())
         if p.minimum:
-            columns[p.field("min")] = _array([_reduce(part, min) for part in parts], p.kind)
+            columns[p.field("min")] = _spread(_reduced(values, firsts, lasts, min), some, groups, p)
         if p.maximum:
-            columns[p.field("max")] = _array([_reduce(part, max) for part in parts], p.kind)
+            columns[p.field("max")] = _spread(_reduced(values, firsts, lasts, max), some, groups, p)
         if p.last:
-            lasts: list[Any] = []
-            events_: list[int | None] = []
-            created_: list[int | None] = []
-            for g, part in enumerate(parts):
-                if not len(part):
-                    lasts.append(None)
-                    events_.append(None)
-                    created_.append(None)
-                    continue
-                hi = cuts[g + 1]
-                e, c = int(v_times[hi - 1]), int(v_created[hi - 1])
-                lo = hi - 1
-                while lo > cuts[g] and v_times[lo - 1] == e and v_created[lo - 1] == c:
-                    lo -= 1
-                lasts.append(_reduce(values[lo:hi], max))
-                events_.append(e)
-                created_.append(c)
-            columns[p.field("last")] = _array(lasts, p.kind)
-            columns[p.field("last_event")] = pa.array(events_, pa.int64())
-            columns[p.field("last_created")] = pa.array(created_, pa.int64())
+            v_times, v_created = times[valid], created[valid]
+            # The last value is the greatest among the final run of events equal in
+            # event and created time (nearly always a run of one).
+            same = np.concatenate(
+                ([False], (v_times[1:] == v_times[:-1]) & (v_created[1:] == v_created[:-1]))
+            )
+            run_start = np.maximum.accumulate(np.where(same, 0, np.arange(v_times.size)))
+            begins = np.maximum(run_start[lasts] if lasts.size else lasts, firsts)
+            chosen = _reduced(values, begins, lasts, max)
+            columns[p.field("last")] = _spread(chosen, some, groups, p)
+            for part, stamps in (("last_event", v_times), ("last_created", v_created)):
+                out = np.zeros(groups, dtype=np.int64)
+                out[some] = stamps[lasts]
+                mask = np.ones(groups, dtype=bool)
+                mask[some] = False
+                columns[p.field(part)] = pa.array(out, pa.int64(), mask=mask)
         if p.distinct:
             columns[p.field("distinct")] = pa.array(
-                [_unique(part) for part in parts], pa.list_(_VALUE_TYPES[p.kind])
+                [_unique(values[cuts[g] : cuts[g + 1]]) for g in range(groups)],
+                pa.list_(_VALUE_TYPES[p.kind]),
             )
     return pa.Table.from_pydict({f.name: columns.get(f.name) for f in schema}, schema=schema)
 
 
+def _reduced(values: Any, firsts: Any, lasts: Any, which: Any) -> list[Any]:
+    """min or max of ``values[first:last + 1]`` for each pair, as the direct
+    computation takes it: numpy's for arrays (a NaN wins), Python's for lists.
+
+    Where the pairs cover ``values`` end to end (each group's values, in order), one
+    ``reduceat`` does them all."""
+    if not len(firsts):
+        return []
+    contiguous = (
+        isinstance(values, np.ndarray)
+        and firsts[0] == 0
+        and lasts[-1] == len(values) - 1
+        and bool(np.all(firsts[1:] == lasts[:-1] + 1))
+    )
+    if contiguous:
+        ufunc = np.minimum if which is min else np.maximum
+        return list(ufunc.reduceat(values, firsts).tolist())
+    if isinstance(values, np.ndarray):
+        single = firsts == lasts
+        out = list(values[lasts].tolist())
+        for i in np.flatnonzero(~single).tolist():
+            part = values[firsts[i] : lasts[i] + 1]
+            out[i] = _python(part.min() if which is min else part.max())
+        return out
+    pairs = zip(firsts.tolist(), lasts.tolist(), strict=True)
+    return [which(values[first : last + 1]) for first, last in pairs]
+
+
+def _spread(values: list[Any], some: Any, groups: int, p: Partials) -> pa.Array:
+    out: list[Any] = [None] * groups
+    for g, value in zip(some.tolist(), values, strict=True):
+        out[g] = value
+    return _array(out, p.kind)
+
+
+_SAFE_SHIFT = 9  # a 53-bit mantissa shifted by up to 9 bits stays within int64
+
+
+def _moment_texts(values: Any, p: Partials, firsts: Any, lasts: Any) -> list[str]:
+    """The moments (:class:`~featurekube.materialize.moments.Moments`, as text) of
+    ``values[first:last + 1]`` for each pair, exact."""
+    bounds = list(zip(firsts.tolist(), (lasts + 1).tolist(), strict=True))
+    if p.kind == "int":
+        ints = values.tolist()
+        out = []
+        for lo, hi in bounds:
+            part = ints[lo:hi]
+            squares = sum(v * v for v in part) if p.squares else 0
+            out.append(f"0 {sum(part)} {squares}")
+        return out
+    floats = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(floats) & (floats != 0)
+    mantissas, exponents = np.frexp(np.where(finite, floats, 1.0))
+    ints = np.where(finite, (mantissas * float(1 << 53)).astype(np.int64), 0)
+    powers = np.where(finite, exponents.astype(np.int64) - 53, np.iinfo(np.int64).max)
+    # Each group's least power: the scale of its sums (the groups cover the values
+    # end to end, so one reduceat finds them all).
+    base = np.minimum.reduceat(powers, firsts)
+    group_of = np.repeat(np.arange(len(firsts)), lasts + 1 - firsts)
+    shifts = powers - base[group_of]
+    small = finite & (shifts >= 0) & (shifts <= _SAFE_SHIFT)
+    scaled = np.where(small, ints << np.where(small, shifts, 0), 0).tolist()
+    for i in np.flatnonzero(finite & ~small).tolist():
+        scaled[i] = int(ints[i]) << int(shifts[i])
+    # Which groups hold a NaN or an infinity, one reduceat each.
+    flags: list[str] = [""] * len(bounds)
+    special = ~np.isfinite(floats)
+    if special.any():
+        marks = [
+            ("n", np.isnan(floats)),
+            ("+", floats == np.inf),
+            ("-", floats == -np.inf),
+        ]
+        for g in np.flatnonzero(np.logical_or.reduceat(special, firsts)).tolist():
+            lo, hi = bounds[g]
+            flags[g] = " " + "".join(m for m, where in marks if where[lo:hi].any())
+    sentinel = int(np.iinfo(np.int64).max)
+    out = []
+    for (lo, hi), e, flag in zip(bounds, base.tolist(), flags, strict=True):
+        part = scaled[lo:hi]
+        squares = sum(v * v for v in part) if p.squares else 0
+        out.append(f"{0 if e == sentinel else e} {sum(part)} {squares}{flag}")
+    return out
+
+
 def _array(values: list[Any], kind: str) -> pa.Array:
     return pa.array(values, _VALUE_TYPES[kind])
-
-
-def _reduce(part: Any, which: Any) -> Any:
-    """min or max of a non-empty part, as the direct computation takes it: numpy's for
-    arrays (a NaN wins), Python's for lists."""
-    if not len(part):
-        return None
-    if isinstance(part, np.ndarray):
-        return _python(part.min() if which is min else part.max())
-    return which(part)
 
 
 # -- merging tiles ------------------------------------------------------------------------
@@ -565,21 +634,54 @@ def build_coarse(tiles: pa.Table, keys: Sequence[TileKey], layout: TileLayout) -
 
 
 def complete(
-    fresh: pa.Table, stored: pa.Table, built: Sequence[TileKey], layout: TileLayout
+    events: pa.Table,
+    from_source: Sequence[int],
+    stored: pa.Table,
+    built: Sequence[TileKey],
+    layout: TileLayout,
 ) -> tuple[pa.Table, pa.Table]:
-    """Every tile a run combines — the ``fresh`` ones (computed from the source), the
-    ``stored`` ones and the coarse ``built`` ones made from them, smaller sizes first —
-    and the built ones alone, for storing."""
+    """Every tile a run combines, and the new ones alone, for storing: the intervals
+    ``from_source`` (their ends) from ``events``; the coarse tiles ``built`` from
+    ``events`` too where those cover them, else from their parts (``stored``, or built
+    first, smaller sizes first)."""
     schema = layout.schema()
-    everything = pa.concat_tables([fresh.cast(schema), stored.cast(schema)])
-    made = [schema.empty_table()]
+    interval = layout.sizes[0]
+    covered = set(from_source)
+
+    def in_events(key: TileKey) -> bool:
+        size, end = key
+        return all(e in covered for e in range(end - size + interval, end + 1, interval))
+
+    made = [build_tiles(events, layout)]
     for size in layout.sizes[1:]:
-        keys = [k for k in built if k[0] == size]
-        if keys:
-            coarse = build_coarse(everything, keys, layout)
+        keys = pa.array(sorted(end for s, end in built if s == size and in_events((s, end))))
+        if len(keys):
+            coarse = build_tiles(events, layout, size)
+            made.append(coarse.filter(pc.is_in(coarse.column(TILE_END), keys.cast(pa.int64()))))
+    everything = pa.concat_tables([*made, stored.cast(schema)])
+    for size in layout.sizes[1:]:
+        rest = [k for k in built if k[0] == size and not in_events(k)]
+        if rest:
+            coarse = build_coarse(everything, rest, layout)
             made.append(coarse)
             everything = pa.concat_tables([everything, coarse])
     return everything, pa.concat_tables(made)
+
+
+def select(table: pa.Table, keys: Iterable[TileKey], markers: bool = False) -> pa.Table:
+    """The rows of ``table`` at ``keys``: its tiles, or with ``markers`` its markers."""
+    by_size: dict[int, list[int]] = {}
+    for size, end in keys:
+        by_size.setdefault(size, []).append(end)
+    mask = pa.array(np.zeros(table.num_rows, dtype=bool))
+    for size, ends in by_size.items():
+        here = pc.and_(
+            pc.equal(table.column(TILE_SIZE), size),
+            pc.is_in(table.column(TILE_END), pa.array(ends, pa.int64())),
+        )
+        mask = pc.or_(mask, here)
+    kind = table.column(MARKER) if markers else pc.invert(table.column(MARKER))
+    return table.filter(pc.and_(mask, kind))
 
 
 def _by_entity(table: pa.Table, keys: Sequence[str]) -> Iterable[tuple[int, pa.Table]]:

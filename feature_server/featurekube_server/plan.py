@@ -7,6 +7,9 @@ too) into a ConfigMap, mounted as a YAML file. :func:`parse_plan` is pure;
 
     featureService: eta-model
     namespace: rides
+    access:                           # who may call, as TokenReview user names
+      read: ["system:serviceaccount:rides:*"]      # absent: the service's namespace
+      push: ["system:serviceaccount:rides:ingest"]
     featureViews:
       - name: driver-trip-stats
         namespace: rides
@@ -41,12 +44,13 @@ from typing import Any
 
 import yaml
 
-from featurekube import ondemand
+from featurekube import ondemand, serving_access
 from featurekube.spec import v1alpha1
 from featurekube.spec.v1alpha1 import durations
 from featurekube_server import errors
 
 __all__ = [
+    "Access",
     "Entity",
     "Feature",
     "FeatureViewPlan",
@@ -141,6 +145,15 @@ class TransformationPlan:
 
 
 @dataclass(frozen=True)
+class Access:
+    """Who may read and who may push, as ServiceAccount user names
+    (``system:serviceaccount:NS:NAME``, ``NAME`` possibly ``*``)."""
+
+    read: tuple[str, ...]
+    push: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ServingPlan:
     """Everything one server serves, checked; built by :func:`parse_plan`."""
 
@@ -154,6 +167,22 @@ class ServingPlan:
     """Served feature name -> its view and feature."""
     join_keys: Mapping[str, str] = field(repr=False)
     """Every join key of every view -> its type."""
+    access: Access | None = None
+    """Who may call; None (a plan without it): the ServiceAccounts of its namespace."""
+
+    @property
+    def readers(self) -> tuple[str, ...]:
+        """Who may ask for features."""
+        if self.access is None:
+            return tuple(serving_access.default_subjects(self.namespace))
+        return self.access.read
+
+    @property
+    def pushers(self) -> tuple[str, ...]:
+        """Who may push."""
+        if self.access is None:
+            return tuple(serving_access.default_subjects(self.namespace))
+        return self.access.push
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -199,6 +228,7 @@ def parse_plan(document: Any, source: str = "plan") -> ServingPlan:
         raise errors.PlanError(f"{source}: expected a mapping, found {type(document).__name__}")
     service = reader.text(document, "featureService")
     namespace = reader.text(document, "namespace")
+    access = _access(reader, document.get("access"), namespace)
     views = tuple(
         _view(reader, raw, f"featureViews[{i}]", namespace)
         for i, raw in enumerate(reader.items(document, "featureViews", required=True))
@@ -270,7 +300,30 @@ def parse_plan(document: Any, source: str = "plan") -> ServingPlan:
         transformation_types={d.name: d.type for d in definitions},
         features=features,
         join_keys=join_keys,
+        access=access,
     )
+
+
+def _access(reader: _Reader, raw: Any, namespace: str) -> Access | None:
+    """``access``: each list absent grants the plan's namespace, empty grants nobody."""
+    if raw is None:
+        return None
+    reader.mapping(raw, "access")
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("read", "push"):
+        subjects = raw.get(key)
+        if subjects is None:
+            lists[key] = tuple(serving_access.default_subjects(namespace))
+            continue
+        if not isinstance(subjects, list) or len(subjects) > 256:
+            raise reader.fail(
+                f"access.{key}", f"expected a list of at most 256 subjects, found {subjects!r}"
+            )
+        try:
+            lists[key] = tuple(serving_access.normalize_subject(str(s)) for s in subjects)
+        except ValueError as exc:
+            raise reader.fail(f"access.{key}", str(exc)) from exc
+    return Access(read=lists["read"], push=lists["push"])
 
 
 def _view(reader: _Reader, raw: Any, path: str, namespace: str) -> FeatureViewPlan:
@@ -357,20 +410,20 @@ class _Reader:
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def _fail(self, path: str, message: str) -> errors.PlanError:
+    def fail(self, path: str, message: str) -> errors.PlanError:
         where = f"{path}: " if path else ""
         return errors.PlanError(f"{self.source}: {where}{message}")
 
     def mapping(self, raw: Any, path: str) -> Mapping[str, Any]:
         if not isinstance(raw, Mapping):
-            raise self._fail(path, f"expected a mapping, found {type(raw).__name__}")
+            raise self.fail(path, f"expected a mapping, found {type(raw).__name__}")
         return raw
 
     def text(self, raw: Mapping[str, Any], key: str, path: str = "") -> str:
         value = raw.get(key)
         if not isinstance(value, str) or not value:
             where = f"{path}.{key}" if path else key
-            raise self._fail(where, f"expected a non-empty string, found {value!r}")
+            raise self.fail(where, f"expected a non-empty string, found {value!r}")
         return value
 
     def items(
@@ -380,16 +433,16 @@ class _Reader:
         where = f"{path}.{key}" if path else key
         if value is None:
             if required:
-                raise self._fail(where, "is missing")
+                raise self.fail(where, "is missing")
             return ()
         if not isinstance(value, list) or (required and not value):
-            raise self._fail(where, f"expected a non-empty list, found {value!r}")
+            raise self.fail(where, f"expected a non-empty list, found {value!r}")
         return value
 
     def value_type(self, raw: Any, path: str) -> str:
         value = self.mapping(raw, path).get("type")
         if value not in VALUE_TYPES:
-            raise self._fail(
+            raise self.fail(
                 f"{path}.type", f"{value!r} is not a value type ({', '.join(sorted(VALUE_TYPES))})"
             )
         return str(value)
@@ -397,7 +450,7 @@ class _Reader:
     def key_type(self, raw: Any, path: str, index: int) -> str:
         value = self.mapping(raw, path).get("type")
         if value not in KEY_TYPES:
-            raise self._fail(
+            raise self.fail(
                 f"{path}.entities[{index}].type",
                 f"{value!r} is not a join key type (int64, string)",
             )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from featurekube import errors
+from featurekube import errors, serving_access
 from featurekube.spec import v1alpha1
 
 __all__ = ["ResolvedView", "render_serving_plan", "resolve_references"]
@@ -36,10 +36,17 @@ class ResolvedView:
 def render_serving_plan(
     service: v1alpha1.FeatureService, views: Sequence[ResolvedView]
 ) -> dict[str, Any]:
-    """What the feature server serves: features, their types, tables and TTLs."""
+    """What the feature server serves: features, their types, tables and TTLs, and who
+    may read and push (``spec.access``, its subjects as user names)."""
+    namespace = service.metadata.namespace or "default"
+    access = service.spec.access
     return {
         "featureService": service.metadata.name,
-        "namespace": service.metadata.namespace or "default",
+        "namespace": namespace,
+        "access": {
+            "read": serving_access.normalized(access.read if access else None, namespace),
+            "push": serving_access.normalized(access.push if access else None, namespace),
+        },
         "featureViews": [
             {
                 "name": r.view.metadata.name,

@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from featurekube.serving_access import SUBJECT_PATTERN
 from featurekube.spec.v1alpha1._base import (
     FeatureName,
     Rule,
@@ -19,6 +20,7 @@ from featurekube.spec.v1alpha1.common import Condition, DnsLabel, ObjectMeta, Va
 
 __all__ = [
     "QUANTITY_PATTERN",
+    "Access",
     "Autoscaling",
     "FeatureService",
     "FeatureServiceSpec",
@@ -187,6 +189,28 @@ class ServerSettings(SpecModel):
     """The gRPC port of the pods and the Service."""
 
 
+Subject = Annotated[str, Field(pattern=SUBJECT_PATTERN, max_length=317)]
+"""A ServiceAccount: NAMESPACE/NAME, NAMESPACE/* (every ServiceAccount of the
+namespace) or system:serviceaccount:NAMESPACE:NAME."""
+
+
+class Access(SpecModel):
+    """Who may call the service's feature server, by the ServiceAccount token each
+    caller sends. Reading and pushing are granted separately; a list left unset grants
+    the service's own namespace (every ServiceAccount in it), an empty list grants
+    nobody."""
+
+    read: list[Subject] | None = Field(
+        None, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Who may ask for features (GetOnlineFeatures)."""
+    push: list[Subject] | None = Field(
+        None, max_length=64, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
+    """Who may push rows into the service's own namespace's push views (Push). Views
+    shared from other namespaces are never written, whoever calls."""
+
+
 class FeatureServiceSpec(SpecModel):
     """The desired state of a FeatureService."""
 
@@ -223,6 +247,9 @@ class FeatureServiceSpec(SpecModel):
     """Features computed at request time."""
     server: ServerSettings = ServerSettings()
     """The gRPC feature server that serves this service."""
+    access: Access | None = None
+    """Who may read and who may push; unset: the ServiceAccounts of the service's own
+    namespace may do both."""
 
 
 class ResolvedFeature(SpecModel):

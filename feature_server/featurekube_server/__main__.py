@@ -100,6 +100,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds in-flight requests get to finish on SIGTERM (default %(default)s)",
     )
     parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="PEM certificate chain of the gRPC port, e.g. tls.crt of a mounted TLS Secret "
+        "(with --tls-key; default: plaintext, for local development only)",
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="its PEM private key")
+    parser.add_argument(
+        "--auth",
+        choices=["tokenreview", "none"],
+        default="none",
+        help="tokenreview: each call needs a ServiceAccount token the Kubernetes API "
+        "accepts, from a caller the plan's access lists name; none: anyone may call, for "
+        "local development only (default %(default)s)",
+    )
+    parser.add_argument(
+        "--token-cache-seconds",
+        type=float,
+        default=60.0,
+        help="how long an accepted token is taken without asking the Kubernetes API again "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--token-audience",
+        action="append",
+        default=[],
+        metavar="AUDIENCE",
+        help="an audience tokens must be for (repeatable; default: the API server's)",
+    )
+    parser.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
         default="info",
@@ -129,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         grace_period=args.grace_period,
         memory_data=args.memory_data,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        auth=args.auth,
+        token_cache_seconds=args.token_cache_seconds,
+        token_audiences=tuple(args.token_audience),
     )
     try:
         asyncio.run(server.serve(settings))

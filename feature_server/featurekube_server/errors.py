@@ -14,7 +14,10 @@ wrong, where, and what to do. The servicer maps them to gRPC status codes in one
     │   └── InvalidPushError             a pushed row that does not fit the view's schema
     ├── NotServedError               a feature service or view this server does not serve
     ├── PushNotAllowedError          a push into a view another namespace owns
-    └── PushUnsupportedError         this server has no write path for pushed rows
+    ├── PushUnsupportedError         this server has no write path for pushed rows
+    ├── UnauthenticatedError         no token, or one the Kubernetes API does not accept
+    ├── AccessDeniedError            a caller the service's spec.access does not list
+    └── AuthUnavailableError         the Kubernetes API did not answer a TokenReview
     StoreUnavailableError            the online store did not answer; retry with backoff
 
 Request-time transformations raise :class:`featurekube.errors.RequestTransformationError`.
@@ -23,6 +26,8 @@ Request-time transformations raise :class:`featurekube.errors.RequestTransformat
 from __future__ import annotations
 
 from featurekube.errors import (
+    AccessDeniedError,
+    AuthUnavailableError,
     InvalidColumnError,
     InvalidPushError,
     NotServedError,
@@ -32,11 +37,14 @@ from featurekube.errors import (
     ServingError,
     StoreUnavailableError,
     TooManyRowsError,
+    UnauthenticatedError,
     UnknownFeatureError,
 )
 from featurekube.errors import ServingPlanError as PlanError
 
 __all__ = [
+    "AccessDeniedError",
+    "AuthUnavailableError",
     "InvalidColumnError",
     "InvalidPushError",
     "NotServedError",
@@ -47,5 +55,6 @@ __all__ = [
     "ServingError",
     "StoreUnavailableError",
     "TooManyRowsError",
+    "UnauthenticatedError",
     "UnknownFeatureError",
 ]

@@ -8,6 +8,13 @@ from then on, NOT_SERVING again while draining. A store outage after start does 
 flip it: the pods' probes would restart every replica at once for nothing, while
 requests already answer UNAVAILABLE quickly.
 
+Security: with a certificate and key (``tls_cert``, ``tls_key``, mounted from a TLS
+Secret) the gRPC port takes TLS only; with ``auth="tokenreview"`` every call of
+FeatureServing needs a ServiceAccount token the Kubernetes API accepts, from a caller
+the plan's access lists name (:mod:`.auth`). Health and reflection stay open to the
+kubelet's probes. Without them the port is plaintext and anyone may call: for local
+development only, and logged as such at start.
+
 Stopping: on SIGTERM (or SIGINT) health turns NOT_SERVING, new requests are refused,
 and in-flight ones get up to ``grace_period`` seconds to finish.
 """
@@ -32,11 +39,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from featurekube._proto.featurekube.serving.v1 import serving_pb2 as pb
-from featurekube_server import errors, metrics, plan, servicer
+from featurekube_server import auth, errors, metrics, plan, servicer
 from featurekube_server.stores import base, dynamodb, memory, memory_data
 from featurekube_server.stores import writer as pushing
 
-__all__ = ["STORES", "FeatureServer", "ServerSettings", "configure_logging", "serve"]
+__all__ = [
+    "STORES",
+    "FeatureServer",
+    "ServerSettings",
+    "TlsFiles",
+    "configure_logging",
+    "serve",
+]
 
 log = logging.getLogger("featurekube_server")
 
@@ -75,6 +89,36 @@ class ServerSettings:
     memory_data: Path | None = None
     """With the memory store: a YAML file of rows to start with
     (:mod:`featurekube_server.stores.memory_data`)."""
+    tls_cert: Path | None = None
+    """PEM certificate chain of the gRPC port (``tls.crt`` of a TLS Secret); None:
+    plaintext, for local development only."""
+    tls_key: Path | None = None
+    """Its PEM private key (``tls.key``)."""
+    auth: str = "none"
+    """``tokenreview``: callers send ServiceAccount tokens, checked with the Kubernetes
+    API and the plan's access lists; ``none``: anyone may call (local development)."""
+    token_cache_seconds: float = 60.0
+    """How long an accepted token is taken without asking the API again."""
+    token_audiences: tuple[str, ...] = ()
+    """Audiences a token must be for (empty: the API server's own)."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The PEM certificate chain and private key of a TLS port."""
+
+    cert: Path
+    key: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        try:
+            pair = (self.key.read_bytes(), self.cert.read_bytes())
+        except OSError as exc:
+            raise errors.PlanError(
+                f"cannot read the TLS certificate or key ({self.cert}, {self.key}): "
+                f"{exc.strerror or exc}; mount a kubernetes.io/tls Secret there"
+            ) from exc
+        return grpc.ssl_server_credentials([pair])
 
 
 class FeatureServer:
@@ -92,8 +136,12 @@ class FeatureServer:
         clock: Callable[[], int] | None = None,
         health_interval: float = 1.0,
         max_response_bytes: int = 64 * 1024 * 1024,
+        tls: TlsFiles | None = None,
+        authenticator: auth.Authenticator | None = None,
     ) -> None:
         self.plan = serving
+        self.tls = tls
+        self.authenticator = authenticator
         self.store = store
         self.metrics = server_metrics or metrics.ServerMetrics(serving.feature_service)
         self.health = health.aio.HealthServicer()
@@ -101,7 +149,7 @@ class FeatureServer:
         self._health_interval = health_interval
         extra = {"clock": clock} if clock is not None else {}
         self.servicer = servicer.FeatureServingServicer(
-            serving, store, self.metrics, settings, writer, **extra
+            serving, store, self.metrics, settings, writer, authenticator=authenticator, **extra
         )
         # gRPC itself refuses, before reading them, requests over twice the limit; the
         # servicer refuses those in between, saying what to do.
@@ -122,7 +170,20 @@ class FeatureServer:
     async def start(self, address: str = "127.0.0.1:0") -> int:
         """Listen on ``address`` and start answering; returns the port. Health turns
         SERVING once the store answers (in the background)."""
-        port = self._server.add_insecure_port(address)
+        if self.tls is None:
+            port = self._server.add_insecure_port(address)
+        else:
+            port = self._server.add_secure_port(address, self.tls.credentials())
+        if self.tls is None or self.authenticator is None:
+            log.warning(
+                "this feature server is open: for local development only",
+                extra={
+                    "fields": {
+                        "tls": self.tls is not None,
+                        "authentication": self.authenticator is not None,
+                    }
+                },
+            )
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
@@ -151,6 +212,9 @@ class FeatureServer:
                     "max_message_bytes": self.servicer.max_message_bytes,
                     "largest_request_bytes": self.servicer.request_sizes.largest,
                     "max_in_flight_bytes": self.servicer.gate.capacity,
+                    "tls": self.tls is not None,
+                    "readers": list(self.plan.readers) if self.authenticator else None,
+                    "pushers": list(self.plan.pushers) if self.authenticator else None,
                 }
             },
         )
@@ -221,6 +285,8 @@ async def serve(settings: ServerSettings) -> None:
             settings=settings.serving,
             health_interval=settings.health_interval,
             max_response_bytes=settings.max_response_bytes,
+            tls=_tls(settings),
+            authenticator=_authenticator(settings),
         )
         if settings.metrics_port is not None:
             stack.callback(metrics.serve(server.metrics, settings.metrics_port))
@@ -232,6 +298,28 @@ async def serve(settings: ServerSettings) -> None:
         await stopping.wait()
         log.info("stopping", extra={"fields": {"grace_period": settings.grace_period}})
         await server.stop(settings.grace_period)
+
+
+def _tls(settings: ServerSettings) -> TlsFiles | None:
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise errors.PlanError("give both a TLS certificate and its key, or neither")
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    return TlsFiles(settings.tls_cert, settings.tls_key)
+
+
+def _authenticator(settings: ServerSettings) -> auth.Authenticator | None:
+    if settings.auth == "none":
+        return None
+    if settings.auth != "tokenreview":
+        raise errors.PlanError(f"unknown auth {settings.auth!r}; choose tokenreview or none")
+    try:
+        reviewer = auth.KubernetesReviewer(audiences=settings.token_audiences)
+    except Exception as exc:  # the kubernetes client's configuration errors vary
+        raise errors.PlanError(
+            f"--auth tokenreview needs the Kubernetes API (in a pod, or a kubeconfig): {exc}"
+        ) from exc
+    return auth.Authenticator(reviewer, ttl=settings.token_cache_seconds)
 
 
 class JsonFormatter(logging.Formatter):

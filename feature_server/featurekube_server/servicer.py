@@ -30,7 +30,7 @@ from featurekube import ondemand
 from featurekube._proto.featurekube.serving.v1 import serving_pb2 as pb
 from featurekube._proto.featurekube.serving.v1 import serving_pb2_grpc as pb_grpc
 from featurekube.online import wire
-from featurekube_server import admission, errors, limits, lookup, plan
+from featurekube_server import admission, auth, errors, limits, lookup, plan
 from featurekube_server.metrics import ServerMetrics
 from featurekube_server.stores import base
 
@@ -48,6 +48,9 @@ STATUS_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (ondemand.TransformationError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.NotServedError, grpc.StatusCode.NOT_FOUND),
     (errors.PushNotAllowedError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.AccessDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.AuthUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.PushUnsupportedError, grpc.StatusCode.UNIMPLEMENTED),
     (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
@@ -116,9 +119,13 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
         settings: ServingSettings | None = None,
         writer: base.PushWriter | None = None,
         clock: Callable[[], int] = _now_micros,
+        authenticator: auth.Authenticator | None = None,
     ) -> None:
-        """``clock`` gives the request time in microseconds since the epoch."""
+        """``clock`` gives the request time in microseconds since the epoch;
+        ``authenticator``: who calls, checked against the plan's access lists before a
+        request is admitted (None: anyone may call, for local development only)."""
         self._plan = serving
+        self._authenticator = authenticator
         self._planner = lookup.Planner(serving)
         self._store = store
         self._metrics = metrics
@@ -160,6 +167,8 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
     async def _get_online_features_bytes(
         self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetOnlineFeaturesResponse:
+        if not await self._allowed("GetOnlineFeatures", "read", context):
+            return pb.GetOnlineFeaturesResponse()
         if not await self._admit("GetOnlineFeatures", len(body), context):
             return pb.GetOnlineFeaturesResponse()
         try:
@@ -173,6 +182,8 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
     async def _push_bytes(
         self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PushResponse:
+        if not await self._allowed("Push", "push", context):
+            return pb.PushResponse()
         if not await self._admit("Push", len(body), context):
             return pb.PushResponse()
         try:
@@ -182,6 +193,25 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
             return await self.Push(request, context)
         finally:
             self.gate.release(len(body))
+
+    async def _allowed(
+        self, method: str, action: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bool:
+        """Whether the caller may ``action`` (read or push), before anything of the
+        request is read; a refusal is said in ``context``."""
+        if self._authenticator is None:
+            return True
+        started = time.perf_counter()
+        try:
+            caller = await self._authenticator.authenticate(context.invocation_metadata())
+            subjects = self._plan.pushers if action == "push" else self._plan.readers
+            auth.authorize(
+                caller, subjects, action, f"{self._plan.namespace}/{self._plan.feature_service}"
+            )
+        except errors.ServingError as exc:
+            self._fail(context, method, exc, started, 0)
+            return False
+        return True
 
     async def _admit(
         self, method: str, size: int, context: grpc.aio.ServicerContext[Any, Any]

@@ -55,7 +55,10 @@ either import works:
     │   │   └── InvalidPushError              a pushed row that does not fit the view's schema
     │   ├── NotServedError                a feature service or view this server does not serve
     │   ├── PushNotAllowedError           a push into a view another namespace owns
-    │   └── PushUnsupportedError          this server has no write path for pushed rows
+    │   ├── PushUnsupportedError          this server has no write path for pushed rows
+    │   ├── UnauthenticatedError          a call without a token the Kubernetes API accepts
+    │   ├── AccessDeniedError             a caller the service's spec.access does not list
+    │   └── AuthUnavailableError          the Kubernetes API did not answer a TokenReview
     ├── StoreUnavailableError         an online store did not answer; retry with backoff
     └── FeatureServerError            a feature server answered a client with an error
         ├── InvalidRequestError           the request was refused (INVALID_ARGUMENT, NOT_FOUND)
@@ -70,6 +73,8 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "AccessDeniedError",
+    "AuthUnavailableError",
     "ClusterError",
     "ClusterUnreachableError",
     "ComponentStartError",
@@ -116,6 +121,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreUnavailableError",
     "TooManyRowsError",
+    "UnauthenticatedError",
     "UnknownFeatureError",
     "WriteError",
 ]
@@ -373,6 +379,19 @@ class PushNotAllowedError(ServingError):
 
 class PushUnsupportedError(ServingError):
     """The server was started without a writer for pushed rows."""
+
+
+class UnauthenticatedError(ServingError):
+    """A call without a ServiceAccount token, or with one the Kubernetes API does not
+    accept (expired, deleted, or for another audience)."""
+
+
+class AccessDeniedError(ServingError):
+    """A caller not listed in the FeatureService's ``spec.access`` for what it asked."""
+
+
+class AuthUnavailableError(ServingError):
+    """The Kubernetes API did not answer a TokenReview; retry with backoff."""
 
 
 class StoreUnavailableError(FeaturekubeError):

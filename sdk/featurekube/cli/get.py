@@ -69,6 +69,28 @@ def register(commands: Any) -> None:
         "--timeout", type=float, default=5.0, help="seconds to wait (default %(default)s)"
     )
     parser.add_argument(
+        "--ca-file",
+        default=os.environ.get("FEATUREKUBE_CA_FILE"),
+        metavar="FILE",
+        help="PEM CA of the server's TLS certificate; turns TLS on (default: "
+        "$FEATUREKUBE_CA_FILE; without it or --tls, plaintext, for a local server)",
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="use TLS, checking the server with the system's CAs"
+    )
+    parser.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name the server's certificate must have, when --target is an address "
+        "(e.g. eta-model.rides.svc through a port-forward)",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="a file with the ServiceAccount token to send (default: $FEATUREKUBE_TOKEN_FILE, "
+        "or over TLS in a pod its own ServiceAccount token)",
+    )
+    parser.add_argument(
         "--output",
         "-o",
         choices=("table", "json"),
@@ -122,7 +144,14 @@ def _run(args: argparse.Namespace) -> int:
     for item in args.request:
         request_data.update(parse_assignments(item, "--request"))
     features = [f.strip() for f in args.features.split(",")] if args.features else None
-    with client.OnlineClient(args.target, timeout=args.timeout) as online:
+    with client.OnlineClient(
+        args.target,
+        timeout=args.timeout,
+        ca_file=args.ca_file,
+        tls=args.tls or None,
+        tls_server_name=args.tls_server_name,
+        token_file=args.token_file,
+    ) as online:
         try:
             result = online.get_online_features(
                 rows,

@@ -11,6 +11,12 @@
     result.to_dict()   # {"driver_id": [1001, 1002], "trips_30m": [3, None], ...}
     result.statuses["trips_30m"]   # [FeatureStatus.PRESENT, FeatureStatus.NOT_FOUND]
 
+In a cluster, feature servers take TLS and a ServiceAccount token: pass the CA that
+signed the server's certificate and the token file (in a pod, the ServiceAccount token
+Kubernetes projects is sent by default when TLS is on)::
+
+    OnlineClient("eta-model.rides.svc:50051", ca_file="/etc/featurekube/ca/ca.crt")
+
 Importing this module loads grpc (the ``server`` extra); ``import featurekube`` does
 not. Errors the server answers with become :class:`FeatureServerError` subclasses::
 
@@ -25,8 +31,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +67,11 @@ __all__ = [
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+"""Where Kubernetes projects a pod's ServiceAccount token."""
+TOKEN_FILE_ENV = "FEATUREKUBE_TOKEN_FILE"
+"""Environment variable naming a token file, read when none is passed."""
+
 
 FeatureServerError = errors.FeatureServerError
 InvalidRequestError = errors.InvalidRequestError
@@ -67,6 +80,8 @@ DeadlineExceededError = errors.DeadlineExceededError
 
 
 _ERRORS: Mapping[str, type[FeatureServerError]] = {
+    "UNAUTHENTICATED": errors.FeatureServerError,
+    "PERMISSION_DENIED": errors.FeatureServerError,
     "INVALID_ARGUMENT": InvalidRequestError,
     "NOT_FOUND": InvalidRequestError,
     "UNAVAILABLE": ServerUnavailableError,
@@ -149,6 +164,16 @@ class OnlineClient:
     ``target`` is ``host:port`` (a FeatureService's ``status.endpoint``); ``timeout``
     is the default deadline of each call, in seconds. Close it, or use it in a
     ``with`` block.
+
+    TLS: ``ca_file`` is the PEM CA the server's certificate is checked against
+    (``tls=True`` without it: the system's CAs; ``tls_server_name``: the name to check
+    when ``target`` is an address); ``credentials`` replaces all of that. Without any,
+    the channel is plaintext (a server started for local development).
+
+    Token: ``token``, or ``token_file`` (read again when it changes: Kubernetes
+    rotates projected tokens), or else ``$FEATUREKUBE_TOKEN_FILE``, or else, over TLS,
+    the pod's ServiceAccount token when there is one. Sent as
+    ``authorization: Bearer <token>`` with every call.
     """
 
     def __init__(
@@ -158,15 +183,32 @@ class OnlineClient:
         timeout: float | None = 5.0,
         credentials: grpc.ChannelCredentials | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,
+        ca_file: str | Path | None = None,
+        tls: bool | None = None,
+        tls_server_name: str | None = None,
+        token: str | None = None,
+        token_file: str | Path | None = None,
     ) -> None:
-        options = [
+        options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
+        secure = credentials is not None or ca_file is not None or bool(tls)
+        if credentials is None and secure:
+            try:
+                roots = Path(ca_file).read_bytes() if ca_file is not None else None
+            except OSError as exc:
+                raise errors.FeaturekubeError(
+                    f"cannot read the CA file {ca_file}: {exc.strerror or exc}"
+                ) from exc
+            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=options)
         else:
             self._channel = grpc.secure_channel(target, credentials, options=options)
+        self._token = _TokenSource(token, token_file, secure)
         self._stub = pb_grpc.FeatureServingStub(self._channel)
         self.target = target
         self.timeout = timeout
@@ -239,13 +281,50 @@ class OnlineClient:
         return response.row_count
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        token = self._token.read()
+        metadata = (("authorization", f"Bearer {token}"),) if token else None
         try:
-            return method(request, timeout=timeout if timeout is not None else self.timeout)
+            return method(
+                request,
+                timeout=timeout if timeout is not None else self.timeout,
+                metadata=metadata,
+            )
         except grpc.RpcError as exc:
             code: grpc.StatusCode = exc.code()
             details: str = exc.details() or ""
             error = _ERRORS.get(code.name, FeatureServerError)
             raise error(code.name, f"{details} (from the feature server at {self.target})") from exc
+
+
+class _TokenSource:
+    """The token sent with each call: given, or read from a file when it changes."""
+
+    def __init__(self, token: str | None, token_file: str | Path | None, secure: bool) -> None:
+        self._token = token
+        self._path: Path | None = None
+        if token is None:
+            named = token_file or os.environ.get(TOKEN_FILE_ENV)
+            if named:
+                self._path = Path(named)
+            elif secure and SERVICE_ACCOUNT_TOKEN.is_file():
+                # Only over TLS: a pod's own token is never sent in the clear unasked.
+                self._path = SERVICE_ACCOUNT_TOKEN
+        self._stamp: tuple[int, int] | None = None
+
+    def read(self) -> str | None:
+        if self._path is None:
+            return self._token
+        try:
+            stat = self._path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp != self._stamp:
+                self._token = self._path.read_text().strip()
+                self._stamp = stamp
+        except OSError as exc:
+            raise errors.FeaturekubeError(
+                f"cannot read the token file {self._path}: {exc.strerror or exc}"
+            ) from exc
+        return self._token
 
 
 def _rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:

@@ -9,10 +9,13 @@ depend on the longest window; the figure is the ratio of the two views' times.
 Everything runs against one moto server the benchmark starts (S3 and DynamoDB). The
 source holds 31 days of events of ``FEATUREKUBE_BENCH_AGGREGATION_ENTITIES`` entities
 (default 200), one every ``FEATUREKUBE_BENCH_AGGREGATION_EVERY`` minutes per entity on
-average (default 20). Each view is first backfilled for one hour at the end of day 30
+average (default 5). Each view is first backfilled for one hour at the end of day 30
 (which computes and stores every tile its windows need), then runs two windows to warm
 up and ``REPEAT`` consecutive 10-minute windows, each timed in this process from
-``python_job.run`` being called to its return (offline and online written).
+``python_job.run`` being called to its return (offline and online written), and the
+job's own ``read_compute`` time beside it. For scale, the same windows of the 1d+30d
+view are also computed without tiles, from the events of their whole read range (the
+job's path before tiles; compute only, nothing written).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pyarrow.parquet as pq
 
 from benchmarks import _harness
 from featurekube._platform import components, processes
+from featurekube.materialize import plan as planning
 from featurekube.materialize import python_job
 from featurekube.online import layout
 from featurekube.spec import v1alpha1
@@ -47,7 +51,7 @@ STEP = dt.timedelta(minutes=10)
 
 def _settings() -> tuple[int, int]:
     entities = int(os.environ.get("FEATUREKUBE_BENCH_AGGREGATION_ENTITIES", "200"))
-    every = int(os.environ.get("FEATUREKUBE_BENCH_AGGREGATION_EVERY", "20"))
+    every = int(os.environ.get("FEATUREKUBE_BENCH_AGGREGATION_EVERY", "5"))
     return entities, every
 
 
@@ -108,8 +112,11 @@ def _view(name: str, source: str, windows: list[str]) -> v1alpha1.FeatureView:
     )
 
 
-def _steady_windows(view: v1alpha1.FeatureView, tag: str) -> tuple[list[float], float, int]:
-    """Seconds of each measured window, of the backfill, and rows the last one read."""
+def _steady_windows(
+    view: v1alpha1.FeatureView, tag: str
+) -> tuple[list[float], list[float], float, int]:
+    """Seconds of each measured window, end to end and computing; of the backfill; and
+    the rows the last window read."""
     table = f"fk-bench-agg-{tag}"
     boto3.client("dynamodb").create_table(**layout.table_definition(table, {}))
     offline = f"s3://{BUCKET}/offline/{tag}"
@@ -117,17 +124,35 @@ def _steady_windows(view: v1alpha1.FeatureView, tag: str) -> tuple[list[float], 
     began = time.perf_counter()
     python_job.run(view, at - dt.timedelta(hours=1), at, offline_uri=offline, online_table=table)
     backfill = time.perf_counter() - began
-    samples = []
+    samples, computing = [], []
     rows_read = 0
     for i in range(WARM_UP + REPEAT):
         began = time.perf_counter()
         result = python_job.run(view, at, at + STEP, offline_uri=offline, online_table=table)
         if i >= WARM_UP:
             samples.append(time.perf_counter() - began)
+            computing.append(result.timings["read_compute"])
         rows_read = result.rows_read
         at += STEP
     boto3.client("dynamodb").delete_table(TableName=table)
-    return samples, backfill, rows_read
+    return samples, computing, backfill, rows_read
+
+
+def _from_events(view: v1alpha1.FeatureView) -> tuple[list[float], int]:
+    """Seconds computing the same windows from the events of their read range, without
+    tiles, and the rows the last one read."""
+    at = T0 + dt.timedelta(days=DAYS - 1) + WARM_UP * STEP
+    samples, rows_read = [], 0
+    for _ in range(REPEAT):
+        window = planning.plan_materialization(view, at, at + STEP)
+        with python_job._connection(python_job.PythonSettings()) as connection:
+            began = time.perf_counter()
+            _, rows_read = python_job._offline_rows(
+                connection, window, dt.datetime.now(dt.UTC), None, None
+            )
+            samples.append(time.perf_counter() - began)
+        at += STEP
+    return samples, rows_read
 
 
 def run() -> _harness.Report:
@@ -164,10 +189,14 @@ def run() -> _harness.Report:
             for subject, windows in (("1d only", ["1d"]), ("1d and 30d", ["1d", "30d"])):
                 tag = subject.replace(" ", "-")
                 view = _view(f"trips-{tag}", source, windows)
-                samples, backfill, rows_read = _steady_windows(view, tag)
+                samples, computing, backfill, rows_read = _steady_windows(view, tag)
                 report.add(subject, "steady window", "s", samples)
+                report.add(subject, "steady window: compute", "s", computing)
                 report.add(subject, "backfill of 1h (tiles of 30d)", "s", [backfill])
                 report.notes[f"{subject}: rows read by a steady window"] = str(rows_read)
+            samples, rows_read = _from_events(view)
+            report.add("1d and 30d without tiles", "steady window: compute", "s", samples)
+            report.notes["1d and 30d: rows read without tiles"] = str(rows_read)
         finally:
             processes.stop(pid)
     report.notes["data"] = (

@@ -48,6 +48,10 @@ helm: ## Build (once, cached under ~/.cache/featurekube) helm for the chart's te
 platform-bin: ## Build (once, cached under ~/.cache/featurekube) the Kubernetes API binaries.
 	hack/k8s/build.sh >/dev/null
 
+.PHONY: node-bin
+node-bin: platform-bin ## Build (once, cached under ~/.cache/featurekube) containerd, the CNI plugins and CoreDNS for `dev up --node`.
+	hack/node/build.sh >/dev/null
+
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-layer contracts.
 	$(BIN)/ruff check --no-cache .

@@ -1,0 +1,3 @@
+module featurekube.dev/hack/node/probe
+
+go 1.26.0

@@ -7,5 +7,8 @@ deployed anywhere. Its parts:
 - :mod:`.components`: the command line and readiness check of each process (pure);
 - :mod:`.kubeconfig`: kubeconfig documents (pure);
 - :mod:`.processes`: starting, watching and stopping background processes (I/O);
+- :mod:`.node_config`: the optional real node's addresses, configs and manifests (pure);
+- :mod:`.node`: the node's namespaces, files, images and clean-up (I/O);
+- :mod:`.oci`: one-layer OCI image archives written from a directory (I/O);
 - :mod:`.platform`: puts them together into a platform with a state directory (I/O).
 """

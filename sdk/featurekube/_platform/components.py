@@ -9,16 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from featurekube._platform import node_config
+
 __all__ = [
     "Layout",
     "Ports",
     "apiserver_command",
+    "containerd_command",
     "controller_manager_command",
     "etcd_command",
+    "in_node",
+    "kube_proxy_command",
+    "kubelet_command",
     "moto_command",
     "operator_command",
     "operator_environment",
     "runtime_command",
+    "scheduler_command",
 ]
 
 LOOPBACK = "127.0.0.1"
@@ -128,9 +135,15 @@ rules:
 
 
 def apiserver_command(
-    binary: Path, layout: Layout, ports: Ports, *, audit: bool = False
+    binary: Path, layout: Layout, ports: Ports, *, audit: bool = False, node: bool = False
 ) -> list[str]:
     """kube-apiserver with TLS, x509 client auth and RBAC, serving on loopback only.
+
+    With ``node``, it serves as a real cluster's does for the platform's node: on the
+    machine's end of the node's link (:data:`node_config.HOST_IP`), advertised there as
+    the ``kubernetes`` Service's endpoint, with the Node authorizer and the
+    ServiceAccount and NodeRestriction admission plugins, and calling the kubelet
+    with a client certificate of its own.
 
     With ``audit``, every request's metadata goes to :attr:`Layout.audit_log` (the
     policy file ``audit-policy.yaml`` must exist in the pki directory).
@@ -145,41 +158,107 @@ def apiserver_command(
         if audit
         else []
     )
+    address = node_config.HOST_IP if node else LOOPBACK
+    cluster_flags = (
+        [
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={pki('apiserver-kubelet-client.crt')}",
+            f"--kubelet-client-key={pki('apiserver-kubelet-client.key')}",
+            f"--kubelet-certificate-authority={pki('serving-ca.crt')}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
+        if node
+        else [
+            "--authorization-mode=RBAC",
+            # No token controller runs, so pods must not require a service-account token.
+            "--disable-admission-plugins=ServiceAccount",
+            # One API server, no Service endpoints to keep for it.
+            "--endpoint-reconciler-type=none",
+        ]
+    )
     return [
         str(binary),
         *audit_flags,
         f"--etcd-servers=http://{LOOPBACK}:{ports.etcd_client}",
-        f"--bind-address={LOOPBACK}",
-        f"--advertise-address={LOOPBACK}",
+        f"--bind-address={address}",
+        f"--advertise-address={address}",
         f"--secure-port={ports.apiserver}",
         f"--cert-dir={layout.pki}",
         f"--tls-cert-file={pki('apiserver.crt')}",
         f"--tls-private-key-file={pki('apiserver.key')}",
         f"--client-ca-file={pki('client-ca.crt')}",
-        "--authorization-mode=RBAC",
-        f"--service-account-issuer=https://{LOOPBACK}:{ports.apiserver}/",
+        f"--service-account-issuer=https://{address}:{ports.apiserver}/",
         f"--service-account-key-file={pki('sa.pub')}",
         f"--service-account-signing-key-file={pki('sa.key')}",
-        "--service-cluster-ip-range=10.0.0.0/24",
+        f"--service-cluster-ip-range={node_config.SERVICE_CIDR}",
         "--allow-privileged=true",
-        # No token controller runs, so pods must not require a service-account token.
-        "--disable-admission-plugins=ServiceAccount",
-        # One API server, no Service endpoints to keep for it.
-        "--endpoint-reconciler-type=none",
+        *cluster_flags,
         "--v=1",
     ]
 
 
-def controller_manager_command(binary: Path, layout: Layout) -> list[str]:
-    """kube-controller-manager running only the controllers in :data:`CONTROLLERS`."""
+def controller_manager_command(binary: Path, layout: Layout, *, node: bool = False) -> list[str]:
+    """kube-controller-manager running only the controllers in :data:`CONTROLLERS`, or
+    with ``node`` all of its default ones (ServiceAccounts and their tokens, node
+    lifecycle, endpoints and EndpointSlices, ...), as a real cluster runs it."""
+    controllers = (
+        [
+            "--controllers=*",
+            f"--service-account-private-key-file={layout.pki_file('sa.key')}",
+            f"--root-ca-file={layout.pki_file('serving-ca.crt')}",
+        ]
+        if node
+        else [f"--controllers={','.join(CONTROLLERS)}"]
+    )
     return [
         str(binary),
         f"--kubeconfig={layout.controller_manager_kubeconfig}",
         "--leader-elect=false",
         "--secure-port=0",
-        f"--controllers={','.join(CONTROLLERS)}",
+        *controllers,
         "--v=1",
     ]
+
+
+def scheduler_command(binary: Path, kubeconfig: Path) -> list[str]:
+    """kube-scheduler as user system:kube-scheduler, alone (no leader election)."""
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--leader-elect=false",
+        f"--bind-address={LOOPBACK}",
+        "--secure-port=0",
+        "--v=1",
+    ]
+
+
+def in_node(holder: int, argv: list[str]) -> list[str]:
+    """``argv`` run inside the node's mount and network namespaces, held by ``holder``."""
+    return ["nsenter", f"--target={holder}", "--mount", "--net", "--", *argv]
+
+
+def containerd_command(binary: Path, node: node_config.NodeLayout) -> list[str]:
+    return [str(binary), f"--config={node.containerd_config}"]
+
+
+def kubelet_command(binary: Path, node: node_config.NodeLayout) -> list[str]:
+    """The kubelet as node :data:`node_config.NODE_NAME`, with its own node credentials."""
+    return [
+        str(binary),
+        f"--config={node.kubelet_config}",
+        f"--kubeconfig={node.kubeconfig('kubelet')}",
+        f"--root-dir={node.kubelet_root}",
+        f"--hostname-override={node_config.NODE_NAME}",
+        f"--node-ip={node_config.NODE_IP}",
+        "--v=1",
+    ]
+
+
+def kube_proxy_command(binary: Path, node: node_config.NodeLayout) -> list[str]:
+    return [str(binary), f"--config={node.kube_proxy_config}", "--v=1"]
 
 
 def moto_command(python: Path, ports: Ports) -> list[str]:

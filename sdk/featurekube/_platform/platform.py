@@ -25,17 +25,31 @@ from pathlib import Path
 import yaml
 
 from featurekube import errors
-from featurekube._platform import components, holders, kubeconfig, pki, processes
+from featurekube._platform import (
+    components,
+    holders,
+    kubeconfig,
+    node,
+    node_config,
+    pki,
+    processes,
+)
 
 __all__ = ["Endpoints", "LocalPlatform", "PlatformSettings", "default_state_dir"]
 
 K8S_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
+NODE_K8S_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler")
 # Stopped in the reverse of this order.
 START_ORDER = (
     "moto",
+    "node-namespace",
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
     "runtime",
     "operator",
 )
@@ -86,6 +100,12 @@ class PlatformSettings:
     default offline store (s3://featurekube/offline), where `featurekube materialize`
     writes unless told otherwise."""
 
+    node: bool = False
+    """Also run a real node: kube-scheduler, containerd with runc, the CNI bridge, the
+    kubelet, kube-proxy and CoreDNS, in namespaces of their own (see
+    :mod:`featurekube._platform.node_config`), with the controller-manager's default
+    controllers. One machine runs one such node at a time."""
+
     start_timeout: float = 180.0
     """Seconds each component may take to become ready (the API server is the slow one)."""
 
@@ -105,6 +125,8 @@ class Endpoints:
     """The command line of the process that started the platform."""
     started_at: str = ""
     """When it was started, ISO 8601 UTC."""
+    node: str = ""
+    """The name of the platform's node, '' when it runs none."""
 
     def describe_start(self) -> str:
         """``started at ... by `...` `` as far as it is known."""
@@ -162,7 +184,8 @@ def resolve_k8s_bin_dir(settings: PlatformSettings) -> Path:
                 "its output above says why"
             )
         bin_dir = Path(built.stdout.strip().splitlines()[-1])
-    missing = [b for b in K8S_BINARIES if not (bin_dir / b).is_file()]
+    wanted = (*K8S_BINARIES, *NODE_K8S_BINARIES) if settings.node else K8S_BINARIES
+    missing = [b for b in wanted if not (bin_dir / b).is_file()]
     if missing:
         raise errors.PlatformError(
             f"{bin_dir} lacks {', '.join(missing)}: run `make platform-bin` to build them"
@@ -203,26 +226,34 @@ class LocalPlatform:
         if running is not None:
             return running
         self.stop()  # whatever is left of an earlier, broken start
+        if self.settings.node:
+            node.check_free(self.layout.root)
         bin_dir = resolve_k8s_bin_dir(self.settings)
+        node_bin_dir = node.resolve_node_bin_dir(_find_repo_root()) if self.settings.node else None
         self._reset_state_dir()
         ports = components.Ports(*(processes.free_port() for _ in range(4)))
         self._write_pki(ports)
         pids: dict[str, int] = {}
         try:
+            if node_bin_dir is not None:
+                self._start_node_namespace(node_bin_dir, pids)
             self._start_components(bin_dir, ports, pids)
+            if node_bin_dir is not None:
+                self._start_node(bin_dir, node_bin_dir, pids)
         except BaseException:
             self._stop_pids(pids)
             raise
         found = Endpoints(
             kubeconfig=self.layout.kubeconfig,
             kubeconfig_unprivileged=self.layout.kubeconfig_unprivileged,
-            apiserver_url=_apiserver_url(ports),
+            apiserver_url=self._apiserver_url(ports),
             aws_endpoint_url=f"http://{components.LOOPBACK}:{ports.moto}",
             region=self.settings.region,
             pids=pids,
             log_dir=self.layout.logs,
             started_by=holders.process_command(os.getpid()),
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            node=node_config.NODE_NAME if self.settings.node else "",
         )
         self.layout.state_file.write_text(found.to_json())
         return found
@@ -240,7 +271,12 @@ class LocalPlatform:
 
     def _reset_state_dir(self) -> None:
         root = self.layout.root
-        for child in (self.layout.etcd_data, self.layout.pki, self.layout.logs):
+        for child in (
+            self.layout.etcd_data,
+            self.layout.pki,
+            self.layout.logs,
+            self.node_layout.root,
+        ):
             shutil.rmtree(child, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
         self.layout.pki.mkdir(mode=0o700)
@@ -250,13 +286,18 @@ class LocalPlatform:
         now = dt.datetime.now(dt.UTC)
         serving_ca = pki.new_authority("featurekube-dev-serving-ca", now)
         client_ca = pki.new_authority("featurekube-dev-client-ca", now)
-        serving = pki.issue_certificate(
-            serving_ca,
-            "kube-apiserver",
-            now,
-            hosts=("127.0.0.1", "localhost", "kubernetes", "kubernetes.default.svc"),
-            server=True,
-        )
+        # The names and addresses a real cluster's API server certificate carries, so
+        # that in-cluster clients (Service IP, kubernetes.default.svc...) verify it.
+        hosts = (
+            "127.0.0.1",
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            f"kubernetes.default.svc.{node_config.CLUSTER_DOMAIN}",
+            node_config.KUBERNETES_SERVICE_IP,
+        ) + ((node_config.HOST_IP,) if self.settings.node else ())
+        serving = pki.issue_certificate(serving_ca, "kube-apiserver", now, hosts=hosts, server=True)
         sa = pki.new_rsa_key()
         files = {
             "serving-ca.crt": serving_ca.pair.cert_pem,
@@ -266,7 +307,7 @@ class LocalPlatform:
             "sa.pub": sa.cert_pem,
             "sa.key": sa.key_pem,
         }
-        users = {
+        users: dict[str, tuple[str, tuple[str, ...], Path]] = {
             # name: (user, groups, kubeconfig path)
             "admin": ("admin", ("system:masters",), self.layout.kubeconfig),
             "unprivileged": (
@@ -282,12 +323,48 @@ class LocalPlatform:
                 self.layout.controller_manager_kubeconfig,
             ),
         }
+        if self.settings.node:
+            node_layout = self.node_layout
+            users |= {
+                # Each node part with its own identity and no more rights than a real
+                # cluster gives it: the kubelet as a node (Node authorizer and
+                # NodeRestriction), the others through Kubernetes' default roles.
+                "kubelet": (
+                    f"system:node:{node_config.NODE_NAME}",
+                    ("system:nodes",),
+                    node_layout.kubeconfig("kubelet"),
+                ),
+                "kube-proxy": ("system:kube-proxy", (), node_layout.kubeconfig("kube-proxy")),
+                "kube-scheduler": (
+                    "system:kube-scheduler",
+                    (),
+                    node_layout.kubeconfig("kube-scheduler"),
+                ),
+            }
+            # The API server's identity towards the kubelet, and the kubelet's serving
+            # certificate, which the API server checks against the serving CA.
+            kubelet_client = pki.issue_certificate(
+                client_ca, "kube-apiserver-kubelet-client", now, organizations=("system:masters",)
+            )
+            kubelet_serving = pki.issue_certificate(
+                serving_ca,
+                f"system:node:{node_config.NODE_NAME}",
+                now,
+                hosts=(node_config.NODE_IP, node_config.NODE_NAME),
+                server=True,
+            )
+            files |= {
+                "apiserver-kubelet-client.crt": kubelet_client.cert_pem,
+                "apiserver-kubelet-client.key": kubelet_client.key_pem,
+                "kubelet-serving.crt": kubelet_serving.cert_pem,
+                "kubelet-serving.key": kubelet_serving.key_pem,
+            }
         for key, (user, groups, path) in users.items():
             cert = pki.issue_certificate(client_ca, user, now, organizations=groups)
             files[f"{key}.crt"] = cert.cert_pem
             files[f"{key}.key"] = cert.key_pem
             doc = kubeconfig.render_kubeconfig(
-                server=_apiserver_url(ports),
+                server=self._apiserver_url(ports),
                 ca_pem=serving_ca.pair.cert_pem,
                 user=user,
                 client_cert_pem=cert.cert_pem,
@@ -312,7 +389,11 @@ class LocalPlatform:
         self._await("etcd", pids["etcd"], timeout, lambda: processes.http_ok(etcd_health))
         pids["kube-apiserver"] = processes.spawn(
             components.apiserver_command(
-                bin_dir / "kube-apiserver", layout, ports, audit=self.settings.audit
+                bin_dir / "kube-apiserver",
+                layout,
+                ports,
+                audit=self.settings.audit,
+                node=self.settings.node,
             ),
             layout.log("kube-apiserver"),
         )
@@ -325,7 +406,9 @@ class LocalPlatform:
             ),
         )
         pids["kube-controller-manager"] = processes.spawn(
-            components.controller_manager_command(bin_dir / "kube-controller-manager", layout),
+            components.controller_manager_command(
+                bin_dir / "kube-controller-manager", layout, node=self.settings.node
+            ),
             layout.log("kube-controller-manager"),
         )
         moto_ready = f"http://{components.LOOPBACK}:{ports.moto}/moto-api/"
@@ -364,6 +447,111 @@ class LocalPlatform:
                 },
             )
 
+    def _apiserver_url(self, ports: components.Ports) -> str:
+        host = node_config.HOST_IP if self.settings.node else components.LOOPBACK
+        return f"https://{host}:{ports.apiserver}"
+
+    # -- the node ----------------------------------------------------------------------
+
+    @property
+    def node_layout(self) -> node_config.NodeLayout:
+        return node_config.NodeLayout(self.layout.root / "node")
+
+    def _start_node_namespace(self, node_bin_dir: Path, pids: dict[str, int]) -> None:
+        """The node's namespaces and link first: the API server listens on that link."""
+        node.prepare(self.node_layout, node_bin_dir / "cni", node_config.Images(), self.layout.pki)
+        pids["node-namespace"] = node.create_namespace(
+            self.node_layout, self.layout.root, self.layout.log("node-namespace")
+        )
+
+    def _start_node(self, bin_dir: Path, node_bin_dir: Path, pids: dict[str, int]) -> None:
+        layout, node_layout, timeout = self.layout, self.node_layout, self.settings.start_timeout
+        images = node_config.Images()
+        holder = pids["node-namespace"]
+        archives = node.build_images(node_bin_dir, images)
+        pids["kube-scheduler"] = processes.spawn(
+            components.scheduler_command(
+                bin_dir / "kube-scheduler", node_layout.kubeconfig("kube-scheduler")
+            ),
+            layout.log("kube-scheduler"),
+        )
+        # containerd finds its shim, runc and nft (kube-proxy's) on the PATH.
+        environment = {
+            "PATH": f"{node_bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "TMPDIR": str(node_layout.tmp),
+        }
+        pids["containerd"] = processes.spawn(
+            components.in_node(
+                holder, components.containerd_command(node_bin_dir / "containerd", node_layout)
+            ),
+            layout.log("containerd"),
+            env=environment,
+        )
+        ctr = [
+            *components.in_node(holder, [str(node_bin_dir / "ctr")]),
+            f"--address={node_layout.containerd_socket}",
+            "version",
+        ]
+        self._await(
+            "containerd",
+            pids["containerd"],
+            timeout,
+            lambda: subprocess.run(ctr, capture_output=True).returncode == 0,
+        )
+        node.import_images(holder, node_bin_dir / "ctr", node_layout.containerd_socket, archives)
+        pids["kubelet"] = processes.spawn(
+            components.in_node(
+                holder, components.kubelet_command(bin_dir / "kubelet", node_layout)
+            ),
+            layout.log("kubelet"),
+            env=environment,
+        )
+        kubectl = [str(bin_dir / "kubectl"), f"--kubeconfig={layout.kubeconfig}"]
+        ready = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
+        node_ready = [*kubectl, "get", "node", node_config.NODE_NAME, "-o", ready]
+        self._await(
+            "kubelet",
+            pids["kubelet"],
+            timeout,
+            lambda: subprocess.run(node_ready, capture_output=True, text=True).stdout == "True",
+        )
+        pids["kube-proxy"] = processes.spawn(
+            components.in_node(
+                holder, components.kube_proxy_command(bin_dir / "kube-proxy", node_layout)
+            ),
+            layout.log("kube-proxy"),
+            env=environment,
+        )
+        proxy_health = [
+            *components.in_node(holder, ["nft", "list", "table", "ip", "kube-proxy"]),
+        ]
+        self._await(
+            "kube-proxy",
+            pids["kube-proxy"],
+            timeout,
+            lambda: subprocess.run(proxy_health, capture_output=True).returncode == 0,
+        )
+        manifest = node_layout.manifests / "coredns.yaml"
+        manifest.write_text(node_config.manifest_text(node_config.coredns_manifests(images)))
+        for args in (
+            ["apply", "--server-side", "-f", str(manifest)],
+            [
+                "-n",
+                "kube-system",
+                "rollout",
+                "status",
+                "deployment/coredns",
+                f"--timeout={timeout:.0f}s",
+            ],
+        ):
+            done = subprocess.run([*kubectl, *args], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise errors.ComponentStartError(
+                    "coredns",
+                    f"`kubectl {' '.join(args)}` exited with {done.returncode}",
+                    done.stdout + done.stderr + "\n" + processes.tail(layout.log("kubelet")),
+                )
+
     def _await(self, name: str, pid: int, timeout: float, ready: Callable[[], bool]) -> None:
         if processes.wait_until(ready, timeout, abort=lambda: not processes.is_running(pid)):
             return
@@ -397,7 +585,7 @@ class LocalPlatform:
         context.load_cert_chain(
             self.layout.pki_file("admin.crt"), self.layout.pki_file("admin.key")
         )
-        return processes.http_ok(_apiserver_url(ports) + path, context)
+        return processes.http_ok(self._apiserver_url(ports) + path, context)
 
     def _install_crds(self, kubectl: Path) -> None:
         crd_dirs = [_bundled_crd_dir(), *self.settings.crd_dirs]
@@ -442,10 +630,12 @@ class LocalPlatform:
         self.layout.state_file.unlink(missing_ok=True)
         return True
 
-    @staticmethod
-    def _stop_pids(pids: Mapping[str, int]) -> None:
+    def _stop_pids(self, pids: Mapping[str, int]) -> None:
         for name in reversed(START_ORDER):
-            if name in pids:
+            if name == "node-namespace" and name in pids:
+                # The node's parts have stopped: remove what they leave behind.
+                node.cleanup(pids[name], self.layout.root)
+            elif name in pids:
                 processes.stop(pids[name], _executable(name))
 
 
@@ -467,11 +657,9 @@ def _environment(layout: components.Layout, ports: components.Ports, region: str
 
 
 def _executable(component: str) -> str:
+    if component == "node-namespace":
+        return "sleep"
     return "python" if component in ("moto", "runtime", "operator") else component
-
-
-def _apiserver_url(ports: components.Ports) -> str:
-    return f"https://{components.LOOPBACK}:{ports.apiserver}"
 
 
 def _bundled_crd_dir() -> Path:

@@ -51,6 +51,12 @@ def register(commands: Any) -> None:
         help="also run featurekube's operator, keeping offline tables under OFFLINE_URI "
         "(e.g. s3://featurekube-demo/offline)",
     )
+    up.add_argument(
+        "--node",
+        action="store_true",
+        help="also run a real node: kube-scheduler, containerd, the kubelet, kube-proxy "
+        "and CoreDNS (one per machine; the first start builds them, about 10 minutes)",
+    )
     up.set_defaults(run=_up)
     down = actions.add_parser(
         "down",
@@ -76,7 +82,10 @@ def _platform(args: argparse.Namespace) -> platform.LocalPlatform:
     state_dir = args.state_dir or platform.default_state_dir()
     crds = tuple(getattr(args, "crds", ()))
     settings = platform.PlatformSettings(
-        state_dir=state_dir, crd_dirs=crds, operator_offline_uri=getattr(args, "operator", None)
+        state_dir=state_dir,
+        crd_dirs=crds,
+        operator_offline_uri=getattr(args, "operator", None),
+        node=getattr(args, "node", False),
     )
     return platform.LocalPlatform(settings)
 
@@ -98,6 +107,10 @@ def _up(args: argparse.Namespace) -> int:
         endpoints = running
         print(describe_reuse(local.layout.root, running), file=sys.stderr)
     print(f"# Kubernetes API: {endpoints.apiserver_url}", file=sys.stderr)
+    if endpoints.node:
+        print(
+            f"# node: {endpoints.node} (kubelet, containerd, kube-proxy, CoreDNS)", file=sys.stderr
+        )
     print(f"# S3 and DynamoDB: {endpoints.aws_endpoint_url}", file=sys.stderr)
     buckets = ", ".join(f"s3://{bucket}" for bucket in local.settings.buckets)
     print(f"# buckets: {buckets} (featurekube materialize's default)", file=sys.stderr)

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from featurekube.materialize import python_job, spark_job, tiles
+from featurekube.materialize import plan as planning
+from featurekube.materialize import python_job, spark_job, tile_store, tiles
 from featurekube.offline import layout
 from featurekube.spec import v1alpha1
 
@@ -173,3 +174,48 @@ def test_a_spark_rerun_with_late_events_leaves_no_stale_tiles(
     spark_job.run(spark, view, first[0], later[1], offline_uri=reference, online_table=None)
 
     _close(_offline(offline), _offline(reference))
+
+
+def test_a_tile_table_of_other_column_types_is_replaced_whole(tmp_path: Any) -> None:
+    view = _view("s3://bucket/raw/")
+    window = planning.plan_materialization(view, T0 + DAY, T0 + DAY + S)
+    tiles_plan = window.aggregation
+    assert tiles_plan is not None and tiles_plan.first_boundary is not None
+    end = tiles_plan.first_boundary
+
+    def layout_of(fare: pa.DataType) -> tiles.TileLayout:
+        schema = pa.schema(
+            [("driver_id", pa.int64()), ("fare", fare), ("tip", pa.int64()), ("zone", pa.string())]
+        )
+        found = tiles.layout_for(tiles_plan, ["driver_id"], schema)
+        assert found is not None
+        return found
+
+    def events(fare: pa.DataType) -> pa.Table:
+        return pa.table(
+            {
+                "driver_id": pa.array([1], pa.int64()),
+                "fare": pa.array([3], pa.int64()).cast(fare),
+                "tip": pa.array([1], pa.int64()),
+                "zone": pa.array(["north"]),
+                "__event_micros": pa.array([end - 1], pa.int64()),
+                "__created_micros": pa.array([end - 1], pa.int64()),
+            }
+        )
+
+    uri = str(tmp_path / "_tiles")
+    key = (tiles_plan.interval, end)
+    old, new = layout_of(pa.int64()), layout_of(pa.float64())
+    first = tile_store.TileStore(uri)
+    assert first.load([key]) is None
+    first.replace(tiles.build_tiles(events(pa.int64()), old), old, computed=[key], cleared=[])
+
+    second = tile_store.TileStore(uri)
+    loaded = second.load([key])
+    assert loaded is not None and loaded.num_rows == 2  # the tile and its marker
+    assert not second.matches(new)
+    second.replace(tiles.build_tiles(events(pa.float64()), new), new, computed=[key], cleared=[])
+
+    table = deltalake.DeltaTable(uri).to_pyarrow_table()
+    assert table.schema.field("fare#max").type == pa.float64()
+    assert sorted(table.column(tiles.MARKER).to_pylist()) == [False, True]

@@ -11,19 +11,25 @@ anything else is refused with the construct named.
 
 from __future__ import annotations
 
-import sqlglot
-import sqlglot.errors
-from sqlglot import exp
+from typing import TYPE_CHECKING
 
 from featurekube import sqlbounds
 from featurekube.materialize.errors import TransformationError
-from featurekube.validation import sql as sql_rules
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 __all__ = ["check", "portable", "translate", "unportable"]
 
 
 def _parse(sql: str) -> tuple[exp.Expr | None, list[str]]:
     """``sql`` parsed, and what in it featurekube refuses (then possibly no tree)."""
+    # sqlglot takes a fifth of a second to import: only a view with SQL pays it.
+    import sqlglot
+    import sqlglot.errors
+
+    from featurekube.validation import sql as sql_rules
+
     deep = sqlbounds.nesting_problem(sql)
     if deep is not None:
         return None, [f"SQL that {deep}"]
@@ -87,6 +93,8 @@ def _spark_types(node: exp.Expression) -> exp.Expression:
     result's column types, and so the checks of them, agree; Spark fails a CAST of a
     value that does not convert and a division by zero, where sqlglot reads them as
     Spark's lenient mode would (TRY_CAST, NULLIF): make DuckDB fail them too."""
+    from sqlglot import exp
+
     if isinstance(node, exp.TryCast):
         return exp.Cast(this=node.this, to=node.args["to"])
     if isinstance(node, exp.Div) and node.args.get("safe"):
@@ -101,9 +109,3 @@ def _spark_types(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.Floor | exp.Ceil) and node.args.get("decimals") is None:
         return exp.Cast(this=node, to=exp.DataType.build("bigint"))
     return node
-
-
-def _function_name(node: exp.Func) -> str:
-    if isinstance(node, exp.Anonymous):
-        return str(node.name).lower()
-    return str(node.sql_name()).lower()

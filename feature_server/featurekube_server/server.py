@@ -110,15 +110,36 @@ class TlsFiles:
     cert: Path
     key: Path
 
-    def credentials(self) -> grpc.ServerCredentials:
+    def read(self) -> tuple[bytes, bytes]:
+        """The key and certificate chain, PEM."""
         try:
-            pair = (self.key.read_bytes(), self.cert.read_bytes())
+            return self.key.read_bytes(), self.cert.read_bytes()
         except OSError as exc:
             raise errors.PlanError(
                 f"cannot read the TLS certificate or key ({self.cert}, {self.key}): "
                 f"{exc.strerror or exc}; mount a kubernetes.io/tls Secret there"
             ) from exc
-        return grpc.ssl_server_credentials([pair])
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials that take a renewed certificate (the files changed) at
+        the next handshake, without a restart."""
+        current = [self.read()]
+
+        def fetch() -> Any:
+            try:
+                pair = self.read()
+            except errors.PlanError as exc:  # mid-update: keep the last good pair
+                log.warning("cannot read the TLS files", extra={"fields": {"error": str(exc)}})
+                return None
+            if pair == current[0]:
+                return None
+            current[0] = pair
+            log.info("TLS certificate reloaded", extra={"fields": {"cert": str(self.cert)}})
+            return grpc.ssl_server_certificate_configuration([pair])
+
+        return grpc.dynamic_ssl_server_credentials(
+            grpc.ssl_server_certificate_configuration(current), fetch
+        )
 
 
 class FeatureServer:

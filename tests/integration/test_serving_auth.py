@@ -304,3 +304,25 @@ async def test_a_client_that_does_not_trust_the_server_certificate_cannot_call(
     )
     assert result.values == {"zone": [None]}
     assert target.authenticator.reviews == 1, "no call reached the server without TLS"
+
+
+@pytest.mark.asyncio
+async def test_a_renewed_certificate_is_served_at_the_next_handshake_without_a_restart(
+    target: Target, tmp_path: Path
+) -> None:
+    def call(ca: Path) -> Any:
+        token = target.accounts.tokens["reader"]
+        with client.OnlineClient(target.address, ca_file=ca, token_file=token, timeout=3) as c:
+            return c.get_online_features(**READ)
+
+    renewed = tmp_path / "renewed"
+    renewed.mkdir()
+    new_ca, ca, ca_key = make_ca(renewed, "renewed-ca")
+    files = make_server_cert(renewed, ca, ca_key)
+    # What the kubelet does when the Secret changes: the files are replaced.
+    (tmp_path / "tls.key").write_bytes(files.key.read_bytes())
+    (tmp_path / "tls.crt").write_bytes(files.cert.read_bytes())
+
+    assert (await asyncio.to_thread(call, new_ca)).values == {"zone": [None]}
+    with pytest.raises(client.ServerUnavailableError):
+        await asyncio.to_thread(call, target.ca)

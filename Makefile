@@ -74,7 +74,7 @@ docs: venv ## Build the documentation site into build/docs; a warning fails the 
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 .PHONY: test
-test: venv platform-bin helm lint docs ## Everything: lint, the docs site, unit, integration and end-to-end tests on the local platform.
+test: venv platform-bin node-bin helm lint docs ## Everything: lint, the docs site, unit, integration (with a real node) and end-to-end tests on the local platform.
 	$(BIN)/pytest tests
 
 .PHONY: bench

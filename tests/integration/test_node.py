@@ -1,0 +1,250 @@
+"""The local platform's real node: pods run, reach the API as in-cluster clients, the
+kubelet is a node and not an admin, and the machine is left as it was.
+
+The module starts one platform with a node through ``featurekube dev up --node`` (a
+machine holds one node at a time, so while another run's node is up this module waits
+for it) and its last test takes it down again and looks for anything left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from featurekube import errors
+from featurekube._platform import node_config, processes
+from featurekube._platform import platform as local
+
+pytestmark = pytest.mark.timeout(600)
+
+MACHINE_SYSCTLS = (
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "net/ipv4/ip_forward",
+)
+FREE_NODE_WAIT_SECONDS = 300
+
+
+def _machine_state() -> dict[str, object]:
+    """What the node must never change on the machine (seen from the test's namespaces)."""
+    nft = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True)
+    return {
+        "sysctls": {s: Path(f"/proc/sys/{s}").read_text() for s in MACHINE_SYSCTLS},
+        "nftables": nft.stdout,
+        "mounts": sorted(
+            line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        ),
+        "links": sorted(p.name for p in Path("/sys/class/net").iterdir()),
+    }
+
+
+def _featurekube(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "featurekube.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def machine_before() -> dict[str, object]:
+    processes.wait_until(
+        lambda: not (Path("/sys/class/net") / node_config.HOST_LINK).exists(),
+        FREE_NODE_WAIT_SECONDS,
+        interval=2,
+    )
+    return _machine_state()
+
+
+@pytest.fixture(scope="module")
+def node_state_dir(
+    machine_before: dict[str, object], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    state_dir = tmp_path_factory.mktemp("node-platform")
+    up = _featurekube("dev", "up", "--node", "--state-dir", str(state_dir), timeout=540)
+    assert up.returncode == 0, up.stderr[-4000:]
+    try:
+        yield state_dir
+    finally:
+        _featurekube("dev", "down", "--force", "--state-dir", str(state_dir), timeout=120)
+
+
+@pytest.fixture(scope="module")
+def endpoints(node_state_dir: Path) -> local.Endpoints:
+    found = local.LocalPlatform(local.PlatformSettings(state_dir=node_state_dir)).endpoints()
+    assert found is not None
+    assert found.node == node_config.NODE_NAME
+    return found
+
+
+@pytest.fixture(scope="module")
+def core(endpoints: local.Endpoints) -> Iterator[object]:
+    import kubernetes.client
+    import kubernetes.config
+
+    api = kubernetes.config.new_client_from_config(config_file=str(endpoints.kubeconfig))
+    with api:
+        yield kubernetes.client.CoreV1Api(api)
+
+
+def _probe_pod(name: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": node_config.Images().probe,
+                    "imagePullPolicy": "Never",
+                    "readinessProbe": {
+                        "httpGet": {"path": "/healthz", "port": 8080},
+                        "periodSeconds": 1,
+                    },
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _ready(pod: object) -> bool:
+    conditions = getattr(getattr(pod, "status", None), "conditions", None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def test_a_pod_resolves_the_api_server_by_dns_and_calls_it_with_its_service_account(
+    core: object,
+) -> None:
+    import kubernetes.client
+
+    api: kubernetes.client.CoreV1Api = core  # type: ignore[assignment]
+    namespace = f"node-{uuid.uuid4().hex[:8]}"
+    api.create_namespace({"metadata": {"name": namespace}})
+    try:
+        # The ServiceAccount controller makes each namespace's `default` account.
+        assert processes.wait_until(
+            lambda: api.read_namespaced_service_account("default", namespace) is not None, 60
+        )
+        started = time.monotonic()
+        api.create_namespaced_pod(namespace, _probe_pod("probe"))
+        ready = processes.wait_until(
+            lambda: _ready(api.read_namespaced_pod("probe", namespace)), 120, interval=0.5
+        )
+        pod = api.read_namespaced_pod("probe", namespace)
+        assert ready, f"the probe pod did not become Ready: {pod.status}"
+        print(f"probe pod Ready {time.monotonic() - started:.1f} s after create")
+        # The probe passes its readiness check only once every check passed; its log
+        # (fetched through the API server from the kubelet) says what it found.
+        log = api.read_namespaced_pod_log("probe", namespace)
+        found = json.loads(log.strip().splitlines()[-1])
+    finally:
+        api.delete_namespace(namespace)
+
+    assert found["serviceHost"] == node_config.KUBERNETES_SERVICE_IP
+    assert found["resolved"] == node_config.KUBERNETES_SERVICE_IP
+    assert found["username"] == f"system:serviceaccount:{namespace}:default"
+    assert "error" not in found
+    assert pod.spec.node_name == node_config.NODE_NAME
+
+
+def test_the_kubernetes_service_points_at_the_api_servers_advertised_address(
+    core: object, endpoints: local.Endpoints
+) -> None:
+    import kubernetes.client
+
+    api: kubernetes.client.CoreV1Api = core  # type: ignore[assignment]
+    service = api.read_namespaced_service("kubernetes", "default")
+    found = api.read_namespaced_endpoints("kubernetes", "default")
+
+    assert service.spec.cluster_ip == node_config.KUBERNETES_SERVICE_IP
+    assert [a.ip for s in found.subsets for a in s.addresses] == [node_config.HOST_IP]
+    assert endpoints.apiserver_url.startswith(f"https://{node_config.HOST_IP}:")
+
+
+def test_the_kubelet_is_a_node_and_may_not_list_the_clusters_secrets(
+    node_state_dir: Path,
+) -> None:
+    import kubernetes.client
+    import kubernetes.config
+
+    kubeconfig = node_config.NodeLayout(node_state_dir / "node").kubeconfig("kubelet")
+    api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+    with api:
+        review = kubernetes.client.AuthenticationV1Api(api).create_self_subject_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        )
+        access = kubernetes.client.AuthorizationV1Api(api).create_self_subject_access_review(
+            {"spec": {"resourceAttributes": {"verb": "list", "resource": "secrets"}}}
+        )
+
+    assert review.status.user_info.username == f"system:node:{node_config.NODE_NAME}"
+    assert "system:nodes" in review.status.user_info.groups
+    assert "system:masters" not in review.status.user_info.groups
+    assert access.status.allowed is False
+
+
+def test_a_second_platform_with_a_node_is_refused_naming_the_first(
+    node_state_dir: Path, tmp_path: Path
+) -> None:
+    second = local.LocalPlatform(
+        local.PlatformSettings(state_dir=tmp_path / "second", node=True, runtime=False)
+    )
+
+    with pytest.raises(errors.PlatformError) as refused:
+        second.start()
+
+    assert str(node_state_dir) in str(refused.value)
+    assert "one node at a time" in str(refused.value)
+    assert second.endpoints() is None
+
+
+def test_the_machine_is_untouched_while_the_node_runs(
+    endpoints: local.Endpoints, machine_before: dict[str, object]
+) -> None:
+    now = _machine_state()
+
+    assert now["sysctls"] == machine_before["sysctls"]
+    assert now["nftables"] == machine_before["nftables"]
+    assert now["mounts"] == machine_before["mounts"]
+    # The one change: the machine's end of the node's link, gone again after `down`.
+    assert set(now["links"]) - set(machine_before["links"]) == {node_config.HOST_LINK}  # type: ignore[call-overload]
+
+
+def test_dev_down_leaves_no_process_link_table_mount_or_cgroup_of_the_node(
+    node_state_dir: Path, endpoints: local.Endpoints, machine_before: dict[str, object]
+) -> None:
+    node_pids = [endpoints.pids[name] for name in ("containerd", "kubelet", "kube-proxy")]
+    holder = endpoints.pids["node-namespace"]
+    node_net = Path(f"/proc/{holder}/ns/net").readlink()
+
+    down = _featurekube("dev", "down", "--state-dir", str(node_state_dir), timeout=120)
+
+    assert down.returncode == 0, down.stderr
+    assert not any(processes.is_running(pid) for pid in endpoints.pids.values())
+    assert not any(processes.is_running(pid) for pid in node_pids)
+    left_in_namespace = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "ns" / "net").readlink() == node_net:
+                    left_in_namespace.append(entry.name)
+            except OSError:
+                continue
+    assert left_in_namespace == []
+    assert list(Path("/sys/fs/cgroup").glob("*/kubepods")) == []
+    assert _machine_state() == machine_before

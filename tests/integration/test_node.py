@@ -225,6 +225,25 @@ def test_the_machine_is_untouched_while_the_node_runs(
     assert set(now["links"]) - set(machine_before["links"]) == {node_config.HOST_LINK}  # type: ignore[call-overload]
 
 
+def test_nothing_in_the_node_has_a_route_off_the_machine(endpoints: local.Endpoints) -> None:
+    holder = endpoints.pids["node-namespace"]
+
+    def route(address: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["nsenter", f"--target={holder}", "--net", "--", "ip", "route", "get", address],
+            capture_output=True,
+            text=True,
+        )
+
+    # The machine's own address and the internet: no route at all.
+    for address in ("192.0.2.1", "1.1.1.1"):
+        assert route(address).returncode != 0, route(address).stdout
+    # A Service IP kube-proxy has not programmed: refused inside the node.
+    assert route("10.0.0.200").returncode != 0
+    # The API server on the machine's end of the link is reachable.
+    assert f"dev {node_config.NODE_LINK}" in route(node_config.HOST_IP).stdout
+
+
 def test_dev_down_leaves_no_process_link_table_mount_or_cgroup_of_the_node(
     node_state_dir: Path, endpoints: local.Endpoints, machine_before: dict[str, object]
 ) -> None:

@@ -9,6 +9,7 @@ for it) and its last test takes it down again and looks for anything left behind
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from featurekube import errors
-from featurekube._platform import node_config, processes
+from featurekube._platform import node, node_config, processes
 from featurekube._platform import platform as local
 
 pytestmark = pytest.mark.timeout(600)
@@ -31,6 +32,7 @@ MACHINE_SYSCTLS = (
     "net/ipv4/ip_forward",
 )
 FREE_NODE_WAIT_SECONDS = 300
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _machine_state() -> dict[str, object]:
@@ -125,6 +127,32 @@ def _probe_pod(name: str) -> dict[str, object]:
 def _ready(pod: object) -> bool:
     conditions = getattr(getattr(pod, "status", None), "conditions", None) or []
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def test_a_node_part_that_fails_to_start_is_named_with_its_log_and_nothing_is_left(
+    machine_before: dict[str, object], tmp_path: Path
+) -> None:
+    # Runs before the module's node starts: a machine holds one node at a time.
+    real_bin = node.resolve_node_bin_dir(REPO)
+    fake_bin = tmp_path / "node-bin"
+    shutil.copytree(real_bin, fake_bin, symlinks=True, ignore=shutil.ignore_patterns("images"))
+    (fake_bin / "containerd").write_text(
+        "#!/bin/sh\necho 'containerd: failed to mount the overlay: permission denied' >&2\nexit 1\n"
+    )
+    settings = local.PlatformSettings(
+        state_dir=tmp_path / "state", node=True, runtime=False, start_timeout=60
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FEATUREKUBE_NODE_BIN", str(fake_bin))
+        with pytest.raises(errors.ComponentStartError) as failed:
+            local.LocalPlatform(settings).start()
+
+    assert failed.value.component == "containerd"
+    assert "it exited" in str(failed.value)
+    assert "failed to mount the overlay" in str(failed.value)
+    assert local.LocalPlatform(settings).endpoints() is None
+    assert _machine_state() == machine_before
+    assert list(Path("/sys/fs/cgroup").glob("*/kubepods")) == []
 
 
 def test_a_pod_resolves_the_api_server_by_dns_and_calls_it_with_its_service_account(

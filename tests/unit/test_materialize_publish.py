@@ -95,3 +95,57 @@ def test_without_an_online_table_the_offline_commit_alone_publishes() -> None:
     publication.commit_offline(lambda: done.append("offline"))
     publication.complete()
     assert done == ["offline"] and publication.pending is None
+
+
+def _offline_write(writer: _Writer, rows: list[int]) -> Any:
+    """An offline write that records each row it takes, and its commit after the last."""
+
+    def write(gate: Any) -> int:
+        for row in gate(rows):
+            writer.calls.append(f"row {row}")
+        writer.calls.append("commit")
+        return len(rows)
+
+    return write
+
+
+def test_offline_files_are_written_beside_the_online_write_and_committed_after_it() -> None:
+    writer = _Writer()
+    publication = _publication(writer)
+    offline = publication.prepare_offline(_offline_write(writer, [1, 2]))
+    with offline:
+        deadline = time.monotonic() + 5
+        while "row 2" not in writer.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # the write holds the end of its rows: no commit yet
+        publication.write_online(lambda: writer.calls.append("online"))
+        assert offline.commit() == 2
+    publication.complete()
+
+    assert writer.calls == ["open", "row 1", "row 2", "online", "commit", "close run-2"]
+
+
+def test_a_failed_online_write_ends_the_offline_rows_in_an_error_and_commits_nothing() -> None:
+    writer = _Writer()
+    publication = _publication(writer)
+
+    def fail() -> None:
+        raise OSError("DynamoDB refused")
+
+    offline = publication.prepare_offline(_offline_write(writer, [1]))
+    with pytest.raises(OSError, match="refused"), offline:
+        publication.write_online(fail)
+    assert "commit" not in writer.calls and "row 1" in writer.calls
+    with pytest.raises(publish._Withheld, match="online write did not succeed"):
+        offline.commit()
+
+
+def test_an_offline_write_that_fails_raises_at_its_commit() -> None:
+    publication = publish.Publication(None, START, END)
+
+    def write(gate: Any) -> None:
+        raise OSError("S3 refused")
+
+    offline = publication.prepare_offline(write)
+    with offline, pytest.raises(OSError, match="S3 refused"):
+        offline.commit()

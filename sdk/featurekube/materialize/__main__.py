@@ -29,12 +29,14 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from featurekube import errors
-from featurekube.materialize import engines, plan, report
+from featurekube import errors, s3_prefixes
+from featurekube.materialize import engines, plan, publish, report
 from featurekube.materialize.errors import ExpectationFailedError
+from featurekube.spec import v1alpha1
 
 __all__ = ["build_parser", "main", "time_argument"]
 
@@ -95,21 +97,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A view or window that cannot be materialized fails before any engine starts.
         window = plan.plan_materialization(view, args.start, args.end)
         label = window.label
-        engine = choose_engine(window, args.engine, args.python_max_rows, started)
+        # The operator refuses paths outside the namespace's prefixes; so does the job,
+        # before it reads anything, whatever its spec says.
+        s3_prefixes.enforce(
+            {
+                "spec.source.batch.path": window.source_path,
+                "--offline-uri": None if args.no_offline else args.offline_uri,
+            },
+            os.environ,
+            label,
+        )
         offline_uri = None if args.no_offline else args.offline_uri
         online_table = None if args.no_online else args.online_table
+        # The window is recorded as pending first, so that the wait for the record to
+        # settle (publish.py) passes while the engine is chosen and starts.
+        publication = open_publication(view, window, online_table)
+        with publication.before_writing():
+            engine, source = choose(window, args.engine, args.python_max_rows, started)
+            if engine == "spark":
+                from featurekube.materialize import spark_job
+
+                began = time.perf_counter()
+                spark = spark_job.open_session(f"featurekube-materialize-{view.metadata.name}")
+                started["spark_start"] = time.perf_counter() - began
         if engine == "python":
             from featurekube.materialize import python_job
 
             result = python_job.run(
-                view, args.start, args.end, offline_uri=offline_uri, online_table=online_table
+                view,
+                args.start,
+                args.end,
+                offline_uri=offline_uri,
+                online_table=online_table,
+                publication=publication,
+                source=source,
             )
         else:
-            from featurekube.materialize import spark_job
-
-            began = time.perf_counter()
-            spark = spark_job.open_session(f"featurekube-materialize-{view.metadata.name}")
-            started["spark_start"] = time.perf_counter() - began
             result = spark_job.run(
                 spark,
                 view,
@@ -117,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.end,
                 offline_uri=offline_uri,
                 online_table=online_table,
+                publication=publication,
             )
     except ExpectationFailedError as exc:
         exc.report.error_type = type(exc).__name__
@@ -137,6 +161,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def open_publication(
+    view: v1alpha1.FeatureView, window: plan.MaterializationPlan, online_table: str | None
+) -> publish.Publication:
+    """The window's publication (publish.py), its pending record written when there is
+    an online table; the engines write through it."""
+    from featurekube.writer import online as online_writer
+
+    online = (
+        None
+        if online_table is None
+        else online_writer.OnlineWriter(online_table, view, label=window.label)
+    )
+    return publish.Publication(online, window.start, window.end)
+
+
 def choose_engine(
     window: plan.MaterializationPlan,
     requested: str | None,
@@ -145,20 +184,33 @@ def choose_engine(
 ) -> engines.Engine:
     """The engine for ``window``: as requested (default: the spec's), ``auto``
     counting the input first (its time goes into ``timings``)."""
+    return choose(window, requested, python_max_rows, timings)[0]
+
+
+def choose(
+    window: plan.MaterializationPlan,
+    requested: str | None,
+    python_max_rows: int,
+    timings: dict[str, float],
+) -> tuple[engines.Engine, Any | None]:
+    """:func:`choose_engine`, and the source as ``auto`` opened it to count (None
+    otherwise), for the python engine to read without listing it again."""
     requested = requested or window.spec.materialization.engine
-    rows = None
+    rows = source = None
     if requested == "auto":
         from featurekube.materialize import python_job
 
         began = time.perf_counter()
-        rows = python_job.count_input_rows(window)
+        source = None if window.reads_nothing else python_job.open_source(window)
+        rows = python_job.count_input_rows(window, source=source)
         timings["count_input"] = time.perf_counter() - began
-    return engines.choose(
+    engine = engines.choose(
         requested,
         input_rows=rows,
         transformation=window.transformation,
         python_max_rows=python_max_rows,
     )
+    return engine, source if engine == "python" else None
 
 
 def _failed(

@@ -11,6 +11,12 @@ through :mod:`featurekube.writer`. Shared by both engines.
    reader sees the window from here, never before its online write succeeded.
 4. The pending record is removed: the feature server serves the window's values.
 
+The offline files may be written before step 2 is done, so long as the commit waits
+for it: :meth:`Publication.prepare_offline` starts the offline write beside the online
+one with the end of its rows held back, and releases it once the online write
+succeeded (a Delta commit follows the last row); if the online write fails, the rows
+end in an error instead, and nothing is committed.
+
 A job killed at any instant leaves the window either unpublished offline and hidden
 online, or published offline and still hidden online until a run of the window
 completes; never visible with values missing. A run that fails before it writes
@@ -23,24 +29,41 @@ or a dead earlier run's again, whose writes stay hidden.
     publication.write_online(lambda: online_writer.write_bulk(newest))
     publication.commit_offline(lambda: offline_writer.replace_window(rows, start, end))
     publication.complete()
+
+or, writing the offline files while the online write runs::
+
+    offline = publication.prepare_offline(
+        lambda gate: offline_writer.replace_window(lambda: gate(batches()), start, end))
+    with offline:                                          # the offline write starts
+        publication.write_online(lambda: online_writer.write_bulk(newest))
+        offline.commit()                                   # its commit follows
+    publication.complete()
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Generic, TypeVar
 
 from featurekube.writer import online as online_writer
 
-__all__ = ["Publication"]
+__all__ = ["OfflineWrite", "Publication"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+B = TypeVar("B")
+
+Gate = Callable[[Iterable[B]], Iterator[B]]
+"""What :meth:`Publication.prepare_offline` hands the offline write: wraps its rows so
+that they end only once the online write succeeded."""
 
 
 class Publication:
@@ -94,6 +117,13 @@ class Publication:
         self._written = True
         return commit()
 
+    def prepare_offline(self, write: Callable[[Gate[B]], T]) -> OfflineWrite[B, T]:
+        """The offline write ``write(gate)``, to be run (in a thread of its own) while
+        the online write runs: ``write`` must pass its rows through ``gate``, which
+        holds back their end until :meth:`OfflineWrite.commit`. See the module
+        docstring."""
+        return OfflineWrite(self, write)
+
     def complete(self) -> None:
         """Remove the pending record: the window is complete in both stores."""
         if self.online is None or self.pending is None:
@@ -105,3 +135,70 @@ class Publication:
                 self.start.isoformat(),
                 self.end.isoformat(),
             )
+
+
+class _Withheld(Exception):
+    """Ends an offline write's rows when the online write did not succeed."""
+
+
+class OfflineWrite(Generic[B, T]):
+    """An offline write running beside the online write, its rows' end (and so its
+    commit) held back until :meth:`commit`; from :meth:`Publication.prepare_offline`.
+
+    Entering starts it in a thread; :meth:`commit` (after the online write succeeded)
+    releases the rows and returns what the write returns, or raises what it raised.
+    Leaving without :meth:`commit` ends the rows in an error, so that nothing is
+    committed, and waits for the write to stop."""
+
+    def __init__(self, publication: Publication, write: Callable[[Gate[B]], T]) -> None:
+        self._publication = publication
+        self._write = write
+        self._released = threading.Event()
+        self._succeeded = False
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._future: concurrent.futures.Future[T] | None = None
+        self.seconds = 0.0
+        """How long the write ran, from its start to its commit."""
+
+    def __enter__(self) -> OfflineWrite[B, T]:
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="offline")
+        self._future = self._pool.submit(self._run)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._released.set()  # without commit(): the rows end in _Withheld
+        assert self._pool is not None and self._future is not None
+        try:
+            self._future.exception()  # waits; an error here is one commit() raises
+        finally:
+            self._pool.shutdown()
+
+    def commit(self) -> T:
+        """Release the rows' end, the online write having succeeded, and wait for the
+        commit."""
+        assert self._future is not None, "commit() inside the with block"
+        self._publication._written = True
+        self._succeeded = True
+        self._released.set()
+        return self._future.result()
+
+    def _run(self) -> T:
+        began = time.perf_counter()
+        try:
+            return self._write(self._gate)
+        finally:
+            self.seconds = time.perf_counter() - began
+
+    def _gate(self, rows: Iterable[B]) -> Iterator[B]:
+        for row in rows:
+            if self._released.is_set() and not self._succeeded:
+                break  # no need to write the rest
+            yield row
+        self._released.wait()
+        if not self._succeeded:
+            raise _Withheld("the online write did not succeed: the offline write stops")

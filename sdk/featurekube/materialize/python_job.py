@@ -56,7 +56,7 @@ from featurekube.writer import offline as offline_writer
 from featurekube.writer import online as online_writer
 from featurekube.writer import rows as row_codec
 
-__all__ = ["PythonSettings", "count_input_rows", "run", "spark_type"]
+__all__ = ["PythonSettings", "count_input_rows", "open_source", "run", "spark_type"]
 
 EVENT = offline_layout.EVENT_TIMESTAMP
 CREATED = offline_layout.CREATED_TIMESTAMP
@@ -133,10 +133,17 @@ def run(
     storage_options: Mapping[str, str] | None = None,
     settings: PythonSettings | None = None,
     now: dt.datetime | None = None,
+    publication: publish.Publication | None = None,
+    source: Any | None = None,
 ) -> report.MaterializationReport:
     """Materialize [start, end) of ``view`` into ``offline_uri`` and ``online_table``
     (None: skip that store) and return the run's report; the contract of
-    :func:`featurekube.materialize.spark_job.run`, without Spark."""
+    :func:`featurekube.materialize.spark_job.run`, without Spark.
+
+    ``publication``: the window's, already opened by the caller (its writer writes
+    online; ``python -m featurekube.materialize`` opens it before choosing the engine);
+    None: opened here. ``source``: the source as :func:`open_source` opened it (to
+    count it), read again rather than listed again."""
     plan = planning.plan_materialization(view, start, end)
     settings = settings or PythonSettings()
     observer = observer or report.LogObserver()
@@ -145,20 +152,23 @@ def run(
         view=plan.label, start=plan.start, end=plan.end, engine="python"
     )
     checks = report.plan_checks(plan.spec)
-    online = (
-        None
-        if online_table is None
-        else online_writer.OnlineWriter(
-            online_table, view, online_client, settings=settings.online, label=plan.label
+    if publication is None:
+        online = (
+            None
+            if online_table is None
+            else online_writer.OnlineWriter(
+                online_table, view, online_client, settings=settings.online, label=plan.label
+            )
         )
-    )
-    publication = publish.Publication(online, plan.start, plan.end)
+        publication = publish.Publication(online, plan.start, plan.end)
+    online = publication.online
     began = time.perf_counter()
     observer.phase("compute")
     with publication.before_writing():
+        _check_publication(publication, plan, online_table)
         with _connection(settings) as connection:
             rows, rows_read = _offline_rows(
-                connection, plan, ingested, storage_options, offline_uri
+                connection, plan, ingested, storage_options, offline_uri, source
             )
             stats = _statistics(connection, rows, plan, checks)
             newest = _newest_per_entity(connection, rows, plan) if online_table else None
@@ -168,32 +178,53 @@ def run(
         result.violations = report.evaluate_checks(checks, stats.offending)
         result.timings["read_compute"] = time.perf_counter() - began
         report.stop_on_failed_checks(result)
-    # Online first, then the offline commit that publishes the window (publish.py).
-    if online is not None:
-        began = time.perf_counter()
-        assert newest is not None
-        observer.phase("online", newest.num_rows)
-        written = publication.write_online(
-            lambda: online.write_bulk(
-                iter(newest.to_batches()), now=ingested, on_progress=observer.advance
-            )
-        )
-        result.rows_online, result.online_stale = written.written, written.stale
-        result.timings["online_write"] = time.perf_counter() - began
+    # Online first, then the offline commit that publishes the window (publish.py);
+    # the offline files are written meanwhile, their commit held until the online
+    # write has succeeded.
+    offline_write: publish.OfflineWrite[pa.RecordBatch, offline_writer.OfflineWriteResult] | None
+    offline_write = None
     if offline_uri is not None:
-        began = time.perf_counter()
-        observer.phase("offline", rows.num_rows)
         writer = offline_writer.OfflineWriter(
             offline_uri, view, storage_options=storage_options, label=plan.label
         )
-        publication.commit_offline(
-            lambda: writer.replace_window(rows, plan.start, plan.end, now=ingested)
+        offline_write = publication.prepare_offline(
+            lambda gate: writer.replace_window(
+                lambda: gate(rows.to_batches()), plan.start, plan.end, now=ingested
+            )
         )
-        observer.advance(rows.num_rows)
-        result.timings["offline_write"] = time.perf_counter() - began
+    with offline_write or contextlib.nullcontext():
+        if online is not None:
+            began = time.perf_counter()
+            assert newest is not None
+            observer.phase("online", newest.num_rows)
+            written = publication.write_online(
+                lambda: online.write_bulk(
+                    iter(newest.to_batches()), now=ingested, on_progress=observer.advance
+                )
+            )
+            result.rows_online, result.online_stale = written.written, written.stale
+            result.timings["online_write"] = time.perf_counter() - began
+        if offline_write is not None:
+            observer.phase("offline", rows.num_rows)
+            offline_write.commit()
+            observer.advance(rows.num_rows)
+            result.timings["offline_write"] = offline_write.seconds
     publication.complete()
     result.published = True
     return result
+
+
+def _check_publication(
+    publication: publish.Publication, plan: planning.MaterializationPlan, online_table: str | None
+) -> None:
+    online = publication.online
+    if (online.table if online is not None else None) != online_table or (
+        publication.start,
+        publication.end,
+    ) != (plan.start, plan.end):
+        raise ValueError(
+            f"{plan.label}: the publication given is of another window or online table"
+        )
 
 
 @contextlib.contextmanager
@@ -216,8 +247,11 @@ def _connection(settings: PythonSettings) -> Iterator[duckdb.DuckDBPyConnection]
 # -- reading and computing ---------------------------------------------------------------
 
 
-def _source(plan: planning.MaterializationPlan, storage_options: Mapping[str, str] | None) -> Any:
-    """The source as an Arrow dataset DuckDB scans, pushing filters and columns down."""
+def open_source(
+    plan: planning.MaterializationPlan, storage_options: Mapping[str, str] | None = None
+) -> Any:
+    """The source as an Arrow dataset DuckDB scans, pushing filters and columns down.
+    Raises :class:`~featurekube.materialize.errors.SourceError` when it cannot be read."""
     import pyarrow.dataset as pads
     import pyarrow.fs as pafs
 
@@ -240,18 +274,21 @@ def _source(plan: planning.MaterializationPlan, storage_options: Mapping[str, st
 
 
 def count_input_rows(
-    plan: planning.MaterializationPlan, storage_options: Mapping[str, str] | None = None
+    plan: planning.MaterializationPlan,
+    storage_options: Mapping[str, str] | None = None,
+    *,
+    source: Any | None = None,
 ) -> int:
     """How many source rows the window reads, for choosing its engine: those in the
     read range when the source has the event-time column (parquet footers' statistics
     answer most of it without reading data), else all of them (an upper bound).
     Raises :class:`~featurekube.materialize.errors.SourceError` when the source cannot
-    be read."""
+    be read. ``source``: as :func:`open_source` opened it (None: opened here)."""
     import pyarrow.compute as pc
 
     if plan.reads_nothing:
         return 0
-    dataset = _source(plan, storage_options)
+    dataset = source if source is not None else open_source(plan, storage_options)
     field_ = plan.timestamp_field
     try:
         if field_ in dataset.schema.names and pa.types.is_timestamp(
@@ -278,6 +315,7 @@ def _offline_rows(
     ingested: dt.datetime,
     storage_options: Mapping[str, str] | None,
     offline_uri: str | None = None,
+    source: Any | None = None,
 ) -> tuple[pa.Table, int]:
     """The window's offline rows (keys, features, event and created timestamps, and
     for aggregations the latest event), and how many source rows were read.
@@ -291,7 +329,7 @@ def _offline_rows(
         tiled = _tiled(connection, plan, ingested, storage_options, offline_uri)
         if tiled is not None:
             return tiled
-    events, rows_read = _events(connection, plan, ingested, storage_options)
+    events, rows_read = _events(connection, plan, ingested, storage_options, source=source)
     if plan.aggregation is None:
         return _deduplicated(connection, events, plan), rows_read
     return _aggregated(events, plan), rows_read
@@ -374,11 +412,15 @@ def _events(
     ingested: dt.datetime,
     storage_options: Mapping[str, str] | None,
     ranges: list[tuple[int, int]] | None = None,
+    *,
+    source: Any | None = None,
 ) -> tuple[pa.Table, int]:
     """The source rows of the read range, or of ``ranges`` of event times [lo, hi)
     (µs): keys, the needed columns (cast to their types), and event and created times
     in microseconds."""
-    connection.register("source", _source(plan, storage_options))
+    if source is None:
+        source = open_source(plan, storage_options)
+    connection.register("source", source)
     query = "SELECT * FROM source"
     if plan.transformation is not None:
         query = translate.translate(plan.transformation, plan.label)

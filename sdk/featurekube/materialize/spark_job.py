@@ -96,9 +96,14 @@ def run(
     storage_options: Mapping[str, str] | None = None,
     settings: JobSettings | None = None,
     now: dt.datetime | None = None,
+    publication: publish.Publication | None = None,
 ) -> report.MaterializationReport:
     """Materialize [start, end) of ``view`` into ``offline_uri`` and ``online_table``
     (None: skip that store) and return the run's report.
+
+    ``publication``: the window's, already opened by the caller (its writer writes
+    online; ``python -m featurekube.materialize`` opens it before Spark starts); None:
+    opened here.
 
     Raises :class:`~featurekube.materialize.errors.MaterializeError` subclasses (the
     report of a failed expectation is on the exception's ``report``) and
@@ -114,14 +119,18 @@ def run(
     checks = report.plan_checks(plan.spec)
     if offline_uri is not None:
         _clear_tiles(plan, offline_uri, storage_options)
-    online = (
-        None
-        if online_table is None
-        else online_writer.OnlineWriter(
-            online_table, view, online_client, settings=settings.online, label=plan.label
+    if publication is None:
+        online = (
+            None
+            if online_table is None
+            else online_writer.OnlineWriter(
+                online_table, view, online_client, settings=settings.online, label=plan.label
+            )
         )
-    )
-    publication = publish.Publication(online, plan.start, plan.end)
+        publication = publish.Publication(online, plan.start, plan.end)
+    online = publication.online
+    if (online.table if online is not None else None) != online_table:
+        raise ValueError(f"{plan.label}: the publication given is of another online table")
     with _utc_session(spark):
         began = time.perf_counter()
         observer.phase("compute")
@@ -140,29 +149,37 @@ def run(
                 result.timings["read_compute"] = time.perf_counter() - began
                 report.stop_on_failed_checks(result)
             offline_rows = cached.drop(_ROWS_READ)
-            # Online first, then the offline commit that publishes the window (publish.py).
-            if online is not None:
-                began = time.perf_counter()
-                written = publication.write_online(
-                    lambda: _write_online(online, offline_rows, plan, settings, observer, ingested)
-                )
-                result.rows_online, result.online_stale = written.written, written.stale
-                result.timings["online_write"] = time.perf_counter() - began
+            # Online first, then the offline commit that publishes the window
+            # (publish.py); the offline rows are fetched and their files written
+            # meanwhile, the commit held until the online write has succeeded.
+            offline_write: publish.OfflineWrite[pa.RecordBatch, Any] | None = None
             if offline_uri is not None:
-                began = time.perf_counter()
-                observer.phase("offline", stats.rows)
                 writer = offline_writer.OfflineWriter(
                     offline_uri, view, storage_options=storage_options, label=plan.label
                 )
-                publication.commit_offline(
-                    lambda: writer.replace_window(
-                        lambda: _arrow_chunks(offline_rows, plan, stats.rows, settings, observer),
+                offline_write = publication.prepare_offline(
+                    lambda gate: writer.replace_window(
+                        lambda: gate(_arrow_chunks(offline_rows, plan, stats.rows, settings, None)),
                         plan.start,
                         plan.end,
                         now=ingested,
                     )
                 )
-                result.timings["offline_write"] = time.perf_counter() - began
+            with offline_write or contextlib.nullcontext():
+                if online is not None:
+                    began = time.perf_counter()
+                    written = publication.write_online(
+                        lambda: _write_online(
+                            online, offline_rows, plan, settings, observer, ingested
+                        )
+                    )
+                    result.rows_online, result.online_stale = written.written, written.stale
+                    result.timings["online_write"] = time.perf_counter() - began
+                if offline_write is not None:
+                    observer.phase("offline", stats.rows)
+                    offline_write.commit()
+                    observer.advance(stats.rows)
+                    result.timings["offline_write"] = offline_write.seconds
             publication.complete()
             result.published = True
         finally:

@@ -31,6 +31,7 @@ from featurekube_operator import (
     progress,
     retention,
     runs,
+    serving_security,
     sharing,
 )
 from featurekube_operator.conditions import Condition
@@ -772,6 +773,7 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         if not resolved:
             ctx.kube.delete("apps/v1", "Deployment", namespace, name)
             ctx.kube.delete("v1", "ConfigMap", namespace, desired.plan_configmap_name(name))
+            ctx.kube.delete("networking.k8s.io/v1", "NetworkPolicy", namespace, name)
             return _finish(body, status, found, now)
 
     plan = desired.render_serving_plan(service, resolved)
@@ -790,7 +792,17 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         for f in v["features"]
     ] + [{"name": t["name"], "type": t["type"]} for t in plan["transformations"]]
     ctx.kube.apply(desired.render_plan_configmap(service, plan, body))
-    ctx.kube.apply(desired.render_deployment(service, plan, ctx.settings, body))
+    # The NetworkPolicy first: no pod of a new plan is reachable by more than it allows.
+    ctx.kube.apply(
+        serving_security.render_network_policy(
+            service, plan, body, ctx.settings.metrics_namespace_list
+        )
+    )
+    deployment = desired.render_deployment(service, plan, ctx.settings, body)
+    tls_secret = ctx.settings.server_tls_secret or None
+    ctx.kube.apply(
+        serving_security.secure_deployment(deployment, tls_secret, ctx.settings.server_auth)
+    )
     ctx.kube.apply(desired.render_service(service, body))
     for kind, api_version, rendered in (
         ("HorizontalPodAutoscaler", "autoscaling/v2", desired.render_hpa(service, body)),

@@ -20,6 +20,7 @@ from featurekube.spec import v1alpha1
 from featurekube_operator import naming
 
 __all__ = [
+    "AUTH_MODES",
     "METRICS_PORT",
     "TLS_MOUNT",
     "allowed_namespaces",
@@ -27,6 +28,8 @@ __all__ = [
     "secure_deployment",
 ]
 
+AUTH_MODES = ("tokenreview", "none")
+"""How feature servers know their callers (``featurekube-server --auth``)."""
 TLS_MOUNT = "/etc/featurekube/tls"
 """Where a feature server's TLS Secret is mounted."""
 METRICS_PORT = 9090
@@ -40,6 +43,8 @@ def secure_deployment(
 ) -> dict[str, Any]:
     """``deployment`` serving TLS with ``tls_secret`` (None: plaintext) and checking
     tokens when ``auth`` is ``tokenreview`` (``none``: anyone may call)."""
+    if auth not in AUTH_MODES:
+        raise ValueError(f"server auth {auth!r} is not one of {', '.join(AUTH_MODES)}")
     secured = copy.deepcopy(dict(deployment))
     pod = secured["spec"]["template"]["spec"]
     (container,) = [c for c in pod["containers"] if c["name"] == _CONTAINER]
@@ -51,6 +56,10 @@ def secure_deployment(
         # it); the server takes a new certificate at the next handshake.
         pod["volumes"].append({"name": "tls", "secret": {"secretName": tls_secret}})
     args += ["--auth", auth]
+    if auth == "tokenreview":
+        # The server reviews tokens as its ServiceAccount (system:auth-delegator), with
+        # the token Kubernetes projects, whatever the ServiceAccount's own default.
+        pod["automountServiceAccountToken"] = True
     return secured
 
 

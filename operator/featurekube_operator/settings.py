@@ -79,6 +79,22 @@ class OperatorSettings:
     server_service_account: str = "featurekube-feature-server"
     """Default ServiceAccount of feature-server pods. Env: FEATUREKUBE_SERVER_SERVICE_ACCOUNT."""
 
+    server_tls_secret: str = ""
+    """A ``kubernetes.io/tls`` Secret, in each namespace where feature servers run, whose
+    certificate they serve gRPC with: one for ``*.<namespace>.svc`` fits every service
+    there. Empty: plaintext, for local development only. The chart sets
+    ``featurekube-serving-tls``. Env: FEATUREKUBE_SERVER_TLS_SECRET."""
+
+    server_auth: str = "none"
+    """How feature servers know their callers: ``tokenreview``, by ServiceAccount tokens
+    the Kubernetes API reviews, allowed by each FeatureService's ``spec.access``;
+    ``none``, anyone may call, for local development only. The chart sets
+    ``tokenreview``. Env: FEATUREKUBE_SERVER_AUTH."""
+
+    server_metrics_namespaces: str = ""
+    """Namespaces, separated by commas, that a feature server's NetworkPolicy lets reach
+    its metrics port (Prometheus'); empty: none. Env: FEATUREKUBE_SERVER_METRICS_NAMESPACES."""
+
     max_windows_in_flight: int = 2
     """Materialization windows of one view running at once.
     Env: FEATUREKUBE_MAX_WINDOWS_IN_FLIGHT."""
@@ -151,6 +167,17 @@ class OperatorSettings:
     """Directory holding the webhook's serving certificate and key, ``tls.crt`` and
     ``tls.key`` (a mounted TLS Secret), whose CA the ValidatingWebhookConfiguration
     names. Env: FEATUREKUBE_ADMISSION_CERT_DIR."""
+
+    def __post_init__(self) -> None:
+        if self.server_auth not in ("tokenreview", "none"):
+            raise ValueError(
+                f"FEATUREKUBE_SERVER_AUTH: {self.server_auth!r} is not one of tokenreview, none"
+            )
+
+    @property
+    def metrics_namespace_list(self) -> list[str]:
+        """:attr:`server_metrics_namespaces` as a list."""
+        return [n.strip() for n in self.server_metrics_namespaces.split(",") if n.strip()]
 
     @property
     def excluded(self) -> frozenset[str]:

@@ -343,6 +343,50 @@ def test_secret_render(helm: Helm, tmp_path: Path) -> None:
     )
 
 
+def test_feature_server_security_render(helm: Helm, tmp_path: Path) -> None:
+    """By default feature servers take TLS and tokens: the operator is told so, and the
+    servers' ServiceAccount in each workload namespace may review tokens."""
+    docs = helm.template({"workloadNamespaces": ["rides", "fraud"]}, tmp_path)
+    env = _env(_operator_container(docs))
+    assert env["FEATUREKUBE_SERVER_TLS_SECRET"] == "featurekube-serving-tls"
+    assert env["FEATUREKUBE_SERVER_AUTH"] == "tokenreview"
+    assert env["FEATUREKUBE_SERVER_METRICS_NAMESPACES"] == ""
+    kinds = _kinds(docs)
+    (binding,) = [
+        b for b in kinds["ClusterRoleBinding"] if b["roleRef"]["name"] == "system:auth-delegator"
+    ]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "featurekube-feature-server", "namespace": ns}
+        for ns in ("rides", "fraud")
+    ]
+    assert "Certificate" not in kinds
+
+    values = {
+        "workloadNamespaces": ["rides"],
+        "featureServer": {
+            "tls": {"certManagerIssuer": {"name": "serving-ca"}},
+            "metricsNamespaces": ["monitoring", "ops"],
+        },
+    }
+    docs = helm.template(values, tmp_path)
+    (certificate,) = _kinds(docs)["Certificate"]
+    assert certificate["metadata"]["namespace"] == "rides"
+    assert certificate["spec"]["secretName"] == "featurekube-serving-tls"
+    assert certificate["spec"]["dnsNames"] == ["*.rides.svc", "*.rides.svc.cluster.local"]
+    assert certificate["spec"]["issuerRef"]["name"] == "serving-ca"
+    assert _env(_operator_container(docs))["FEATUREKUBE_SERVER_METRICS_NAMESPACES"] == (
+        "monitoring,ops"
+    )
+
+    values = {"workloadNamespaces": ["rides"], "featureServer": {"auth": "none"}}
+    kinds = _kinds(helm.template(values, tmp_path))
+    assert not [
+        b
+        for b in kinds.get("ClusterRoleBinding", ())
+        if b["roleRef"]["name"] == "system:auth-delegator"
+    ]
+
+
 def test_operator_settings_match_what_the_operator_reads(helm: Helm, tmp_path: Path) -> None:
     """Every FEATUREKUBE_* variable the chart sets is a setting of the operator, every
     setting is set, and the operator parses what the chart renders."""
@@ -399,6 +443,7 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "kube-public as a tenant": ({"workloadNamespaces": ["kube-public"]}, "/workloadNamespaces/0"),
     "replicas as text": ({"operator": {"replicas": "2"}}, "/operator/replicas"),
+    "feature server auth": ({"featureServer": {"auth": "open"}}, "/featureServer/auth"),
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from featurekube import serving_plan
 from featurekube.spec import v1alpha1
 from featurekube_operator import desired, serving_security
@@ -56,6 +58,7 @@ def test_a_secured_server_serves_tls_from_the_secret_and_checks_tokens() -> None
     assert {"name": "tls", "secret": {"secretName": "serving-tls"}} in secured["spec"]["template"][
         "spec"
     ]["volumes"]
+    assert secured["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
     assert "--tls-cert" not in _container(plain)["args"], "the rendered body is left as it was"
 
 
@@ -67,6 +70,9 @@ def test_an_open_server_is_asked_for_explicitly() -> None:
     assert _container(opened)["args"][-2:] == ["--auth", "none"]
     assert "--tls-cert" not in _container(opened)["args"]
     assert len(opened["spec"]["template"]["spec"]["volumes"]) == 1
+    assert "automountServiceAccountToken" not in opened["spec"]["template"]["spec"]
+    with pytest.raises(ValueError, match="server auth 'mtls' is not one of tokenreview, none"):
+        serving_security.secure_deployment(plain, None, "mtls")
 
 
 def test_the_network_policy_lets_in_the_namespaces_of_the_access_lists_only() -> None:

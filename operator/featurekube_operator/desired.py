@@ -14,10 +14,11 @@ from typing import Any
 
 import yaml
 
-from featurekube import serving_plan, versions
+from featurekube import s3_prefixes, serving_plan, versions
 from featurekube.materialize import report
 from featurekube.spec import v1alpha1
-from featurekube_operator import naming
+from featurekube_operator import naming, prefixes
+from featurekube_operator.credentials import Credentials
 from featurekube_operator.settings import OperatorSettings
 from featurekube_operator.windows import Window
 
@@ -58,17 +59,28 @@ def _iso(moment: Any) -> str:
     return text
 
 
-def _aws_env(settings: OperatorSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The env and envFrom that give a job or feature server the operator's AWS setup."""
+def _aws_env(settings: OperatorSettings, access: Credentials | None) -> list[dict[str, Any]]:
+    """The env that gives a job or feature server its AWS region, endpoint
+    and its namespace's credentials (``access``; None: its environment's), never the
+    operator's own."""
     env: list[dict[str, Any]] = [{"name": "AWS_REGION", "value": settings.aws_region}]
     if settings.aws_endpoint_url:
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.aws_endpoint_url})
-    env_from = (
-        [{"secretRef": {"name": settings.aws_credentials_secret}}]
-        if settings.aws_credentials_secret
-        else []
-    )
-    return env, env_from
+    if access is not None:
+        env.extend(access.env())
+    return env
+
+
+def _job_env(
+    view: v1alpha1.FeatureView, settings: OperatorSettings, access: Credentials | None
+) -> list[dict[str, Any]]:
+    """:func:`_aws_env`, and the S3 prefixes the job checks its paths against before it
+    reads (when the namespace is confined)."""
+    env = _aws_env(settings, access)
+    allowed = prefixes.namespace_prefixes(settings, view.metadata.namespace or "default")
+    if allowed is not None:
+        env.append({"name": s3_prefixes.ALLOWED_PREFIXES_ENV, "value": ",".join(allowed)})
+    return env
 
 
 def render_snapshot(
@@ -190,12 +202,14 @@ def render_spark_application(
     owner: Mapping[str, Any],
     attempt: int = 1,
     run: str = "",
+    access: Credentials | None = None,
 ) -> dict[str, Any]:
     """The SparkApplication that materializes one window of one version of a view:
-    attempt ``attempt`` of its scheduled run, or of the backfill ``run``."""
+    attempt ``attempt`` of its scheduled run, or of the backfill ``run``; its driver and
+    executors take the namespace's credentials ``access``."""
     arguments = _job_arguments(view, version, window, settings)
     labels = _run_labels(view, version)
-    env, env_from = _aws_env(settings)
+    env = _job_env(view, settings, access)
     return {
         "apiVersion": "sparkoperator.k8s.io/v1beta2",
         "kind": "SparkApplication",
@@ -217,7 +231,6 @@ def render_spark_application(
                 "serviceAccount": settings.spark_service_account,
                 "labels": labels,
                 "env": [*env, {"name": report.REPORT_FILE_ENV, "value": report.TERMINATION_LOG}],
-                "envFrom": env_from,
                 "configMaps": [
                     {"name": naming.job_spec_name(view.metadata.name, version), "path": SPEC_MOUNT}
                 ],
@@ -230,7 +243,6 @@ def render_spark_application(
                 "memory": "2g",
                 "labels": labels,
                 "env": env,
-                "envFrom": env_from,
                 "podSecurityContext": dict(RESTRICTED_POD),
                 "securityContext": dict(RESTRICTED_CONTAINER),
             },
@@ -251,22 +263,23 @@ def render_materialize_job(
     owner: Mapping[str, Any],
     attempt: int = 1,
     run: str = "",
+    access: Credentials | None = None,
 ) -> dict[str, Any]:
     """The Job that materializes one window on the python engine: the same job, name,
-    labels and annotations as :func:`render_spark_application`, in one pod and no JVM.
+    labels, annotations and credentials as :func:`render_spark_application`, in one pod
+    and no JVM.
 
     It never retries (the operator retries failed windows itself, with backoff and in
     order), and its container's termination message is the job's report.
     """
     labels = _run_labels(view, version)
-    env, env_from = _aws_env(settings)
+    env = _job_env(view, settings, access)
     container = {
         "name": JOB_CONTAINER,
         "image": settings.python_image or settings.spark_image,
         "command": [JOB_PYTHON, "-m", "featurekube.materialize"],
         "args": [*_job_arguments(view, version, window, settings), "--engine", "python"],
         "env": [*env, {"name": report.REPORT_FILE_ENV, "value": report.TERMINATION_LOG}],
-        "envFrom": env_from,
         "resources": {
             "requests": {"cpu": settings.python_cpu, "memory": settings.python_memory},
             "limits": {"memory": settings.python_memory},
@@ -346,12 +359,14 @@ def render_deployment(
     plan: Mapping[str, Any],
     settings: OperatorSettings,
     owner: Mapping[str, Any],
+    access: Credentials | None = None,
 ) -> dict[str, Any]:
-    """The feature server's Deployment; its pods roll when the plan's hash changes."""
+    """The feature server's Deployment, with its namespace's credentials ``access``;
+    its pods roll when the plan's hash changes."""
     server = service.spec.server
     name = service.metadata.name
     selector = {naming.LABEL_FEATURE_SERVICE: name}
-    env, env_from = _aws_env(settings)
+    env = _aws_env(settings, access)
     resources = (
         server.resources.to_yaml_dict()
         if server.resources
@@ -369,7 +384,6 @@ def render_deployment(
             {"name": "metrics", "containerPort": 9090},
         ],
         "env": env,
-        "envFrom": env_from,
         "resources": resources,
         "readinessProbe": {"grpc": {"port": server.port}, "periodSeconds": 5},
         "livenessProbe": {

@@ -24,10 +24,12 @@ from featurekube.spec import v1alpha1
 from featurekube_operator import (
     admission,
     conditions,
+    credentials,
     desired,
     engines,
     jobspec,
     naming,
+    prefixes,
     progress,
     retention,
     runs,
@@ -123,6 +125,40 @@ def _refuse(body: Mapping[str, Any], problem: str, now: dt.datetime) -> Outcome:
         Condition("Degraded", True, "InvalidSpec", message),
     ]
     return _finish(body, {}, found, now)
+
+
+def _credentials(
+    ctx: Context, namespace: str, service_account: str
+) -> credentials.Credentials | None:
+    """The AWS credentials of pods running as ``service_account`` in ``namespace``, by
+    the setting ``aws_credentials``; None when the namespace has none."""
+    settings = ctx.settings
+    if settings.aws_credentials == credentials.AMBIENT:
+        return credentials.Credentials()
+    try:
+        secret = ctx.kube.get("v1", "Secret", namespace, settings.aws_credentials_secret)
+        account = (
+            None if secret else ctx.kube.get("v1", "ServiceAccount", namespace, service_account)
+        )
+    except ApiException as exc:
+        if exc.status != 403:
+            raise
+        return None  # the operator may not look there: nothing to run with either
+    return credentials.resolve(
+        settings.aws_credentials, settings.aws_credentials_secret, secret, account
+    )
+
+
+def _no_credentials(
+    ctx: Context, body: Mapping[str, Any], service_account: str, now: dt.datetime
+) -> Outcome:
+    """Not Ready, reason CredentialsMissing: the namespace has no credentials of its
+    own, and nothing runs there on anyone else's."""
+    namespace = body["metadata"].get("namespace") or "default"
+    message = credentials.missing_message(
+        namespace, ctx.settings.aws_credentials_secret, service_account
+    )
+    return _finish(body, {}, [Condition("Ready", False, credentials.MISSING, message)], now)
 
 
 # -- FeatureView ----------------------------------------------------------------------
@@ -239,6 +275,14 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         return _refuse(body, admission.describe(refused), now)
     settings, spec = ctx.settings, view.spec
     namespace, name = view.metadata.namespace or "default", view.metadata.name
+    # Paths outside the namespace's S3 prefixes, and a namespace without credentials
+    # of its own, run nothing.
+    outside = prefixes.view_problems(view, settings)
+    if outside:
+        return _refuse(body, "; ".join(outside), now)
+    access = _credentials(ctx, namespace, settings.spark_service_account)
+    if access is None:
+        return _no_credentials(ctx, body, settings.spark_service_account, now)
 
     snapshots = _snapshots(ctx, namespace, name)
     versions = {
@@ -328,7 +372,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
                     view, version, frozen or spec.to_yaml_dict(), settings, body
                 )
             )
-        started |= _start(ctx, view, version, decision, apps, body)
+        started |= _start(ctx, view, version, decision, apps, body, access)
         records[version] = decision.progress
         for entry in decision.progress.failed:
             if entry in decision.exhausted:
@@ -493,6 +537,7 @@ def _start(
     decision: progress.Decision,
     apps: Sequence[runs.Run],
     owner: Mapping[str, Any],
+    access: credentials.Credentials,
 ) -> set[str]:
     """Create the SparkApplications or Jobs of the attempts ``decision`` starts, each
     replacing any other of the same name (an earlier attempt, another run of the window,
@@ -515,7 +560,14 @@ def _start(
             else desired.render_spark_application
         )
         body = render(
-            view, version, attempt.window, ctx.settings, owner, attempt.attempt, attempt.run
+            view,
+            version,
+            attempt.window,
+            ctx.settings,
+            owner,
+            attempt.attempt,
+            attempt.run,
+            access=access,
         )
         app_name = body["metadata"]["name"]
         names.add(app_name)
@@ -672,6 +724,10 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     if refused:
         return _refuse(body, admission.describe(refused), now)
     namespace, name = service.metadata.namespace or "default", service.metadata.name
+    account = service.spec.server.service_account_name or ctx.settings.server_service_account
+    access = _credentials(ctx, namespace, account)
+    if access is None:
+        return _no_credentials(ctx, body, account, now)
     problems: list[tuple[str, str]] = []
     withdrawn: list[str] = []  # views of other namespaces this service may not read now
     waiting: list[str] = []
@@ -798,7 +854,7 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
             service, plan, body, ctx.settings.metrics_namespace_list
         )
     )
-    deployment = desired.render_deployment(service, plan, ctx.settings, body)
+    deployment = desired.render_deployment(service, plan, ctx.settings, body, access)
     tls_secret = ctx.settings.server_tls_secret or None
     ctx.kube.apply(
         serving_security.secure_deployment(deployment, tls_secret, ctx.settings.server_auth)

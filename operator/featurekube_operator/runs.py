@@ -37,6 +37,7 @@ PERMANENT_ERRORS = frozenset(
     {
         "ExpectationFailedError",
         "MaterializePlanError",
+        "PathNotAllowedError",
         "SourceSchemaError",
         "SqlTransformationError",
         "RowError",

@@ -12,7 +12,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from featurekube import s3_prefixes
 from featurekube.materialize import engines
+from featurekube_operator import credentials
 
 __all__ = ["OperatorSettings", "env_name"]
 
@@ -143,11 +145,26 @@ class OperatorSettings:
     """An endpoint serving S3 and DynamoDB instead of AWS (LocalStack, say), passed on to
     the jobs and feature servers it starts; empty: AWS. Env: AWS_ENDPOINT_URL."""
 
-    aws_credentials_secret: str = ""
-    """A Secret, in each namespace with views and services, whose AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) the jobs and feature servers take;
-    empty: the AWS SDK's default chain (IRSA, node role).
-    Env: FEATUREKUBE_AWS_CREDENTIALS_SECRET."""
+    aws_credentials: str = "ambient"
+    """Where the jobs and feature servers of a namespace get AWS credentials:
+    ``namespace``, that namespace's own (the Secret aws_credentials_secret in it, or an
+    IRSA role on the pod's ServiceAccount there; with neither, nothing runs there and
+    the object is not Ready, reason CredentialsMissing); ``ambient``, what the pods'
+    environment gives the AWS SDK (EKS Pod Identity, a node role; the local platform).
+    The chart sets ``namespace``. Env: FEATUREKUBE_AWS_CREDENTIALS."""
+
+    aws_credentials_secret: str = "featurekube-aws"
+    """With aws_credentials ``namespace``: the Secret, in each namespace, whose
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) that namespace's
+    jobs and feature servers take. Env: FEATUREKUBE_AWS_CREDENTIALS_SECRET."""
+
+    allowed_prefixes: str = ""
+    """The S3 prefixes each namespace's views may read sources from and keep offline
+    data in: a JSON object from namespace (``"*"``: any other) to a list of prefixes,
+    e.g. ``{"team-a": ["s3://lake/team-a/"]}``; the namespace's own directory of the
+    offline store is always allowed. A view outside them is InvalidSpec, and its jobs
+    check again before they read. Empty: not confined.
+    Env: FEATUREKUBE_ALLOWED_PREFIXES."""
 
     metrics_port: int = 8080
     """Port of the Prometheus metrics endpoint; 0 disables it. Env: FEATUREKUBE_METRICS_PORT."""
@@ -169,10 +186,21 @@ class OperatorSettings:
     names. Env: FEATUREKUBE_ADMISSION_CERT_DIR."""
 
     def __post_init__(self) -> None:
+        if self.aws_credentials not in credentials.MODES:
+            raise ValueError(
+                f"FEATUREKUBE_AWS_CREDENTIALS: {self.aws_credentials!r} is not one of "
+                f"{', '.join(credentials.MODES)}"
+            )
+        s3_prefixes.parse_allowed(self.allowed_prefixes)  # refused at start-up, not later
         if self.server_auth not in ("tokenreview", "none"):
             raise ValueError(
                 f"FEATUREKUBE_SERVER_AUTH: {self.server_auth!r} is not one of tokenreview, none"
             )
+
+    @property
+    def allowed(self) -> dict[str, tuple[str, ...]]:
+        """:attr:`allowed_prefixes` parsed: namespace to prefixes ({}: not confined)."""
+        return s3_prefixes.parse_allowed(self.allowed_prefixes)
 
     @property
     def metrics_namespace_list(self) -> list[str]:

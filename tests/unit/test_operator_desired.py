@@ -188,7 +188,6 @@ def test_the_python_job_runs_the_same_job_as_the_spark_application() -> None:
     assert container["args"] == [*app["spec"]["arguments"], "--engine", "python"]
     assert container["image"] == SETTINGS.spark_image
     assert container["env"] == app["spec"]["driver"]["env"]
-    assert container["envFrom"] == app["spec"]["driver"]["envFrom"]
     assert container["securityContext"] == desired.RESTRICTED_CONTAINER
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert container["resources"] == {
@@ -207,7 +206,6 @@ def test_the_python_job_takes_its_image_and_resources_from_settings() -> None:
         python_image="registry.example/fk-python:1",
         python_cpu="500m",
         python_memory="1Gi",
-        aws_credentials_secret="aws",
     )
     job = desired.render_materialize_job(
         _with(materialization={"online": False}), 1, WINDOW, settings, OWNER
@@ -216,5 +214,4 @@ def test_the_python_job_takes_its_image_and_resources_from_settings() -> None:
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example/fk-python:1"
     assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
-    assert container["envFrom"] == [{"secretRef": {"name": "aws"}}]
     assert "--no-online" in container["args"]

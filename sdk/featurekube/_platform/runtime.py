@@ -19,6 +19,9 @@ local platform only; does I/O.
   pods are marked Running and Ready once the port answers, as a kubelet would, and the
   process is replaced when the pod template changes and stopped when the Deployment
   goes. Where each service listens is written to ``<state dir>/runtime/endpoints.json``.
+- Every process gets this process's environment with its container's ``env`` on top,
+  resolved as the kubelet does (values, keys of the namespace's Secrets and
+  ConfigMaps): the credentials the operator gives a pod are the ones it uses.
 
 It is never deployed anywhere: in a cluster the Spark Operator and the kubelet do this.
 """
@@ -26,6 +29,7 @@ It is never deployed anywhere: in a cluster the Spark Operator and the kubelet d
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import hashlib
 import importlib.util
@@ -137,6 +141,38 @@ class Runtime:
             mapped[mount["path"].rstrip("/")] = str(local)
         return mapped
 
+    def _container_env(self, namespace: str, env: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """A container's ``env`` as the kubelet resolves it: values, and keys of
+        Secrets and ConfigMaps of its namespace (a missing one that is not optional
+        fails the pod, as the kubelet's CreateContainerConfigError does)."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        resolved: dict[str, str] = {}
+        for entry in env:
+            if "value" in entry:
+                resolved[entry["name"]] = str(entry["value"])
+                continue
+            source = entry.get("valueFrom") or {}
+            for kind, read in (
+                ("secretKeyRef", core.read_namespaced_secret),
+                ("configMapKeyRef", core.read_namespaced_config_map),
+            ):
+                ref = source.get(kind)
+                if not ref:
+                    continue
+                try:
+                    data = read(ref["name"], namespace).data or {}
+                except ApiException as exc:
+                    if exc.status != 404 or not ref.get("optional"):
+                        raise
+                    data = {}
+                if ref["key"] in data:
+                    raw = data[ref["key"]]
+                    secret = kind == "secretKeyRef"
+                    resolved[entry["name"]] = base64.b64decode(raw).decode() if secret else str(raw)
+                elif not ref.get("optional"):
+                    raise KeyError(f"{kind} {namespace}/{ref['name']} has no key {ref['key']}")
+        return resolved
+
     def _spark_submit(self, app: Mapping[str, Any]) -> None:
         meta, spec = app["metadata"], app["spec"]
         namespace, name = meta["namespace"], meta["name"]
@@ -182,6 +218,7 @@ class Runtime:
         with log.open("wb") as out:
             env = {
                 **os.environ,
+                **self._container_env(namespace, driver.get("env") or ()),
                 "SPARK_HOME": str(spark_home),
                 # The driver's Python is this one, which has featurekube and pyspark.
                 "PYSPARK_PYTHON": sys.executable,
@@ -342,6 +379,7 @@ class Runtime:
             termination_log = run_dir / "termination-log"
             env = {
                 **os.environ,
+                **self._container_env(namespace, container.get("env") or ()),
                 **{
                     e["name"]: str(termination_log)
                     for e in container.get("env") or ()
@@ -379,7 +417,12 @@ class Runtime:
                 processes.stop(self._servers.pop(key).pid)
         for key, (deployment, template_hash) in wanted.items():
             if key not in self._servers:
-                self._servers[key] = self._start_server(deployment, template_hash)
+                try:
+                    self._servers[key] = self._start_server(deployment, template_hash)
+                except (ApiException, KeyError) as exc:
+                    # As a kubelet leaves a pod whose Secret is missing: not started.
+                    print(f"runtime: {key[0]}/{key[1]}: {exc}", file=sys.stderr, flush=True)
+                    continue
             server = self._servers[key]
             if processes.is_running(server.pid) and _port_open(server.port):
                 self._mark_pods_ready(deployment)
@@ -413,7 +456,8 @@ class Runtime:
         if "--port" in args:
             args[args.index("--port") + 1] = str(port)
         argv = [*self.server_command, *args, "--host", "127.0.0.1", "--metrics-port", "0"]
-        pid = processes.spawn(argv, run_dir / "server.log", env=os.environ.copy())
+        env = {**os.environ, **self._container_env(namespace, container.get("env") or ())}
+        pid = processes.spawn(argv, run_dir / "server.log", env=env)
         return _Server(pid, port, template_hash)
 
     def _mark_pods_ready(self, deployment: Mapping[str, Any]) -> None:

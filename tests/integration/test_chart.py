@@ -889,6 +889,16 @@ def test_operator_runs_under_the_installed_chart(
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as rsp:
                 assert rsp.status == 200
 
+        # The namespace's own AWS keys, which its jobs and feature servers take (the
+        # chart's default aws.credentials.workloads: namespace).
+        keys: Any = {
+            "metadata": {"name": "featurekube-aws"},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+                "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
+            },
+        }
+        core.create_namespaced_secret(namespace, keys)
         custom.create_namespaced_custom_object(
             "featurekube.dev", "v1alpha1", namespace, "featureviews", copy.deepcopy(VIEW)
         )
@@ -905,6 +915,10 @@ def test_operator_runs_under_the_installed_chart(
         # As the chart configured: its Spark image, and the ServiceAccount it created.
         assert app["spec"]["image"] == "ghcr.io/featurekube/spark:0.1.0"
         assert app["spec"]["driver"]["serviceAccount"] == "featurekube-spark"
+        driver_env = {e["name"]: e for e in app["spec"]["driver"]["env"]}
+        assert driver_env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == (
+            "featurekube-aws"
+        )
         core.read_namespaced_service_account("featurekube-spark", namespace)
         server = _eventually(
             lambda: [

@@ -87,11 +87,20 @@ all namespaces, its own (no tenant's). */}}
 {{- end }}
 
 {{/* A ServiceAccount's annotations as YAML (empty if none): its own, plus its IAM role
-under IRSA. */}}
+under IRSA, with {namespace} replaced by the account's namespace (a role per tenant).
+With per-namespace credentials, one role for several tenants is refused. */}}
 {{- define "featurekube.serviceAccountAnnotations" -}}
 {{- $annotations := deepCopy (.account.annotations | default dict) }}
 {{- if and (eq .root.Values.aws.credentials.source "irsa") .account.iamRoleArn }}
-{{- $_ := set $annotations "eks.amazonaws.com/role-arn" .account.iamRoleArn }}
+{{- $role := .account.iamRoleArn }}
+{{- if .namespace }}
+{{- $tenants := include "featurekube.workloadNamespaces" .root | fromJsonArray }}
+{{- if and (eq .root.Values.aws.credentials.workloads "namespace") (gt (len $tenants) 1) (not (contains "{namespace}" $role)) }}
+{{- fail (printf "serviceAccounts: iamRoleArn %s would give every workload namespace one role: put {namespace} in it (a role per namespace), or set aws.credentials.workloads=ambient" $role) }}
+{{- end }}
+{{- $role = replace "{namespace}" .namespace $role }}
+{{- end }}
+{{- $_ := set $annotations "eks.amazonaws.com/role-arn" $role }}
 {{- end }}
 {{- with $annotations }}{{ toYaml . }}{{ end }}
 {{- end }}

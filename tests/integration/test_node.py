@@ -22,6 +22,7 @@ import pytest
 from featurekube import errors
 from featurekube._platform import node, node_config, processes
 from featurekube._platform import platform as local
+from featurekube.cli import main as cli
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -153,6 +154,19 @@ def test_a_node_part_that_fails_to_start_is_named_with_its_log_and_nothing_is_le
     assert local.LocalPlatform(settings).endpoints() is None
     assert _machine_state() == machine_before
     assert list(Path("/sys/fs/cgroup").glob("*/kubepods")) == []
+
+
+def test_dev_up_node_refuses_a_running_platform_that_has_no_node(
+    platform: local.Endpoints, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state_dir = str(platform.kubeconfig.parent)
+
+    assert cli.main(["dev", "up", "--node", "--state-dir", state_dir]) != 0
+
+    error = capsys.readouterr().err
+    assert f"the local platform in {state_dir} is running without a node" in error
+    assert "--node" in error
+    assert all(processes.is_running(pid) for pid in platform.pids.values())
 
 
 def test_a_pod_resolves_the_api_server_by_dns_and_calls_it_with_its_service_account(

@@ -225,11 +225,14 @@ class LocalPlatform:
         """Start every component, wait until each is ready, and return the endpoints.
 
         Idempotent: a platform already running in the state directory is returned as
-        is. A component that fails stops the ones already started and raises
-        :class:`~featurekube.errors.ComponentStartError` with the tail of its log.
+        is, unless it lacks the node these settings ask for (then
+        :class:`~featurekube.errors.PlatformError`). A component that fails stops the
+        ones already started and raises :class:`~featurekube.errors.ComponentStartError`
+        with the tail of its log.
         """
         running = self.endpoints()
         if running is not None:
+            self.check_reusable(running)
             return running
         self.stop()  # whatever is left of an earlier, broken start
         if self.settings.node:
@@ -263,6 +266,15 @@ class LocalPlatform:
         )
         self.layout.state_file.write_text(found.to_json())
         return found
+
+    def check_reusable(self, running: Endpoints) -> None:
+        """Refuse a running platform without a node when these settings ask for one."""
+        if self.settings.node and not running.node:
+            raise errors.PlatformError(
+                f"the local platform in {self.layout.root} is running without a node: stop "
+                f"it (featurekube dev down --state-dir {self.layout.root}) and start it "
+                "again with --node, or use another --state-dir"
+            )
 
     # -- holding ---------------------------------------------------------------------
 

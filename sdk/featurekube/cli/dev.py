@@ -104,6 +104,7 @@ def _up(args: argparse.Namespace) -> int:
         endpoints = local.start()
         print(f"ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
     else:
+        local.check_reusable(running)
         endpoints = running
         print(describe_reuse(local.layout.root, running), file=sys.stderr)
     print(f"# Kubernetes API: {endpoints.apiserver_url}", file=sys.stderr)

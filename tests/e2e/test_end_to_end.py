@@ -37,6 +37,9 @@ REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "examples"
 VIEWS = ("driver-trip-stats", "driver-profile", "driver-location-live")
 TIMEOUT = 900.0
+# pytest-timeout's limit must not cut the waits inside a test short: the first test
+# also pays for the module fixture's wait, and a test may then wait TIMEOUT itself.
+pytestmark = pytest.mark.timeout(2 * TIMEOUT + 120)
 
 
 def _ready(body: dict[str, Any]) -> bool:

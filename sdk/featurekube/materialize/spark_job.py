@@ -150,36 +150,31 @@ def run(
                 report.stop_on_failed_checks(result)
             offline_rows = cached.drop(_ROWS_READ)
             # Online first, then the offline commit that publishes the window
-            # (publish.py); the offline rows are fetched and their files written
-            # meanwhile, the commit held until the online write has succeeded.
-            offline_write: publish.OfflineWrite[pa.RecordBatch, Any] | None = None
+            # (publish.py). Not side by side as in the python engine: the driver would
+            # hold a chunk of each at once, and the offline fetch slows the newest rows'
+            # shuffle on the same executors.
+            if online is not None:
+                began = time.perf_counter()
+                written = publication.write_online(
+                    lambda: _write_online(online, offline_rows, plan, settings, observer, ingested)
+                )
+                result.rows_online, result.online_stale = written.written, written.stale
+                result.timings["online_write"] = time.perf_counter() - began
             if offline_uri is not None:
+                began = time.perf_counter()
+                observer.phase("offline", stats.rows)
                 writer = offline_writer.OfflineWriter(
                     offline_uri, view, storage_options=storage_options, label=plan.label
                 )
-                offline_write = publication.prepare_offline(
-                    lambda gate: writer.replace_window(
-                        lambda: gate(_arrow_chunks(offline_rows, plan, stats.rows, settings, None)),
+                publication.commit_offline(
+                    lambda: writer.replace_window(
+                        lambda: _arrow_chunks(offline_rows, plan, stats.rows, settings, observer),
                         plan.start,
                         plan.end,
                         now=ingested,
                     )
                 )
-            with offline_write or contextlib.nullcontext():
-                if online is not None:
-                    began = time.perf_counter()
-                    written = publication.write_online(
-                        lambda: _write_online(
-                            online, offline_rows, plan, settings, observer, ingested
-                        )
-                    )
-                    result.rows_online, result.online_stale = written.written, written.stale
-                    result.timings["online_write"] = time.perf_counter() - began
-                if offline_write is not None:
-                    observer.phase("offline", stats.rows)
-                    offline_write.commit()
-                    observer.advance(stats.rows)
-                    result.timings["offline_write"] = offline_write.seconds
+                result.timings["offline_write"] = time.perf_counter() - began
             publication.complete()
             result.published = True
         finally:

@@ -20,9 +20,21 @@ benchmarks/_memory.py):
 - the floor: the items featurekube writes (each entity's newest row), written with
   BatchWriteItem from 8 threads, nothing else.
 
+Before the sizes, a steady state: a view on a 10-minute schedule whose windows hold
+10k rows each (of 10k entities), each engine running one window untimed and then the
+next ones, each timed from the job's start to its exit (the window published).
+
+Every Python process runs from compiled bytecode, as the images ship it (they install
+with ``--compile-bytecode``): the subjects get ``PYTHONPYCACHEPREFIX`` under
+``$FEATUREKUBE_CACHE/bench/pycache`` whatever ``PYTHONDONTWRITEBYTECODE`` says, and
+each subject runs once untimed first (Feast on the steady state's rows), so that no
+timed run compiles its imports.
+
 Sizes: ``FEATUREKUBE_BENCH_MATERIALIZE_SIZES``, e.g. ``1000000:10000,10000000:1000000``
 (rows:entities; default: 1M and 10M rows, each with 10k and 1M entities). Engines:
-``FEATUREKUBE_BENCH_MATERIALIZE_ENGINES`` (default ``spark,python``).
+``FEATUREKUBE_BENCH_MATERIALIZE_ENGINES`` (default ``spark,python``). Timed steady
+windows per engine: ``FEATUREKUBE_BENCH_MATERIALIZE_STEADY`` (default 3; 0 runs only
+the untimed ones).
 """
 
 from __future__ import annotations
@@ -62,6 +74,13 @@ BUCKET = "featurekube-bench"
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 FILE_ROWS = 1_000_000
 VEHICLES = np.array(["sedan", "suv", "hatchback", "electric", "van"])
+STEADY_ROWS = 10_000
+"""Rows of one steady-state window (and the entities they are drawn from)."""
+STEADY_STEP = dt.timedelta(minutes=10)
+
+
+def _steady_windows() -> int:
+    return int(os.environ.get("FEATUREKUBE_BENCH_MATERIALIZE_STEADY", "3"))
 
 
 def _engines() -> list[str]:
@@ -119,6 +138,26 @@ def _write_data(rows: int, entities: int, local: Path, s3_uri: str) -> None:
         pq.write_table(table, f"{s3_path}/part-{part:03d}.parquet", filesystem=filesystem)
 
 
+def _write_steady_data(windows: int, local: Path, s3_uri: str) -> None:
+    """``windows`` files of one steady window each: :data:`STEADY_ROWS` rows of as many
+    entities, event times within the window, created a second later."""
+    filesystem, s3_path = pyarrow.fs.FileSystem.from_uri(s3_uri)
+    local.mkdir(parents=True, exist_ok=True)
+    step_us = int(STEADY_STEP.total_seconds()) * 1_000_000
+    timestamp = pa.timestamp("us", tz="UTC")
+    for window in range(windows):
+        table = _chunk(STEADY_ROWS, STEADY_ROWS, window * STEADY_ROWS, STEADY_ROWS)
+        rng = np.random.default_rng(window)
+        start = int(T0.timestamp()) * 1_000_000 + window * step_us
+        event = start + rng.integers(0, step_us, STEADY_ROWS)
+        table = table.set_column(1, "event_timestamp", pa.array(event).cast(timestamp))
+        table = table.set_column(
+            2, "created_timestamp", pa.array(event + 1_000_000).cast(timestamp)
+        )
+        pq.write_table(table, local / f"part-{window:03d}.parquet")
+        pq.write_table(table, f"{s3_path}/part-{window:03d}.parquet", filesystem=filesystem)
+
+
 def _view_body(source: str) -> dict[str, Any]:
     return {
         "apiVersion": "featurekube.dev/v1alpha1",
@@ -164,12 +203,22 @@ def _measured(argv: list[str], env: dict[str, str]) -> tuple[float, _memory.Tree
 
 
 def _featurekube(
-    tmp: Path, source: str, tag: str, env: dict[str, str], engine: str
+    tmp: Path,
+    source: str,
+    tag: str,
+    env: dict[str, str],
+    engine: str,
+    window: tuple[dt.datetime, dt.datetime] = (T0, T0 + dt.timedelta(days=1)),
+    table: str | None = None,
 ) -> tuple[float, _memory.TreeWatch, dict[str, Any]]:
+    """One window's job, end to end; into ``table`` when given (it is kept), else
+    into a table of its own, made and deleted around it."""
     spec = tmp / "featureview.yaml"
     spec.write_text(yaml.safe_dump(_view_body(source)))
-    table = f"fk-bench-{tag}"
-    boto3.client("dynamodb").create_table(**layout.table_definition(table, {}))
+    own = table is None
+    table = table or f"fk-bench-{tag}"
+    if own:
+        boto3.client("dynamodb").create_table(**layout.table_definition(table, {}))
     argv = [
         sys.executable,
         "-m",
@@ -177,9 +226,9 @@ def _featurekube(
         "--spec",
         str(spec),
         "--start",
-        T0.isoformat(),
+        window[0].isoformat(),
         "--end",
-        (T0 + dt.timedelta(days=1)).isoformat(),
+        window[1].isoformat(),
         "--offline-uri",
         f"s3://{BUCKET}/offline/{tag}",
         "--online-table",
@@ -190,7 +239,8 @@ def _featurekube(
     try:
         elapsed, memory, stdout = _measured(argv, env)
     finally:
-        boto3.client("dynamodb").delete_table(TableName=table)
+        if own:
+            boto3.client("dynamodb").delete_table(TableName=table)
     report = json.loads(stdout.strip().splitlines()[-1])
     return elapsed, memory, report
 
@@ -347,11 +397,18 @@ def run() -> _harness.Report:
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ALLOW_HTTP": "true",
             "PYSPARK_PYTHON": sys.executable,
+            "PYTHONPYCACHEPREFIX": str(feast_peer.cache() / "bench" / "pycache"),
         }
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
         try:
             processes.wait_until(lambda: _answers(env["AWS_ENDPOINT_URL"]), 60)
             boto3.client("s3").create_bucket(Bucket=BUCKET)
+            try:
+                _steady_state(report, tmp, env)
+            except Exception as exc:  # keep what the sizes measure
+                report.notes["failed: steady state"] = f"{exc}"[:2000]
+                print(f"materialize benchmark: the steady state failed: {exc}")
             for rows, entities in _sizes():
                 try:
                     _one_size(report, tmp, rows, entities, env)
@@ -375,7 +432,51 @@ def run() -> _harness.Report:
         "end includes Spark's start) and --engine python (one process, no JVM), source and "
         "offline table on moto's S3"
     )
+    report.notes["bytecode"] = (
+        "every subject runs from compiled bytecode (PYTHONPYCACHEPREFIX), as the images "
+        "ship it, after one untimed run of its own"
+    )
     return report
+
+
+def _steady_state(report: _harness.Report, tmp: Path, env: dict[str, str]) -> None:
+    """Each engine's steady windows, after one untimed (which also warms the bytecode
+    cache), into a table that holds the earlier windows; then Feast once untimed over
+    the same rows, for its bytecode."""
+    timed = _steady_windows()
+    local, source = tmp / "data-steady", f"s3://{BUCKET}/raw/steady/"
+    _write_steady_data(timed + 1, local, source)
+    label = f"steady {STEADY_ROWS // 1000}k-row window"
+    for engine in _engines():
+        subject = f"featurekube ({engine})"
+        table = f"fk-bench-steady-{engine}"
+        boto3.client("dynamodb").create_table(**layout.table_definition(table, {}))
+        samples: list[float] = []
+        phases: dict[str, list[float]] = {}
+        try:
+            for index in range(timed + 1):
+                window = (T0 + index * STEADY_STEP, T0 + (index + 1) * STEADY_STEP)
+                tag = f"steady-{engine}"
+                elapsed, _, job = _featurekube(tmp, source, tag, env, engine, window, table)
+                print(f"  {subject}: {label} #{index}: {elapsed:.3f} s {job['timingsSeconds']}")
+                if index:
+                    samples.append(elapsed)
+                    for phase, seconds in job["timingsSeconds"].items():
+                        phases.setdefault(phase, []).append(seconds)
+        finally:
+            boto3.client("dynamodb").delete_table(TableName=table)
+        if samples:
+            report.add(subject, f"{label} end-to-end", "s", samples)
+            for phase, seconds_ in phases.items():
+                report.add(subject, f"{label} {phase}", "s", seconds_)
+            report.notes[f"{subject} {label} rows"] = json.dumps(job["rows"])
+    print("materialize benchmark: Feast, once untimed (its bytecode)", flush=True)
+    _feast(tmp, local, "steady", env)
+    import shutil
+
+    shutil.rmtree(local, ignore_errors=True)
+    boto3.resource("s3").Bucket(BUCKET).objects.filter(Prefix="raw/steady/").delete()
+    boto3.resource("s3").Bucket(BUCKET).objects.filter(Prefix="offline/steady").delete()
 
 
 def _drop_data(tmp: Path, rows: int, entities: int) -> None:

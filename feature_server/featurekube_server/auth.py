@@ -6,9 +6,11 @@ a pod the one Kubernetes projects into it. :class:`Authenticator` asks the API s
 whose token it is once, and keeps the answer for ``ttl`` seconds (never past the
 token's own expiry) in a cache of at most ``max_entries`` tokens, so requests do not
 each cost an API call; concurrent requests with the same unknown token share one
-review. Refusals are not kept: a token that was just created may be tried again at
-once. Whether the caller may read or push is decided on every request against the plan
-(:func:`authorize`), so a new plan takes effect without waiting for the cache.
+review, and at most ``max_reviews`` reviews run at once, so a flood of made-up tokens
+does not become a flood of API calls. Refusals are not kept: a token that was just
+created may be tried again at once. Whether the caller may read or push is decided on
+every request against the plan (:func:`authorize`), so a new plan takes effect without
+waiting for the cache.
 """
 
 from __future__ import annotations
@@ -153,11 +155,13 @@ class Authenticator:
         *,
         ttl: float = 60.0,
         max_entries: int = 10_000,
+        max_reviews: int = 16,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if ttl < 0 or max_entries < 1:
+        if ttl < 0 or max_entries < 1 or max_reviews < 1:
             raise ValueError(
-                f"ttl must not be negative nor max_entries below 1, got {ttl} and {max_entries}"
+                f"ttl must not be negative nor max_entries or max_reviews below 1, got {ttl}, "
+                f"{max_entries} and {max_reviews}"
             )
         self._reviewer = reviewer
         self._ttl = ttl
@@ -167,6 +171,7 @@ class Authenticator:
             collections.OrderedDict()
         )
         self._pending: dict[bytes, asyncio.Future[Caller | None]] = {}
+        self._reviewing = asyncio.Semaphore(max_reviews)
         self.reviews = 0
         """TokenReviews asked for so far."""
 
@@ -209,8 +214,9 @@ class Authenticator:
         future: asyncio.Future[Caller | None] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
-            self.reviews += 1
-            caller = await self._reviewer.review(token)
+            async with self._reviewing:
+                self.reviews += 1
+                caller = await self._reviewer.review(token)
         except asyncio.CancelledError:
             future.cancel()
             raise

@@ -167,6 +167,23 @@ async def test_concurrent_calls_with_one_new_token_share_one_review() -> None:
 
 
 @pytest.mark.asyncio
+async def test_at_most_max_reviews_reviews_run_at_once() -> None:
+    reviewer = Reviewer({})
+    reviewer.gate = asyncio.Event()
+    authenticator = auth.Authenticator(reviewer, max_reviews=3)
+    calls = [
+        asyncio.create_task(authenticator.authenticate(_bearer(f"made-up-{i}"))) for i in range(10)
+    ]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(reviewer.asked) == 3
+    reviewer.gate.set()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(o, errors.UnauthenticatedError) for o in outcomes)
+    assert len(reviewer.asked) == 10
+
+
+@pytest.mark.asyncio
 async def test_an_unanswered_review_is_unavailable_and_not_kept() -> None:
     class Down:
         async def review(self, token: str) -> auth.Caller | None:

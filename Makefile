@@ -52,6 +52,10 @@ platform-bin: ## Build (once, cached under ~/.cache/featurekube) the Kubernetes 
 node-bin: platform-bin ## Build (once, cached under ~/.cache/featurekube) containerd, the CNI plugins and CoreDNS for `dev up --node`.
 	hack/node/build.sh >/dev/null
 
+.PHONY: debian-base
+debian-base: ## Make (once, cached under ~/.cache/featurekube) the Debian base root file system of the images.
+	hack/images/debian-base.sh >/dev/null
+
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-layer contracts.
 	$(BIN)/ruff check --no-cache .
@@ -74,7 +78,7 @@ docs: venv ## Build the documentation site into build/docs; a warning fails the 
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 .PHONY: test
-test: venv platform-bin node-bin helm lint docs ## Everything: lint, the docs site, unit, integration (with a real node) and end-to-end tests on the local platform.
+test: venv platform-bin node-bin debian-base helm lint docs ## Everything: lint, the docs site, unit, integration (with a real node) and end-to-end tests on the local platform.
 	$(BIN)/pytest tests
 
 .PHONY: bench

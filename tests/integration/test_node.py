@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from featurekube import errors
-from featurekube._platform import node, node_config, processes
+from featurekube._platform import node, node_config, oci, processes
 from featurekube._platform import platform as local
 from featurekube.cli import main as cli
 
@@ -34,6 +34,7 @@ MACHINE_SYSCTLS = (
 )
 FREE_NODE_WAIT_SECONDS = 300
 REPO = Path(__file__).resolve().parents[2]
+PYTHON_IMAGE = "featurekube.dev/debian-python:bookworm"
 
 
 def _machine_state() -> dict[str, object]:
@@ -202,6 +203,71 @@ def test_a_pod_resolves_the_api_server_by_dns_and_calls_it_with_its_service_acco
     assert found["username"] == f"system:serviceaccount:{namespace}:default"
     assert "error" not in found
     assert pod.spec.node_name == node_config.NODE_NAME
+
+
+def test_a_pod_from_the_debian_base_runs_python_as_a_non_root_user(
+    node_state_dir: Path, core: object
+) -> None:
+    import kubernetes.client
+
+    api: kubernetes.client.CoreV1Api = core  # type: ignore[assignment]
+    built = subprocess.run(
+        [str(REPO / "hack" / "images" / "debian-base.sh")],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+        timeout=480,
+    )
+    rootfs = Path(built.stdout.strip().splitlines()[-1])
+    image = oci.ImageConfig(PYTHON_IMAGE, entrypoint=["python3"], user="65532:65532")
+    archive = rootfs.parent / "python.oci.tar"
+    if not archive.is_file():
+        oci.write_image(rootfs, image, archive)
+    local.LocalPlatform(local.PlatformSettings(state_dir=node_state_dir)).load_images([archive])
+    namespace = f"node-{uuid.uuid4().hex[:8]}"
+    api.create_namespace({"metadata": {"name": namespace}})
+    try:
+        assert processes.wait_until(
+            lambda: api.read_namespaced_service_account("default", namespace) is not None, 60
+        )
+        api.create_namespaced_pod(
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "python"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "python",
+                            "image": PYTHON_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "args": [
+                                "-c",
+                                "import os, sys; print(os.getuid(), *sys.version_info[:2])",
+                            ],
+                            "securityContext": {"runAsNonRoot": True},
+                        }
+                    ],
+                },
+            },
+        )
+        done = processes.wait_until(
+            lambda: (
+                api.read_namespaced_pod("python", namespace).status.phase in ("Succeeded", "Failed")
+            ),
+            120,
+            interval=0.5,
+        )
+        pod = api.read_namespaced_pod("python", namespace)
+        assert done, f"the python pod did not finish: {pod.status}"
+        log = api.read_namespaced_pod_log("python", namespace)
+    finally:
+        api.delete_namespace(namespace)
+
+    assert pod.status.phase == "Succeeded", log
+    assert log.split() == ["65532", "3", "11"]
 
 
 def test_the_kubernetes_service_points_at_the_api_servers_advertised_address(

@@ -214,7 +214,7 @@ def import_images(holder: int, ctr: Path, socket: str, archives: list[Path]) -> 
         _run(
             ["nsenter", f"--target={holder}", "--mount", "--net", "--", str(ctr),
              f"--address={socket}", "--namespace=k8s.io", "images", "import",
-             "--no-unpack=false", str(archive)],
+             str(archive)],
             f"importing {archive.name}",
         )  # fmt: skip
 

@@ -17,7 +17,7 @@ import shutil
 import ssl
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -275,6 +275,23 @@ class LocalPlatform:
                 f"it (featurekube dev down --state-dir {self.layout.root}) and start it "
                 "again with --node, or use another --state-dir"
             )
+
+    def load_images(self, archives: Sequence[Path]) -> None:
+        """Import OCI image archives (:func:`featurekube._platform.oci.write_image`)
+        into the running node, where pods use them with ``imagePullPolicy: Never``."""
+        running = self.endpoints()
+        if running is None or not running.node:
+            raise errors.PlatformError(
+                f"no local platform with a node runs in {self.layout.root}: "
+                "`featurekube dev up --node` starts one"
+            )
+        node_bin_dir = node.resolve_node_bin_dir(_find_repo_root())
+        node.import_images(
+            running.pids["node-namespace"],
+            node_bin_dir / "ctr",
+            self.node_layout.containerd_socket,
+            list(archives),
+        )
 
     # -- holding ---------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ either import works:
     │   └── OfflineStoreError             a view's offline table is missing or unreadable
     ├── MaterializeError              one window of a view could not be materialized
     │   ├── MaterializePlanError          the view or window cannot be materialized as given
+    │   │   └── PathNotAllowedError           a path outside its namespace's allowed S3 prefixes
     │   ├── SourceError                   the source could not be read (missing path, bad format)
     │   ├── SourceSchemaError             the (transformed) source lacks or mistypes columns
     │   ├── SqlTransformationError        spec.transformation.sql failed in Spark
@@ -104,6 +105,7 @@ __all__ = [
     "OfflineStoreError",
     "OfflineWriteError",
     "OnlineWriteError",
+    "PathNotAllowedError",
     "PlatformError",
     "PlatformInUseError",
     "PushNotAllowedError",
@@ -244,6 +246,11 @@ class MaterializeError(FeaturekubeError):
 class MaterializePlanError(MaterializeError, ValueError):
     """The view or the window cannot be materialized as given (a push source, an empty
     window, an invalid definition)."""
+
+
+class PathNotAllowedError(MaterializePlanError):
+    """A view's source or offline location lies outside its namespace's allowed S3
+    prefixes; running it again cannot help."""
 
 
 class SourceError(MaterializeError):

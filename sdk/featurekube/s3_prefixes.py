@@ -38,10 +38,7 @@ ANY_NAMESPACE = "*"
 MAX_PREFIXES = 256
 MAX_SETTING_BYTES = 64 * 1024
 
-
-class PathNotAllowedError(errors.MaterializePlanError):
-    """A view's source or offline location lies outside its namespace's allowed
-    prefixes; running it again cannot help."""
+PathNotAllowedError = errors.PathNotAllowedError
 
 
 def normalize(uri: str) -> str:

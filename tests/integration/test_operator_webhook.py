@@ -141,11 +141,13 @@ def test_apply_refuses_sql_outside_the_allowlist_naming_the_field(
     assert "denied the request: spec.transformation.sql: uses function reflect" in refused
 
     # What validate takes is created, and updates are checked too.
-    created = _create(kube_api, namespace, VIEW)
-    created["spec"]["transformation"]["sql"] = "SELECT * FROM IDENTIFIER('other.private')"
+    _create(kube_api, namespace, VIEW)
+    # A patch, not a replace: the operator may have written the object since (status,
+    # finalizers), and a stale resourceVersion would be refused before admission.
+    patch = {"spec": {"transformation": {"sql": "SELECT * FROM IDENTIFIER('other.private')"}}}
     with pytest.raises(kubernetes.client.exceptions.ApiException) as update:
-        kubernetes.client.CustomObjectsApi(kube_api).replace_namespaced_custom_object(
-            *GROUP, namespace, "featureviews", "driver-profile", created
+        kubernetes.client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+            *GROUP, namespace, "featureviews", "driver-profile", patch
         )
     assert "function identifier" in str(update.value.body)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from featurekube import errors
 from featurekube.materialize import publish
 from featurekube.writer import OnlineWriteSettings, PendingWindow
 
@@ -136,7 +137,7 @@ def test_a_failed_online_write_ends_the_offline_rows_in_an_error_and_commits_not
     with pytest.raises(OSError, match="refused"), offline:
         publication.write_online(fail)
     assert "commit" not in writer.calls and "row 1" in writer.calls
-    with pytest.raises(publish._Withheld, match="online write did not succeed"):
+    with pytest.raises(errors.OfflineWriteError, match="online write did not succeed"):
         offline.commit()
 
 

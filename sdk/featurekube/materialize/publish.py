@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Generic, TypeVar
 
+from featurekube import errors
 from featurekube.writer import online as online_writer
 
 __all__ = ["OfflineWrite", "Publication"]
@@ -137,10 +138,6 @@ class Publication:
             )
 
 
-class _Withheld(Exception):
-    """Ends an offline write's rows when the online write did not succeed."""
-
-
 class OfflineWrite(Generic[B, T]):
     """An offline write running beside the online write, its rows' end (and so its
     commit) held back until :meth:`commit`; from :meth:`Publication.prepare_offline`.
@@ -171,7 +168,7 @@ class OfflineWrite(Generic[B, T]):
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self._released.set()  # without commit(): the rows end in _Withheld
+        self._released.set()  # without commit(): the rows end in an OfflineWriteError
         assert self._pool is not None and self._future is not None
         try:
             self._future.exception()  # waits; an error here is one commit() raises
@@ -201,4 +198,6 @@ class OfflineWrite(Generic[B, T]):
             yield row
         self._released.wait()
         if not self._succeeded:
-            raise _Withheld("the online write did not succeed: the offline write stops")
+            raise errors.OfflineWriteError(
+                "the online write did not succeed: the offline write stops, committing nothing"
+            )

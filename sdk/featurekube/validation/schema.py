@@ -20,6 +20,7 @@ import pydantic
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from featurekube import serving_access
 from featurekube.spec import loader, v1alpha1
 from featurekube.spec.v1alpha1 import _base, common, durations, featureservice, featureview
 from featurekube.validation import problems
@@ -246,6 +247,11 @@ _PATTERNS: Mapping[str, _PatternHelp] = {
         "write five fields (minute 0-59, hour 0-23, day of month 1-31, month 1-12 or "
         "JAN-DEC, day of week 0-7 or SUN-SAT; in UTC, e.g. '*/10 * * * *') or one of "
         "@hourly, @daily, @weekly, @monthly, @yearly",
+    ),
+    serving_access.SUBJECT_PATTERN: _PatternHelp(
+        "a ServiceAccount",
+        "write NAMESPACE/NAME, NAMESPACE/* (every ServiceAccount of the namespace) or "
+        "system:serviceaccount:NAMESPACE:NAME",
     ),
     featureservice.QUANTITY_PATTERN: _PatternHelp(
         "a resource quantity",

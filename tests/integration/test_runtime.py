@@ -292,3 +292,104 @@ def test_a_feature_server_deployment_runs_locally_until_it_goes(
         runtime,
     )
     assert json.loads((tmp_path / "runtime" / "endpoints.json").read_text()) == {}
+
+
+IN_CLUSTER_SERVER = """
+import json, os, pathlib, socket, sys
+import kubernetes.client, kubernetes.config
+from kubernetes.config import incluster_config
+kubernetes.config.load_incluster_config()
+review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+me = kubernetes.client.AuthenticationV1Api().create_self_subject_review(review)
+mount = pathlib.Path(incluster_config.SERVICE_TOKEN_FILENAME).parent
+cert = pathlib.Path(sys.argv[sys.argv.index("--tls-cert") + 1])
+pathlib.Path(os.environ["OUT"]).write_text(json.dumps({
+    "user": me.status.user_info.username,
+    "namespace": (mount / "namespace").read_text(),
+    "kubeconfig": os.environ.get("KUBECONFIG"),
+    "cert": cert.read_text(),
+    "secret_files": sorted(p.name for p in cert.parent.iterdir()),
+}))
+port = int(sys.argv[sys.argv.index("--port") + 1])
+server = socket.create_server(("127.0.0.1", port))
+while True:
+    conn, _ = server.accept()
+    conn.close()
+"""
+
+
+def test_a_feature_server_gets_its_secret_volumes_and_its_service_account_in_cluster(
+    runtime: Runtime, kube_api: kubernetes.client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    """As a kubelet does: Secret volumes written (``items`` to their paths), and the
+    pod's ServiceAccount token, CA and namespace where in-cluster clients read them, so
+    the server talks to the API server as its ServiceAccount, not as the runtime."""
+    core, apps = kubernetes.client.CoreV1Api(kube_api), kubernetes.client.AppsV1Api(kube_api)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "eta-server"}})
+    core.create_namespaced_secret(
+        namespace,
+        {"metadata": {"name": "tls"}, "stringData": {"tls.crt": "CERT", "other": "not mounted"}},
+    )
+    script = tmp_path / "in_cluster_server.py"
+    script.write_text(IN_CLUSTER_SERVER)
+    runtime.server_command = (sys.executable, str(script))
+    out = tmp_path / "server.json"
+    labels = {"featurekube.dev/feature-service": "eta-model"}
+    apps.create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "eta-model", "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": "eta-server",
+                        "containers": [
+                            {
+                                "name": "feature-server",
+                                "image": "featurekube/feature-server",
+                                "args": ["--tls-cert", "/etc/tls/server.crt", "--port", "50051"],
+                                "env": [{"name": "OUT", "value": str(out)}],
+                                "volumeMounts": [{"name": "tls", "mountPath": "/etc/tls"}],
+                            }
+                        ],
+                        "volumes": [
+                            {
+                                "name": "tls",
+                                "secret": {
+                                    "secretName": "tls",
+                                    "items": [{"key": "tls.crt", "path": "server.crt"}],
+                                },
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+    )
+
+    _eventually(out.exists, 90, "the server starts and says who it is", runtime)
+    seen = json.loads(out.read_text())
+    assert seen == {
+        "user": f"system:serviceaccount:{namespace}:eta-server",
+        "namespace": namespace,
+        "kubeconfig": None,
+        "cert": "CERT",
+        "secret_files": ["server.crt"],
+    }
+
+    # Once 80% of its life has passed, the token is requested anew, in place.
+    (server,) = runtime._servers.values()
+    assert server.token is not None
+    token_file = server.token.directory / "token"
+    first = token_file.read_text()
+    server.token.refresh_at = 0.0
+    runtime.step()
+    assert token_file.read_text() != first
+    review = kubernetes.client.AuthenticationV1Api(kube_api).create_token_review(
+        {"spec": {"token": token_file.read_text()}}
+    )
+    assert review.status.user.username == f"system:serviceaccount:{namespace}:eta-server"
+    assert server.token.refresh_at > time.time() + 0.7 * 3600

@@ -21,7 +21,22 @@ local platform only; does I/O.
   goes. Where each service listens is written to ``<state dir>/runtime/endpoints.json``.
 - Every process gets this process's environment with its container's ``env`` on top,
   resolved as the kubelet does (values, keys of the namespace's Secrets and
-  ConfigMaps): the credentials the operator gives a pod are the ones it uses.
+  ConfigMaps): the credentials the operator gives a pod are the ones it uses. Its
+  ConfigMap and Secret volumes are written to a directory (a Secret's ``items`` to
+  their paths) and the paths in its arguments mapped to them.
+- A feature server gets its ServiceAccount as a kubelet projects it (unless its pod
+  says ``automountServiceAccountToken: false``): a token from the TokenRequest API for
+  the pod's ``serviceAccountName`` (the API server's default audience, valid for
+  ``TOKEN_SECONDS`` and requested anew once 80% of that has passed, as the kubelet
+  does), the API server's CA and the namespace, in a directory that
+  :mod:`featurekube._platform.incluster` stands in for
+  ``/var/run/secrets/kubernetes.io/serviceaccount``, with ``KUBERNETES_SERVICE_HOST``
+  and ``KUBERNETES_SERVICE_PORT`` naming the API server: its in-cluster clients act as
+  that ServiceAccount, and the runtime's own kubeconfig never reaches it. The
+  local API server runs without the ServiceAccount admission plugin, so a pod of a
+  ServiceAccount that does not exist is admitted; the runtime runs it without
+  credentials (and says so) where a kubelet would wait: a server that needs the API
+  (``--auth tokenreview``) then fails to start, naming why, in its log.
 
 It is never deployed anywhere: in a cluster the Spark Operator and the kubelet do this.
 """
@@ -42,6 +57,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +68,7 @@ import kubernetes.config
 from kubernetes.client.exceptions import ApiException
 
 from featurekube import spark_session
-from featurekube._platform import processes
+from featurekube._platform import incluster, processes
 from featurekube.materialize import report
 
 __all__ = ["PathMapping", "Runtime", "main", "record_driver_pod", "record_job_pod"]
@@ -65,6 +81,8 @@ TERMINATION_MESSAGE_LIMIT = 4096
 SERVICE_LABEL = "featurekube.dev/feature-service"
 DRIVER_CONTAINER = "spark-kubernetes-driver"
 REPO = Path(__file__).resolve().parents[3]
+TOKEN_SECONDS = 3600
+"""How long a projected ServiceAccount token is valid (the kubelet's default)."""
 
 
 @dataclass(frozen=True)
@@ -94,10 +112,21 @@ def _now() -> str:
 
 
 @dataclass
+class _Token:
+    """A pod's projected ServiceAccount token, and when to request it anew."""
+
+    namespace: str
+    service_account: str
+    directory: Path
+    refresh_at: float
+
+
+@dataclass
 class _Server:
     pid: int
     port: int
     template_hash: str
+    token: _Token | None = None
 
 
 @dataclass
@@ -140,6 +169,117 @@ class Runtime:
                 (local / key).write_text(value)
             mapped[mount["path"].rstrip("/")] = str(local)
         return mapped
+
+    def _mount_secret(
+        self, namespace: str, source: Mapping[str, Any], mount_path: str, into: Path
+    ) -> dict[str, str]:
+        """Write a mounted Secret's keys (or its ``items``, to their paths) as files;
+        return mount path -> local dir. A missing Secret that is not optional fails the
+        pod, as it keeps a kubelet's pod from starting."""
+        name = source["secretName"]
+        core = kubernetes.client.CoreV1Api(self.api)
+        try:
+            data = core.read_namespaced_secret(name, namespace).data or {}
+        except ApiException as exc:
+            if exc.status != 404 or not source.get("optional"):
+                raise
+            data = {}
+        items = source.get("items") or [{"key": key, "path": key} for key in data]
+        local = into / f"secret-{name}"
+        for item in items:
+            if item["key"] not in data:
+                if source.get("optional"):
+                    continue
+                raise KeyError(f"Secret {namespace}/{name} has no key {item['key']}")
+            path = local / item["path"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(base64.b64decode(data[item["key"]]))
+            path.chmod(0o600)
+        local.mkdir(parents=True, exist_ok=True)
+        return {mount_path.rstrip("/"): str(local)}
+
+    def _mount_volumes(
+        self, namespace: str, pod: Mapping[str, Any], container: Mapping[str, Any], into: Path
+    ) -> dict[str, str]:
+        """The container's ConfigMap and Secret volumes, written; mount path -> local dir."""
+        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        mounts: dict[str, str] = {}
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"]) or {}
+            if volume.get("configMap"):
+                mounts.update(
+                    self._mount_config_maps(
+                        namespace,
+                        [{"name": volume["configMap"]["name"], "path": mount["mountPath"]}],
+                        into,
+                    )
+                )
+            elif volume.get("secret"):
+                mounts.update(
+                    self._mount_secret(namespace, volume["secret"], mount["mountPath"], into)
+                )
+        return mounts
+
+    def _project_service_account(
+        self, namespace: str, pod: Mapping[str, Any], into: Path
+    ) -> _Token | None:
+        """The pod's ServiceAccount token, the API server's CA and the namespace, written
+        to ``into`` as the kubelet writes them to its ServiceAccount mount; None when the
+        pod mounts none or its ServiceAccount does not exist."""
+        if pod.get("automountServiceAccountToken") is False:
+            return None
+        name = pod.get("serviceAccountName") or pod.get("serviceAccount") or "default"
+        token = _Token(namespace, name, into, 0.0)
+        try:
+            self._refresh_token(token)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            print(
+                f"runtime: {namespace}: ServiceAccount {name} does not exist; its pod runs "
+                "without a ServiceAccount token",
+                file=sys.stderr,
+                flush=True,
+            )
+            return None
+        ca = self.api.configuration.ssl_ca_cert
+        if ca:
+            (into / "ca.crt").write_bytes(Path(ca).read_bytes())
+        (into / "namespace").write_text(namespace)
+        return token
+
+    def _refresh_token(self, token: _Token) -> None:
+        """Request ``token`` anew (TokenRequest) and replace its file in one step, as
+        the kubelet rotates a projected token."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        issued = time.time()
+        # No audiences: the API server's own, which its TokenReview accepts by default.
+        spec = kubernetes.client.V1TokenRequestSpec(audiences=[], expiration_seconds=TOKEN_SECONDS)
+        answer = core.create_namespaced_service_account_token(
+            token.service_account,
+            token.namespace,
+            kubernetes.client.AuthenticationV1TokenRequest(spec=spec),
+        )
+        if answer.status is None or not answer.status.token:
+            raise RuntimeError(
+                f"TokenRequest for ServiceAccount {token.namespace}/{token.service_account} "
+                "answered no token"
+            )
+        token.directory.mkdir(parents=True, exist_ok=True)
+        staged = token.directory / ".token"
+        staged.write_text(answer.status.token)
+        staged.chmod(0o600)
+        staged.replace(token.directory / "token")
+        token.refresh_at = issued + 0.8 * TOKEN_SECONDS
+
+    def _api_server_environment(self) -> dict[str, str]:
+        """``KUBERNETES_SERVICE_HOST`` and ``_PORT``, naming the API server the runtime
+        talks to, as a cluster's pods have them."""
+        url = urllib.parse.urlsplit(self.api.configuration.host)
+        return {
+            "KUBERNETES_SERVICE_HOST": url.hostname or "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(url.port or 443),
+        }
 
     def _container_env(self, namespace: str, env: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         """A container's ``env`` as the kubelet resolves it: values, and keys of
@@ -356,16 +496,7 @@ class Runtime:
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
             container = pod["spec"]["containers"][0]
-            volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
-            mounts = self._mount_config_maps(
-                namespace,
-                [
-                    {"name": volumes[m["name"]]["configMap"]["name"], "path": m["mountPath"]}
-                    for m in container.get("volumeMounts") or []
-                    if (volumes.get(m["name"]) or {}).get("configMap")
-                ],
-                run_dir / "mounts",
-            )
+            mounts = self._mount_volumes(namespace, pod["spec"], container, run_dir / "mounts")
 
             def local(arg: str) -> str:
                 for prefix, directory in mounts.items():
@@ -424,6 +555,12 @@ class Runtime:
                     print(f"runtime: {key[0]}/{key[1]}: {exc}", file=sys.stderr, flush=True)
                     continue
             server = self._servers[key]
+            if server.token is not None and time.time() >= server.token.refresh_at:
+                try:
+                    self._refresh_token(server.token)
+                except (ApiException, RuntimeError) as exc:
+                    # As a kubelet does: keep the old token, try again next round.
+                    print(f"runtime: {key[0]}/{key[1]}: {exc}", file=sys.stderr, flush=True)
             if processes.is_running(server.pid) and _port_open(server.port):
                 self._mark_pods_ready(deployment)
         self._write_endpoints()
@@ -435,18 +572,7 @@ class Runtime:
         container = pod["containers"][0]
         run_dir = self.work_dir / "servers" / namespace / meta["name"]
         shutil.rmtree(run_dir, ignore_errors=True)
-        mounts: dict[str, str] = {}
-        volumes = {v["name"]: v for v in pod.get("volumes") or []}
-        for mount in container.get("volumeMounts") or []:
-            config_map = (volumes.get(mount["name"]) or {}).get("configMap")
-            if config_map:
-                mounts.update(
-                    self._mount_config_maps(
-                        namespace,
-                        [{"name": config_map["name"], "path": mount["mountPath"]}],
-                        run_dir / "mounts",
-                    )
-                )
+        mounts = self._mount_volumes(namespace, pod, container, run_dir / "mounts")
         args = list(container.get("args") or [])
         for i, arg in enumerate(args):
             for prefix, directory in mounts.items():
@@ -457,8 +583,24 @@ class Runtime:
             args[args.index("--port") + 1] = str(port)
         argv = [*self.server_command, *args, "--host", "127.0.0.1", "--metrics-port", "0"]
         env = {**os.environ, **self._container_env(namespace, container.get("env") or ())}
+        # A pod talks to the API server as its ServiceAccount or not at all: the
+        # runtime's own (admin) kubeconfig never reaches it.
+        env.pop("KUBECONFIG", None)
+        token = self._project_service_account(namespace, pod, run_dir / "serviceaccount")
+        if token is not None:
+            # The program reads the mount through the in-cluster paths.
+            python, *program = self.server_command
+            argv = [
+                python,
+                "-m",
+                incluster.__name__,
+                str(token.directory),
+                *program,
+                *argv[len(self.server_command) :],
+            ]
+            env.update(self._api_server_environment())
         pid = processes.spawn(argv, run_dir / "server.log", env=env)
-        return _Server(pid, port, template_hash)
+        return _Server(pid, port, template_hash, token)
 
     def _mark_pods_ready(self, deployment: Mapping[str, Any]) -> None:
         core = kubernetes.client.CoreV1Api(self.api)

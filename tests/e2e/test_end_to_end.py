@@ -3,6 +3,10 @@ local runtime running each window with spark-submit and each feature server as a
 process, the SDK, and the example feature repo with its generated data.
 
 One backfill serves every test of this module: apply -> materialize -> serve -> query.
+The operator is set up as the chart sets it: feature servers take TLS only (a
+certificate from the namespace's TLS Secret) and ServiceAccount tokens, which they have
+the API server review as their own ServiceAccount (bound to system:auth-delegator);
+the test calls them with the CA and a token of a ServiceAccount of the namespace.
 """
 
 from __future__ import annotations
@@ -25,10 +29,10 @@ import kubernetes.client
 import pytest
 import yaml
 
-from featurekube._platform import components, processes
+from featurekube._platform import components, pki, processes
 from featurekube._platform.platform import Endpoints
 from featurekube._platform.runtime import Runtime
-from featurekube.online.client import OnlineClient
+from featurekube.online.client import FeatureServerError, OnlineClient
 from featurekube.store import FeatureStore
 from support import eventually
 
@@ -37,6 +41,11 @@ REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "examples"
 VIEWS = ("driver-trip-stats", "driver-profile", "driver-location-live")
 TIMEOUT = 900.0
+TLS_SECRET = "featurekube-serving-tls"
+SERVER_ACCOUNTS = ("featurekube-feature-server", "eta-feature-server")
+"""The chart's ServiceAccount of feature servers, and the one the example's
+spec.server.serviceAccountName names."""
+CALLER_ACCOUNT = "eta-model-client"
 # pytest-timeout's limit must not cut the waits inside a test short: the first test
 # also pays for the module fixture's wait, and a test may then wait TIMEOUT itself.
 pytestmark = pytest.mark.timeout(2 * TIMEOUT + 120)
@@ -58,6 +67,8 @@ class System:
         self.runtime = Runtime(api, root / "runtime", namespaces=frozenset({namespace}))
         (root / "runtime").mkdir(parents=True, exist_ok=True)
         self.operator: subprocess.Popen[bytes] | None = None
+        self.ca_file = self.token_file = root / "unset"
+        self.binding = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run_runtime, daemon=True)
         self._thread.start()
@@ -70,12 +81,72 @@ class System:
                 print(f"runtime: {exc}", file=sys.stderr)
             self._stop.wait(0.5)
 
+    def secure(self) -> None:
+        """What the chart and the platform team set up for feature servers in a
+        workload namespace, and a caller: the TLS Secret, the servers' ServiceAccounts
+        allowed to review tokens, and a token of a ServiceAccount of the namespace
+        (which spec.access, unset, lets read and push)."""
+        core = kubernetes.client.CoreV1Api(self.api)
+        now = dt.datetime.now(dt.UTC)
+        ca = pki.new_authority("featurekube-e2e-serving-ca", now)
+        hosts = (f"*.{self.namespace}.svc", f"*.{self.namespace}.svc.cluster.local")
+        pair = pki.issue_certificate(
+            ca, hosts[0], now, hosts=(*hosts, "localhost", "127.0.0.1"), server=True
+        )
+        core.create_namespaced_secret(
+            self.namespace,
+            {
+                "metadata": {"name": TLS_SECRET},
+                "type": "kubernetes.io/tls",
+                "stringData": {
+                    "tls.crt": pair.cert_pem.decode(),
+                    "tls.key": pair.key_pem.decode(),
+                    "ca.crt": ca.pair.cert_pem.decode(),
+                },
+            },
+        )
+        self.ca_file = self.root / "ca.crt"
+        self.ca_file.write_bytes(ca.pair.cert_pem)
+        for account in (*SERVER_ACCOUNTS, CALLER_ACCOUNT):
+            core.create_namespaced_service_account(self.namespace, {"metadata": {"name": account}})
+        self.binding = f"{self.namespace}-feature-server-auth-delegator"
+        kubernetes.client.RbacAuthorizationV1Api(self.api).create_cluster_role_binding(
+            {
+                "metadata": {"name": self.binding},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "system:auth-delegator",
+                },
+                "subjects": [
+                    {"kind": "ServiceAccount", "name": account, "namespace": self.namespace}
+                    for account in SERVER_ACCOUNTS
+                ],
+            }
+        )
+        request = {"spec": {"expirationSeconds": 2 * 3600}}
+        answer = core.create_namespaced_service_account_token(
+            CALLER_ACCOUNT, self.namespace, request
+        )
+        self.token_file = self.root / "caller.token"
+        self.token_file.write_text(answer.status.token)
+
+    def client(self, service: str = "eta-model", *, token: bool = True) -> OnlineClient:
+        """A client of ``service``'s server, over TLS, with the caller's token or none."""
+        return OnlineClient(
+            self.endpoint(service),
+            ca_file=self.ca_file,
+            token_file=self.token_file if token else None,
+        )
+
     def start_operator(self, offline_uri: str, table_prefix: str) -> None:
         env = {
             **os.environ,
             **components.operator_environment(offline_uri, 0),
             "FEATUREKUBE_TABLE_PREFIX": table_prefix,
             "FEATUREKUBE_RECONCILE_INTERVAL_SECONDS": "2",
+            "FEATUREKUBE_SERVER_TLS_SECRET": TLS_SECRET,
+            "FEATUREKUBE_SERVER_AUTH": "tokenreview",
         }
         argv = [*components.operator_command(Path(sys.executable)), "--namespace", self.namespace]
         log = (self.root / "operator.log").open("ab")
@@ -93,6 +164,10 @@ class System:
         self._stop.set()
         self._thread.join(timeout=30)
         self.runtime.stop()
+        if self.binding:
+            kubernetes.client.RbacAuthorizationV1Api(self.api).delete_cluster_role_binding(
+                self.binding
+            )
 
     def apply(self, body: dict[str, Any]) -> None:
         plural = "featureviews" if body["kind"] == "FeatureView" else "featureservices"
@@ -153,6 +228,7 @@ def system(
         [*generate, "--days", "2", "--drivers", "25", "--riders", "100", "--seed", "11"], check=True
     )
     running = System(kube_api, namespace, root)
+    running.secure()
     running.start_operator(f"s3://{test_bucket}/{namespace}/offline", f"fk-{namespace}.")
     try:
         for name in (*VIEWS, "eta-model"):
@@ -177,7 +253,7 @@ def test_online_vectors_equal_the_training_frame_at_the_same_time(system: System
     drivers = list(range(1001, 1026))
     service = system.get("featureservices", "eta-model")
     served = {f["name"]: f for f in service["status"]["resolvedFeatures"] if f.get("featureView")}
-    with OnlineClient(system.endpoint("eta-model")) as client:
+    with system.client() as client:
         online = client.get_online_features(
             columns={"driver_id": drivers},
             features=[n for n in served if served[n]["featureView"] != "driver-location-live"],
@@ -221,7 +297,7 @@ def _missing(value: Any) -> bool:
 
 def test_a_pushed_value_is_served_and_a_transformation_computed(system: System) -> None:
     now = dt.datetime.now(dt.UTC)
-    with OnlineClient(system.endpoint("eta-model")) as client:
+    with system.client() as client:
         client.push(
             "driver-location-live",
             {
@@ -240,6 +316,14 @@ def test_a_pushed_value_is_served_and_a_transformation_computed(system: System) 
     assert vector["current_zone_id"] == [42, None]
     assert vector["current_zone_id__status"][1] == "NOT_FOUND"
     assert vector["is_rush_hour"] == [True, False]
+
+
+def test_a_call_without_a_token_is_unauthenticated(system: System) -> None:
+    with system.client(token=False) as client, pytest.raises(FeatureServerError) as refused:
+        client.get_online_features(columns={"driver_id": [1001]}, feature_service="eta-model")
+
+    assert refused.value.code == "UNAUTHENTICATED"
+    assert "no token" in str(refused.value)
 
 
 def test_a_feature_service_deleted_stops_its_server(system: System) -> None:

@@ -5,8 +5,9 @@ In a cluster the kubelet mounts a pod's ServiceAccount token, the API server's C
 the namespace at ``/var/run/secrets/kubernetes.io/serviceaccount``. A local process
 cannot have that path, so the local runtime writes those files to a directory of its
 own and starts the container's program through this module, which points the
-Kubernetes client's in-cluster configuration (and the online client's pod token) at
-that directory before the program runs, as the runtime maps other mounts:
+Kubernetes client's in-cluster configuration at that directory before the program
+runs, as the runtime maps other mounts (the platform imports no gRPC, so the online
+client's default token path is left as it is: no program the runtime starts uses it):
 
     python -m featurekube._platform.incluster DIR -m MODULE [ARGS...]
     python -m featurekube._platform.incluster DIR SCRIPT [ARGS...]
@@ -32,11 +33,8 @@ def point_at(directory: Path) -> None:
     ServiceAccount mount."""
     from kubernetes.config import incluster_config
 
-    from featurekube.online import client
-
     incluster_config.SERVICE_TOKEN_FILENAME = str(directory / "token")
     incluster_config.SERVICE_CERT_FILENAME = str(directory / "ca.crt")
-    client.SERVICE_ACCOUNT_TOKEN = directory / "token"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

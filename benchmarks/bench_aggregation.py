@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,8 +33,8 @@ import pyarrow as pa
 import pyarrow.fs
 import pyarrow.parquet as pq
 
-from benchmarks import _harness
-from featurekube._platform import components, processes
+from benchmarks import _harness, _moto
+from featurekube._platform import processes
 from featurekube.materialize import plan as planning
 from featurekube.materialize import python_job
 from featurekube.online import layout
@@ -165,22 +164,9 @@ def run() -> _harness.Report:
     entities, every = _settings()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        port = processes.free_port()
-        ports = components.Ports(etcd_client=0, etcd_peer=0, apiserver=0, moto=port)
-        pid = processes.spawn(
-            components.moto_command(Path(sys.executable), ports), tmp / "moto.log"
-        )
-        env = {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ALLOW_HTTP": "true",
-        }
+        pid, env = _moto.start(tmp)
         os.environ.update(env)
         try:
-            processes.wait_until(lambda: processes.http_ok(env["AWS_ENDPOINT_URL"]), 60)
             boto3.client("s3").create_bucket(Bucket=BUCKET)
             events = _events(entities, every)
             filesystem, path = pyarrow.fs.FileSystem.from_uri(f"s3://{BUCKET}/raw/trips")

@@ -58,9 +58,9 @@ import pyarrow.fs
 import pyarrow.parquet as pq
 import yaml
 
-from benchmarks import _harness, _memory
+from benchmarks import _harness, _memory, _moto
 from benchmarks.peers import feast as feast_peer
-from featurekube._platform import components, processes
+from featurekube._platform import processes
 from featurekube.online import keys, layout, values
 
 FEAST_VERSION = feast_peer.VERSION
@@ -383,26 +383,16 @@ def run() -> _harness.Report:
     )
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        port = processes.free_port()
-        ports = components.Ports(etcd_client=0, etcd_peer=0, apiserver=0, moto=port)
-        pid = processes.spawn(
-            components.moto_command(Path(sys.executable), ports), tmp / "moto.log"
-        )
+        pid, aws = _moto.start(tmp)
         env = {
             **os.environ,
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_REGION": "us-east-1",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ALLOW_HTTP": "true",
+            **aws,
             "PYSPARK_PYTHON": sys.executable,
             "PYTHONPYCACHEPREFIX": str(feast_peer.cache() / "bench" / "pycache"),
         }
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        os.environ.update({k: v for k, v in env.items() if k.startswith("AWS_")})
+        os.environ.update(aws)
         try:
-            processes.wait_until(lambda: _answers(env["AWS_ENDPOINT_URL"]), 60)
             boto3.client("s3").create_bucket(Bucket=BUCKET)
             try:
                 _steady_state(report, tmp, env)
@@ -488,13 +478,6 @@ def _drop_data(tmp: Path, rows: int, entities: int) -> None:
     bucket = boto3.resource("s3").Bucket(BUCKET)
     bucket.objects.filter(Prefix=f"raw/{tag}/").delete()
     bucket.objects.filter(Prefix=f"offline/{tag}/").delete()
-
-
-def _answers(endpoint: str) -> bool:
-    try:
-        return processes.http_ok(endpoint)
-    except OSError:
-        return False
 
 
 def _add(report: _harness.Report, subject: str, metric: str, unit: str, value: float) -> None:

@@ -26,7 +26,7 @@ import kubernetes.client
 import kubernetes.config
 import yaml
 
-from benchmarks import _harness, _memory
+from benchmarks import _harness, _memory, _views
 from featurekube._platform import platform, processes, runtime
 
 REPO = Path(__file__).parents[1]
@@ -39,24 +39,14 @@ REPORT = json.dumps({"published": True, "rows": {"read": 1200, "offline": 1180, 
 
 
 def _view(i: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "featurekube.dev/v1alpha1",
-        "kind": "FeatureView",
-        "metadata": {"name": f"view-{i:03d}", "namespace": NAMESPACE},
-        "spec": {
-            "owner": "bench",
-            "entities": [{"name": "driver_id", "type": "int64"}],
-            "source": {"batch": {"path": f"s3://featurekube-bench/raw/view-{i:03d}/"}},
-            "features": [{"name": f"f{j}", "type": "float64"} for j in range(5)],
-            # The benchmark plays the Spark Operator: keep every window a SparkApplication
-            # (auto would send small later windows to Jobs, which it does not complete).
-            "materialization": {
-                "schedule": "@daily",
-                "startTime": "2026-01-01T00:00:00Z",
-                "engine": "spark",
-            },
-        },
-    }
+    # The benchmark plays the Spark Operator: keep every window a SparkApplication
+    # (auto would send small later windows to Jobs, which it does not complete).
+    return _views.feature_view(
+        f"view-{i:03d}",
+        NAMESPACE,
+        f"s3://featurekube-bench/raw/view-{i:03d}/",
+        {"schedule": "@daily", "startTime": "2026-01-01T00:00:00Z", "engine": "spark"},
+    )
 
 
 def _service(i: int) -> dict[str, Any]:

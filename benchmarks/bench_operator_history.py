@@ -23,7 +23,7 @@ import boto3
 import kubernetes.client
 import kubernetes.config
 
-from benchmarks import _harness
+from benchmarks import _harness, _views
 from featurekube._platform import platform
 from featurekube_operator import reconcile
 from featurekube_operator.dynamo import OnlineTables
@@ -65,18 +65,12 @@ class _Clock:
 
 
 def _view(namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "featurekube.dev/v1alpha1",
-        "kind": "FeatureView",
-        "metadata": {"name": VIEW, "namespace": namespace},
-        "spec": {
-            "owner": "bench",
-            "entities": [{"name": "driver_id", "type": "int64"}],
-            "source": {"batch": {"path": "s3://featurekube-bench/raw/trips/"}},
-            "features": [{"name": f"f{j}", "type": "float64"} for j in range(5)],
-            "materialization": {"schedule": "@hourly", "startTime": "2026-01-01T00:00:00Z"},
-        },
-    }
+    return _views.feature_view(
+        VIEW,
+        namespace,
+        "s3://featurekube-bench/raw/trips/",
+        {"schedule": "@hourly", "startTime": "2026-01-01T00:00:00Z"},
+    )
 
 
 class _Subject:

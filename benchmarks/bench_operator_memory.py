@@ -26,7 +26,7 @@ from typing import Any, cast
 import kubernetes.client
 import kubernetes.config
 
-from benchmarks import _harness, _memory
+from benchmarks import _harness, _memory, _views
 from benchmarks.bench_operator import _reconciles
 from featurekube._platform import platform, processes
 from featurekube.spec import v1alpha1
@@ -50,18 +50,12 @@ def _iso(moment: dt.datetime) -> str:
 
 
 def _view(namespace: str, i: int, start: dt.datetime) -> dict[str, Any]:
-    return {
-        "apiVersion": "featurekube.dev/v1alpha1",
-        "kind": "FeatureView",
-        "metadata": {"name": f"view-{i:03d}", "namespace": namespace},
-        "spec": {
-            "owner": "bench",
-            "entities": [{"name": "driver_id", "type": "int64"}],
-            "source": {"batch": {"path": f"s3://featurekube-bench/raw/view-{i:03d}/"}},
-            "features": [{"name": f"f{j}", "type": "float64"} for j in range(5)],
-            "materialization": {"schedule": "@hourly", "startTime": _iso(start), "engine": "spark"},
-        },
-    }
+    return _views.feature_view(
+        f"view-{i:03d}",
+        namespace,
+        f"s3://featurekube-bench/raw/view-{i:03d}/",
+        {"schedule": "@hourly", "startTime": _iso(start), "engine": "spark"},
+    )
 
 
 def _seed(

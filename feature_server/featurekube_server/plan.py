@@ -168,7 +168,8 @@ class ServingPlan:
     join_keys: Mapping[str, str] = field(repr=False)
     """Every join key of every view -> its type."""
     access: Access | None = None
-    """Who may call; None (a plan without it): the ServiceAccounts of its namespace."""
+    """Who may call; None (a plan built without it): the ServiceAccounts of its
+    namespace. :func:`parse_plan` always sets it."""
 
     @property
     def readers(self) -> tuple[str, ...]:
@@ -304,23 +305,20 @@ def parse_plan(document: Any, source: str = "plan") -> ServingPlan:
     )
 
 
-def _access(reader: _Reader, raw: Any, namespace: str) -> Access | None:
-    """``access``: each list absent grants the plan's namespace, empty grants nobody."""
-    if raw is None:
-        return None
-    reader.mapping(raw, "access")
+def _access(reader: _Reader, raw: Any, namespace: str) -> Access:
+    """``access``: it or each list absent grants the plan's namespace, empty grants
+    nobody."""
+    raw = reader.mapping({} if raw is None else raw, "access")
     lists: dict[str, tuple[str, ...]] = {}
     for key in ("read", "push"):
         subjects = raw.get(key)
-        if subjects is None:
-            lists[key] = tuple(serving_access.default_subjects(namespace))
-            continue
-        if not isinstance(subjects, list) or len(subjects) > 256:
+        if subjects is not None and (not isinstance(subjects, list) or len(subjects) > 256):
             raise reader.fail(
                 f"access.{key}", f"expected a list of at most 256 subjects, found {subjects!r}"
             )
         try:
-            lists[key] = tuple(serving_access.normalize_subject(str(s)) for s in subjects)
+            named = None if subjects is None else [str(s) for s in subjects]
+            lists[key] = tuple(serving_access.normalized(named, namespace))
         except ValueError as exc:
             raise reader.fail(f"access.{key}", str(exc)) from exc
     return Access(read=lists["read"], push=lists["push"])

@@ -180,7 +180,9 @@ class FeatureServer:
         ]
         self._server = grpc.aio.server(options=options)
         methods = self.servicer.method_handlers()
-        self._server.add_generic_rpc_handlers((self.servicer.handler(),))
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, methods),)
+        )
         self._server.add_registered_method_handlers(SERVICE_NAME, methods)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(

@@ -5,11 +5,12 @@ The caller's deadline bounds the whole request, store calls included: what remai
 it when the request arrives (or ``default_timeout`` without one) is the budget, and
 the store reads are cancelled when it runs out.
 
-A request's memory is bounded before it is decoded: :meth:`FeatureServingServicer.handler`
-takes requests as bytes, refuses those over ``max_message_bytes`` (by default what the
-plan can need, :mod:`.limits`), admits the rest through a gate on the bytes in flight
-(:mod:`.admission`), and only then parses them; the columns' lengths and arrays' sizes
-are checked before their values become Python objects, and strings as they do.
+A request's memory is bounded before it is decoded: the handlers of
+:meth:`FeatureServingServicer.method_handlers` take requests as bytes, refuse those
+over ``max_message_bytes`` (by default what the plan can need, :mod:`.limits`), admit
+the rest through a gate on the bytes in flight (:mod:`.admission`), and only then
+parse them; the columns' lengths and arrays' sizes are checked before their values
+become Python objects, and strings as they do.
 Refusals of size and load answer RESOURCE_EXHAUSTED, saying what to do.
 """
 
@@ -19,7 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -38,9 +39,8 @@ __all__ = ["STATUS_CODES", "FeatureServingServicer", "ServingSettings", "status_
 
 log = logging.getLogger("featurekube_server")
 
-SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["FeatureServing"].full_name
-
 _Request = TypeVar("_Request", pb.GetOnlineFeaturesRequest, pb.PushRequest)
+_Response = TypeVar("_Response", pb.GetOnlineFeaturesResponse, pb.PushResponse)
 
 STATUS_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.RequestError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -146,14 +146,10 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
             self._settings.max_in_flight_bytes, self._settings.max_waiting_bytes
         )
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        """The service's methods taking their requests as bytes, so that each is sized
-        and admitted before it is parsed (register it in place of the generated
-        ``add_FeatureServingServicer_to_server``)."""
-        return grpc.method_handlers_generic_handler(SERVICE_NAME, self.method_handlers())
-
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
-        """Method name -> handler, as :meth:`handler` serves them."""
+        """Method name -> handler: the service's methods taking their requests as
+        bytes, so that each is sized and admitted before it is parsed (register them
+        in place of the generated ``add_FeatureServingServicer_to_server``)."""
         return {
             "GetOnlineFeatures": grpc.unary_unary_rpc_method_handler(
                 self._get_online_features_bytes,
@@ -167,30 +163,42 @@ class FeatureServingServicer(pb_grpc.FeatureServingServicer):
     async def _get_online_features_bytes(
         self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetOnlineFeaturesResponse:
-        if not await self._allowed("GetOnlineFeatures", "read", context):
-            return pb.GetOnlineFeaturesResponse()
-        if not await self._admit("GetOnlineFeatures", len(body), context):
-            return pb.GetOnlineFeaturesResponse()
-        try:
-            request = self._parse("GetOnlineFeatures", pb.GetOnlineFeaturesRequest, body, context)
-            if request is None:
-                return pb.GetOnlineFeaturesResponse()
-            return await self.GetOnlineFeatures(request, context)
-        finally:
-            self.gate.release(len(body))
+        return await self._sized(
+            "GetOnlineFeatures",
+            "read",
+            pb.GetOnlineFeaturesRequest,
+            self.GetOnlineFeatures,
+            pb.GetOnlineFeaturesResponse,
+            body,
+            context,
+        )
 
     async def _push_bytes(
         self, body: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PushResponse:
-        if not await self._allowed("Push", "push", context):
-            return pb.PushResponse()
-        if not await self._admit("Push", len(body), context):
-            return pb.PushResponse()
+        return await self._sized(
+            "Push", "push", pb.PushRequest, self.Push, pb.PushResponse, body, context
+        )
+
+    async def _sized(
+        self,
+        method: str,
+        action: str,
+        kind: type[_Request],
+        answer: Callable[[_Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[_Response]],
+        empty: type[_Response],
+        body: bytes,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> _Response:
+        """Authorize, admit, parse and answer the request in ``body``; an empty
+        response when refused (said in ``context``)."""
+        if not await self._allowed(method, action, context):
+            return empty()
+        if not await self._admit(method, len(body), context):
+            return empty()
         try:
-            request = self._parse("Push", pb.PushRequest, body, context)
-            if request is None:
-                return pb.PushResponse()
-            return await self.Push(request, context)
+            request = self._parse(method, kind, body, context)
+            return empty() if request is None else await answer(request, context)
         finally:
             self.gate.release(len(body))
 

@@ -253,6 +253,7 @@ def render_spark_application(
 JOB_PYTHON = "/opt/featurekube/venv/bin/python"
 """The Python with featurekube in the job image (images/spark/Dockerfile puts it there)."""
 JOB_CONTAINER = "materialize"
+SERVER_CONTAINER = "feature-server"
 
 
 def render_materialize_job(
@@ -376,7 +377,7 @@ def render_deployment(
         }
     )
     container = {
-        "name": "feature-server",
+        "name": SERVER_CONTAINER,
         "image": settings.server_image,
         "args": ["--plan", f"{PLAN_MOUNT}/{PLAN_KEY}", "--port", str(server.port)],
         "ports": [

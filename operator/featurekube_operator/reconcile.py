@@ -183,14 +183,6 @@ def _versions(ctx: Context, namespace: str, name: str) -> dict[int, str]:
     }
 
 
-def _shared_with(view: v1alpha1.FeatureView, namespace: str) -> bool:
-    """Whether a FeatureService in ``namespace`` may use ``view``."""
-    shared = view.spec.shared_with or []
-    return namespace == (view.metadata.namespace or "default") or bool(
-        {namespace, "*"} & set(shared)
-    )
-
-
 def _services_of(ctx: Context, view: v1alpha1.FeatureView) -> tuple[list[dict[str, Any]], bool]:
     """The FeatureServices that may use ``view``, and whether every one could be read:
     those of every namespace, else (an operator that may not list them cluster-wide)
@@ -223,7 +215,7 @@ def _service_uses(ctx: Context, view: v1alpha1.FeatureView) -> tuple[set[int], s
     services, complete = _services_of(ctx, view)
     for body in services:
         where = body["metadata"].get("namespace") or "default"
-        if not _shared_with(view, where):
+        if not sharing.may_read(view, where):
             continue
         for ref in (body.get("spec") or {}).get("features") or ():
             same = ref.get("featureView") == name and (ref.get("namespace") or where) == namespace
@@ -749,8 +741,7 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         except pydantic.ValidationError:
             problems.append(("FeatureViewInvalid", f"{where} has an invalid spec"))
             continue
-        shared = view.spec.shared_with or []
-        if view_ns != namespace and namespace not in shared and "*" not in shared:
+        if not sharing.may_read(view, namespace):
             problems.append(
                 (
                     sharing.NOT_SHARED,

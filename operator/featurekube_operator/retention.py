@@ -21,7 +21,6 @@ from typing import Any
 from featurekube_operator import runs
 
 __all__ = [
-    "DEFAULT_RETENTION",
     "MAX_RECORDS",
     "Retention",
     "Retired",
@@ -30,8 +29,6 @@ __all__ = [
     "retired_to_status",
 ]
 
-DEFAULT_RETENTION = dt.timedelta(days=7)
-"""How long a retired version's data is kept, unless the operator or the view says."""
 MAX_RECORDS = 64
 """Retired versions the status remembers; beyond it the oldest deleted ones are
 forgotten (a forgotten one retires again, and its second deletion finds nothing)."""

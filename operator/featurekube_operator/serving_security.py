@@ -17,7 +17,7 @@ from typing import Any
 
 from featurekube import serving_access
 from featurekube.spec import v1alpha1
-from featurekube_operator import naming
+from featurekube_operator import desired, naming
 
 __all__ = [
     "AUTH_MODES",
@@ -34,7 +34,6 @@ TLS_MOUNT = "/etc/featurekube/tls"
 """Where a feature server's TLS Secret is mounted."""
 METRICS_PORT = 9090
 """The feature server's Prometheus port (HTTP /metrics)."""
-_CONTAINER = "feature-server"
 _NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
 
@@ -47,7 +46,7 @@ def secure_deployment(
         raise ValueError(f"server auth {auth!r} is not one of {', '.join(AUTH_MODES)}")
     secured = copy.deepcopy(dict(deployment))
     pod = secured["spec"]["template"]["spec"]
-    (container,) = [c for c in pod["containers"] if c["name"] == _CONTAINER]
+    (container,) = [c for c in pod["containers"] if c["name"] == desired.SERVER_CONTAINER]
     args = container["args"]
     if tls_secret:
         args += ["--tls-cert", f"{TLS_MOUNT}/tls.crt", "--tls-key", f"{TLS_MOUNT}/tls.key"]

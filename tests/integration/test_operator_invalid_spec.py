@@ -8,21 +8,21 @@ import functools
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import kubernetes.client
 import pytest
-import yaml
 from kopf.testing import KopfRunner
 
 from featurekube_operator import reconcile
-from featurekube_operator.dynamo import OnlineTables
-from featurekube_operator.kube import Kube
-from featurekube_operator.metrics import Metrics
-from featurekube_operator.settings import OperatorSettings
+from operator_support import SERVICE, VIEW, context
+from operator_support import create as _create
+from operator_support import custom as _custom
+from operator_support import get as _get
+from operator_support import plan as _plan
+from operator_support import ready as _ready
+from operator_support import step as _step
 from support import eventually
 
 _eventually = functools.partial(eventually, ignore=(kubernetes.client.exceptions.ApiException,))
-GROUP = ("featurekube.dev", "v1alpha1")
 HANDLERS = "featurekube_operator.handlers"
 """Imported by kopf when it starts, not here: the module reads the reconcile interval
 from the environment at import."""
@@ -30,87 +30,11 @@ STEAL_SECRET = (
     "SELECT driver_id, event_timestamp, "
     "reflect('java.lang.System', 'getenv', 'AWS_SECRET_ACCESS_KEY') AS rating FROM source"
 )
-VIEW: dict[str, Any] = {
-    "apiVersion": "featurekube.dev/v1alpha1",
-    "kind": "FeatureView",
-    "metadata": {"name": "driver-profile"},
-    "spec": {
-        "owner": "eta-team",
-        "entities": [{"name": "driver_id", "type": "int64"}],
-        "source": {"batch": {"path": "s3://featurekube-demo/raw/drivers/"}},
-        "features": [{"name": "rating", "type": "string"}],
-        "materialization": {"schedule": "@daily", "startTime": "2026-01-01T00:00:00Z"},
-    },
-}
-SERVICE: dict[str, Any] = {
-    "apiVersion": "featurekube.dev/v1alpha1",
-    "kind": "FeatureService",
-    "metadata": {"name": "eta-model"},
-    "spec": {"owner": "eta-team", "features": [{"featureView": "driver-profile"}]},
-}
 
 
 @pytest.fixture
 def ctx(kube_api: kubernetes.client.ApiClient, table_prefix: str) -> reconcile.Context:
-    settings = OperatorSettings(table_prefix=table_prefix, server_image="featurekube/server:test")
-    return reconcile.Context(
-        settings, Kube(kube_api), OnlineTables(boto3.client("dynamodb")), Metrics()
-    )
-
-
-def _custom(kube_api: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
-    return kubernetes.client.CustomObjectsApi(kube_api)
-
-
-def _create(kube_api: kubernetes.client.ApiClient, namespace: str, doc: dict[str, Any]) -> None:
-    plural = "featureviews" if doc["kind"] == "FeatureView" else "featureservices"
-    _custom(kube_api).create_namespaced_custom_object(*GROUP, namespace, plural, doc)
-
-
-def _get(
-    kube_api: kubernetes.client.ApiClient, namespace: str, plural: str, name: str
-) -> dict[str, Any]:
-    body: dict[str, Any] = _custom(kube_api).get_namespaced_custom_object(
-        *GROUP, namespace, plural, name
-    )
-    return body
-
-
-def _step(
-    ctx: reconcile.Context,
-    kube_api: kubernetes.client.ApiClient,
-    namespace: str,
-    plural: str,
-    name: str,
-) -> dict[str, Any]:
-    """One reconcile, its status written back as kopf would."""
-    step = (
-        reconcile.reconcile_feature_view
-        if plural == "featureviews"
-        else reconcile.reconcile_feature_service
-    )
-    outcome = step(ctx, _get(kube_api, namespace, plural, name))
-    _custom(kube_api).patch_namespaced_custom_object_status(
-        *GROUP, namespace, plural, name, {"status": outcome.status}
-    )
-    return outcome.status
-
-
-def _ready(status: dict[str, Any]) -> dict[str, Any]:
-    (found,) = [c for c in status["conditions"] if c["type"] == "Ready"]
-    return found
-
-
-def _plan(kube_api: kubernetes.client.ApiClient, namespace: str) -> dict[str, Any] | None:
-    core = kubernetes.client.CoreV1Api(kube_api)
-    try:
-        config = core.read_namespaced_config_map("eta-model-plan", namespace)
-    except kubernetes.client.exceptions.ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    plan: dict[str, Any] = yaml.safe_load(config.data["plan.yaml"])
-    return plan
+    return context(kube_api, table_prefix)
 
 
 # -- SQL outside the allowlist ----------------------------------------------------------

@@ -14,12 +14,8 @@ import kubernetes.client
 import pytest
 
 from featurekube_operator import reconcile
-from featurekube_operator.dynamo import OnlineTables
-from featurekube_operator.kube import Kube
-from featurekube_operator.metrics import Metrics
-from featurekube_operator.settings import OperatorSettings
+from operator_support import GROUP, SERVICE, context
 
-GROUP = ("featurekube.dev", "v1alpha1")
 VIEW: dict[str, Any] = {
     "apiVersion": "featurekube.dev/v1alpha1",
     "kind": "FeatureView",
@@ -32,20 +28,11 @@ VIEW: dict[str, Any] = {
         "materialization": {"schedule": "@daily", "startTime": "2026-01-01T00:00:00Z"},
     },
 }
-SERVICE: dict[str, Any] = {
-    "apiVersion": "featurekube.dev/v1alpha1",
-    "kind": "FeatureService",
-    "metadata": {"name": "eta-model"},
-    "spec": {"owner": "eta-team", "features": [{"featureView": "driver-profile"}]},
-}
 
 
 @pytest.fixture
 def ctx(kube_api: kubernetes.client.ApiClient, table_prefix: str) -> reconcile.Context:
-    settings = OperatorSettings(table_prefix=table_prefix, server_image="featurekube/server:test")
-    return reconcile.Context(
-        settings, Kube(kube_api), OnlineTables(boto3.client("dynamodb")), Metrics()
-    )
+    return context(kube_api, table_prefix)
 
 
 def _plural(doc: dict[str, Any]) -> str:

@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from featurekube.serving_plan import ResolvedView
 from featurekube.spec import v1alpha1
 from featurekube_operator import sharing
-
-VIEW: dict[str, Any] = {
-    "apiVersion": "featurekube.dev/v1alpha1",
-    "kind": "FeatureView",
-    "metadata": {
-        "name": "driver-profile",
-        "namespace": "rides",
-        # What the API server adds: not the tenant's to get wrong.
-        "uid": "0b3c",
-        "resourceVersion": "12",
-        "managedFields": [{"manager": "kubectl"}],
-    },
-    "spec": {
-        "owner": "eta-team",
-        "entities": [{"name": "driver_id", "type": "int64"}],
-        "source": {"batch": {"path": "s3://featurekube-demo/raw/drivers/"}},
-        "transformation": {"sql": "SELECT driver_id, event_timestamp, rating FROM source"},
-        "features": [{"name": "rating", "type": "float64"}],
-    },
-    "status": {"conditions": []},
-}
+from operator_support import STORED_VIEW as VIEW
 
 
 def _parsed_view(namespace: str, shared: list[str] | None) -> v1alpha1.FeatureView:

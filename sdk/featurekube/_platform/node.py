@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from featurekube import errors
-from featurekube._platform import node_config, oci, processes
+from featurekube._platform import components, node_config, oci, processes
 
 __all__ = [
     "NODE_BINARIES",
@@ -199,8 +199,7 @@ def create_namespace(layout: node_config.NodeLayout, state_dir: Path, log: Path)
         for argv in host:
             _run(argv, "setting up the machine's end of the node's link")
         for argv in node_config.namespace_commands(layout):
-            _run(["nsenter", f"--target={holder}", "--mount", "--net", "--", *argv],
-                 "setting up the node's namespaces")  # fmt: skip
+            _run(components.in_node(holder, argv), "setting up the node's namespaces")
     except BaseException:
         processes.stop(holder)
         _delete_link(state_dir)
@@ -212,11 +211,19 @@ def import_images(holder: int, ctr: Path, socket: str, archives: list[Path]) -> 
     """Load the image archives into containerd's ``k8s.io`` namespace (the CRI's)."""
     for archive in archives:
         _run(
-            ["nsenter", f"--target={holder}", "--mount", "--net", "--", str(ctr),
-             f"--address={socket}", "--namespace=k8s.io", "images", "import",
-             str(archive)],
+            components.in_node(
+                holder,
+                [
+                    str(ctr),
+                    f"--address={socket}",
+                    "--namespace=k8s.io",
+                    "images",
+                    "import",
+                    str(archive),
+                ],
+            ),
             f"importing {archive.name}",
-        )  # fmt: skip
+        )
 
 
 def _cgroup_dirs() -> list[Path]:

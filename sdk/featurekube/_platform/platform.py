@@ -557,9 +557,7 @@ class LocalPlatform:
             layout.log("kube-proxy"),
             env=environment,
         )
-        proxy_health = [
-            *components.in_node(holder, ["nft", "list", "table", "ip", "kube-proxy"]),
-        ]
+        proxy_health = components.in_node(holder, ["nft", "list", "table", "ip", "kube-proxy"])
         self._await(
             "kube-proxy",
             pids["kube-proxy"],

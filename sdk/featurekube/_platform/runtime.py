@@ -107,6 +107,15 @@ DEFAULT_FILES = {
 }
 
 
+def _mounted(path: str, mounts: Mapping[str, str]) -> str | None:
+    """``path`` under one of the mount paths in ``mounts``, as the local directory
+    standing in for that mount holds it; None when it is under none."""
+    for prefix, directory in mounts.items():
+        if path.startswith(prefix + "/"):
+            return directory + path.removeprefix(prefix)
+    return None
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
 
@@ -325,10 +334,9 @@ class Runtime:
         )
 
         def local(path: str) -> str:
-            for prefix, directory in mounts.items():
-                if path.startswith(prefix + "/"):
-                    return directory + path.removeprefix(prefix)
-            return str(self.files.get(path, path)).removeprefix("local://")
+            return _mounted(path, mounts) or str(self.files.get(path, path)).removeprefix(
+                "local://"
+            )
 
         conf = {**spark_session.render_spark_conf(spark_session.SparkSettings(), os.environ)}
         conf.update(spec.get("sparkConf") or {})
@@ -445,12 +453,6 @@ class Runtime:
     def _waiting_job_pods(self) -> list[dict[str, Any]]:
         """Pods of featurekube's Jobs that no one has run yet (Pending, unscheduled)."""
         core = kubernetes.client.CoreV1Api(self.api)
-        batch = kubernetes.client.BatchV1Api(self.api)
-        jobs = self.api.sanitize_for_serialization(
-            batch.list_job_for_all_namespaces(label_selector=VIEW_LABEL)
-        )["items"]
-        if not any(self._mine(j["metadata"]["namespace"]) for j in jobs):
-            return []
         listed = self.api.sanitize_for_serialization(
             core.list_pod_for_all_namespaces(label_selector=f"{VIEW_LABEL},{JOB_UID_LABEL}")
         )["items"]
@@ -473,15 +475,7 @@ class Runtime:
                     "phase": "Running",
                     "startTime": now,
                     "containerStatuses": [
-                        {
-                            "name": container["name"],
-                            "image": container.get("image") or "",
-                            "imageID": "",
-                            "ready": True,
-                            "restartCount": 0,
-                            "started": True,
-                            "state": {"running": {"startedAt": now}},
-                        }
+                        _container_status(container, "running", {"startedAt": now})
                     ],
                 }
             },
@@ -497,16 +491,10 @@ class Runtime:
             run_dir.mkdir(parents=True)
             container = pod["spec"]["containers"][0]
             mounts = self._mount_volumes(namespace, pod["spec"], container, run_dir / "mounts")
-
-            def local(arg: str) -> str:
-                for prefix, directory in mounts.items():
-                    if arg.startswith(prefix + "/"):
-                        return directory + arg.removeprefix(prefix)
-                return arg
-
             command = list(container.get("command") or [])
             # The image's Python is this one, which has featurekube.
-            argv = [sys.executable, *command[1:], *(local(a) for a in container.get("args") or [])]
+            args = [_mounted(a, mounts) or a for a in container.get("args") or []]
+            argv = [sys.executable, *command[1:], *args]
             termination_log = run_dir / "termination-log"
             env = {
                 **os.environ,
@@ -573,11 +561,7 @@ class Runtime:
         run_dir = self.work_dir / "servers" / namespace / meta["name"]
         shutil.rmtree(run_dir, ignore_errors=True)
         mounts = self._mount_volumes(namespace, pod, container, run_dir / "mounts")
-        args = list(container.get("args") or [])
-        for i, arg in enumerate(args):
-            for prefix, directory in mounts.items():
-                if arg.startswith(prefix + "/"):
-                    args[i] = directory + arg.removeprefix(prefix)
+        args = [_mounted(a, mounts) or a for a in container.get("args") or []]
         port = processes.free_port()
         if "--port" in args:
             args[args.index("--port") + 1] = str(port)
@@ -726,6 +710,23 @@ def record_driver_pod(
     )
 
 
+def _container_status(
+    container: Mapping[str, Any], state: str, detail: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A pod's status of ``container`` in ``state`` (running, and then ready, or
+    terminated), as the kubelet reports it."""
+    running = state == "running"
+    return {
+        "name": container["name"],
+        "image": container.get("image") or "",
+        "imageID": "",
+        "ready": running,
+        "restartCount": 0,
+        "started": running,
+        "state": {state: dict(detail)},
+    }
+
+
 def _job_pod(
     api: kubernetes.client.ApiClient, job: Mapping[str, Any], timeout: float
 ) -> dict[str, Any]:
@@ -779,17 +780,7 @@ def record_job_pod(
             "status": {
                 "phase": "Succeeded" if exit_code == 0 else "Failed",
                 "startTime": started,
-                "containerStatuses": [
-                    {
-                        "name": container["name"],
-                        "image": container.get("image") or "",
-                        "imageID": "",
-                        "ready": False,
-                        "restartCount": 0,
-                        "started": False,
-                        "state": {"terminated": terminated},
-                    }
-                ],
+                "containerStatuses": [_container_status(container, "terminated", terminated)],
             }
         },
     )

@@ -59,7 +59,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 
-from featurekube import ondemand
+from featurekube import ondemand, s3_prefixes
 from featurekube.joins import plan
 from featurekube.offline import layout
 
@@ -270,8 +270,7 @@ class Entities:
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """pyarrow's filesystem and path for a local path or an s3:// (or s3a://) URI; S3
     is reached as the standard AWS settings of the environment say."""
-    if uri.startswith("s3a://"):
-        uri = "s3://" + uri.removeprefix("s3a://")
+    uri = s3_prefixes.normalize(uri)
     if "://" not in uri:
         return pafs.LocalFileSystem(), str(Path(uri).absolute())
     remote, path = pafs.FileSystem.from_uri(uri)
@@ -297,10 +296,6 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _delta_uri(uri: str) -> str:
-    return "s3://" + uri.removeprefix("s3a://") if uri.startswith("s3a://") else uri
-
-
 @dataclass(frozen=True)
 class _Source:
     """A view's rows as registered for the join."""
@@ -321,7 +316,7 @@ def _open_view(con: duckdb.DuckDBPyConnection, name: str, view: plan.ViewJoin) -
         con.register(name, _empty_rows(view))
         return _Source(rows=0, sample=name)
     try:
-        table = deltalake.DeltaTable(_delta_uri(view.table_uri))
+        table = deltalake.DeltaTable(s3_prefixes.normalize(view.table_uri))
     except deltalake.exceptions.TableNotFoundError as exc:
         raise plan.OfflineStoreError(
             f"{view.where} has no offline table at {view.table_uri}: it has not been "

@@ -166,14 +166,9 @@ def open_publication(
 ) -> publish.Publication:
     """The window's publication (publish.py), its pending record written when there is
     an online table; the engines write through it."""
-    from featurekube.writer import online as online_writer
-
-    online = (
-        None
-        if online_table is None
-        else online_writer.OnlineWriter(online_table, view, label=window.label)
+    return publish.Publication.open(
+        view, online_table, window.start, window.end, label=window.label
     )
-    return publish.Publication(online, window.start, window.end)
 
 
 def choose_engine(

@@ -50,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from featurekube import errors
 from featurekube.writer import online as online_writer
@@ -87,6 +87,38 @@ class Publication:
         if online is not None:
             self.pending = online.open_window(start, end)
             self._opened_at = time.monotonic()
+
+    @classmethod
+    def open(
+        cls,
+        view: Any,
+        online_table: str | None,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        client: Any | None = None,
+        settings: online_writer.OnlineWriteSettings | None = None,
+        label: str | None = None,
+    ) -> Publication:
+        """The window's publication, through a writer of ``online_table`` (None: the
+        run writes no online table)."""
+        online = (
+            None
+            if online_table is None
+            else online_writer.OnlineWriter(
+                online_table, view, client, settings=settings, label=label
+            )
+        )
+        return cls(online, start, end)
+
+    def check(
+        self, online_table: str | None, start: dt.datetime, end: dt.datetime, label: str
+    ) -> None:
+        """Raise ValueError unless this is the publication of [start, end) through
+        ``online_table``: a run given one opened by its caller writes through it."""
+        table = self.online.table if self.online is not None else None
+        if table != online_table or (self.start, self.end) != (start, end):
+            raise ValueError(f"{label}: the publication given is of another window or online table")
 
     @contextlib.contextmanager
     def before_writing(self) -> Iterator[None]:

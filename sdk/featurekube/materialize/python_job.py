@@ -153,19 +153,20 @@ def run(
     )
     checks = report.plan_checks(plan.spec)
     if publication is None:
-        online = (
-            None
-            if online_table is None
-            else online_writer.OnlineWriter(
-                online_table, view, online_client, settings=settings.online, label=plan.label
-            )
+        publication = publish.Publication.open(
+            view,
+            online_table,
+            plan.start,
+            plan.end,
+            client=online_client,
+            settings=settings.online,
+            label=plan.label,
         )
-        publication = publish.Publication(online, plan.start, plan.end)
     online = publication.online
     began = time.perf_counter()
     observer.phase("compute")
     with publication.before_writing():
-        _check_publication(publication, plan, online_table)
+        publication.check(online_table, plan.start, plan.end, plan.label)
         with _connection(settings) as connection:
             rows, rows_read = _offline_rows(
                 connection, plan, ingested, storage_options, offline_uri, source
@@ -212,19 +213,6 @@ def run(
     publication.complete()
     result.published = True
     return result
-
-
-def _check_publication(
-    publication: publish.Publication, plan: planning.MaterializationPlan, online_table: str | None
-) -> None:
-    online = publication.online
-    if (online.table if online is not None else None) != online_table or (
-        publication.start,
-        publication.end,
-    ) != (plan.start, plan.end):
-        raise ValueError(
-            f"{plan.label}: the publication given is of another window or online table"
-        )
 
 
 @contextlib.contextmanager
@@ -326,7 +314,8 @@ def _offline_rows(
     if plan.reads_nothing:
         return _empty(plan), 0
     if plan.aggregation is not None and offline_uri is not None:
-        tiled = _tiled(connection, plan, ingested, storage_options, offline_uri)
+        source = source if source is not None else open_source(plan, storage_options)
+        tiled = _tiled(connection, plan, ingested, storage_options, offline_uri, source)
         if tiled is not None:
             return tiled
     events, rows_read = _events(connection, plan, ingested, storage_options, source=source)
@@ -341,6 +330,7 @@ def _tiled(
     ingested: dt.datetime,
     storage_options: Mapping[str, str] | None,
     offline_uri: str,
+    source: Any,
 ) -> tuple[pa.Table, int] | None:
     """The aggregation rows from tiles (:mod:`featurekube.materialize.tiles`): the
     window's own intervals, and any a needed tile lacks, computed from the source;
@@ -357,9 +347,15 @@ def _tiled(
     loaded = store.load(needed)
     resolution = tiles.resolve(needed, own, _markers(loaded), sizes)
     events, rows_read = _events(
-        connection, plan, ingested, storage_options, _source_ranges(resolution, agg.interval)
+        connection,
+        plan,
+        ingested,
+        storage_options,
+        _source_ranges(resolution, agg.interval),
+        source=source,
     )
-    layout = tiles.layout_for(agg, [name for name, _ in plan.keys], events.schema)
+    keys = [name for name, _ in plan.keys]
+    layout = tiles.layout_for(agg, keys, events.schema)
     if layout is None:
         return None
     if loaded is not None and not store.matches(layout):
@@ -367,7 +363,12 @@ def _tiled(
         loaded = None
         resolution = tiles.resolve(needed, own, set(), sizes)
         events, rows_read = _events(
-            connection, plan, ingested, storage_options, _source_ranges(resolution, agg.interval)
+            connection,
+            plan,
+            ingested,
+            storage_options,
+            _source_ranges(resolution, agg.interval),
+            source=source,
         )
     schema = layout.schema()
     stored = schema.empty_table()
@@ -384,7 +385,6 @@ def _tiled(
         cleared=tiles.stale_ranges(*own, sizes),
     )
     combined = tiles.combine(tiles.select(everything, needed), agg, layout)
-    keys = [name for name, _ in plan.keys]
     features = [name for name, _ in plan.features]
     times = combined.column("event_timestamp")
     columns = [combined.column(k) for k in keys] + [combined.column(f) for f in features]

@@ -120,17 +120,17 @@ def run(
     if offline_uri is not None:
         _clear_tiles(plan, offline_uri, storage_options)
     if publication is None:
-        online = (
-            None
-            if online_table is None
-            else online_writer.OnlineWriter(
-                online_table, view, online_client, settings=settings.online, label=plan.label
-            )
+        publication = publish.Publication.open(
+            view,
+            online_table,
+            plan.start,
+            plan.end,
+            client=online_client,
+            settings=settings.online,
+            label=plan.label,
         )
-        publication = publish.Publication(online, plan.start, plan.end)
     online = publication.online
-    if (online.table if online is not None else None) != online_table:
-        raise ValueError(f"{plan.label}: the publication given is of another online table")
+    publication.check(online_table, plan.start, plan.end, plan.label)
     with _utc_session(spark):
         began = time.perf_counter()
         observer.phase("compute")

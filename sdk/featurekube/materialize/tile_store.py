@@ -63,6 +63,7 @@ class TileStore:
 
     def load(self, keys: Iterable[tiles.TileKey]) -> pa.Table | None:
         """The rows (tiles and markers) of ``keys``; None when there is no table."""
+        keys = list(keys)  # read twice below
         table = self._open()
         self._table = table
         if table is None:

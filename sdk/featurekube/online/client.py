@@ -80,8 +80,6 @@ DeadlineExceededError = errors.DeadlineExceededError
 
 
 _ERRORS: Mapping[str, type[FeatureServerError]] = {
-    "UNAUTHENTICATED": errors.FeatureServerError,
-    "PERMISSION_DENIED": errors.FeatureServerError,
     "INVALID_ARGUMENT": InvalidRequestError,
     "NOT_FOUND": InvalidRequestError,
     "UNAVAILABLE": ServerUnavailableError,

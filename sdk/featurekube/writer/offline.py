@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featurekube import s3_prefixes
 from featurekube.offline import layout
 from featurekube.spec import v1alpha1
 from featurekube.writer import rows as row_codec
@@ -83,11 +84,6 @@ def storage_options_for(uri: str, given: Mapping[str, str] | None = None) -> dic
     return options
 
 
-def _delta_uri(uri: str) -> str:
-    # Spark spells S3 s3a://; delta-rs knows it as s3://.
-    return "s3://" + uri.removeprefix("s3a://") if uri.startswith("s3a://") else uri
-
-
 def _iso(moment: dt.datetime) -> str:
     utc = moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -109,7 +105,7 @@ class OfflineWriter:
         label: str | None = None,
         max_commit_attempts: int = 6,
     ) -> None:
-        self.uri = _delta_uri(uri)
+        self.uri = s3_prefixes.normalize(uri)  # Spark spells S3 s3a://; delta-rs s3://
         self.spec = view.spec if isinstance(view, v1alpha1.FeatureView) else view
         self.label = row_codec.view_label(view, label)
         self.name = view.metadata.name if isinstance(view, v1alpha1.FeatureView) else None

@@ -604,23 +604,15 @@ class OnlineWriter:
 
     def _raise_watermark(self, event: int) -> None:
         """Make the watermark at least ``event``, before items of that time are written."""
-        for attempt in itertools.count(1):
-            try:
-                self.client.update_item(
-                    TableName=self.table,
-                    Key={layout.ENTITY_KEY: {"S": WATERMARK_KEY}},
-                    UpdateExpression="SET #e = :e",
-                    ConditionExpression="attribute_not_exists(#e) OR #e < :e",
-                    ExpressionAttributeNames={"#e": layout.EVENT_TIME},
-                    ExpressionAttributeValues={":e": {"N": str(event)}},
-                )
-                return
-            except Exception as exc:
-                code = _error_code(exc)
-                if code == "ConditionalCheckFailedException":
-                    return  # already as high
-                self._retry_or_raise(exc, code, attempt, "raising the watermark")
-        raise AssertionError("unreachable")
+        # A failed condition means the watermark is already as high.
+        self._update(
+            "raising the watermark",
+            Key={layout.ENTITY_KEY: {"S": WATERMARK_KEY}},
+            UpdateExpression="SET #e = :e",
+            ConditionExpression="attribute_not_exists(#e) OR #e < :e",
+            ExpressionAttributeNames={"#e": layout.EVENT_TIME},
+            ExpressionAttributeValues={":e": {"N": str(event)}},
+        )
 
     def _update(self, what: str, **arguments: Any) -> dict[str, Any] | None:
         """UpdateItem on the table, retried: its answer, None when its condition failed."""

@@ -1,0 +1,138 @@
+"""What the operator's tests share: a FeatureView and a FeatureService to start from,
+and, against the real API server, the operator's context, and one
+reconcile with its status written back (importable as ``operator_support``: pytest
+puts this folder on sys.path with its conftest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+import kubernetes.client
+import yaml
+
+from featurekube_operator import reconcile
+from featurekube_operator.dynamo import OnlineTables
+from featurekube_operator.kube import Kube
+from featurekube_operator.metrics import Metrics
+from featurekube_operator.settings import OperatorSettings
+
+__all__ = [
+    "GROUP",
+    "SERVICE",
+    "STORED_VIEW",
+    "VIEW",
+    "context",
+    "create",
+    "custom",
+    "get",
+    "plan",
+    "ready",
+    "step",
+]
+
+GROUP = ("featurekube.dev", "v1alpha1")
+VIEW: dict[str, Any] = {
+    "apiVersion": "featurekube.dev/v1alpha1",
+    "kind": "FeatureView",
+    "metadata": {"name": "driver-profile"},
+    "spec": {
+        "owner": "eta-team",
+        "entities": [{"name": "driver_id", "type": "int64"}],
+        "source": {"batch": {"path": "s3://featurekube-demo/raw/drivers/"}},
+        "features": [{"name": "rating", "type": "string"}],
+        "materialization": {"schedule": "@daily", "startTime": "2026-01-01T00:00:00Z"},
+    },
+}
+STORED_VIEW: dict[str, Any] = {
+    "apiVersion": "featurekube.dev/v1alpha1",
+    "kind": "FeatureView",
+    "metadata": {
+        "name": "driver-profile",
+        "namespace": "rides",
+        # What the API server adds: not the tenant's to get wrong.
+        "uid": "0b3c",
+        "resourceVersion": "12",
+        "managedFields": [{"manager": "kubectl"}],
+    },
+    "spec": {
+        "owner": "eta-team",
+        "entities": [{"name": "driver_id", "type": "int64"}],
+        "source": {"batch": {"path": "s3://featurekube-demo/raw/drivers/"}},
+        "transformation": {"sql": "SELECT driver_id, event_timestamp, rating FROM source"},
+        "features": [{"name": "rating", "type": "float64"}],
+    },
+    "status": {"conditions": []},
+}
+"""A FeatureView as the API server holds it, for the operator's pure checks: copy it
+before changing it."""
+SERVICE: dict[str, Any] = {
+    "apiVersion": "featurekube.dev/v1alpha1",
+    "kind": "FeatureService",
+    "metadata": {"name": "eta-model"},
+    "spec": {"owner": "eta-team", "features": [{"featureView": "driver-profile"}]},
+}
+
+
+def context(kube_api: kubernetes.client.ApiClient, table_prefix: str) -> reconcile.Context:
+    """The operator's context, on the test's API server and table prefix."""
+    settings = OperatorSettings(table_prefix=table_prefix, server_image="featurekube/server:test")
+    return reconcile.Context(
+        settings, Kube(kube_api), OnlineTables(boto3.client("dynamodb")), Metrics()
+    )
+
+
+def custom(kube_api: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(kube_api)
+
+
+def create(kube_api: kubernetes.client.ApiClient, namespace: str, doc: dict[str, Any]) -> None:
+    plural = "featureviews" if doc["kind"] == "FeatureView" else "featureservices"
+    custom(kube_api).create_namespaced_custom_object(*GROUP, namespace, plural, doc)
+
+
+def get(
+    kube_api: kubernetes.client.ApiClient, namespace: str, plural: str, name: str
+) -> dict[str, Any]:
+    body: dict[str, Any] = custom(kube_api).get_namespaced_custom_object(
+        *GROUP, namespace, plural, name
+    )
+    return body
+
+
+def step(
+    ctx: reconcile.Context,
+    kube_api: kubernetes.client.ApiClient,
+    namespace: str,
+    plural: str,
+    name: str,
+) -> dict[str, Any]:
+    """One reconcile, its status written back as kopf would."""
+    reconcile_one = (
+        reconcile.reconcile_feature_view
+        if plural == "featureviews"
+        else reconcile.reconcile_feature_service
+    )
+    outcome = reconcile_one(ctx, get(kube_api, namespace, plural, name))
+    custom(kube_api).patch_namespaced_custom_object_status(
+        *GROUP, namespace, plural, name, {"status": outcome.status}
+    )
+    return outcome.status
+
+
+def ready(status: dict[str, Any]) -> dict[str, Any]:
+    (found,) = [c for c in status["conditions"] if c["type"] == "Ready"]
+    return found
+
+
+def plan(kube_api: kubernetes.client.ApiClient, namespace: str) -> dict[str, Any] | None:
+    """The eta-model service's serving plan, or None before there is one."""
+    core = kubernetes.client.CoreV1Api(kube_api)
+    try:
+        config = core.read_namespaced_config_map("eta-model-plan", namespace)
+    except kubernetes.client.exceptions.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    found: dict[str, Any] = yaml.safe_load(config.data["plan.yaml"])
+    return found

@@ -37,6 +37,13 @@ from featurekube.spec.v1alpha1.featureview import (
     Transformation,
     Window,
 )
+from featurekube.spec.v1alpha1.monitoring import (
+    DriftReference,
+    DriftSpec,
+    ParitySpec,
+    ServiceMonitoring,
+    ViewMonitoring,
+)
 
 __all__ = [
     "API_VERSION",
@@ -46,6 +53,8 @@ __all__ = [
     "Aggregation",
     "BatchSource",
     "Condition",
+    "DriftReference",
+    "DriftSpec",
     "Entity",
     "Expectation",
     "Feature",
@@ -58,12 +67,15 @@ __all__ = [
     "FeatureViewStatus",
     "Materialization",
     "ObjectMeta",
+    "ParitySpec",
     "PushSource",
     "RequestField",
     "RequestTransformation",
     "ServerSettings",
+    "ServiceMonitoring",
     "Source",
     "Transformation",
+    "ViewMonitoring",
     "Window",
     "parse_duration",
 ]

@@ -17,6 +17,7 @@ from featurekube.spec.v1alpha1._base import (
     reserved_name_rule,
 )
 from featurekube.spec.v1alpha1.common import Condition, DnsLabel, ObjectMeta, ValueType
+from featurekube.spec.v1alpha1.monitoring import ParityStatus, ServiceMonitoring
 
 __all__ = [
     "QUANTITY_PATTERN",
@@ -250,6 +251,8 @@ class FeatureServiceSpec(SpecModel):
     access: Access | None = None
     """Who may read and who may push; unset: the ServiceAccounts of the service's own
     namespace may do both."""
+    monitoring: ServiceMonitoring = ServiceMonitoring()
+    """The parity check of served values against the offline store."""
 
 
 class ResolvedFeature(SpecModel):
@@ -293,6 +296,8 @@ class FeatureServiceStatus(SpecModel):
     """Every feature served, with its type and origin."""
     served_versions: list[ServedVersion] | None = Field(None, max_length=64)
     """The view versions the serving plan reads: their data is kept while it does."""
+    parity: ParityStatus | None = None
+    """The last parity check of served values against the offline store."""
 
 
 class FeatureService(SpecModel):

@@ -30,6 +30,12 @@ from featurekube.spec.v1alpha1.common import (
     ObjectMeta,
     ValueType,
 )
+from featurekube.spec.v1alpha1.monitoring import (
+    ExpectationResult,
+    FeatureDrift,
+    FreshnessStatus,
+    ViewMonitoring,
+)
 
 __all__ = [
     "AGGREGATION_FUNCTIONS",
@@ -387,6 +393,8 @@ class FeatureViewSpec(SpecModel):
         None, min_length=1, max_length=256, json_schema_extra=list_map("feature")
     )
     """Checks on the features' values, run on each materialized window."""
+    monitoring: ViewMonitoring = ViewMonitoring()
+    """Freshness objective and drift measurement."""
     shared_with: list[NamespaceOrAll] | None = Field(
         None, max_length=256, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
@@ -539,6 +547,12 @@ class FeatureViewStatus(SpecModel):
     pin that have caught up."""
     retired_versions: list[RetiredVersion] | None = Field(None, max_length=64)
     """Versions no longer used, since when, and whether their data was deleted."""
+    expectations: list[ExpectationResult] | None = Field(None, max_length=1024)
+    """Every expectation check's verdict on the last materialized window, Warn included."""
+    freshness: FreshnessStatus | None = None
+    """The freshness objective in force and whether it is met."""
+    drift: list[FeatureDrift] | None = Field(None, max_length=256)
+    """Each feature's drift in the last materialized window, when drift is measured."""
 
 
 class FeatureView(SpecModel):

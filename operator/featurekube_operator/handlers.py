@@ -26,6 +26,8 @@ GROUP, VERSION = v1alpha1.GROUP, v1alpha1.VERSION
 INTERVAL = OperatorSettings.from_env().reconcile_interval_seconds
 RETRY_DELAY = 15.0
 BACKFILL = backfills.ANNOTATION
+BAD_WHEN_TRUE = frozenset({"Degraded", "Drifted"})
+"""Conditions whose True is bad news (a Warning event); for the others, False is."""
 
 
 @kopf.on.login()
@@ -123,18 +125,23 @@ def _post_events(body: Mapping[str, Any], outcome: reconcile.Outcome) -> None:
     # Bodies read through the API client are plain dicts; kopf wants its own wrapper.
     target = body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, dict(body)))
     for condition in outcome.events:
-        bad = (condition["type"] == "Degraded") == (condition["status"] == "True")
+        bad = (condition["type"] in BAD_WHEN_TRUE) == (condition["status"] == "True")
         kopf.event(
             target,
             type="Warning" if bad else "Normal",
             reason=condition["reason"],
             message=f"{condition['type']}={condition['status']}: {condition['message']}",
         )
+    for notice in outcome.notices:
+        kopf.event(target, type=notice.type, reason=notice.reason, message=notice.message)
 
 
 def _run(kind: str, step: Step, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
     outcome = _step(kind, step, body, memo)
     patch.status.update(outcome.status)
+    # The labels mirrored from the object's tags.
+    for part, changes in outcome.metadata.items():
+        patch.metadata.setdefault(part, {}).update(changes)
     _post_events(body, outcome)
 
 
@@ -148,6 +155,14 @@ def _reconcile_now(
     context.kube.patch_status(
         v1alpha1.API_VERSION, kind, meta.get("namespace") or "default", meta["name"], outcome.status
     )
+    if outcome.metadata:
+        context.kube.patch_metadata(
+            v1alpha1.API_VERSION,
+            kind,
+            meta.get("namespace") or "default",
+            meta["name"],
+            outcome.metadata,
+        )
     _post_events(body, outcome)
     return outcome
 

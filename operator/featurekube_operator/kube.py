@@ -105,6 +105,17 @@ class Kube:
         """A FeatureView's body, or None."""
         return self.get(v1alpha1.API_VERSION, "FeatureView", namespace, name)
 
+    def patch_metadata(
+        self, api_version: str, kind: str, namespace: str, name: str, metadata: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch the object's metadata (labels, annotations; None removes one)."""
+        self._resource(api_version, kind).patch(
+            body={"metadata": dict(metadata)},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+
     def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
     ) -> None:

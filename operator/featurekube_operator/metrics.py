@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -49,6 +49,37 @@ class _Freshness(Collector):
         yield family
 
 
+class _ViewGauges(Collector):
+    """A gauge whose series are set a whole view at a time: a view's series that its
+    latest reconcile did not set (a check removed from the spec) disappear."""
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self._name, self._documentation = name, documentation
+        self._labels = ["namespace", "feature_view", *labels]
+        self._values: dict[tuple[str, str], dict[tuple[str, ...], float]] = {}
+        self._lock = threading.Lock()
+
+    def set_view(self, namespace: str, view: str, values: Mapping[tuple[str, ...], float]) -> None:
+        """The view's series: extra label values (after namespace and feature_view) ->
+        value. Empty: the view has none."""
+        with self._lock:
+            if values:
+                self._values[(namespace, view)] = dict(values)
+            else:
+                self._values.pop((namespace, view), None)
+
+    def forget(self, namespace: str, view: str) -> None:
+        self.set_view(namespace, view, {})
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labels)
+        with self._lock:
+            for (namespace, view), series in sorted(self._values.items()):
+                for extra, value in sorted(series.items()):
+                    family.add_metric([namespace, view, *extra], value)
+        yield family
+
+
 class Metrics:
     """Counters and gauges of one operator process, in a registry of their own."""
 
@@ -80,6 +111,39 @@ class Metrics:
             "featurekube_reconcile_errors",
             "Reconciles that raised an error, by kind.",
             ["kind"],
+            registry=self.registry,
+        )
+        # A view's health (see featurekube_operator.monitoring), set from its status
+        # on every reconcile, so a restarted operator exports it again at once.
+        self.freshness_objective = _ViewGauges(
+            "featurekube_feature_view_freshness_objective_seconds",
+            "The view's freshness objective: featurekube_feature_view_freshness_seconds "
+            "above it means the view is stale.",
+            [],
+        )
+        self.expectation_violation_rows = _ViewGauges(
+            "featurekube_expectation_violation_rows",
+            "Rows of the view's last materialized window that broke an expectation check "
+            "(0: it passed), by feature, check and onViolation.",
+            ["feature", "check", "on_violation"],
+        )
+        self.feature_drift_psi = _ViewGauges(
+            "featurekube_feature_drift_psi",
+            "Population stability index of each feature's values in the view's last "
+            "materialized window against its drift reference.",
+            ["feature"],
+        )
+        for gauges in (
+            self.freshness_objective,
+            self.expectation_violation_rows,
+            self.feature_drift_psi,
+        ):
+            self.registry.register(gauges)
+        self.expectation_violating_windows = Counter(
+            "featurekube_expectation_violating_windows",
+            "Materialized windows whose rows broke an expectation check, by feature, check "
+            "and onViolation.",
+            [*labels, "feature", "check", "on_violation"],
             registry=self.registry,
         )
         self._counted: OrderedDict[str, None] = OrderedDict()

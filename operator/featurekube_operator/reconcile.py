@@ -28,6 +28,7 @@ from featurekube_operator import (
     desired,
     engines,
     jobspec,
+    monitoring,
     naming,
     prefixes,
     progress,
@@ -35,6 +36,7 @@ from featurekube_operator import (
     runs,
     serving_security,
     sharing,
+    tag_labels,
 )
 from featurekube_operator.conditions import Condition
 from featurekube_operator.dynamo import OnlineTables
@@ -80,16 +82,30 @@ class Outcome:
 
     status: dict[str, Any]
     events: list[Mapping[str, Any]]
+    notices: list[monitoring.Notice] = field(default_factory=list)
+    """Events beside the condition changes: expectations broken, tags not labelled."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """A merge patch of the object's metadata: the labels mirrored from its tags."""
 
 
 def _finish(
-    body: Mapping[str, Any], status: dict[str, Any], found: list[Condition], now: dt.datetime
+    body: Mapping[str, Any],
+    status: dict[str, Any],
+    found: list[Condition],
+    now: dt.datetime,
+    notices: Sequence[monitoring.Notice] = (),
 ) -> Outcome:
     old = (body.get("status") or {}).get("conditions")
     generation = body["metadata"].get("generation")
     status["observedGeneration"] = generation
     status["conditions"] = conditions.merge_conditions(old, found, now, generation)
-    return Outcome(status, conditions.transitions(old, status["conditions"]))
+    labels = tag_labels.plan_labels(str(body.get("kind") or "object"), body)
+    return Outcome(
+        status,
+        conditions.transitions(old, status["conditions"]),
+        [*notices, *labels.notices],
+        labels.metadata,
+    )
 
 
 NOT_MANAGED = "NamespaceNotManaged"
@@ -323,6 +339,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     )
     records: dict[int, progress.Progress] = {}
     moved: dict[int, progress.WindowRecord] = {}
+    completed: dict[int, list[tuple[runs.Run, runs.Outcome]]] = {}
     failures: list[str] = []
     exhausted: list[str] = []
     next_retry: dt.datetime | None = None
@@ -337,6 +354,9 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         }
         seen = progress.observe(record, apps, start, outcomes)
         _count(ctx, namespace, name, seen, outcomes)
+        completed[version] = [
+            (r, outcomes[r.name]) for r in (*seen.succeeded, *seen.failed) if r.name in outcomes
+        ]
         record = seen.progress
         if seen.last is not None:
             moved[version] = seen.last
@@ -462,7 +482,85 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
     else:
         message = f"version {latest} is backfilling; nothing to serve yet"
     found.insert(0, Condition("Ready", ready, "Serving" if ready else "Backfilling", message))
-    return _finish(body, status, found, now)
+    notices = _watch(
+        ctx,
+        view,
+        status_before,
+        status,
+        found,
+        [c for v in sorted(completed) for c in completed[v]],
+        [(r, o) for r, o in completed.get(serving or 0, []) if r.completed],
+        materializes=materializes,
+        serving_record=records.get(serving or 0),
+        first_start=start,
+        now=now,
+    )
+    return _finish(body, status, found, now, notices)
+
+
+def _watch(
+    ctx: Context,
+    view: v1alpha1.FeatureView,
+    before: Mapping[str, Any],
+    status: dict[str, Any],
+    found: list[Condition],
+    completed: Sequence[tuple[runs.Run, runs.Outcome]],
+    serving_completed: Sequence[tuple[runs.Run, runs.Outcome]],
+    *,
+    materializes: bool,
+    serving_record: progress.Progress | None,
+    first_start: dt.datetime,
+    now: dt.datetime,
+) -> list[monitoring.Notice]:
+    """The view's health into its status, conditions and metrics (see
+    :mod:`.monitoring`); returns the events deserved by the windows newly seen to end
+    (``completed``; ``serving_completed``: those of the serving version that completed)."""
+    namespace, name = view.metadata.namespace or "default", view.metadata.name
+    watched = monitoring.watch_view(
+        view.spec,
+        before,
+        serving_completed,
+        materializes=materializes,
+        materialized_until=serving_record.materialized_until if serving_record else None,
+        first_start=first_start,
+        now=now,
+    )
+    status.update(watched.status)
+    found.extend(watched.conditions)
+    metrics = ctx.metrics
+    metrics.freshness_objective.set_view(
+        namespace,
+        name,
+        {(): watched.objective.total_seconds()} if watched.objective is not None else {},
+    )
+    metrics.expectation_violation_rows.set_view(
+        namespace,
+        name,
+        {
+            (str(r["feature"]), str(r["check"]), str(r["onViolation"])): float(r["rows"])
+            for r in watched.expectations
+        },
+    )
+    metrics.feature_drift_psi.set_view(
+        namespace, name, {(str(d["feature"]),): float(d["psi"]) for d in watched.drift}
+    )
+    notices: list[monitoring.Notice] = []
+    for run, outcome in completed:
+        key = f"{namespace}/{run.name}/{run.run_id}/{run.attempt}/checked"
+        if not outcome.violations or not metrics.count_run_once(key):
+            continue
+        for violation in outcome.violations:
+            metrics.expectation_violating_windows.labels(
+                namespace,
+                name,
+                str(violation.get("feature")),
+                str(violation.get("check")),
+                str(violation.get("onViolation")),
+            ).inc()
+        notices.extend(
+            monitoring.violation_notices((run.window.start, run.window.end), outcome.violations)
+        )
+    return notices
 
 
 def _retire(
@@ -619,6 +717,12 @@ def finalize_feature_view(ctx: Context, body: Mapping[str, Any]) -> None:
     if namespace in ctx.settings.excluded:
         return  # nothing was made there
     ctx.metrics.freshness.forget(namespace, name)
+    for gauges in (
+        ctx.metrics.freshness_objective,
+        ctx.metrics.expectation_violation_rows,
+        ctx.metrics.feature_drift_psi,
+    ):
+        gauges.forget(namespace, name)
     if (body.get("spec") or {}).get("deletionPolicy", "Retain") != "Delete":
         return
     for version in _versions(ctx, namespace, name):

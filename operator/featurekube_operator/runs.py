@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "COMPLETED",
     "FAILED",
     "PERMANENT_ERRORS",
+    "VIOLATIONS_LIMIT",
     "Outcome",
     "Run",
     "job_pod",
@@ -167,6 +169,11 @@ class Outcome:
     """Running it again cannot succeed until the data or spec changes."""
     engine: str | None = None
     """What computed the window, as the job reported: ``python`` or ``spark``."""
+    violations: tuple[Mapping[str, Any], ...] | None = None
+    """The checks the job found broken (feature, check, rows, onViolation, message);
+    None when the report does not say (no report, or one cut short to fit)."""
+    drift: Mapping[str, float] | None = None
+    """Each feature's PSI against the view's drift reference, when the job measured it."""
 
 
 def _report(pod: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
@@ -199,7 +206,12 @@ def read_outcome(run: Run, driver: Mapping[str, Any] | None) -> Outcome:
     report = _report(driver)
     engine = _engine(report)
     if run.completed:
-        return Outcome(rows=_rows(report) if report else None, engine=engine)
+        return Outcome(
+            rows=_rows(report) if report else None,
+            engine=engine,
+            violations=_violations(report),
+            drift=_drift(report),
+        )
     if report is None:
         return Outcome(reason=_line(run.error or "the job left no report"))
     fatal = [
@@ -217,7 +229,30 @@ def read_outcome(run: Run, driver: Mapping[str, Any] | None) -> Outcome:
         reason=_line(error or run.error or "the job failed without a message"),
         permanent=permanent,
         engine=engine,
+        violations=_violations(report),
     )
+
+
+VIOLATIONS_LIMIT = 1024
+"""Violations of one report read: a view has at most 256 expectations of 4 checks."""
+
+
+def _violations(report: Mapping[str, Any] | None) -> tuple[Mapping[str, Any], ...] | None:
+    listed = (report or {}).get("violations")
+    if not isinstance(listed, list):
+        return None
+    return tuple(v for v in listed[:VIOLATIONS_LIMIT] if isinstance(v, dict))
+
+
+def _drift(report: Mapping[str, Any] | None) -> Mapping[str, float] | None:
+    found = (report or {}).get("drift")
+    if not isinstance(found, dict):
+        return None
+    return {
+        str(feature): float(psi)
+        for feature, psi in list(found.items())[:VIOLATIONS_LIMIT]
+        if isinstance(psi, int | float) and not isinstance(psi, bool) and math.isfinite(psi)
+    }
 
 
 def job_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:

@@ -88,6 +88,8 @@ def test_names_and_printer_columns() -> None:
     assert view["names"]["categories"] == service["names"]["categories"] == ["features"]
     assert [c["name"] for c in view["versions"][0]["additionalPrinterColumns"]] == [
         "Ready",
+        "Owner",
+        "Serving",
         "Entities",
         "Online",
         "Offline",
@@ -96,6 +98,7 @@ def test_names_and_printer_columns() -> None:
     ]
     assert [c["name"] for c in service["versions"][0]["additionalPrinterColumns"]] == [
         "Ready",
+        "Owner",
         "Features",
         "Endpoint",
         "Age",

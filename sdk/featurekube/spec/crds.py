@@ -45,6 +45,12 @@ def _ready(description: str) -> dict[str, str]:
 
 
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+_OWNER = {
+    "name": "Owner",
+    "type": "string",
+    "jsonPath": ".spec.owner",
+    "description": "Who to ask about it",
+}
 
 KINDS = (
     CrdKind(
@@ -54,6 +60,13 @@ KINDS = (
         short_names=("fv",),
         printer_columns=(
             _ready("Materialized at least once and serving"),
+            _OWNER,
+            {
+                "name": "Serving",
+                "type": "integer",
+                "jsonPath": ".status.version",
+                "description": "The data version serving now",
+            },
             {
                 "name": "Entities",
                 "type": "string",
@@ -78,6 +91,7 @@ KINDS = (
         short_names=("fsvc",),
         printer_columns=(
             _ready("Every view ready and the feature server available"),
+            _OWNER,
             {
                 "name": "Features",
                 "type": "integer",

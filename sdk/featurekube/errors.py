@@ -21,6 +21,7 @@ either import works:
     │   ├── ClusterUnreachableError       the API server did not answer
     │   ├── CrdsNotInstalledError         featurekube's CRDs are not installed there
     │   └── ForbiddenError                the identity may not list featurekube's objects
+    ├── CatalogQueryError             a catalog search is malformed or too long
     ├── PlatformError                 the local platform (`featurekube dev`) failed
     │   ├── ComponentStartError           one part of it did not start; carries its log tail
     │   └── PlatformInUseError            another live process holds it: not stopped
@@ -76,6 +77,7 @@ from typing import Any
 __all__ = [
     "AccessDeniedError",
     "AuthUnavailableError",
+    "CatalogQueryError",
     "ClusterError",
     "ClusterUnreachableError",
     "ComponentStartError",
@@ -172,6 +174,10 @@ class CrdsNotInstalledError(ClusterError):
 
 class ForbiddenError(ClusterError):
     """The kubeconfig's identity may not list featurekube's objects."""
+
+
+class CatalogQueryError(FeaturekubeError):
+    """A search of the web catalog (``featurekube ui``) is malformed or too long."""
 
 
 # -- the local platform --------------------------------------------------------------------

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 
 from featurekube import errors
-from featurekube.cli import backfill, dev, get, materialize, plan, serve, validate
+from featurekube.cli import backfill, dev, get, materialize, plan, serve, ui, validate
 
 __all__ = ["build_parser", "main", "render_error"]
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.register(commands)
     get.register(commands)
     serve.register(commands)
+    ui.register(commands)
     dev.register(commands)
     for command in _subcommands(parser):
         # SUPPRESS: a subcommand's parser leaves a --verbose given before it alone.

@@ -161,6 +161,10 @@ def _structural(node: Any, defs: dict[str, Any], models: dict[str, type[SpecMode
         node["default"] = _without_nulls(node["default"])
     if node.get("type") == "object" and "properties" in node:
         node.pop("additionalProperties", None)
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        # JSON Schema's numeric exclusive bound is OpenAPI v3's limit plus a flag.
+        if isinstance(node.get(bound), int | float) and not isinstance(node[bound], bool):
+            node[limit], node[bound] = node[bound], True
     for key in _DROP:
         if key == "additionalProperties" and isinstance(node.get(key), dict):
             continue

@@ -133,11 +133,13 @@ class Metrics:
             "materialized window against its drift reference.",
             ["feature"],
         )
-        for gauges in (
-            self.freshness_objective,
-            self.expectation_violation_rows,
-            self.feature_drift_psi,
-        ):
+        self.feature_drift_threshold = _ViewGauges(
+            "featurekube_feature_drift_threshold",
+            "The PSI above which the view counts a feature as drifted "
+            "(spec.monitoring.drift.threshold); set while drift is measured.",
+            [],
+        )
+        for gauges in self.view_gauges:
             self.registry.register(gauges)
         self.expectation_violating_windows = Counter(
             "featurekube_expectation_violating_windows",
@@ -148,6 +150,16 @@ class Metrics:
         )
         self._counted: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+
+    @property
+    def view_gauges(self) -> tuple[_ViewGauges, ...]:
+        """The gauges set a whole view at a time, from its status."""
+        return (
+            self.freshness_objective,
+            self.expectation_violation_rows,
+            self.feature_drift_psi,
+            self.feature_drift_threshold,
+        )
 
     def count_run_once(self, key: str) -> bool:
         """True the first time ``key`` (a run and its outcome) is seen lately.

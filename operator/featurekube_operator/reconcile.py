@@ -544,6 +544,10 @@ def _watch(
     metrics.feature_drift_psi.set_view(
         namespace, name, {(str(d["feature"]),): float(d["psi"]) for d in watched.drift}
     )
+    drift = view.spec.monitoring.drift
+    metrics.feature_drift_threshold.set_view(
+        namespace, name, {(): drift.threshold} if drift is not None else {}
+    )
     notices: list[monitoring.Notice] = []
     for run, outcome in completed:
         key = f"{namespace}/{run.name}/{run.run_id}/{run.attempt}/checked"
@@ -717,11 +721,7 @@ def finalize_feature_view(ctx: Context, body: Mapping[str, Any]) -> None:
     if namespace in ctx.settings.excluded:
         return  # nothing was made there
     ctx.metrics.freshness.forget(namespace, name)
-    for gauges in (
-        ctx.metrics.freshness_objective,
-        ctx.metrics.expectation_violation_rows,
-        ctx.metrics.feature_drift_psi,
-    ):
+    for gauges in ctx.metrics.view_gauges:
         gauges.forget(namespace, name)
     if (body.get("spec") or {}).get("deletionPolicy", "Retain") != "Delete":
         return

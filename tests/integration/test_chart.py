@@ -291,7 +291,14 @@ def test_monitoring_render(helm: Helm, tmp_path: Path) -> None:
     assert pods["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     (rule,) = kinds["PrometheusRule"]
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
-    assert set(alerts) == {"FeaturekubeFeatureViewStale", "FeaturekubeMaterializationFailed"}
+    assert set(alerts) == {
+        "FeaturekubeFeatureViewStale",
+        "FeaturekubeMaterializationFailed",
+        "FeaturekubeFeatureDrifted",
+        "FeaturekubeExpectationViolated",
+        "FeaturekubeServingErrors",
+        "FeaturekubeServingSlow",
+    }
     # The alerts read metrics by the names and labels the operator exports.
     exported = metrics.Metrics()
     exported.windows_failed.labels("rides", "driver-profile").inc()

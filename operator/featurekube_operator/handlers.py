@@ -13,9 +13,9 @@ import kopf
 from botocore.exceptions import BotoCoreError, ClientError
 from kubernetes.client.exceptions import ApiException
 
-from featurekube import backfills
+from featurekube import backfills, errors
 from featurekube.spec import v1alpha1
-from featurekube_operator import admission, naming, reconcile, runs, sharing
+from featurekube_operator import admission, naming, parity, reconcile, runs, sharing
 from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
@@ -24,6 +24,7 @@ from featurekube_operator.settings import OperatorSettings
 GROUP, VERSION = v1alpha1.GROUP, v1alpha1.VERSION
 # Decorators are evaluated at import, so the timer's interval is read here.
 INTERVAL = OperatorSettings.from_env().reconcile_interval_seconds
+PARITY_TICK = OperatorSettings.from_env().parity_tick_seconds
 RETRY_DELAY = 15.0
 BACKFILL = backfills.ANNOTATION
 BAD_WHEN_TRUE = frozenset({"Degraded", "Drifted"})
@@ -64,6 +65,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         _webhook_server(operator_settings) if operator_settings.admission_port else _no_webhook
     )
     memo["context"] = context
+    # One runner for every service: its threads bound the checks running at once.
+    memo["parity"] = parity.ParityRunner(
+        parity.ParityCheck(operator_settings, context.kube), operator_settings.parity_max_concurrent
+    )
 
 
 async def _no_webhook(_: Any) -> AsyncIterator[Any]:
@@ -281,3 +286,45 @@ def feature_view_deleted(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> Non
 def feature_service(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Reconcile a FeatureService: serving plan, server Deployment, status."""
     _run("FeatureService", reconcile.reconcile_feature_service, body, patch, memo)
+
+
+@kopf.timer(GROUP, VERSION, "featureservices", id="parity", interval=PARITY_TICK, sharp=False)
+async def feature_service_parity(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    """When the service's parity check is due, compare served values with the offline
+    store (in a thread: see :mod:`.parity`), and report what differed."""
+    context: reconcile.Context = memo["context"]
+    runner: parity.ParityRunner | None = memo.get("parity")
+    if runner is None or not context.settings.parity_enabled:
+        return
+    if not parity.is_due(body, context.clock(), memo.get("parity_failed_at")):
+        return
+    namespace, name = body.metadata.namespace or "default", body.metadata.name or ""
+    try:
+        result = await runner.run(body)
+    except (errors.FeaturekubeError, ApiException, ClientError, BotoCoreError, OSError) as exc:
+        # Tried again an interval later (this object's memo remembers when).
+        memo["parity_failed_at"] = context.clock()
+        kopf.event(body, type="Warning", reason="ParityCheckFailed", message=str(exc)[:1024])
+        return
+    status = result.status
+    patch.status["parity"] = status
+    metrics = context.metrics
+    metrics.parity_mismatch_rate.labels(namespace, name).set(status["mismatchRate"])
+    metrics.parity_values.labels(namespace, name).inc(status["values"])
+    metrics.parity_mismatches.labels(namespace, name).inc(status["mismatches"])
+    for reason, count in result.skipped_by.items():
+        metrics.parity_skipped.labels(namespace, name, reason).inc(count)
+    if status["mismatches"]:
+        first = (status.get("examples") or [{}])[0]
+        kopf.event(
+            body,
+            type="Warning",
+            reason="ParityMismatch",
+            message=(
+                f"{status['mismatches']} of {status['values']} served values differ from the "
+                f"offline store, e.g. {first.get('feature')} of {first.get('entity')}: served "
+                f"{first.get('online', 'null')}, offline {first.get('offline', 'null')}"
+            )[:1024],
+        )

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -146,6 +146,33 @@ class Metrics:
             "Materialized windows whose rows broke an expectation check, by feature, check "
             "and onViolation.",
             [*labels, "feature", "check", "on_violation"],
+            registry=self.registry,
+        )
+        service = ["namespace", "feature_service"]
+        self.parity_mismatch_rate = Gauge(
+            "featurekube_parity_mismatch_rate",
+            "Served feature values that differed from a point-in-time pull of the offline "
+            "store, as a share of those compared, in the service's last parity check.",
+            service,
+            registry=self.registry,
+        )
+        self.parity_values = Counter(
+            "featurekube_parity_values_compared",
+            "Served feature values the parity checks compared with the offline store.",
+            service,
+            registry=self.registry,
+        )
+        self.parity_mismatches = Counter(
+            "featurekube_parity_values_mismatched",
+            "Served feature values the parity checks found different from the offline store.",
+            service,
+            registry=self.registry,
+        )
+        self.parity_skipped = Counter(
+            "featurekube_parity_entities_skipped",
+            "Sampled entities a parity check left out because a race could make their "
+            "values differ, by reason (changed, pending, recent, ttl, moved).",
+            [*service, "reason"],
             registry=self.registry,
         )
         self._counted: OrderedDict[str, None] = OrderedDict()

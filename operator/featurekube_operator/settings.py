@@ -185,6 +185,37 @@ class OperatorSettings:
     ``tls.key`` (a mounted TLS Secret), whose CA the ValidatingWebhookConfiguration
     names. Env: FEATUREKUBE_ADMISSION_CERT_DIR."""
 
+    parity_enabled: bool = True
+    """Run the parity check of FeatureServices whose ``spec.monitoring.parity`` enables
+    it (see docs/monitoring.md); false: none runs. Env: FEATUREKUBE_PARITY_ENABLED."""
+
+    parity_tick_seconds: float = 60.0
+    """How often each FeatureService is looked at to see whether its parity check is
+    due (each service's own ``interval`` decides when it is), in seconds.
+    Env: FEATUREKUBE_PARITY_TICK_SECONDS."""
+
+    parity_max_concurrent: int = 2
+    """Parity checks running at once, over every service; each runs in a thread of its
+    own, off the operator's event loop. Env: FEATUREKUBE_PARITY_MAX_CONCURRENT."""
+
+    parity_timeout_seconds: float = 120.0
+    """Longest a parity check may take, in seconds; one that takes longer records
+    nothing and is tried again at its next interval. Env: FEATUREKUBE_PARITY_TIMEOUT_SECONDS."""
+
+    parity_settle_seconds: float = 60.0
+    """Entities whose values were written, or whose event time is, less than this
+    before a check are left out of it, in seconds: a Push commits offline after its
+    online write, and clocks differ. Env: FEATUREKUBE_PARITY_SETTLE_SECONDS."""
+
+    parity_ca_file: str = ""
+    """The CA certificate (PEM) the parity check trusts feature servers' certificates
+    by, when they serve TLS (``server_tls_secret`` set); empty: the system's CAs.
+    Env: FEATUREKUBE_PARITY_CA_FILE."""
+
+    parity_token_file: str = ""
+    """The ServiceAccount token the parity check sends to feature servers; empty: the
+    operator pod's own. Env: FEATUREKUBE_PARITY_TOKEN_FILE."""
+
     def __post_init__(self) -> None:
         if self.aws_credentials not in credentials.MODES:
             raise ValueError(
@@ -228,6 +259,8 @@ class OperatorSettings:
                 values[f.name] = int(raw)
             elif f.type in ("float",):
                 values[f.name] = float(raw)
+            elif f.type in ("bool",):
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
             else:
                 values[f.name] = raw
         return cls(**values)  # type: ignore[arg-type]

@@ -41,7 +41,7 @@ def metric_names(expression: str) -> set[str]:
     keywords, label names (in ``{}`` or after by/on/...), strings, durations or
     Grafana variables.
 
-    >>> sorted(metric_names('sum by (ns) (rate(a_total{x="y"}[5m])) / on (ns) b > 0.1'))
+    >>> sorted(metric_names('sum by (ns) (rate(a_total{x="y"}[5m])) / on (ns) b offset 1h > 0.1'))
     ['a_total', 'b']
     """
     text = re.sub(r"\{\{.*?\}\}", " 1 ", expression)  # Helm's and Grafana's templates
@@ -50,13 +50,12 @@ def metric_names(expression: str) -> set[str]:
     text = re.sub(r"\[[^\]]*\]", " ", text)
     text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
     text = re.sub(r"\$\{?\w+\}?", " ", text)
+    text = re.sub(r"\b[0-9]+(ms|[smhdwy])\b", " ", text)  # durations, as after offset
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         name = match.group()
         after = text[match.end() :].lstrip()
         if name.lower() in _KEYWORDS or after.startswith("("):
-            continue
-        if re.fullmatch(r"[0-9.]+[smhdwy]", name) or name.lower() in ("e",):
             continue
         names.add(name)
     return names

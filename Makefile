@@ -56,6 +56,10 @@ node-bin: platform-bin ## Build (once, cached under ~/.cache/featurekube) contai
 debian-base: ## Make (once, cached under ~/.cache/featurekube) the Debian base root file system of the images.
 	hack/images/debian-base.sh >/dev/null
 
+.PHONY: browser
+browser: ## Install (once, with apt-get) Debian's chromium for the catalog's browser tests.
+	hack/browser/install.sh >/dev/null
+
 .PHONY: lint
 lint: venv ## ruff, mypy --strict and the import-layer contracts.
 	$(BIN)/ruff check --no-cache .
@@ -78,11 +82,11 @@ docs: venv ## Build the documentation site into build/docs; a warning fails the 
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 .PHONY: test
-test: venv platform-bin node-bin debian-base helm lint docs ## Everything: lint, the docs site, unit, integration (with a real node) and end-to-end tests on the local platform.
+test: venv platform-bin node-bin debian-base helm browser lint docs ## Everything: lint, the docs site, unit, integration (with a real node) and end-to-end tests on the local platform.
 	$(BIN)/pytest tests
 
 .PHONY: bench
-bench: venv platform-bin ## Benchmarks side by side with a peer; JSON under bench-results/.
+bench: venv platform-bin browser ## Benchmarks side by side with a peer; JSON under bench-results/.
 	$(BIN)/python -m benchmarks
 
 .PHONY: up

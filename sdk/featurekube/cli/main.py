@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 
 from featurekube import errors
-from featurekube.cli import backfill, dev, get, materialize, plan, serve, ui, validate
+from featurekube.cli import backfill, dev, discover, get, materialize, plan, serve, ui, validate
 
 __all__ = ["build_parser", "main", "render_error"]
 
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     materialize.register(commands)
     backfill.register(commands)
     get.register(commands)
+    discover.register(commands)
     serve.register(commands)
     ui.register(commands)
     dev.register(commands)

@@ -76,6 +76,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "spark": {"conf": {"spark.executor.memoryOverhead": "1g", "spark.ui.enabled": "false"}},
         "operator": {"logFormat": "plain", "verbose": True},
     },
+    "catalog": {
+        "catalog": {
+            "enabled": True,
+            "namespaces": ["{ns}"],
+            "prometheusUrl": "http://prometheus-operated.monitoring.svc:9090",
+            "ingress": {"enabled": True, "className": "nginx", "host": "features.example.com"},
+        }
+    },
 }
 
 
@@ -313,6 +321,51 @@ def test_monitoring_render(helm: Helm, tmp_path: Path) -> None:
     assert "featurekube_windows_failed_total" in alerts["FeaturekubeMaterializationFailed"]["expr"]
 
 
+def test_catalog_render(helm: Helm, tmp_path: Path) -> None:
+    from featurekube.cli import main
+
+    assert not [
+        d for d in helm.template({}, tmp_path) if d["metadata"]["name"].endswith("-catalog")
+    ]
+    docs = helm.template(_fill(VALUE_SETS["catalog"], "rides"), tmp_path)
+    catalog = _kinds([d for d in docs if d["metadata"]["name"] == "fk-featurekube-catalog"])
+    (deployment,) = catalog["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    # What the chart runs is a command line `featurekube ui` takes.
+    args = main.build_parser().parse_args([*container["command"][1:], *container["args"]])
+    assert (args.command, args.host, args.port, args.namespace) == (
+        "ui",
+        "0.0.0.0",
+        8080,
+        ["rides"],
+    )
+    assert args.prometheus == "http://prometheus-operated.monitoring.svc:9090"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # Read-only: get, list and watch on exactly what the catalog reads.
+    (role,) = catalog["ClusterRole"]
+    assert {v for rule in role["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}
+    assert {r for rule in role["rules"] for r in rule["resources"]} == {
+        "featureviews",
+        "featureservices",
+        "deployments",
+        "pods",
+    }
+    (binding,) = catalog["ClusterRoleBinding"]
+    (account,) = catalog["ServiceAccount"]
+    assert (
+        binding["subjects"][0]["name"] == account["metadata"]["name"] == pod["serviceAccountName"]
+    )
+    (service,) = catalog["Service"]
+    assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"] == "http"
+    (ingress,) = catalog["Ingress"]
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "features.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": service["metadata"]["name"], "port": {"name": "http"}}
+
+
 def test_irsa_render(helm: Helm, tmp_path: Path) -> None:
     values = copy.deepcopy(VALUE_SETS["irsa"])
     values["workloadNamespaces"] = ["rides"]
@@ -451,6 +504,7 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     "kube-public as a tenant": ({"workloadNamespaces": ["kube-public"]}, "/workloadNamespaces/0"),
     "replicas as text": ({"operator": {"replicas": "2"}}, "/operator/replicas"),
     "feature server auth": ({"featureServer": {"auth": "open"}}, "/featureServer/auth"),
+    "catalog refresh": ({"catalog": {"refreshSeconds": 0}}, "/catalog/refreshSeconds"),
 }
 
 

@@ -82,7 +82,7 @@ docs: venv ## Build the documentation site into build/docs; a warning fails the 
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 .PHONY: test
-test: venv platform-bin node-bin debian-base helm browser lint docs ## Everything: lint, the docs site, unit, integration (with a real node) and end-to-end tests on the local platform.
+test: venv platform-bin node-bin debian-base images helm browser lint docs ## Everything: lint, the docs site, unit, integration (with a real node) and end-to-end tests on the local platform.
 	$(BIN)/pytest tests
 
 .PHONY: bench
@@ -106,7 +106,9 @@ demo: venv platform-bin ## The whole loop on the local platform: define, materia
 	$(BIN)/python hack/demo.py
 
 .PHONY: images
-images: ## Build the operator, feature-server and Spark job images (needs Docker).
-	for image in operator feature-server spark; do \
-	  docker build -f images/$$image/Dockerfile -t ghcr.io/featurekube/$$image:0.1.0 . ; \
-	done
+images: venv debian-base ## Build the operator, feature-server and Spark images as OCI archives, without Docker (cached under ~/.cache/featurekube); LOAD=1 imports them into the running node.
+	$(BIN)/python hack/images/build.py $(if $(LOAD),--load)
+
+.PHONY: dockerfiles
+dockerfiles: venv ## Render images/*/Dockerfile from images/images.yaml (never edit them by hand).
+	$(BIN)/python hack/images/dockerfiles.py

@@ -126,7 +126,9 @@ def _step(kind: str, step: Step, body: Mapping[str, Any], memo: kopf.Memo) -> re
         raise
 
 
-def _post_events(body: Mapping[str, Any], outcome: reconcile.Outcome) -> None:
+def _post_events(
+    body: Mapping[str, Any], outcome: reconcile.Outcome, memo: kopf.Memo | None = None
+) -> None:
     # Bodies read through the API client are plain dicts; kopf wants its own wrapper.
     target = body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, dict(body)))
     for condition in outcome.events:
@@ -137,7 +139,14 @@ def _post_events(body: Mapping[str, Any], outcome: reconcile.Outcome) -> None:
             reason=condition["reason"],
             message=f"{condition['type']}={condition['status']}: {condition['message']}",
         )
+    context: reconcile.Context | None = memo.get("context") if memo is not None else None
+    uid = body["metadata"].get("uid") or ""
     for notice in outcome.notices:
+        # Two reconciles of one object at once (a timer and a change) find the same news.
+        if context and not context.metrics.count_run_once(
+            f"{uid}/{notice.reason}/{notice.message}"
+        ):
+            continue
         kopf.event(target, type=notice.type, reason=notice.reason, message=notice.message)
 
 
@@ -147,7 +156,7 @@ def _run(kind: str, step: Step, body: kopf.Body, patch: kopf.Patch, memo: kopf.M
     # The labels mirrored from the object's tags.
     for part, changes in outcome.metadata.items():
         patch.metadata.setdefault(part, {}).update(changes)
-    _post_events(body, outcome)
+    _post_events(body, outcome, memo)
 
 
 def _reconcile_now(
@@ -168,7 +177,7 @@ def _reconcile_now(
             meta["name"],
             outcome.metadata,
         )
-    _post_events(body, outcome)
+    _post_events(body, outcome, memo)
     return outcome
 
 

@@ -481,6 +481,30 @@ def test_the_json_api_answers_beside_the_pages(catalog: str, namespaces: tuple[s
     assert any(x["verdict"] == "warn" for x in view["expectations"])
 
 
+def test_a_change_shows_after_the_next_listing(
+    kube_api: kubernetes.client.ApiClient, catalog: str, namespaces: tuple[str, str]
+) -> None:
+    import json
+
+    shown, _ = namespaces
+    kubernetes.client.CustomObjectsApi(kube_api).patch_namespaced_custom_object(
+        v1alpha1.GROUP,
+        v1alpha1.VERSION,
+        shown,
+        "featureviews",
+        "rider-features",
+        {"spec": {"description": "Renamed for the catalog's refresh"}},
+    )
+
+    def found() -> bool:
+        query = f"{catalog}/api/search?q=renamed&namespace={shown}"
+        with urllib.request.urlopen(query) as answer:
+            return [h["name"] for h in json.load(answer)["hits"]] == ["rider-features"]
+
+    # Listed again within --refresh (1 s) of a page asking, in the background.
+    eventually(found, 20, "the changed description is found")
+
+
 def test_namespaces_the_viewer_may_not_list_are_skipped(
     platform: Endpoints,
     kube_api: kubernetes.client.ApiClient,

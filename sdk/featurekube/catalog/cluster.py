@@ -13,6 +13,7 @@ namespaces when it may list Namespaces, else those given, else its context's).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,7 @@ from featurekube.spec import v1alpha1
 
 __all__ = ["MAX_SCRAPED_PODS", "METRICS_PORT", "Listing", "Source"]
 
+_Resource = v1alpha1.FeatureView | v1alpha1.FeatureService
 TIMEOUT = (5.0, 30.0)
 """Seconds to connect to the API server, and to wait for one answer."""
 METRICS_PORT = 9090
@@ -77,6 +79,8 @@ class Source:
         self._listing: Listing | None = None
         self._lock = threading.Lock()
         self._refreshing = False
+        self._parsed: dict[tuple[str, str], tuple[str, _Resource | None]] = {}
+        self._fingerprint: object = None
 
     def listing(self) -> Listing:
         """The current listing: cached, refreshed in the background, or read now."""
@@ -131,22 +135,37 @@ class Source:
                     continue
                 bodies.extend(found)
                 namespaces.append(namespace)
-        views: list[v1alpha1.FeatureView] = []
-        services: list[v1alpha1.FeatureService] = []
+        # Parsing through the spec models costs far more than listing: an object whose
+        # resourceVersion has not changed since the last listing is not parsed again,
+        # and an unchanged cluster keeps its catalog and index.
+        known = self._parsed
+        parsed: dict[tuple[str, str], tuple[str, _Resource | None]] = {}
         for body in bodies:
-            parsed = _parse(body, skipped)
-            if isinstance(parsed, v1alpha1.FeatureView):
-                views.append(parsed)
-            elif isinstance(parsed, v1alpha1.FeatureService):
-                services.append(parsed)
+            meta = body.get("metadata") or {}
+            key = (str(body.get("kind")), str(meta.get("uid") or meta.get("name")))
+            version = str(meta.get("resourceVersion") or "")
+            kept = known.get(key)
+            if kept is not None and kept[1] is not None and version and kept[0] == version:
+                parsed[key] = kept
+            else:
+                parsed[key] = (version, _parse(body, skipped))
+        fingerprint = (frozenset((k, v) for k, (v, _) in parsed.items()), tuple(skipped))
+        previous = self._listing
+        finished = time.monotonic()
+        if previous is not None and fingerprint == self._fingerprint:
+            return dataclasses.replace(previous, read_at=finished, seconds=finished - began)
+        views = [r for _, r in parsed.values() if isinstance(r, v1alpha1.FeatureView)]
+        services = [r for _, r in parsed.values() if isinstance(r, v1alpha1.FeatureService)]
         if listed_cluster_wide:
             namespaces = sorted(
                 {v.metadata.namespace or "default" for v in views}
                 | {s.metadata.namespace or "default" for s in services}
             )
         catalog = model.build_catalog(views, services, namespaces, skipped)
+        index = search.Index(catalog.entries)
+        self._parsed, self._fingerprint = parsed, fingerprint
         finished = time.monotonic()
-        return Listing(catalog, search.Index(catalog.entries), finished, finished - began)
+        return Listing(catalog, index, finished, finished - began)
 
     def _listable_namespaces(self) -> list[str]:
         core = kubernetes.client.CoreV1Api(self.api)
@@ -238,9 +257,7 @@ class Source:
         return health, _metrics_urls(pods)
 
 
-def _parse(
-    body: dict[str, Any], skipped: list[str]
-) -> v1alpha1.FeatureView | v1alpha1.FeatureService | None:
+def _parse(body: dict[str, Any], skipped: list[str]) -> _Resource | None:
     kind = body.get("kind")
     meta = body.get("metadata") or {}
     where = f"{kind} {meta.get('namespace')}/{meta.get('name')}"

@@ -352,7 +352,9 @@ async def _stylesheet(request: web.Request) -> web.Response:
 
 async def _healthz(request: web.Request) -> web.Response:
     listing = await _listing(request)
-    return web.json_response({"objects": len(listing.catalog.entries)})
+    return web.json_response(
+        {"objects": len(listing.catalog.entries), "listingSeconds": round(listing.seconds, 4)}
+    )
 
 
 def _dumps(value: Any) -> str:

@@ -26,10 +26,12 @@ from featurekube.spec.v1alpha1 import durations
 from featurekube_operator.conditions import Condition
 
 __all__ = [
+    "DAILY_SPAN",
     "FRESH",
     "SAMPLE_SPAN",
     "SAMPLE_START",
     "SAMPLE_TICKS",
+    "WEEKLY_SPAN",
     "Freshness",
     "evaluate",
     "format_duration",
@@ -44,8 +46,14 @@ SAMPLE_START = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
 """Where the sample of a schedule's ticks starts: a fixed Monday, 1 January, so the
 interval of a schedule never depends on when it is computed."""
 SAMPLE_SPAN = dt.timedelta(days=400)
-"""How much of a schedule is sampled: over a year, so weekly, monthly and yearly
-patterns show their longest gap."""
+"""How much of a schedule that names days of the month or months is sampled: over a
+year, so monthly and yearly patterns show their longest gap."""
+WEEKLY_SPAN = dt.timedelta(days=8)
+"""How much of a schedule that names days of the week only is sampled: its ticks
+repeat every week."""
+DAILY_SPAN = dt.timedelta(days=2)
+"""How much of a schedule that names no days at all is sampled: its ticks repeat
+every day."""
 SAMPLE_TICKS = 10_000
 """At most this many ticks are sampled: a schedule that ticks every minute shows its
 weekly pattern within a week (10,000 minutes)."""
@@ -55,7 +63,9 @@ weekly pattern within a week (10,000 minutes)."""
 def schedule_interval(schedule: str) -> dt.timedelta:
     """The longest gap between two consecutive ticks of ``schedule`` (UTC cron).
 
-    Ticks are sampled from :data:`SAMPLE_START` over :data:`SAMPLE_SPAN`, at most
+    Ticks are sampled from :data:`SAMPLE_START` over as long as their pattern takes
+    to repeat (:data:`DAILY_SPAN`, :data:`WEEKLY_SPAN` for a schedule that names days of
+    the week, :data:`SAMPLE_SPAN` for one that names days of the month or months), at most
     :data:`SAMPLE_TICKS` of them, and always at least three (a schedule that ticks
     once every leap year is sampled for as long as that takes).
 
@@ -65,13 +75,18 @@ def schedule_interval(schedule: str) -> dt.timedelta:
     datetime.timedelta(days=2, seconds=57600)
     """
     ticks = croniter(schedule, SAMPLE_START - dt.timedelta(microseconds=1))
+    _, _, days, months, weekdays = ticks.expanded
+    if days != ["*"] or months != ["*"]:
+        span = SAMPLE_SPAN
+    else:
+        span = DAILY_SPAN if weekdays == ["*"] else WEEKLY_SPAN
     previous: dt.datetime = ticks.get_next(dt.datetime)
     longest = dt.timedelta(0)
     for count in range(1, SAMPLE_TICKS):
         tick: dt.datetime = ticks.get_next(dt.datetime)
         longest = max(longest, tick - previous)
         previous = tick
-        if count >= 2 and tick - SAMPLE_START >= SAMPLE_SPAN:
+        if count >= 2 and tick - SAMPLE_START >= span:
             break
     return longest
 

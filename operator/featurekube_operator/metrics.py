@@ -2,6 +2,9 @@
 
 Freshness is computed when scraped, from the end of each view's last materialized
 window, so it keeps growing while a view is stuck rather than freezing at its last value.
+A view's health (its freshness objective, the verdicts of its last window's
+expectation checks, its features' drift; see :mod:`.monitoring`) is set from its
+status on every reconcile, a whole view at a time.
 """
 
 from __future__ import annotations

@@ -123,7 +123,8 @@ def _unmanaged(ctx: Context, body: Mapping[str, Any], now: dt.datetime) -> Outco
         f"{', '.join(sorted(ctx.settings.excluded))} alone): nothing runs here; define "
         "feature views and services in a team's namespace"
     )
-    return _finish(body, {}, [Condition("Ready", False, NOT_MANAGED, message)], now)
+    outcome = _finish(body, {}, [Condition("Ready", False, NOT_MANAGED, message)], now)
+    return Outcome(outcome.status, outcome.events)  # nor are its tags made labels
 
 
 def _invalid(body: Mapping[str, Any], error: pydantic.ValidationError, now: dt.datetime) -> Outcome:

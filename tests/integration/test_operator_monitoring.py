@@ -1,7 +1,7 @@
 """What on-call and data scientists see of a view, with the operator running as it
 does (kopf handlers in-process, kopf.testing.KopfRunner) against the real API server:
-a Warn expectation broken by a window shows in status, a condition, an event and a
-metric; tags become labels; and ``featurekube list`` and ``describe`` find the view.
+a Warn expectation broken by a window, and a feature's drift over the threshold, show
+in status, a condition, an event and a metric; tags become labels; and ``featurekube list`` and ``describe`` find the view.
 The Spark Operator and the kubelet are played by writing the application's status and
 its driver pod with the job's report as termination message."""
 
@@ -47,7 +47,10 @@ VIEW: dict[str, Any] = {
         "expectations": [
             {"feature": "trips_1h", "notNull": True, "max": 40, "onViolation": "Warn"},
         ],
-        "monitoring": {"freshnessObjective": "400d"},
+        "monitoring": {
+            "freshnessObjective": "400d",
+            "drift": {"reference": {"trainingPull": "eta-2026-01"}, "threshold": 0.2},
+        },
         "deletionPolicy": "Delete",
     },
 }
@@ -64,6 +67,7 @@ REPORT = {
             "message": "2 rows of trips_1h are above max 40",
         }
     ],
+    "drift": {"trips_1h": 0.35},
 }
 
 
@@ -173,6 +177,14 @@ def test_a_broken_warn_expectation_tags_and_discovery(
     met = _condition(view(), "ExpectationsMet")
     assert met is not None and (met["status"], met["reason"]) == ("False", "WarnViolations")
     assert "trips_1h" in met["message"]
+    assert status["drift"] == [
+        {"feature": "trips_1h", "psi": 0.35, "drifted": True, "windowStart": window_start}
+    ]
+    drifted = _condition(view(), "Drifted")
+    assert drifted is not None and (drifted["status"], drifted["reason"]) == (
+        "True",
+        "DriftOverThreshold",
+    )
     fresh = _condition(view(), "Fresh")
     assert fresh is not None and fresh["status"] == "True"
     assert view()["status"]["freshness"]["objective"] == "400d"
@@ -192,6 +204,12 @@ def test_a_broken_warn_expectation_tags_and_discovery(
     assert len(violated) == 1 and violated[0].type == "Warning"
     assert "2 rows of trips_1h are above max 40 (onViolation: Warn)" in violated[0].message
     (untagged,) = [e for e in events() if e.reason == "TagNotLabelled"]
+    (drift_event,) = _eventually(
+        lambda: [e for e in events() if e.reason == "DriftOverThreshold"],
+        30,
+        "a Warning event for the drifted feature",
+    )
+    assert drift_event.type == "Warning" and "trips_1h (0.350)" in drift_event.message
     assert "cost center" in untagged.message and untagged.type == "Warning"
 
     metrics = (
@@ -203,6 +221,9 @@ def test_a_broken_warn_expectation_tags_and_discovery(
     )
     assert f"featurekube_expectation_violation_rows{{{labels_text}}} 2.0" in metrics
     assert f"featurekube_expectation_violating_windows_total{{{labels_text}}} 1.0" in metrics
+    view_labels = f'feature_view="{NAME}",namespace="{namespace}"'
+    assert f'featurekube_feature_drift_psi{{feature="trips_1h",{view_labels}}} 0.35' in metrics
+    assert f"featurekube_feature_drift_threshold{{{view_labels}}} 0.2" in metrics
     assert (
         f'featurekube_feature_view_freshness_objective_seconds{{feature_view="{NAME}",'
         f'namespace="{namespace}"}} 3.456e+07'

@@ -1,9 +1,10 @@
 """What on-call and data scientists see of a view, with the operator running as it
 does (kopf handlers in-process, kopf.testing.KopfRunner) against the real API server:
 a Warn expectation broken by a window, and a feature's drift over the threshold, show
-in status, a condition, an event and a metric; tags become labels; and ``featurekube list`` and ``describe`` find the view.
-The Spark Operator and the kubelet are played by writing the application's status and
-its driver pod with the job's report as termination message."""
+in status, a condition, an event and a metric; tags become labels; and ``featurekube
+list`` and ``describe`` find the view. The Spark Operator and the kubelet are played by
+writing the application's status and its driver pod with the job's report as
+termination message."""
 
 from __future__ import annotations
 

@@ -331,6 +331,90 @@ class FeatureStore:
         plan.compile_transformations(join_plan)
         return HistoricalFeatures(join_plan, entities, settings)
 
+    def save_reference(
+        self,
+        name: str,
+        training: HistoricalFeatures | pa.Table | pd.DataFrame,
+        *,
+        view: str | Sequence[str] | None = None,
+        prefix: str = "",
+        storage_options: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        """Save the distribution of a training pull's features as the drift reference
+        ``name``: a view whose ``spec.monitoring.drift.reference.trainingPull`` is
+        ``name`` then measures each window's drift (PSI) against it
+        (docs/monitoring.md). Saving under a name used before replaces it.
+
+        ``training`` is what :meth:`get_historical_features` returned (its columns
+        are mapped back to their views' features, prefixes and all; ``view`` keeps
+        only the views named, ``"name"`` or ``"namespace/name"``), or the pull's rows
+        as a pyarrow Table or pandas DataFrame, with ``view`` naming the one view they
+        come from and ``prefix`` what its feature columns are prefixed with. Each
+        view's profile is stored beside the offline table of the version the pull
+        read; a view's new version needs the reference saved again.
+
+        Returns, per view (``namespace/name``), the offline table the reference was
+        stored for. Raises :class:`DefinitionsError` for a name that is not a DNS
+        label or a frame of over 100 million rows,
+        :class:`plan.FeatureReferenceError` when no feature column is found, and
+        :class:`featurekube.errors.OfflineWriteError` when it cannot be stored.
+        """
+        import pyarrow as pa
+
+        from featurekube.monitoring import references
+
+        wanted = [view] if isinstance(view, str) else list(view or ())
+        targets: list[tuple[str, str, list[tuple[str, str, str]]]] = []
+        if isinstance(training, HistoricalFeatures):
+            table = training.to_arrow()
+            for join in training.plan.views:
+                label = f"{join.namespace}/{join.name}"
+                if wanted and not {join.name, label} & set(wanted):
+                    continue
+                columns = [(f.output, f.name, f.type) for f in join.features]
+                targets.append((label, join.table_uri, columns))
+            if wanted and len(targets) < len(wanted):
+                raise plan.FeatureReferenceError(
+                    f"reference {name!r}: the training pull reads "
+                    f"{', '.join(f'{v.namespace}/{v.name}' for v in training.plan.views)}, "
+                    f"not every one of {', '.join(wanted)}"
+                )
+        else:
+            if len(wanted) != 1:
+                raise plan.FeatureReferenceError(
+                    f"reference {name!r}: rows given as a table need view='NAME', the one "
+                    "feature view their feature columns come from"
+                )
+            table = training if isinstance(training, pa.Table) else pa.Table.from_pandas(training)
+            namespace, _, view_name = wanted[0].rpartition("/")
+            found = self.get_feature_view(view_name, namespace or None)
+            label = f"{found.metadata.namespace or 'default'}/{view_name}"
+            columns = [
+                (f"{prefix}{feature}", feature, value_type)
+                for feature, value_type in found.spec.feature_types().items()
+                if f"{prefix}{feature}" in table.column_names
+            ]
+            if not columns:
+                raise plan.FeatureReferenceError(
+                    f"reference {name!r}: the rows have no column of a feature of "
+                    f"FeatureView {label} (looked for "
+                    f"{', '.join(prefix + f for f in found.spec.feature_names)}); pass the "
+                    "prefix their columns carry, prefix='...'"
+                )
+            targets.append((label, self.offline_table(view_name, namespace or None), columns))
+        saved: dict[str, str] = {}
+        for label, table_uri, columns in targets:
+            references.save_training_reference(
+                name,
+                table,
+                columns,
+                table_uri,
+                storage_options=storage_options,
+                view_label=f"FeatureView {label}",
+            )
+            saved[label] = table_uri
+        return saved
+
 
 class HistoricalFeatures:
     """A training set: entity rows with their point-in-time features, computed when

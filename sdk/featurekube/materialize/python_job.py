@@ -24,6 +24,8 @@ as :mod:`featurekube.materialize.spark_job`, step for step, and gives the same r
    one commit, through :mod:`featurekube.writer` as Spark's job does, in the order of
    :mod:`featurekube.materialize.publish`: the window is recorded as pending online
    before step 1, and the record removed after the commit.
+5. compute the window's statistics and drift and store them
+   (:mod:`featurekube.materialize.monitor`), which never fails the published window.
 
 DuckDB runs in UTC, with a memory limit and a spill directory (:class:`PythonSettings`).
 """
@@ -43,13 +45,23 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from featurekube.materialize import aggregate, publish, report, tile_store, tiles, translate
+from featurekube.materialize import (
+    aggregate,
+    monitor,
+    publish,
+    report,
+    tile_store,
+    tiles,
+    translate,
+)
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
     SourceError,
     SourceSchemaError,
     TransformationError,
 )
+from featurekube.monitoring import drift, profiling
+from featurekube.monitoring import stats as monitoring_stats
 from featurekube.offline import layout as offline_layout
 from featurekube.spec import v1alpha1
 from featurekube.writer import offline as offline_writer
@@ -212,6 +224,14 @@ def run(
             result.timings["offline_write"] = offline_write.seconds
     publication.complete()
     result.published = True
+    monitor.record(
+        plan,
+        result,
+        lambda reference: _window_statistics(rows, plan, reference, settings),
+        offline_uri=offline_uri,
+        storage_options=storage_options,
+        now=ingested,
+    )
     return result
 
 
@@ -641,6 +661,20 @@ def _statistics(
             high = None if high is None else planning.from_micros(high)
         stats[name] = report.FeatureStats(nulls, low, high)
     return _Statistics(stats, [int(next(values) or 0) for _ in checks])
+
+
+def _window_statistics(
+    rows: pa.Table,
+    plan: planning.MaterializationPlan,
+    reference: drift.ReferenceProfile | None,
+    settings: PythonSettings,
+) -> list[monitoring_stats.FeatureStatistics]:
+    """The statistics of the rows written offline, for the statistics table
+    (:mod:`featurekube.materialize.monitor`), with PSI against ``reference``."""
+    columns = [(name, name, type_) for name, type_ in plan.features]
+    with _connection(settings) as connection:
+        connection.register("__written", rows)
+        return profiling.window_statistics(connection, "__written", columns, reference)
 
 
 # -- small helpers ---------------------------------------------------------------------------

@@ -15,13 +15,26 @@ the view's status. Its shape::
      "features": {"rating": {"nulls": 3, "min": 3.1, "max": 5.0}, ...},
      "violations": [{"feature": "rating", "check": "max", "rows": 2, "onViolation": "Fail",
                      "message": "2 rows of rating are above max 5"}],
-     "timingsSeconds": {"read_compute": 4.2, "offline_write": 1.1, ...},
+     "drift": {"rating": 0.031, "vehicle_type": 0.27},   # PSI per feature, or null
+     "notes": ["drift not computed: ..."],   # what went wrong after publishing, if anything
+     "timingsSeconds": {"read_compute": 4.2, "offline_write": 1.1, "statistics": 0.2, ...},
      "error": null, "errorType": null}      # errorType: the failure's class, if any
 
 ``rows.read`` counts the source rows of the read range after the transformation (for
 aggregations, the lookback included); ``rows.offline`` the rows written to the offline
 table; ``rows.online`` the entities written online. Statistics and checks are over the
-rows written offline. A float NaN or infinity is written as the string ``"NaN"``,
+rows written offline.
+
+``drift`` is null unless the view declares ``spec.monitoring.drift`` and its reference
+profile was found: then it maps each feature with a PSI
+(:mod:`featurekube.monitoring.drift`) to it, rounded to 4 decimals; a feature the
+reference has no values of, or without values in the window, is absent. The window's
+full statistics go to the version's statistics table
+(:mod:`featurekube.monitoring.stats_store`), after the offline commit; ``notes`` says,
+in words, why drift was not computed (no saved training-pull reference, a period not
+over yet) or statistics were not stored — neither fails nor un-publishes the window.
+
+A float NaN or infinity is written as the string ``"NaN"``,
 ``"Infinity"`` or ``"-Infinity"``; timestamps as ISO 8601 in UTC.
 """
 
@@ -212,6 +225,10 @@ class MaterializationReport:
     error_type: str | None = None
     """The class of the error that failed the run (a :mod:`featurekube.errors` name,
     or Spark's), from which the operator judges whether a retry can heal it."""
+    drift: dict[str, float] | None = None
+    """Feature -> PSI against the view's drift reference; None: not computed."""
+    notes: list[str] = field(default_factory=list)
+    """What went wrong after publishing (statistics, drift), in words."""
 
     @property
     def failed_checks(self) -> list[Violation]:
@@ -232,6 +249,10 @@ class MaterializationReport:
             "onlineStale": self.online_stale,
             "features": {name: stats.to_json() for name, stats in self.features.items()},
             "violations": [v.to_json() for v in self.violations],
+            "drift": None
+            if self.drift is None
+            else {name: round(psi, 4) for name, psi in self.drift.items()},
+            "notes": list(self.notes),
             "timingsSeconds": {k: round(v, 3) for k, v in self.timings.items()},
             "error": self.error,
             "errorType": self.error_type,
@@ -241,16 +262,24 @@ class MaterializationReport:
         """The report as JSON of at most ``limit`` bytes, for a termination message.
 
         What does not fit is left out, least useful first: the per-feature statistics,
-        then the violations, the timings, then the error's text is cut short; the
-        window, ``published`` and the row counts are always there.
+        the notes, the violations, the timings, then ``drift`` keeps its largest PSIs
+        only (``driftTruncated``), then the error's text is cut short; the window,
+        ``published`` and the row counts are always there.
         """
         body = self.to_json()
-        for key in ("features", "violations", "timingsSeconds"):
+        for key in ("features", "notes", "violations", "timingsSeconds"):
             text = _compact(body)
             if len(text.encode()) <= limit:
                 return text
             body[key] = None
             body["truncated"] = True
+        drift = body.get("drift")
+        if drift and len(_compact(body).encode()) > limit:
+            largest = sorted(drift.items(), key=lambda item: (-item[1], item[0]))
+            body["driftTruncated"] = True
+            while largest and len(_compact(body).encode()) > limit:
+                largest = largest[: len(largest) // 2]
+                body["drift"] = dict(largest)
         error = str(body.get("error") or "")
         while len(_compact(body).encode()) > limit and error:
             error = error[: len(error) // 2]

@@ -19,6 +19,10 @@
    :mod:`featurekube.materialize.publish`: the window is recorded as pending online
    before step 1, and the record removed once the commit is done, so no reader sees
    a window that is not complete in both stores.
+5. compute the window's statistics and drift, by the definitions of
+   :mod:`featurekube.monitoring.stats` exactly as the python engine does, and store
+   them (:mod:`featurekube.materialize.monitor`), which never fails the published
+   window.
 
 The rows reach the writers through the driver, a bounded chunk at a time (entities
 hashed into ``ceil(rows / chunk_rows)`` chunks of a cached result), so the driver's
@@ -41,13 +45,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from featurekube.materialize import aggregate, publish, report, tile_store
+from featurekube.materialize import aggregate, monitor, publish, report, tile_store
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
     SourceError,
     SourceSchemaError,
     TransformationError,
 )
+from featurekube.monitoring import drift
+from featurekube.monitoring import stats as monitoring_stats
 from featurekube.offline import layout as offline_layout
 from featurekube.spec import v1alpha1
 from featurekube.writer import offline as offline_writer
@@ -177,6 +183,14 @@ def run(
                 result.timings["offline_write"] = time.perf_counter() - began
             publication.complete()
             result.published = True
+            monitor.record(
+                plan,
+                result,
+                lambda reference: _window_statistics(offline_rows, plan, reference),
+                offline_uri=offline_uri,
+                storage_options=storage_options,
+                now=ingested,
+            )
         finally:
             cached.unpersist()
             if events is not None:
@@ -465,6 +479,124 @@ def _statistics(
         features=stats,
         offending=[int(found[f"c{i}"] or 0) for i in range(len(checks))],
     )
+
+
+def _window_statistics(
+    rows: DataFrame,
+    plan: planning.MaterializationPlan,
+    reference: drift.ReferenceProfile | None,
+) -> list[monitoring_stats.FeatureStatistics]:
+    """The statistics of the rows written offline (cached), with PSI against
+    ``reference``: one aggregate over the rows, and one grouped query for the top
+    values of categorical features — the definitions and results of
+    :func:`featurekube.monitoring.profiling.window_statistics`."""
+    from pyspark.sql import functions as F
+
+    def count_if(condition: Column) -> Column:
+        return F.sum(F.when(condition, 1).otherwise(0))
+
+    levels = ", ".join(f"{level!r}D" for level in monitoring_stats.PROBE_LEVELS)
+    exprs: list[Column] = [F.count(F.lit(1)).alias("rows")]
+    profiles: dict[str, drift.FeatureProfile] = {}
+    for index, (name, type_) in enumerate(plan.features):
+        column = F.col(f"`{name}`")
+        kind = monitoring_stats.kind_of(type_)
+        exprs += [F.count(column).alias(f"c{index}"), count_if(column.isNull()).alias(f"n{index}")]
+        if kind == "numeric":
+            number = column.cast("double")
+            quoted = "`" + name.replace("`", "``") + "`"
+            exprs += [
+                F.min(column).cast("double").alias(f"lo{index}"),
+                F.max(column).cast("double").alias(f"hi{index}"),
+                F.avg(number).alias(f"mean{index}"),
+                F.stddev_samp(number).alias(f"sd{index}"),
+                F.expr(f"percentile_disc(array({levels})) WITHIN GROUP (ORDER BY {quoted})").alias(
+                    f"q{index}"
+                ),
+            ]
+        found = reference.features.get(name) if reference is not None else None
+        if found is None or found.type != type_:
+            continue
+        profiles[name] = found
+        if found.kind == "categorical":
+            text = column.cast("string")
+            conditions = [text == F.lit(value) for value in found.values]
+        else:
+            number = column.cast("double")
+            conditions = []
+            for bin_ in range(len(found.edges) + 1):
+                condition = ~F.isnan(number) if bin_ == len(found.edges) else None
+                if bin_ > 0:
+                    above = number > F.lit(found.edges[bin_ - 1])
+                    condition = above if condition is None else condition & above
+                if bin_ < len(found.edges):
+                    below = number <= F.lit(found.edges[bin_])
+                    condition = below if condition is None else condition & below
+                assert condition is not None
+                conditions.append(condition)
+        exprs += [count_if(c).alias(f"b{index}_{i}") for i, c in enumerate(conditions)]
+    row = rows.agg(*exprs).first()
+    assert row is not None
+    top = _top_values(rows, plan)
+    out = []
+    for index, (name, type_) in enumerate(plan.features):
+        kind = monitoring_stats.kind_of(type_)
+        count = int(row[f"c{index}"] or 0)
+        numeric = kind == "numeric"
+        quantiles = row[f"q{index}"] if numeric else None
+        psi = None
+        profile = profiles.get(name)
+        if profile is not None:
+            bins = len(profile.edges) + 1 if profile.kind == "numeric" else len(profile.values)
+            counts = [int(row[f"b{index}_{i}"] or 0) for i in range(bins)]
+            if profile.kind == "categorical":
+                counts.append(count - sum(counts))
+            psi = drift.psi(profile.fractions, counts)
+        out.append(
+            monitoring_stats.FeatureStatistics(
+                feature=name,
+                type=type_,
+                count=count,
+                nulls=int(row[f"n{index}"] or 0),
+                min=row[f"lo{index}"] if numeric else None,
+                max=row[f"hi{index}"] if numeric else None,
+                mean=row[f"mean{index}"] if numeric else None,
+                stddev=row[f"sd{index}"] if numeric else None,
+                quantiles=None if quantiles is None else [float(q) for q in quantiles],
+                top_values=top.get(name) if kind == "categorical" else None,
+                psi=psi,
+            )
+        )
+    return out
+
+
+def _top_values(
+    rows: DataFrame, plan: planning.MaterializationPlan
+) -> dict[str, list[tuple[str, int]]]:
+    """Each categorical feature's most frequent values, most frequent first, ties by
+    value: one job over the cached rows."""
+    from functools import reduce
+
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    names = [n for n, t in plan.features if monitoring_stats.kind_of(t) == "categorical"]
+    if not names:
+        return {}
+    parts = [
+        rows.where(F.col(f"`{name}`").isNotNull())
+        .groupBy(F.col(f"`{name}`").cast("string").alias("value"))
+        .agg(F.count(F.lit(1)).alias("n"))
+        .select(F.lit(name).alias("col"), "value", "n")
+        for name in names
+    ]
+    union = reduce(lambda a, b: a.unionByName(b), parts)
+    order = Window.partitionBy("col").orderBy(F.desc("n"), F.asc("value"))
+    ranked = union.withColumn("rank", F.row_number().over(order))
+    found: dict[str, dict[str, int]] = {name: {} for name in names}
+    for item in ranked.where(F.col("rank") <= monitoring_stats.TOP_VALUES).collect():
+        found[item["col"]][item["value"]] = int(item["n"])
+    return {name: monitoring_stats.rank_top_values(counts) for name, counts in found.items()}
 
 
 # -- to the writers ------------------------------------------------------------------------------

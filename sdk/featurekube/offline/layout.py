@@ -16,6 +16,9 @@ An aggregation view's version also keeps its tiles — per-interval partial aggr
 see :mod:`featurekube.materialize.tiles` — in a Delta table of their own under the
 offline table's directory (:func:`tiles_uri`): a Delta reader of the offline table
 never sees them (it reads only the files its log names), and they go with the version.
+So do its per-window statistics (:func:`stats_uri`) and the drift reference profiles
+its windows are compared with (:func:`references_uri`), see
+:mod:`featurekube.monitoring`.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ __all__ = [
     "EVENT_TIMESTAMP",
     "INGESTION_TIMESTAMP",
     "LATEST_EVENT_TIMESTAMP",
+    "REFERENCES_DIRECTORY",
     "RESERVED",
+    "STATS_DIRECTORY",
     "TILES_DIRECTORY",
+    "references_uri",
+    "stats_uri",
     "table_uri",
     "tiles_uri",
     "view_directory",
@@ -44,6 +51,10 @@ RESERVED = frozenset(
 """Column names no join key or feature may take."""
 TILES_DIRECTORY = "_tiles"
 """Where a version's tiles live, under its offline table."""
+STATS_DIRECTORY = "_stats"
+"""Where a version's per-window statistics live, under its offline table."""
+REFERENCES_DIRECTORY = "_references"
+"""Where a version's drift reference profiles live, under its offline table."""
 
 
 def view_directory(root: str, namespace: str, view: str) -> str:
@@ -67,3 +78,22 @@ def tiles_uri(offline_uri: str) -> str:
     's3://lake/offline/rides/driver-trip-stats/v2/_tiles'
     """
     return f"{offline_uri.rstrip('/')}/{TILES_DIRECTORY}"
+
+
+def stats_uri(offline_uri: str) -> str:
+    """The statistics table of the view version whose offline table is ``offline_uri``.
+
+    >>> stats_uri("s3://lake/offline/rides/driver-trip-stats/v2/")
+    's3://lake/offline/rides/driver-trip-stats/v2/_stats'
+    """
+    return f"{offline_uri.rstrip('/')}/{STATS_DIRECTORY}"
+
+
+def references_uri(offline_uri: str) -> str:
+    """The drift reference profiles of the view version whose offline table is
+    ``offline_uri``.
+
+    >>> references_uri("s3://lake/offline/rides/driver-trip-stats/v2")
+    's3://lake/offline/rides/driver-trip-stats/v2/_references'
+    """
+    return f"{offline_uri.rstrip('/')}/{REFERENCES_DIRECTORY}"

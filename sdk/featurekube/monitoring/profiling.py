@@ -1,0 +1,229 @@
+"""Statistics and reference profiles computed with DuckDB over a registered relation;
+no I/O of its own (the caller registers Arrow data or a dataset).
+
+:func:`window_statistics` is the python engine's (Spark's job computes the same with
+the same definitions, :mod:`featurekube.materialize.spark_job`); :func:`profile` makes
+a reference profile, for both engines, from a period of a view's offline rows or from
+a training pull. Each takes one aggregate query over the relation, and one grouped
+query for the top values of categorical features.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from featurekube.monitoring import drift, stats
+
+__all__ = ["Column", "profile", "window_statistics"]
+
+Column = tuple[str, str, str]
+"""A column to describe: (column name in the relation, feature name, value type)."""
+
+
+def window_statistics(
+    connection: duckdb.DuckDBPyConnection,
+    relation: str,
+    columns: Sequence[Column],
+    reference: drift.ReferenceProfile | None = None,
+) -> list[stats.FeatureStatistics]:
+    """Each column's statistics over ``relation``, with its PSI against ``reference``
+    when that profiles the feature."""
+    exprs: list[str] = []
+    for column, feature, type_ in columns:
+        c = _q(column)
+        exprs += [f"count({c})", f"count(*) FILTER (WHERE {c} IS NULL)"]
+        if stats.kind_of(type_) == "numeric":
+            levels = ", ".join(_double(level) for level in stats.PROBE_LEVELS)
+            exprs += [
+                f"CAST(min({c}) AS DOUBLE)",
+                f"CAST(max({c}) AS DOUBLE)",
+                f"avg(CAST({c} AS DOUBLE))",
+                f"stddev_samp(CAST({c} AS DOUBLE))",
+                f"CAST(quantile_disc({c}, [{levels}]) AS DOUBLE[])",
+            ]
+        exprs += _bin_counts(c, _profile_of(reference, feature, type_))
+    found = _one_row(connection, f"SELECT {', '.join(exprs) or '1'} FROM {relation}")
+    top = _top_values(connection, relation, columns)
+    values = iter(found)
+    out = []
+    for column, feature, type_ in columns:
+        count, nulls = int(next(values)), int(next(values))
+        numbers: list[Any] = [None] * 5
+        if stats.kind_of(type_) == "numeric":
+            numbers = [next(values) for _ in range(5)]
+        feature_profile = _profile_of(reference, feature, type_)
+        psi = None
+        if feature_profile is not None:
+            categorical = feature_profile.kind == "categorical"
+            bins = [int(next(values)) for _ in range(len(feature_profile.fractions) - categorical)]
+            if categorical:
+                bins.append(count - sum(bins))
+            psi = drift.psi(feature_profile.fractions, bins)
+        out.append(
+            stats.FeatureStatistics(
+                feature=feature,
+                type=type_,
+                count=count,
+                nulls=nulls,
+                min=numbers[0],
+                max=numbers[1],
+                mean=numbers[2],
+                stddev=numbers[3],
+                quantiles=numbers[4],
+                top_values=top.get(column) if stats.kind_of(type_) == "categorical" else None,
+                psi=psi,
+            )
+        )
+    return out
+
+
+def profile(
+    connection: duckdb.DuckDBPyConnection,
+    relation: str,
+    columns: Sequence[Column],
+    *,
+    key: str,
+    fingerprint: str,
+    description: str,
+    computed_at: dt.datetime,
+) -> drift.ReferenceProfile:
+    """The reference profile of ``relation``'s columns: numeric ones binned at their
+    deciles, categorical ones by their top values. A column without a value is left
+    out (a window's PSI for it is then null)."""
+    numeric = [c for c in columns if stats.kind_of(c[2]) == "numeric"]
+    features: dict[str, drift.FeatureProfile] = {}
+    if numeric:
+        levels = ", ".join(_double(level) for level in drift.DECILE_LEVELS)
+        exprs = []
+        for column, _, _ in numeric:
+            c = _q(column)
+            finite = f"NOT isnan(CAST({c} AS DOUBLE))"
+            exprs += [
+                f"count({c}) FILTER (WHERE {finite})",
+                f"CAST(quantile_disc({c}, [{levels}]) FILTER (WHERE {finite}) AS DOUBLE[])",
+            ]
+        found = iter(_one_row(connection, f"SELECT {', '.join(exprs)} FROM {relation}"))
+        edges: dict[str, tuple[float, ...]] = {}
+        for column, _, _ in numeric:
+            count, deciles = int(next(found)), next(found)
+            if count:
+                edges[column] = drift.cut_points(deciles)
+        binned = [c for c in numeric if c[0] in edges]
+        if binned:
+            exprs = []
+            for column, feature, type_ in binned:
+                partial = drift.FeatureProfile(
+                    feature, type_, "numeric", 0, (0.0,) * (len(edges[column]) + 1), edges[column]
+                )
+                exprs += _bin_counts(_q(column), partial, last=True)
+            found = iter(_one_row(connection, f"SELECT {', '.join(exprs)} FROM {relation}"))
+            for column, feature, type_ in binned:
+                counts = [int(next(found)) for _ in range(len(edges[column]) + 1)]
+                total = sum(counts)
+                features[feature] = drift.FeatureProfile(
+                    feature,
+                    type_,
+                    "numeric",
+                    total,
+                    tuple(n / total for n in counts),
+                    edges=edges[column],
+                )
+    categorical = [c for c in columns if stats.kind_of(c[2]) == "categorical"]
+    if categorical:
+        exprs = [f"count({_q(column)})" for column, _, _ in categorical]
+        totals = _one_row(connection, f"SELECT {', '.join(exprs)} FROM {relation}")
+        top = _top_values(connection, relation, categorical)
+        for (column, feature, type_), total in zip(categorical, totals, strict=True):
+            if not total:
+                continue
+            # A value too long to keep goes to the "other" bin, here and in windows.
+            kept = [(v, n) for v, n in top.get(column, []) if len(v) <= stats.MAX_VALUE_LENGTH]
+            shares = [n / total for _, n in kept]
+            features[feature] = drift.FeatureProfile(
+                feature,
+                type_,
+                "categorical",
+                int(total),
+                (*shares, max(0.0, (total - sum(n for _, n in kept)) / total)),
+                values=tuple(v for v, _ in kept),
+            )
+    return drift.ReferenceProfile(key, fingerprint, description, computed_at, features)
+
+
+def _profile_of(
+    reference: drift.ReferenceProfile | None, feature: str, type_: str
+) -> drift.FeatureProfile | None:
+    """The feature's profile in ``reference``, if it was made for the same type."""
+    if reference is None:
+        return None
+    found = reference.features.get(feature)
+    return found if found is not None and found.type == type_ else None
+
+
+def _bin_counts(c: str, profile: drift.FeatureProfile | None, *, last: bool = False) -> list[str]:
+    """Counts of a column's values per bin of ``profile``; for a categorical one, all
+    bins but "other" (the caller knows the total), unless ``last``."""
+    if profile is None:
+        return []
+    if profile.kind == "categorical":
+        text = f"CAST({c} AS VARCHAR)"
+        return [f"count(*) FILTER (WHERE {text} = {_literal(v)})" for v in profile.values]
+    number = f"CAST({c} AS DOUBLE)"
+    bounds = [_double(e) for e in profile.edges]
+    out = []
+    for index in range(len(bounds) + 1):
+        conditions = []
+        if index > 0:
+            conditions.append(f"{number} > {bounds[index - 1]}")
+        if index < len(bounds):
+            conditions.append(f"{number} <= {bounds[index]}")
+        else:
+            conditions.append(f"NOT isnan({number})")
+        out.append(f"count(*) FILTER (WHERE {' AND '.join(conditions)})")
+    return out
+
+
+def _top_values(
+    connection: duckdb.DuckDBPyConnection, relation: str, columns: Sequence[Column]
+) -> dict[str, list[tuple[str, int]]]:
+    """Each categorical column's most frequent values, in one query."""
+    parts = [
+        f"SELECT {_literal(column)} AS col, CAST({_q(column)} AS VARCHAR) AS value, "
+        f"count(*) AS n FROM {relation} WHERE {_q(column)} IS NOT NULL GROUP BY 2"
+        for column, _, type_ in columns
+        if stats.kind_of(type_) == "categorical"
+    ]
+    if not parts:
+        return {}
+    sql = (
+        f"SELECT col, value, n FROM ({' UNION ALL '.join(parts)}) "
+        f"QUALIFY row_number() OVER (PARTITION BY col ORDER BY n DESC, value) "
+        f"<= {stats.TOP_VALUES} ORDER BY col, n DESC, value"
+    )
+    out: dict[str, list[tuple[str, int]]] = {c: [] for c, _, t in columns if stats.kind_of(t)}
+    for column, value, n in connection.execute(sql).fetchall():
+        out[column].append((value, int(n)))
+    return {column: stats.rank_top_values(dict(found)) for column, found in out.items()}
+
+
+def _one_row(connection: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
+    row = connection.execute(sql).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _double(value: float) -> str:
+    # From text: DuckDB parses a decimal literal as DECIMAL, whose conversion may round.
+    return f"CAST({_literal(repr(float(value)))} AS DOUBLE)"

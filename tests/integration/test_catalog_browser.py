@@ -10,6 +10,7 @@ screenshots are kept under build/test-artifacts/catalog/.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -52,6 +53,41 @@ CHROMIUM_ARGS = [
 HOSTILE = '<script>window.__owned = 1</script><img src=x onerror="window.__owned = 2">'
 WINDOW = "2026-03-01T10:00:00Z"
 TIMEOUT_MS = 20_000
+TEST_BUCKET = "featurekube-test"
+
+
+def _write_statistics(offline_uri: str) -> None:
+    """Three hourly windows of two features' statistics, written as the materialization
+    job writes them, into the view version's _stats table on the platform's S3."""
+    from featurekube.monitoring import stats, stats_store
+
+    store = stats_store.StatsStore(offline_uri)
+    start = dt.datetime(2026, 3, 1, 8, tzinfo=dt.UTC)
+    for hour in range(3):
+        window = start + dt.timedelta(hours=hour)
+        features = [
+            stats.FeatureStatistics(
+                feature="avg_trip_speed_kmh_7d",
+                type="float64",
+                count=200,
+                nulls=2,
+                min=5.0,
+                max=90.0,
+                mean=30.0 + hour * 5,
+                stddev=8.0,
+                quantiles=[5.0 + 4 * q for q in range(21)],
+                psi=0.05 + hour * 0.13,
+            ),
+            stats.FeatureStatistics(
+                feature="last_dropoff_zone_id_30m", type="int64", count=200, nulls=0,
+                min=1.0, max=40.0, mean=17.5, stddev=9.0,
+                quantiles=[1.0 + 2 * q for q in range(21)],
+            ),
+        ]  # fmt: skip
+        table = stats.statistics_table(
+            window, window + dt.timedelta(hours=1), features, engine="python", written_at=window
+        )
+        store.replace_window(table, window)
 
 
 def _example(name: str, namespace: str) -> dict[str, Any]:
@@ -91,7 +127,7 @@ def _view_status(namespace: str) -> dict[str, Any]:
             }
         ],
         "version": 2,
-        "offlineUri": f"s3://featurekube-test/catalog/{namespace}/driver-trip-stats/v2",
+        "offlineUri": f"s3://{TEST_BUCKET}/catalog/{namespace}/driver-trip-stats/v2",
         "lastMaterializedWindow": {"start": WINDOW, "end": "2026-03-01T11:00:00Z"},
         "servingVersions": [2],
         "progress": [
@@ -141,7 +177,9 @@ def _view_status(namespace: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def namespaces(kube_api: kubernetes.client.ApiClient) -> Iterator[tuple[str, str]]:
+def namespaces(
+    kube_api: kubernetes.client.ApiClient, test_bucket: str
+) -> Iterator[tuple[str, str]]:
     """Two namespaces: the examples with status in the first, one view in the second."""
     core = kubernetes.client.CoreV1Api(kube_api)
     suffix = uuid.uuid4().hex[:6]
@@ -161,6 +199,7 @@ def namespaces(kube_api: kubernetes.client.ApiClient) -> Iterator[tuple[str, str
     }
     trip_stats["status"] = _view_status(shown)
     _create(kube_api, trip_stats)
+    _write_statistics(trip_stats["status"]["offlineUri"])
     for name in ("driver-profile", "driver-location-live", "rider-features"):
         _create(kube_api, _example(name, shown))
     hostile = _example("driver-profile", shown)
@@ -320,7 +359,12 @@ def test_a_view_page_shows_features_expectations_drift_versions_and_lineage(
     expect(page.locator("#versions")).to_contain_text("retired")
     expect(page.locator("#windows")).to_contain_text("1180")
     expect(page.locator("#sql")).to_contain_text("WHERE status = 'completed'")
-    expect(page.locator("#statistics")).to_contain_text("no statistics yet")
+    statistics = page.locator("#statistics table.statistics")
+    speed = statistics.locator("tr", has_text="avg_trip_speed_kmh_7d")
+    expect(speed).to_contain_text("2026-03-01 10:00:00Z")  # the latest window
+    expect(speed).to_contain_text("0.31")  # its PSI
+    expect(speed).to_contain_text("45")  # its median, p50 of the quantiles
+    expect(speed.locator("svg.spark polyline")).to_have_count(1)  # the mean over time
     kinds = page.locator("#lineage svg g.node").evaluate_all(
         "nodes => nodes.map(n => n.dataset.kind)"
     )
@@ -331,6 +375,17 @@ def test_a_view_page_shows_features_expectations_drift_versions_and_lineage(
     # Lineage is a way through the catalog: the service box opens its page.
     page.locator("#lineage svg g.service a").click()
     page.wait_for_url(f"**/services/{shown}/eta-model")
+
+
+def test_a_view_without_an_offline_table_has_no_statistics_yet(
+    page: Page, catalog: str, namespaces: tuple[str, str]
+) -> None:
+    shown, _ = namespaces
+
+    page.goto(f"{catalog}/views/{shown}/driver-profile")
+
+    expect(page.locator("#statistics")).to_contain_text("no statistics yet")
+    expect(page.locator("#expectations")).to_contain_text("not checked yet")
 
 
 def test_a_hostile_description_is_shown_as_text_and_never_runs(

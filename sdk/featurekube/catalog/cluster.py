@@ -29,11 +29,13 @@ from featurekube import errors
 from featurekube.catalog import model, search
 from featurekube.spec import v1alpha1
 
-__all__ = ["MAX_SCRAPED_PODS", "METRICS_PORT", "Listing", "Source"]
+__all__ = ["MAX_SCRAPED_PODS", "METRICS_PORT", "RELIST_FACTOR", "Listing", "Source"]
 
 _Resource = v1alpha1.FeatureView | v1alpha1.FeatureService
 TIMEOUT = (5.0, 30.0)
 """Seconds to connect to the API server, and to wait for one answer."""
+RELIST_FACTOR = 5.0
+"""A listing is reused at least this many times as long as it took to read."""
 METRICS_PORT = 9090
 """The feature server's metrics port when its pod does not name one."""
 MAX_SCRAPED_PODS = 20
@@ -86,9 +88,11 @@ class Source:
         """The current listing: cached, refreshed in the background, or read now."""
         current = self._listing
         now = time.monotonic()
-        if current is not None and now - current.read_at < self.ttl:
+        if current is not None and now - current.read_at < self._reuse(current):
             return current
-        if current is not None and now - current.read_at < self.max_stale:
+        if current is not None and now - current.read_at < max(
+            self.max_stale, 2 * self._reuse(current)
+        ):
             with self._lock:
                 start = not self._refreshing
                 self._refreshing = True
@@ -97,10 +101,15 @@ class Source:
             return current
         with self._lock:
             current = self._listing
-            if current is not None and time.monotonic() - current.read_at < self.ttl:
+            if current is not None and time.monotonic() - current.read_at < self._reuse(current):
                 return current
             self._listing = self._read()
             return self._listing
+
+    def _reuse(self, listing: Listing) -> float:
+        """How long ``listing`` is reused: ``ttl``, or longer when listing is slow, so
+        that a big or busy cluster is never listed more than a fifth of the time."""
+        return max(self.ttl, RELIST_FACTOR * listing.seconds)
 
     def _refresh_quietly(self) -> None:
         try:

@@ -20,11 +20,14 @@ from featurekube import errors, s3_prefixes
 from featurekube.catalog import model
 from featurekube.spec import v1alpha1
 
-__all__ = ["MAX_WINDOWS", "NO_STATISTICS", "read", "rows_from_records"]
+__all__ = ["MAX_WINDOWS", "NO_STATISTICS", "READ_SPAN", "read", "rows_from_records"]
 
 MAX_WINDOWS = 48
 """The most recent windows shown per view."""
 NO_STATISTICS = "no statistics yet"
+READ_SPAN = dt.timedelta(days=92)
+"""How far before the view's last materialized window statistics are read: enough for
+MAX_WINDOWS of a daily schedule, and a bound on what an hourly one reads."""
 _STATS_MODULE = "featurekube.monitoring.stats_store"
 _MEDIAN = 10
 """Index of p50 among the 21 quantiles p0, p5, ..., p100."""
@@ -43,9 +46,13 @@ def read(
         return model.Statistics(missing=NO_STATISTICS)
     import deltalake.exceptions
 
+    window = view.status.last_materialized_window if view.status else None
+    latest = window.end if window is not None else dt.datetime.now(dt.UTC)
     try:
         table = store.read_statistics(
-            s3_prefixes.normalize(uri), storage_options=dict(storage_options or {})
+            s3_prefixes.normalize(uri),
+            storage_options=dict(storage_options or {}),
+            since=latest - READ_SPAN,
         )
     except deltalake.exceptions.TableNotFoundError:
         return model.Statistics(missing=NO_STATISTICS)

@@ -68,7 +68,8 @@ class Image:
     tag: str
     description: str
     extra: str
-    """featurekube's optional dependencies (pyproject.toml) it installs."""
+    """featurekube's optional dependencies (pyproject.toml) it installs: an extra, or
+    several separated by commas."""
     entrypoint: tuple[str, ...]
     packages: tuple[str, ...] = ()
     deps: tuple[str, ...] = ()
@@ -99,9 +100,10 @@ class Image:
                 "apt-get update -qq && apt-get install -y -qq --no-install-recommends "
                 f"{' '.join(self.packages)} && apt-get clean && rm -rf /var/lib/apt/lists/*_*"
             )
+        extras = " ".join(f"--extra {e.strip()}" for e in self.extra.split(","))
         commands.append(
             f"uv venv -q --python /usr/bin/python3 {VENV} && "
-            f"uv pip compile -q /src/pyproject.toml --extra {self.extra} "
+            f"uv pip compile -q /src/pyproject.toml {extras} "
             "-c /src/requirements.lock --no-header -o /tmp/requirements.txt && "
             f"uv pip install -q --compile-bytecode --python {PYTHON} "
             "-r /tmp/requirements.txt && rm /tmp/requirements.txt"

@@ -333,7 +333,8 @@ def test_catalog_render(helm: Helm, tmp_path: Path) -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     # What the chart runs is a command line `featurekube ui` takes.
-    args = main.build_parser().parse_args([*container["command"][1:], *container["args"]])
+    assert container["command"] == ["python", "-m", "featurekube.cli.main"]
+    args = main.build_parser().parse_args(container["args"])
     assert (args.command, args.host, args.port, args.namespace) == (
         "ui",
         "0.0.0.0",

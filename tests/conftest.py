@@ -5,7 +5,9 @@
   etcd and kube-controller-manager with featurekube's generated CRDs from ``crds/``,
   moto's S3 and DynamoDB), started once per run by
   the session fixture :func:`platform`, and one shared local-mode SparkSession. Each
-  test gets its own namespace, S3 prefix and DynamoDB table prefix.
+  test gets its own namespace, S3 prefix and DynamoDB table prefix. The platform runs
+  Kafka too when a test of the run asks for :func:`kafka_bootstrap_servers` (one JVM
+  less for the runs that need none).
 
 A platform that cannot start fails the tests that need it, loudly: there is no skip.
 """
@@ -57,8 +59,15 @@ def platform(
         pytest.fail("unit tests must not use the local platform: move the test to integration/")
     # Tests play the Spark Operator and the kubelet themselves, or run a runtime of
     # their own limited to their namespace.
+    kafka = any(
+        "kafka_bootstrap_servers" in getattr(item, "fixturenames", ())
+        for item in request.session.items
+    )
     settings = local.PlatformSettings(
-        state_dir=tmp_path_factory.mktemp("platform"), crd_dirs=(REPO / "crds",), runtime=False
+        state_dir=tmp_path_factory.mktemp("platform"),
+        crd_dirs=(REPO / "crds",),
+        runtime=False,
+        kafka=kafka,
     )
     running = local.LocalPlatform(settings)
     endpoints = running.start()
@@ -71,6 +80,27 @@ def platform(
             yield endpoints
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap_servers(platform: Endpoints) -> str:
+    """The platform's Kafka (``host:port``), also ``$FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS``."""
+    if not platform.kafka_bootstrap_servers:
+        pytest.fail("the local platform of this run was started without Kafka")
+    return platform.kafka_bootstrap_servers
+
+
+@pytest.fixture
+def kafka_topic(kafka_bootstrap_servers: str, request: pytest.FixtureRequest) -> str:
+    """A topic of the test's own (one partition), made before the test starts."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    name = _unique(request, 100)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap_servers})
+    for future in admin.create_topics([NewTopic(name, num_partitions=1)]).values():
+        future.result(timeout=30)
+    return name
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ The configuration is a pure function of settings and environment
 imported. S3 is reached through Hadoop's S3A connector, for ``s3://`` and ``s3a://``
 URIs alike, with the endpoint and credentials the standard AWS variables give
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...), so the same code runs against AWS
-and against the local platform. Tables are Delta Lake tables.
+and against the local platform. Tables are Delta Lake tables. Kafka topics are read
+with Spark's own Kafka source (``format("kafka")``), in batch and in Structured
+Streaming.
 
 Jars come from Maven Central through Spark's own resolver (Ivy) into a cache outside
 the work tree; the first session on a machine downloads them, later ones do not.
@@ -27,6 +29,7 @@ __all__ = [
     "DELTA_VERSION",
     "HADOOP_VERSION",
     "SPARK_PACKAGES",
+    "SPARK_VERSION",
     "SparkSettings",
     "create_session",
     "render_spark_conf",
@@ -37,10 +40,17 @@ __all__ = [
 HADOOP_VERSION = "3.5.0"
 # Delta publishes one artifact per Spark minor version: delta-spark_<spark>_<scala>.
 DELTA_VERSION = "4.4.0"
+# pyspark's version (a unit test checks it): Spark's own connectors are released with it.
+SPARK_VERSION = "4.2.0"
 SPARK_PACKAGES = (
     f"io.delta:delta-spark_4.2_2.13:{DELTA_VERSION}",
     f"org.apache.hadoop:hadoop-aws:{HADOOP_VERSION}",
+    # Brings kafka-clients and spark-token-provider-kafka-0-10 (delegation tokens) along.
+    f"org.apache.spark:spark-sql-kafka-0-10_2.13:{SPARK_VERSION}",
 )
+"""The Maven packages every Spark session of featurekube loads, with their
+dependencies: Delta Lake, the S3A connector and the Kafka source. The Spark image
+(``images/images.yaml``) resolves the same list."""
 
 
 def _default_ivy_dir() -> Path:

@@ -3,11 +3,13 @@
 A platform lives in a state directory: certificates, logs, etcd's data, kubeconfigs,
 and ``platform.json`` with its endpoints and process ids. Start order matters: etcd
 before the API server, the API server before the controller-manager and the CRDs;
-moto's server is independent and starts alongside.
+moto's server and Kafka are independent and start alongside (Kafka's jars are resolved
+and its storage formatted in a background thread meanwhile).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
@@ -28,6 +30,7 @@ from featurekube import errors
 from featurekube._platform import (
     components,
     holders,
+    kafka,
     kubeconfig,
     node,
     node_config,
@@ -42,6 +45,7 @@ NODE_K8S_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler")
 # Stopped in the reverse of this order.
 START_ORDER = (
     "moto",
+    "kafka",
     "node-namespace",
     "etcd",
     "kube-apiserver",
@@ -112,6 +116,12 @@ class PlatformSettings:
     :mod:`featurekube._platform.node_config`), with the controller-manager's default
     controllers. One machine runs one such node at a time."""
 
+    kafka: bool = True
+    """Also run Kafka: one KRaft node (broker and controller) on loopback, from Apache
+    Kafka's Maven Central jars on this machine's Java (the first start downloads them,
+    about 45 MB). Its address is ``FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS`` in
+    :meth:`Endpoints.environment`."""
+
     start_timeout: float = 180.0
     """Seconds each component may take to become ready (the API server is the slow one)."""
 
@@ -133,6 +143,8 @@ class Endpoints:
     """When it was started, ISO 8601 UTC."""
     node: str = ""
     """The name of the platform's node, '' when it runs none."""
+    kafka_bootstrap_servers: str = ""
+    """Kafka's ``host:port`` for clients' ``bootstrap.servers``, '' when it runs none."""
 
     def describe_start(self) -> str:
         """``started at ... by `...` `` as far as it is known."""
@@ -144,8 +156,12 @@ class Endpoints:
         return "started " + " ".join(parts) if parts else ""
 
     def environment(self) -> dict[str, str]:
-        """The variables that point kubectl, kopf, boto3, pyarrow, deltalake and Spark here."""
-        return _aws_environment(self.kubeconfig, self.aws_endpoint_url, self.region)
+        """The variables that point kubectl, kopf, boto3, pyarrow, deltalake and Spark
+        here, and Kafka's clients to ``$FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS``."""
+        return {
+            **_aws_environment(self.kubeconfig, self.aws_endpoint_url, self.region),
+            **_kafka_environment(self.kafka_bootstrap_servers),
+        }
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -200,8 +216,8 @@ def resolve_k8s_bin_dir(settings: PlatformSettings) -> Path:
 
 
 class LocalPlatform:
-    """A Kubernetes API (etcd, kube-apiserver, kube-controller-manager) and moto's
-    S3 and DynamoDB on loopback, as background processes of one state directory."""
+    """A Kubernetes API (etcd, kube-apiserver, kube-controller-manager), moto's S3 and
+    DynamoDB, and Kafka on loopback, as background processes of one state directory."""
 
     def __init__(self, settings: PlatformSettings | None = None) -> None:
         self.settings = settings or PlatformSettings()
@@ -241,12 +257,17 @@ class LocalPlatform:
         node_bin_dir = node.resolve_node_bin_dir(_find_repo_root()) if self.settings.node else None
         self._reset_state_dir()
         ports = components.Ports(*(processes.free_port() for _ in range(4)))
+        kafka_ports = (
+            kafka.KafkaPorts(processes.free_port(), processes.free_port())
+            if self.settings.kafka
+            else None
+        )
         self._write_pki(ports)
         pids: dict[str, int] = {}
         try:
             if node_bin_dir is not None:
                 self._start_node_namespace(node_bin_dir, pids)
-            self._start_components(bin_dir, ports, pids)
+            self._start_components(bin_dir, ports, pids, kafka_ports)
             if node_bin_dir is not None:
                 self._start_node(bin_dir, node_bin_dir, pids)
         except BaseException:
@@ -263,12 +284,19 @@ class LocalPlatform:
             started_by=holders.process_command(os.getpid()),
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             node=node_config.NODE_NAME if self.settings.node else "",
+            kafka_bootstrap_servers=(
+                kafka.bootstrap_servers(kafka_ports) if kafka_ports is not None else ""
+            ),
         )
         self.layout.state_file.write_text(found.to_json())
         return found
 
     def check_reusable(self, running: Endpoints) -> None:
-        """Refuse a running platform without a node when these settings ask for one."""
+        """Refuse a running platform without a node when these settings ask for one.
+
+        One without Kafka is reused as it is: its ``environment()`` names no broker, and
+        ``featurekube dev up`` says so.
+        """
         if self.settings.node and not running.node:
             raise errors.PlatformError(
                 f"the local platform in {self.layout.root} is running without a node: stop "
@@ -311,6 +339,7 @@ class LocalPlatform:
             self.layout.pki,
             self.layout.logs,
             self.node_layout.root,
+            self.kafka_layout.root,
         ):
             shutil.rmtree(child, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
@@ -411,8 +440,57 @@ class LocalPlatform:
             _write_private(self.layout.pki_file(name), data)
 
     def _start_components(
-        self, bin_dir: Path, ports: components.Ports, pids: dict[str, int]
+        self,
+        bin_dir: Path,
+        ports: components.Ports,
+        pids: dict[str, int],
+        kafka_ports: kafka.KafkaPorts | None,
     ) -> None:
+        # Leaving the block waits for the background start, so a failure anywhere still
+        # finds Kafka's pid in `pids` to stop.
+        with concurrent.futures.ThreadPoolExecutor(1, "featurekube-kafka") as background:
+            kafka_started = (
+                background.submit(self._start_kafka, kafka_ports, pids)
+                if kafka_ports is not None
+                else None
+            )
+            self._start_core(bin_dir, ports, pids)
+            if kafka_ports is not None and kafka_started is not None:
+                kafka_started.result()
+                self._await(
+                    "kafka",
+                    pids["kafka"],
+                    self.settings.start_timeout,
+                    lambda: kafka.ready(kafka_ports),
+                )
+        self._start_featurekube(ports, pids, kafka_ports)
+
+    @property
+    def kafka_layout(self) -> kafka.KafkaLayout:
+        return kafka.KafkaLayout(self.layout.root / "kafka")
+
+    def _start_kafka(self, kafka_ports: kafka.KafkaPorts, pids: dict[str, int]) -> None:
+        log = self.layout.log("kafka")
+        java = kafka.find_java()
+        libs = kafka.resolve_jars(java, log)
+        archives = kafka.class_archives(java, libs, log, self.settings.start_timeout)
+        kafka.prepare(
+            self.kafka_layout,
+            kafka_ports,
+            java,
+            libs,
+            log,
+            kafka.ClassArchive(archives.format) if archives is not None else None,
+        )
+        pids["kafka"] = kafka.spawn(
+            self.kafka_layout,
+            java,
+            libs,
+            log,
+            kafka.ClassArchive(archives.broker) if archives is not None else None,
+        )
+
+    def _start_core(self, bin_dir: Path, ports: components.Ports, pids: dict[str, int]) -> None:
         layout, timeout = self.layout, self.settings.start_timeout
         pids["moto"] = processes.spawn(
             components.moto_command(Path(sys.executable), ports), layout.log("moto")
@@ -458,11 +536,16 @@ class LocalPlatform:
                 "it exited",
                 processes.tail(layout.log("kube-controller-manager")),
             )
+
+    def _start_featurekube(
+        self, ports: components.Ports, pids: dict[str, int], kafka_ports: kafka.KafkaPorts | None
+    ) -> None:
+        layout = self.layout
+        platform_env = _environment(layout, ports, self.settings.region) | _kafka_environment(
+            kafka.bootstrap_servers(kafka_ports) if kafka_ports is not None else ""
+        )
         if self.settings.runtime:
-            environment = {
-                **os.environ,
-                **_environment(layout, ports, self.settings.region),
-            }
+            environment = {**os.environ, **platform_env}
             pids["runtime"] = processes.spawn(
                 components.runtime_command(Path(sys.executable), layout),
                 layout.log("runtime"),
@@ -475,11 +558,7 @@ class LocalPlatform:
             pids["operator"] = processes.spawn(
                 components.operator_command(Path(sys.executable)),
                 layout.log("operator"),
-                env={
-                    **os.environ,
-                    **_environment(layout, ports, self.settings.region),
-                    **operator_env,
-                },
+                env={**os.environ, **platform_env, **operator_env},
             )
 
     def _apiserver_url(self, ports: components.Ports) -> str:
@@ -660,6 +739,7 @@ class LocalPlatform:
                 "platform anyway"
             )
         self._stop_pids(dict(recorded.pids))
+        kafka.remove_data(self.kafka_layout)
         self.layout.state_file.unlink(missing_ok=True)
         return True
 
@@ -685,6 +765,10 @@ def _aws_environment(kubeconfig: Path, aws_endpoint_url: str, region: str) -> di
     }
 
 
+def _kafka_environment(bootstrap_servers: str) -> dict[str, str]:
+    return {"FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers} if bootstrap_servers else {}
+
+
 def _environment(layout: components.Layout, ports: components.Ports, region: str) -> dict[str, str]:
     return _aws_environment(layout.kubeconfig, f"http://{components.LOOPBACK}:{ports.moto}", region)
 
@@ -692,6 +776,8 @@ def _environment(layout: components.Layout, ports: components.Ports, region: str
 def _executable(component: str) -> str:
     if component == "node-namespace":
         return "sleep"
+    if component == "kafka":
+        return "java"
     return "python" if component in ("moto", "runtime", "operator") else component
 
 

@@ -18,9 +18,9 @@ def register(commands: Any) -> None:
     """Add the ``dev`` command group to the root parser's subcommands."""
     parser = commands.add_parser(
         "dev",
-        help="run the local platform (Kubernetes API, S3, DynamoDB) in the background",
+        help="run the local platform (Kubernetes API, S3, DynamoDB, Kafka) in the background",
         description="The local platform: a real kube-apiserver, etcd and "
-        "kube-controller-manager, and moto's S3 and DynamoDB, on loopback.",
+        "kube-controller-manager, moto's S3 and DynamoDB, and a Kafka broker, on loopback.",
     )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -57,6 +57,12 @@ def register(commands: Any) -> None:
         help="also run a real node: kube-scheduler, containerd, the kubelet, kube-proxy "
         "and CoreDNS (one per machine; the first start builds them, about 10 minutes)",
     )
+    up.add_argument(
+        "--no-kafka",
+        action="store_true",
+        help="do not run Kafka (it needs Java 17 and pyspark's Ivy to fetch its jars; "
+        "without it the platform starts with one JVM less)",
+    )
     up.set_defaults(run=_up)
     down = actions.add_parser(
         "down",
@@ -86,6 +92,7 @@ def _platform(args: argparse.Namespace) -> platform.LocalPlatform:
         crd_dirs=crds,
         operator_offline_uri=getattr(args, "operator", None),
         node=getattr(args, "node", False),
+        kafka=not getattr(args, "no_kafka", False),
     )
     return platform.LocalPlatform(settings)
 
@@ -113,6 +120,14 @@ def _up(args: argparse.Namespace) -> int:
             f"# node: {endpoints.node} (kubelet, containerd, kube-proxy, CoreDNS)", file=sys.stderr
         )
     print(f"# S3 and DynamoDB: {endpoints.aws_endpoint_url}", file=sys.stderr)
+    if endpoints.kafka_bootstrap_servers:
+        print(f"# Kafka: {endpoints.kafka_bootstrap_servers} (KRaft, one broker)", file=sys.stderr)
+    elif local.settings.kafka:
+        print(
+            "# Kafka: not running (this platform was started without it; `featurekube dev "
+            f"down{_state_flag(args)}` and `featurekube dev up` start one with it)",
+            file=sys.stderr,
+        )
     buckets = ", ".join(f"s3://{bucket}" for bucket in local.settings.buckets)
     print(f"# buckets: {buckets} (featurekube materialize's default)", file=sys.stderr)
     print(f"# logs: {endpoints.log_dir}", file=sys.stderr)

@@ -228,9 +228,10 @@ class Source:
         )
 
     def _unreachable(self, exc: BaseException) -> errors.ClusterUnreachableError:
+        reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
         return errors.ClusterUnreachableError(
-            f"cannot reach the Kubernetes API at {self.api.configuration.host}: {exc}. Check "
-            "that the cluster is up and that KUBECONFIG points to it"
+            f"cannot reach the Kubernetes API at {self.api.configuration.host}: {reason}. "
+            "Check that the cluster is up and that KUBECONFIG points to it"
         )
 
     def health(self, namespace: str, service: str) -> tuple[model.ServerHealth, list[str]]:

@@ -216,6 +216,38 @@ class OperatorSettings:
     """The ServiceAccount token the parity check sends to feature servers; empty: the
     operator pod's own. Env: FEATUREKUBE_PARITY_TOKEN_FILE."""
 
+    kafka_bootstrap_servers: str = ""
+    """The Kafka cluster stream sources read by default: ``host:port`` pairs separated
+    by commas (Kafka's ``bootstrap.servers``); empty: none configured.
+    Env: FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS."""
+
+    kafka_security_protocol: str = "PLAINTEXT"
+    """How clients talk to those brokers: ``PLAINTEXT``, ``SSL`` (TLS), ``SASL_PLAINTEXT``
+    or ``SASL_SSL`` (Kafka's ``security.protocol``). The chart derives it from
+    ``kafka.tls.enabled`` and ``kafka.sasl.mechanism``.
+    Env: FEATUREKUBE_KAFKA_SECURITY_PROTOCOL."""
+
+    kafka_tls_ca_secret: str = ""
+    """With TLS: the Secret whose key ``ca.crt`` is the CA bundle (PEM) the brokers'
+    certificates are checked against; empty: the system's CAs.
+    Env: FEATUREKUBE_KAFKA_TLS_CA_SECRET."""
+
+    kafka_tls_ca_file: str = ""
+    """Where the operator finds that CA bundle (the Secret mounted); empty: the
+    system's CAs. Env: FEATUREKUBE_KAFKA_TLS_CA_FILE."""
+
+    kafka_sasl_mechanism: str = ""
+    """With SASL: ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``; empty without it.
+    Env: FEATUREKUBE_KAFKA_SASL_MECHANISM."""
+
+    kafka_sasl_secret: str = ""
+    """With SASL: the Secret whose keys ``username`` and ``password`` are the
+    credentials. Env: FEATUREKUBE_KAFKA_SASL_SECRET."""
+
+    kafka_sasl_dir: str = ""
+    """Where the operator finds those credentials: the Secret mounted, one file per
+    key. Env: FEATUREKUBE_KAFKA_SASL_DIR."""
+
     def __post_init__(self) -> None:
         if self.aws_credentials not in credentials.MODES:
             raise ValueError(
@@ -227,6 +259,12 @@ class OperatorSettings:
             raise ValueError(
                 f"FEATUREKUBE_SERVER_AUTH: {self.server_auth!r} is not one of tokenreview, none"
             )
+        _check_kafka(self)
+
+    @property
+    def kafka_tls(self) -> bool:
+        """Whether clients reach Kafka over TLS."""
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
 
     @property
     def allowed(self) -> dict[str, tuple[str, ...]]:
@@ -264,3 +302,38 @@ class OperatorSettings:
             else:
                 values[f.name] = raw
         return cls(**values)  # type: ignore[arg-type]
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _check_kafka(settings: OperatorSettings) -> None:
+    """Refuse, at start-up, Kafka settings that contradict each other."""
+    protocol, mechanism = settings.kafka_security_protocol, settings.kafka_sasl_mechanism
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ValueError(
+            f"FEATUREKUBE_KAFKA_SECURITY_PROTOCOL: {protocol!r} is not one of "
+            f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+        )
+    sasl = protocol.startswith("SASL_")
+    if sasl and mechanism not in KAFKA_SASL_MECHANISMS:
+        raise ValueError(
+            f"FEATUREKUBE_KAFKA_SASL_MECHANISM: {mechanism!r} is not one of "
+            f"{', '.join(KAFKA_SASL_MECHANISMS)}, which {protocol} needs"
+        )
+    if sasl and not (settings.kafka_sasl_secret and settings.kafka_sasl_dir):
+        raise ValueError(
+            f"FEATUREKUBE_KAFKA_SASL_SECRET and FEATUREKUBE_KAFKA_SASL_DIR: {protocol} needs "
+            "the Secret holding the username and password, and where it is mounted"
+        )
+    if not sasl and mechanism:
+        raise ValueError(
+            f"FEATUREKUBE_KAFKA_SASL_MECHANISM: {mechanism!r} is set but "
+            f"FEATUREKUBE_KAFKA_SECURITY_PROTOCOL is {protocol}: use SASL_SSL or SASL_PLAINTEXT"
+        )
+    if settings.kafka_tls_ca_file and not settings.kafka_tls:
+        raise ValueError(
+            f"FEATUREKUBE_KAFKA_TLS_CA_FILE is set but FEATUREKUBE_KAFKA_SECURITY_PROTOCOL is "
+            f"{protocol}, which uses no TLS: use SSL or SASL_SSL"
+        )

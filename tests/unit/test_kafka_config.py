@@ -197,3 +197,47 @@ def test_spark_loads_its_kafka_source_at_pyspark_version() -> None:
     )
     conf = spark_session.render_spark_conf(spark_session.SparkSettings(), {})
     assert "spark-sql-kafka-0-10_2.13" in conf["spark.jars.packages"]
+
+
+def test_operator_settings_take_the_users_kafka() -> None:
+    from featurekube_operator.settings import OperatorSettings
+
+    settings = OperatorSettings.from_env(
+        {
+            "FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS": "b-1:9096,b-2:9096",
+            "FEATUREKUBE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "FEATUREKUBE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+            "FEATUREKUBE_KAFKA_SASL_SECRET": "kafka-user",
+            "FEATUREKUBE_KAFKA_SASL_DIR": "/etc/featurekube/kafka-sasl",
+            "FEATUREKUBE_KAFKA_TLS_CA_FILE": "/etc/featurekube/kafka-ca/ca.crt",
+        }
+    )
+
+    assert settings.kafka_bootstrap_servers == "b-1:9096,b-2:9096"
+    assert settings.kafka_tls
+    assert OperatorSettings().kafka_security_protocol == "PLAINTEXT"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FEATUREKUBE_KAFKA_SECURITY_PROTOCOL": "TLS"}, "is not one of PLAINTEXT, SSL"),
+        ({"FEATUREKUBE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "which SASL_SSL needs"),
+        (
+            {
+                "FEATUREKUBE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                "FEATUREKUBE_KAFKA_SASL_MECHANISM": "PLAIN",
+            },
+            "the Secret holding the username and password",
+        ),
+        ({"FEATUREKUBE_KAFKA_SASL_MECHANISM": "PLAIN"}, "use SASL_SSL or SASL_PLAINTEXT"),
+        ({"FEATUREKUBE_KAFKA_TLS_CA_FILE": "/ca.crt"}, "uses no TLS"),
+    ],
+)
+def test_operator_settings_refuse_contradicting_kafka_settings(
+    env: dict[str, str], message: str
+) -> None:
+    from featurekube_operator.settings import OperatorSettings
+
+    with pytest.raises(ValueError, match=message):
+        OperatorSettings.from_env(env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ import pyarrow.fs
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from kopf.testing import KopfRunner
 
-from featurekube._platform import pki
+from featurekube._platform import pki, processes
 from featurekube.materialize import python_job
 from featurekube.online import client, keys, layout
 from featurekube.spec import v1alpha1
@@ -37,6 +39,7 @@ from featurekube_operator.metrics import Metrics
 from featurekube_operator.settings import OperatorSettings
 from featurekube_server import auth, plan, server
 from featurekube_server.stores import dynamodb
+from support import eventually
 
 UTC = dt.UTC
 DAY = dt.timedelta(days=1)
@@ -376,3 +379,73 @@ def test_a_checker_the_service_does_not_let_read_is_refused_naming_the_list(
 
     assert refused.value.code == "PERMISSION_DENIED"
     assert "spec.access.read" in str(refused.value)
+
+
+def test_the_operator_checks_on_its_timer_and_reports_in_status_events_and_metrics(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    custom = kubernetes.client.CustomObjectsApi(served.kube_api)
+    group = ("featurekube.dev", "v1alpha1", served.namespace)
+    custom.patch_namespaced_custom_object(
+        *group,
+        "featureservices",
+        "eta-model",
+        {"spec": {"monitoring": {"parity": {"sampleSize": 100, "interval": "5s"}}}},
+    )
+    # The Service's name does not resolve here: the operator's client goes to loopback,
+    # as the checker's ServiceAccount, with the CA it would be given.
+    monkeypatch.setattr(
+        parity.ParityCheck,
+        "_default_connect",
+        lambda self, endpoint: client.OnlineClient(
+            f"127.0.0.1:{served.port}", ca_file=served.ca_file, token_file=served.token_file
+        ),
+    )
+    port = processes.free_port()
+    settings = served.settings
+    env = {
+        "FEATUREKUBE_TABLE_PREFIX": settings.table_prefix,
+        "FEATUREKUBE_OFFLINE_URI": settings.offline_uri,
+        "FEATUREKUBE_SERVER_TLS_SECRET": settings.server_tls_secret,
+        "FEATUREKUBE_SERVER_AUTH": settings.server_auth,
+        "FEATUREKUBE_PARITY_SETTLE_SECONDS": "0",
+        "FEATUREKUBE_METRICS_PORT": str(port),
+        # Read when the handlers are first imported (by this test, unless another
+        # imported them before: then the default tick, 60 s, and a slower test).
+        "FEATUREKUBE_PARITY_TICK_SECONDS": "1",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    def parity_status() -> dict[str, Any] | None:
+        found: dict[str, Any] | None = (served.service().get("status") or {}).get("parity")
+        return found
+
+    args = ["run", "--standalone", "--namespace", served.namespace]
+    with KopfRunner([*args, "-m", "featurekube_operator.handlers"], timeout=120) as runner:
+        first = eventually(parity_status, 150, "a check writes status.parity")
+        assert (first["entities"], first["mismatches"]) == (DRIVERS, 0)
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        labels = f'{{feature_service="eta-model",namespace="{served.namespace}"}}'
+        assert f"featurekube_parity_mismatch_rate{labels} 0.0" in metrics.decode()
+
+        key = keys.encode_entity_key({"driver_id": "int64"}, {"driver_id": 5})
+        boto3.client("dynamodb").update_item(
+            TableName=served.online_table,
+            Key={layout.ENTITY_KEY: {"S": key}},
+            UpdateExpression="SET vehicle = :wrong",
+            ExpressionAttributeValues={":wrong": {"S": "rocket"}},
+        )
+        later = eventually(
+            lambda: (s := parity_status()) and s["mismatches"] and s,
+            150,
+            "a later check finds the corrupted value",
+        )
+        assert later["examples"][0]["feature"] == "driver_vehicle"
+        events = kubernetes.client.CoreV1Api(served.kube_api).list_namespaced_event(
+            served.namespace
+        )
+        (warning,) = [e for e in events.items if e.reason == "ParityMismatch"]
+        assert warning.type == "Warning"
+        assert '{"driver_id": 5}' in warning.message
+    assert runner.exception is None

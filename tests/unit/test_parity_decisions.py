@@ -198,3 +198,21 @@ def test_the_jitter_spreads_services_over_a_tenth_of_the_interval() -> None:
     due = {parity.due_at(start, start, hour, f"rides/model-{i}") for i in range(50)}
     assert len(due) > 40
     assert all(start + hour <= d <= start + hour + hour / 10 for d in due)
+
+
+def test_the_operator_reads_the_switch_and_limits_of_the_check() -> None:
+    from featurekube_operator.settings import OperatorSettings
+
+    settings = OperatorSettings.from_env(
+        {
+            "FEATUREKUBE_PARITY_ENABLED": "false",
+            "FEATUREKUBE_PARITY_MAX_CONCURRENT": "4",
+            "FEATUREKUBE_PARITY_TIMEOUT_SECONDS": "30",
+            "FEATUREKUBE_PARITY_CA_FILE": "/etc/featurekube/parity-ca/ca.crt",
+        }
+    )
+    assert (settings.parity_enabled, settings.parity_max_concurrent) == (False, 4)
+    assert settings.parity_timeout_seconds == 30.0
+    assert settings.parity_ca_file == "/etc/featurekube/parity-ca/ca.crt"
+    assert OperatorSettings.from_env({"FEATUREKUBE_PARITY_ENABLED": "true"}).parity_enabled
+    assert OperatorSettings.from_env({}).parity_settle_seconds == 60.0

@@ -31,7 +31,7 @@ from featurekube.materialize import python_job
 from featurekube.online import client, keys, layout
 from featurekube.spec import v1alpha1
 from featurekube.spec.v1alpha1.monitoring import ParityStatus
-from featurekube.writer import OnlineWriteSettings
+from featurekube.writer import OfflineWriter, OnlineWriteSettings
 from featurekube_operator import naming, parity, reconcile
 from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
@@ -449,3 +449,56 @@ def test_the_operator_checks_on_its_timer_and_reports_in_status_events_and_metri
         assert warning.type == "Warning"
         assert '{"driver_id": 5}' in warning.message
     assert runner.exception is None
+
+
+class _CommittingAfterThePull(parity.ParityCheck):
+    """A check during whose first pull a Push's offline commit lands: its online write
+    came before the check, its commit just after the pull read the table."""
+
+    def __init__(self, commit: Callable[[], None], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commit: Callable[[], None] | None = commit
+        self.pulls = 0
+
+    def _pull(self, *args: Any, **kwargs: Any) -> dict[str, list[Any]]:
+        pulled = super()._pull(*args, **kwargs)
+        self.pulls += 1
+        if self.commit is not None:
+            self.commit()
+            self.commit = None
+        return pulled
+
+
+def test_a_commit_after_the_pull_is_checked_again_not_reported(served: Served) -> None:
+    assert served.view is not None
+    moment = T0 + 2 * DAY + HOUR
+    micros = int(moment.timestamp() * 1_000_000)
+    key = keys.encode_entity_key({"driver_id": "int64"}, {"driver_id": 3})
+    boto3.client("dynamodb").put_item(
+        TableName=served.online_table,
+        Item={
+            layout.ENTITY_KEY: {"S": key},
+            layout.EVENT_TIME: {"N": str(micros)},
+            layout.CREATED_TIME: {"N": str(int(dt.datetime.now(UTC).timestamp() * 1e6))},
+            layout.EXPIRES_AT: {"N": str(micros // 1_000_000 + 30 * 86400)},
+            "rating": {"N": "2.5"},
+            "trips": {"N": "77"},
+            "vehicle": {"S": "pushed"},
+        },
+    )
+    row = {"driver_id": 3, "event_timestamp": moment, "rating": 2.5, "trips": 77}
+    offline = OfflineWriter(served.offline_table, served.view)
+    checker = _CommittingAfterThePull(
+        lambda: offline.append([{**row, "vehicle": "pushed"}]),
+        served.settings,
+        Kube(served.kube_api),
+        connect=lambda _: client.OnlineClient(
+            f"127.0.0.1:{served.port}", ca_file=served.ca_file, token_file=served.token_file
+        ),
+    )
+
+    result = checker.run(served.service())
+
+    status = ParityStatus.model_validate(result.status)
+    assert checker.pulls == 2, "the table moved while a value differed: checked once more"
+    assert (status.entities, status.mismatches, result.skipped) == (DRIVERS, 0, 0)

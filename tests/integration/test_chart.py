@@ -20,7 +20,6 @@ import dataclasses
 import datetime as dt
 import importlib.util
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -634,9 +633,9 @@ def test_watched_namespaces_confine_the_operators_permissions_to_them(
 
 
 def test_images_agree_with_the_chart_and_the_operator() -> None:
-    """The Spark image's Spark is the pinned pyspark and the chart's spark.version; the
-    job lands where SparkApplications look for it; the images' defaults are the
-    operator's."""
+    """The Spark image's Spark is the pinned pyspark and the chart's spark.version, and
+    the images' defaults are the operator's. (Where the images put the job and the
+    python engine's interpreter: tests/unit/test_image_definitions.py.)"""
     from featurekube_operator.settings import OperatorSettings
 
     defaults = OperatorSettings()
@@ -648,33 +647,18 @@ def test_images_agree_with_the_chart_and_the_operator() -> None:
             "optional-dependencies"
         ]["spark"]
     )
-    spark_dockerfile = (REPO / "images" / "spark" / "Dockerfile").read_text()
-    (base,) = re.findall(r"^ARG SPARK_IMAGE=apache/spark:(\S+)$", spark_dockerfile, re.M)
-    assert base.split("-")[0] == pins["pyspark"] == values["spark"]["version"]
-    assert values["spark"]["version"] == defaults.spark_version
-    (job,) = re.findall(
-        r"^COPY .*?(\S+) (/opt/featurekube/materialize\.py)$", spark_dockerfile, re.M
-    )
-    assert (REPO / job[0]).is_file()
-    assert values["spark"]["mainApplicationFile"] == "local://" + job[1]
+    images = yaml.safe_load((REPO / "images" / "images.yaml").read_text())
+    # The Spark image's Spark is pyspark's, installed from the spark extra.
+    assert images["images"]["spark"]["extra"] == "spark"
+    assert pins["pyspark"] == values["spark"]["version"] == defaults.spark_version
     assert defaults.spark_main_file == values["spark"]["mainApplicationFile"]
-    # The python engine's Jobs run the image's featurekube Python by its path.
-    from featurekube_operator import desired
-
-    venv = desired.JOB_PYTHON.removesuffix("/bin/python")
-    assert re.search(rf"uv venv .*\s{re.escape(venv)}\s", spark_dockerfile), venv
     assert values["pythonEngine"]["maxRows"] == defaults.python_max_rows
+    assert str(images["version"]) == chart["appVersion"]
     for image, default in (
         (values["spark"]["image"], defaults.spark_image),
         (values["featureServer"]["image"], defaults.server_image),
     ):
         assert f"{image['repository']}:{image['tag'] or chart['appVersion']}" == default
-    for name in ("operator", "feature-server", "spark"):
-        dockerfile = REPO / "images" / name / "Dockerfile"
-        assert "python:3.11" in dockerfile.read_text() or "python install 3.11" in (
-            dockerfile.read_text()
-        )
-        assert (dockerfile.parent / "Dockerfile.dockerignore").is_file()
 
 
 def test_kind_config_maps_a_feature_server_port_to_the_host() -> None:

@@ -928,7 +928,9 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
             ctx.kube.delete("networking.k8s.io/v1", "NetworkPolicy", namespace, name)
             return _finish(body, status, found, now)
 
-    plan = desired.render_serving_plan(service, resolved)
+    checked = ctx.settings.parity_enabled and service.spec.monitoring.parity.enabled
+    monitors = [ctx.settings.parity_reader] if checked and ctx.settings.parity_reader else []
+    plan = desired.render_serving_plan(service, resolved, monitors)
     # Written with the plan that reads them: their data is kept while it does.
     status["servedVersions"] = served
     features = [f for v in plan["featureViews"] for f in v["features"]]

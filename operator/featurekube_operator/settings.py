@@ -216,6 +216,13 @@ class OperatorSettings:
     """The ServiceAccount token the parity check sends to feature servers; empty: the
     operator pod's own. Env: FEATUREKUBE_PARITY_TOKEN_FILE."""
 
+    parity_reader: str = ""
+    """Who the parity check calls feature servers as: the user name of that token
+    (``system:serviceaccount:<namespace>:<name>``). The operator adds it to the readers
+    of every service whose check is on, so no ``spec.access`` has to name it (it holds
+    every namespace's data already). Empty: nothing is added, and a service must list
+    it in ``spec.access.read`` to be checked. Env: FEATUREKUBE_PARITY_READER."""
+
     kafka_bootstrap_servers: str = ""
     """The Kafka cluster stream sources read by default: ``host:port`` pairs separated
     by commas (Kafka's ``bootstrap.servers``); empty: none configured.

@@ -34,17 +34,21 @@ class ResolvedView:
 
 
 def render_serving_plan(
-    service: v1alpha1.FeatureService, views: Sequence[ResolvedView]
+    service: v1alpha1.FeatureService,
+    views: Sequence[ResolvedView],
+    monitors: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What the feature server serves: features, their types, tables and TTLs, and who
-    may read and push (``spec.access``, its subjects as user names)."""
+    may read and push (``spec.access``, its subjects as user names); ``monitors``, user
+    names the platform itself reads as (the operator's parity check), join the readers."""
     namespace = service.metadata.namespace or "default"
     access = service.spec.access
+    readers = serving_access.normalized(access.read if access else None, namespace)
     return {
         "featureService": service.metadata.name,
         "namespace": namespace,
         "access": {
-            "read": serving_access.normalized(access.read if access else None, namespace),
+            "read": readers + [m for m in monitors if m not in readers],
             "push": serving_access.normalized(access.push if access else None, namespace),
         },
         "featureViews": [

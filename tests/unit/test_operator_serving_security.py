@@ -112,3 +112,16 @@ def test_a_namespace_taken_out_of_access_leaves_the_network_policy() -> None:
     nobody = _service({"read": [], "push": []})
     plan = serving_plan.render_serving_plan(nobody, [])
     assert serving_security.render_network_policy(nobody, plan, OWNER)["spec"]["ingress"] == []
+
+
+def test_the_operator_reads_as_a_monitor_beside_the_access_list_and_through_the_policy() -> None:
+    operator = "system:serviceaccount:featurekube:featurekube-operator"
+    service = _service({"read": ["fraud/scorer"]})
+
+    plan = serving_plan.render_serving_plan(service, [], monitors=[operator])
+
+    assert plan["access"]["read"] == ["system:serviceaccount:fraud:scorer", operator]
+    assert "featurekube" in serving_security.allowed_namespaces(plan)
+    # Listed already: not twice.
+    listed = _service({"read": ["featurekube/featurekube-operator"]})
+    assert serving_plan.render_serving_plan(listed, [], [operator])["access"]["read"] == [operator]

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from featurekube import errors
 from featurekube._platform import kafka, processes
-from featurekube._platform.platform import Endpoints
+from featurekube._platform.platform import Endpoints, LocalPlatform, PlatformSettings
 from featurekube.cli import main as cli
 
 if TYPE_CHECKING:
@@ -170,3 +171,36 @@ def test_a_stream_with_a_checkpoint_picks_up_only_new_records(
     # Nothing new: no batch, or an empty one.
     run_once()
     assert trips() == [0, 1, 2, 3, 4, 5, 6, 7]
+
+
+def test_dev_down_stops_kafka_and_removes_its_data(tmp_path: Path) -> None:
+    local = LocalPlatform(PlatformSettings(state_dir=tmp_path / "state", runtime=False))
+    endpoints = local.start()
+    data = local.kafka_layout.data
+    try:
+        assert (data / "meta.properties").is_file(), "the storage was formatted"
+        assert endpoints.kafka_bootstrap_servers.startswith("127.0.0.1:")
+    finally:
+        local.stop()
+
+    assert not processes.is_running(endpoints.pids["kafka"])
+    assert not local.kafka_layout.root.exists()
+    assert (endpoints.log_dir / "kafka.log").stat().st_size > 0, "the log is kept"
+
+
+def test_a_kafka_that_fails_to_start_is_named_with_its_log(tmp_path: Path) -> None:
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\necho 'Error: this Java cannot run Kafka' >&2\nexit 1\n")
+    java.chmod(0o755)
+    settings = PlatformSettings(state_dir=tmp_path / "state", runtime=False)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JAVA_HOME", str(java.parent.parent))
+        with pytest.raises(errors.ComponentStartError) as failed:
+            LocalPlatform(settings).start()
+
+    assert failed.value.component == "kafka"
+    assert "formatting its storage" in str(failed.value) and "exited 1" in str(failed.value)
+    assert "this Java cannot run Kafka" in failed.value.log_tail
+    assert LocalPlatform(settings).endpoints() is None

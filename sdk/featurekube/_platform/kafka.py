@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from featurekube import errors
 from featurekube._platform import processes
@@ -85,6 +86,10 @@ METADATA_KEY = 3
 CLIENT_ID = "featurekube-dev"
 # An answer to the probe is a few hundred bytes; anything larger is not Kafka.
 MAX_PROBE_RESPONSE = 64 * 1024
+# About 45 MB from Maven Central, and the storage tool: generous bounds for a slow
+# network and a loaded machine.
+RESOLVE_TIMEOUT_SECONDS = 900.0
+FORMAT_TIMEOUT_SECONDS = 180.0
 
 
 @dataclass(frozen=True)
@@ -367,11 +372,11 @@ def resolve_jars(java: Path, log: Path, version: str = KAFKA_VERSION) -> Path:
         with log.open("ab") as out:
             out.write(f"resolving Kafka {version}'s jars: {' '.join(argv)}\n".encode())
             out.flush()
-            done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        if done.returncode != 0 or not any((work / "libs").glob("kafka_2.13-*.jar")):
+            status = _run(argv, out, RESOLVE_TIMEOUT_SECONDS)
+        if status != "exited 0" or not any((work / "libs").glob("kafka_2.13-*.jar")):
             raise errors.ComponentStartError(
                 "kafka",
-                f"resolving its jars from Maven Central failed (Ivy exited {done.returncode})",
+                f"resolving its jars from Maven Central failed (Ivy {status})",
                 processes.tail(log),
             )
         shutil.rmtree(work / "ivy-cache", ignore_errors=True)
@@ -402,13 +407,24 @@ def prepare(
     layout.log4j2_properties.write_text(render_log4j2_properties())
     argv = format_command(java, libs, layout, new_cluster_id(), archive)
     with log.open("ab") as out:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    if done.returncode != 0:
+        status = _run(argv, out, FORMAT_TIMEOUT_SECONDS)
+    if status != "exited 0":
         raise errors.ComponentStartError(
             "kafka",
-            f"formatting its storage in {layout.data} failed (exit status {done.returncode})",
+            f"formatting its storage in {layout.data} failed (the storage tool {status})",
             processes.tail(log),
         )
+
+
+def _run(argv: list[str], out: BinaryIO, timeout: float) -> str:
+    """Run ``argv`` to its end, output to ``out``: ``exited N``, or that it timed out."""
+    try:
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return f"did not finish within {timeout:.0f} s"
+    return f"exited {done.returncode}"
 
 
 def spawn(

@@ -3,6 +3,9 @@ into the local platform's node.
 
     python hack/images/build.py [--load] [--state-dir DIR] [IMAGE ...]
 
+IMAGE may also be ``spark-operator`` (built only when named): the spark image plus
+the Kubeflow Spark Operator's binary (hack/spark-operator/build.sh).
+
 Each image is three layers (see images/images.yaml): the Debian base of
 debian-base.sh, a deps layer, an app layer. A stage runs its commands in a chroot on
 an overlay whose lower directories are the layers below, in a mount namespace of its
@@ -15,6 +18,7 @@ Prints one archive path per image on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import definitions
 
-from featurekube._platform import oci
+from featurekube._platform import oci, spark_operator
 
 CACHE = Path(os.environ.get("FEATUREKUBE_CACHE", Path.home() / ".cache" / "featurekube"))
 IMAGES_CACHE = CACHE / "images"
@@ -177,11 +181,20 @@ def _layer(
     return directory, layer
 
 
-def build(image: definitions.Image, base_rootfs: Path, files: Sequence[str]) -> Path:
-    """Build ``image`` (or find it built) and return its archive."""
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """An image's cache keys, config and archive path: known before anything is built."""
+
+    image: definitions.Image
+    base_rootfs: Path
+    deps_key: str
+    app_key: str
+    config: oci.ImageConfig
+    archive: Path
+
+
+def _plan(image: definitions.Image, base_rootfs: Path, files: Sequence[str]) -> _Plan:
     base_key = base_rootfs.parent.name
-    base_blob = IMAGES_CACHE / "layers" / f"{base_key}.tar.gz"
-    base_layer = oci.Layer.load(base_blob) or oci.pack_layer(base_rootfs, base_blob)
     env = image.environment()
     repo = definitions.REPO
     deps_key = "deps-" + _hash(
@@ -206,15 +219,89 @@ def build(image: definitions.Image, base_rootfs: Path, files: Sequence[str]) -> 
         ports=list(image.ports),
     )
     archive = IMAGES_CACHE / f"{image.key}-{_hash(app_key, repr(config))}.oci.tar"
-    if archive.is_file():
-        return archive
-    _log(f"building {image.reference}")
+    return _Plan(image, base_rootfs, deps_key, app_key, config, archive)
+
+
+def _layers(plan: _Plan, files: Sequence[str]) -> list[oci.Layer]:
+    """The base, deps and app layers of ``plan``, built unless cached."""
+    base_rootfs, env = plan.base_rootfs, plan.image.environment()
+    base_blob = IMAGES_CACHE / "layers" / f"{base_rootfs.parent.name}.tar.gz"
+    base_layer = oci.Layer.load(base_blob) or oci.pack_layer(base_rootfs, base_blob)
     with tempfile.TemporaryDirectory() as tmp:
         sources = Path(tmp) / "src"
         _copy_sources(files, sources)
-        deps_dir, deps_layer = _layer(deps_key, [base_rootfs], image.deps_commands(), env, sources)
-        _, app_layer = _layer(app_key, [base_rootfs, deps_dir], image.app_commands(), env, sources)
-    oci.write_layered_image([base_layer, deps_layer, app_layer], config, archive)
+        deps_commands = plan.image.deps_commands()
+        deps_dir, deps_layer = _layer(plan.deps_key, [base_rootfs], deps_commands, env, sources)
+        app_commands = plan.image.app_commands()
+        lowers = [base_rootfs, deps_dir]
+        _, app_layer = _layer(plan.app_key, lowers, app_commands, env, sources)
+    return [base_layer, deps_layer, app_layer]
+
+
+def build(image: definitions.Image, base_rootfs: Path, files: Sequence[str]) -> Path:
+    """Build ``image`` (or find it built) and return its archive."""
+    plan = _plan(image, base_rootfs, files)
+    if plan.archive.is_file():
+        return plan.archive
+    _log(f"building {image.reference}")
+    oci.write_layered_image(_layers(plan, files), plan.config, plan.archive)
+    return plan.archive
+
+
+SPARK_OPERATOR = "spark-operator"
+"""The Kubeflow Spark Operator's image, built only when named: the spark image (Java,
+spark-submit at $SPARK_HOME, the non-root user) plus one layer with the operator's
+binary from hack/spark-operator/build.sh."""
+_SPARK_OPERATOR_BIN = "/usr/local/bin/spark-operator"
+
+
+def build_spark_operator(spark: definitions.Image, base_rootfs: Path, files: Sequence[str]) -> Path:
+    """Build the Spark Operator's image (or find it built) and return its archive."""
+    pins = definitions.REPO / "hack" / "spark-operator" / "versions.env"
+    version = next(
+        line.partition("=")[2].strip()
+        for line in pins.read_text().splitlines()
+        if line.startswith("SPARK_OPERATOR_VERSION=")
+    )
+    if version != spark_operator.VERSION:
+        raise SystemExit(
+            f"featurekube._platform.spark_operator.IMAGE is {spark_operator.IMAGE}, but "
+            f"hack/spark-operator/versions.env pins the Spark Operator {version}"
+        )
+    built = subprocess.run(
+        [str(definitions.REPO / "hack" / "spark-operator" / "build.sh")],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    binaries = Path(built.stdout.strip().splitlines()[-1])
+    plan = _plan(spark, base_rootfs, files)
+    config = dataclasses.replace(
+        plan.config,
+        name=spark_operator.IMAGE,
+        # tini reaps the spark-submit JVMs the controller starts.
+        entrypoint=["/usr/bin/tini", "-s", "--", _SPARK_OPERATOR_BIN],
+        labels={
+            "org.opencontainers.image.description": (
+                f"the Kubeflow Spark Operator {version} on featurekube's Spark image"
+            )
+        },
+        ports=[8080, 8081, 9443],
+    )
+    key = _hash(plan.archive.name, binaries.name, repr(config))
+    archive = IMAGES_CACHE / f"{SPARK_OPERATOR}-{key}.oci.tar"
+    if archive.is_file():
+        return archive
+    _log(f"building {spark_operator.IMAGE}")
+    layer_dir = IMAGES_CACHE / "layers" / f"{SPARK_OPERATOR}-{binaries.name}"
+    binary = layer_dir / _SPARK_OPERATOR_BIN.lstrip("/")
+    if not binary.is_file():
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(binaries / SPARK_OPERATOR, binary)
+        binary.chmod(0o755)
+    blob = layer_dir.with_name(layer_dir.name + ".tar.gz")
+    layer = oci.Layer.load(blob) or oci.pack_layer(layer_dir, blob)
+    oci.write_layered_image([*_layers(plan, files), layer], config, archive)
     return archive
 
 
@@ -226,11 +313,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     known = definitions.load_images()
     chosen = args.images or list(known)
-    if unknown := sorted(set(chosen) - set(known)):
-        parser.error(f"no image named {', '.join(unknown)}; images.yaml defines {', '.join(known)}")
+    if unknown := sorted(set(chosen) - {*known, SPARK_OPERATOR}):
+        parser.error(
+            f"no image named {', '.join(unknown)}; images.yaml defines {', '.join(known)}, "
+            f"and {SPARK_OPERATOR} is the spark image with the Spark Operator"
+        )
     base_rootfs = debian_base()
     files = source_files()
-    archives = [build(known[name], base_rootfs, files) for name in chosen]
+    archives = [
+        build_spark_operator(known["spark"], base_rootfs, files)
+        if name == SPARK_OPERATOR
+        else build(known[name], base_rootfs, files)
+        for name in chosen
+    ]
     if args.load:
         from featurekube._platform import platform
 

@@ -194,6 +194,18 @@ def _run_metadata(
     }
 
 
+SPARK_CONF: Mapping[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    # Spark 4.2's spark-submit also creates a NetworkPolicy for each driver, which the
+    # Kubeflow Spark Operator's chart does not allow its controller to (v2.5.0): with
+    # the step, every submission fails with 403.
+    "spark.kubernetes.driver.pod.excludedFeatureSteps": (
+        "org.apache.spark.deploy.k8s.features.NetworkPolicyFeatureStep"
+    ),
+}
+"""The Spark settings of every SparkApplication, before the operator's ``spark_conf``."""
+
+
 def render_spark_application(
     view: v1alpha1.FeatureView,
     version: int,
@@ -222,7 +234,7 @@ def render_spark_application(
             "image": settings.spark_image,
             "mainApplicationFile": settings.spark_main_file,
             "arguments": arguments,
-            "sparkConf": {"spark.sql.session.timeZone": "UTC", **settings.spark_conf},
+            "sparkConf": {**SPARK_CONF, **settings.spark_conf},
             # The operator retries failed windows itself, with backoff and in order.
             "restartPolicy": {"type": "Never"},
             "driver": {

@@ -215,3 +215,20 @@ def test_the_python_job_takes_its_image_and_resources_from_settings() -> None:
     assert container["image"] == "registry.example/fk-python:1"
     assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
     assert "--no-online" in container["args"]
+
+
+def test_spark_applications_leave_out_the_driver_network_policy_the_operator_may_not_create() -> (
+    None
+):
+    app = desired.render_spark_application(VIEW, 2, WINDOW, SETTINGS, OWNER)
+    conf = app["spec"]["sparkConf"]
+
+    assert conf["spark.kubernetes.driver.pod.excludedFeatureSteps"] == (
+        "org.apache.spark.deploy.k8s.features.NetworkPolicyFeatureStep"
+    )
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    # The operator's own settings come last, so a cluster that allows the policy can
+    # ask for it back.
+    allowed = OperatorSettings(spark_conf={"spark.kubernetes.driver.pod.excludedFeatureSteps": ""})
+    again = desired.render_spark_application(VIEW, 2, WINDOW, allowed, OWNER)
+    assert again["spec"]["sparkConf"]["spark.kubernetes.driver.pod.excludedFeatureSteps"] == ""

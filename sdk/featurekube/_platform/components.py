@@ -167,6 +167,10 @@ def apiserver_command(
             f"--kubelet-client-key={pki('apiserver-kubelet-client.key')}",
             f"--kubelet-certificate-authority={pki('serving-ca.crt')}",
             "--kubelet-preferred-address-types=InternalIP",
+            # Service IPs exist only inside the node's namespace; the machine routes the
+            # pod network, so the API server calls Service-backed admission webhooks at
+            # their endpoints' pod IPs.
+            "--enable-aggregator-routing=true",
         ]
         if node
         else [

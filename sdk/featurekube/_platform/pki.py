@@ -100,13 +100,20 @@ def issue_certificate(
     organizations: tuple[str, ...] = (),
     hosts: tuple[str, ...] = (),
     server: bool = False,
+    rsa_pkcs1: bool = False,
 ) -> KeyPair:
     """Issue a client (default) or serving certificate signed by ``ca``.
 
     ``hosts`` become subject alternative names: IP addresses as IP SANs (Python's ssl
     checks those, not DNS names, when connecting to 127.0.0.1), the rest as DNS names.
+    With ``rsa_pkcs1`` the key is RSA in PKCS#1 PEM, for servers that read no other
+    (the Spark Operator's webhook).
     """
-    key = _new_ec_key()
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if rsa_pkcs1
+        else _new_ec_key()
+    )
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
         x509.CertificateBuilder()
@@ -128,7 +135,16 @@ def issue_certificate(
                 sans.append(x509.DNSName(host))
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca._key, hashes.SHA256())
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    key_pem = (
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        if rsa_pkcs1
+        else _key_pem(key)
+    )
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), key_pem)
 
 
 def new_rsa_key() -> KeyPair:

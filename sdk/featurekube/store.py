@@ -355,7 +355,7 @@ class FeatureStore:
 
         Returns, per view (``namespace/name``), the offline table the reference was
         stored for. Raises :class:`DefinitionsError` for a name that is not a DNS
-        label or a frame of over 100 million rows,
+        label or a frame of over 20 million rows,
         :class:`plan.FeatureReferenceError` when no feature column is found, and
         :class:`featurekube.errors.OfflineWriteError` when it cannot be stored.
         """

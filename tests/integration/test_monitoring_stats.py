@@ -211,7 +211,8 @@ def test_drift_against_a_period_of_the_views_own_rows(
 ) -> None:
     rows = _day(0, 0.0) + _day(1, 0.0) + _day(2, 1.0)
     period = {"start": T0.isoformat(), "end": (T0 + DAY).isoformat()}
-    view = _view(_source(s3_prefix, rows), {"reference": {"period": period}})
+    source = _source(s3_prefix, rows)
+    view = _view(source, {"reference": {"period": period}})
     offline = f"{s3_prefix}offline/v1"
 
     within = _run(spark, engine, view, 0, offline)
@@ -233,6 +234,13 @@ def test_drift_against_a_period_of_the_views_own_rows(
         "period:2026-03-01T00:00:00Z/2026-03-02T00:00:00Z"
     }
     assert deltalake.DeltaTable(layout.references_uri(offline)).version() == 0
+    # Another period is another profile, computed from its own rows.
+    moved = {"start": (T0 + DAY).isoformat(), "end": (T0 + 2 * DAY).isoformat()}
+    view = _view(source, {"reference": {"period": moved}})
+    again = _run(spark, engine, view, 2, offline)
+    assert all(psi > 0.2 for psi in again.drift.values()) and again.drift != shifted.drift
+    references = deltalake.DeltaTable(layout.references_uri(offline)).to_pyarrow_table()
+    assert len(set(references.column("reference").to_pylist())) == 2
 
 
 def test_drift_against_a_saved_training_pull(

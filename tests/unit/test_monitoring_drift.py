@@ -228,3 +228,14 @@ def test_the_report_carries_drift_and_notes_and_trims_drift_last() -> None:
     assert 0 < len(kept) < 256
     assert min(kept.values()) >= max(v for k, v in result.drift.items() if k not in kept)
     assert message["rows"] == {"read": 0, "offline": 0, "online": 0}
+
+
+def test_a_training_pull_reference_needs_a_dns_label_for_a_name() -> None:
+    from featurekube import errors
+    from featurekube.monitoring import references
+
+    for name in ("Eta_Model", "-eta", "x" * 64, ""):
+        with pytest.raises(errors.DefinitionsError, match="expected a DNS label"):
+            references.save_training_reference(
+                name, pa.table({"x": [1]}), [("x", "x", "int64")], "s3://lake/offline/v1"
+            )

@@ -16,6 +16,9 @@ Delta table and online DynamoDB table.
 - :mod:`~featurekube.materialize.publish`: the order of a window's writes (pending
   record, online, the offline commit that publishes it, completion), so that no reader
   sees a window that is not complete in both stores.
+- :mod:`~featurekube.materialize.monitor`: a published window's statistics and drift,
+  stored beside its offline table (:mod:`featurekube.monitoring`); never fails the
+  window.
 - ``python -m featurekube.materialize``: the job's entry point, as the operator's
   SparkApplication runs it.
 

@@ -42,8 +42,9 @@ __all__ = [
     "save_training_reference",
 ]
 
-MAX_REFERENCE_ROWS = 100_000_000
-"""Rows a reference may hold: a longer period, or a larger training pull, is refused."""
+MAX_REFERENCE_ROWS = 20_000_000
+"""Rows a reference may hold: a longer period, or a larger training pull, is refused
+(its quantiles are exact, so the values of a numeric feature are held in memory)."""
 REFERENCE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 """A training pull's reference name: a DNS label (at most 63 characters), as
 ``spec.monitoring.drift.reference.trainingPull`` takes it."""

@@ -37,7 +37,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featurekube import s3_prefixes
+from featurekube import errors, s3_prefixes
 from featurekube.monitoring import drift, stats
 from featurekube.offline import layout
 from featurekube.writer import offline as offline_writer
@@ -182,8 +182,6 @@ def read_statistics(
     Raises :class:`~featurekube.errors.OfflineStoreError` when the table cannot be
     read, ``ValueError`` for more than :data:`MAX_READ_FEATURES` features.
     """
-    from featurekube.errors import OfflineStoreError
-
     if features is not None and len(features) > MAX_READ_FEATURES:
         raise ValueError(
             f"read_statistics: {len(features)} features asked for; at most "
@@ -205,7 +203,7 @@ def read_statistics(
             condition = term if condition is None else condition & term
         rows = table.to_pyarrow_dataset().to_table(filter=condition)
     except (OSError, pa.ArrowException) as exc:
-        raise OfflineStoreError(
+        raise errors.OfflineStoreError(
             f"the statistics table {uri} could not be read: {exc}. Check the URI (a view "
             "version's status.offlineUri) and that S3 is reachable"
         ) from exc

@@ -16,17 +16,21 @@ Everything runs against one moto server the benchmark starts (S3):
   window (one commit) at a time, as the job writes them; the bytes on S3 then, and
   after ``optimize.compact()`` and a vacuum.
 
-Rows of the window: ``FEATUREKUBE_BENCH_STATISTICS_ROWS`` (default 1,000,000).
-Windows of the table: ``FEATUREKUBE_BENCH_STATISTICS_WINDOWS`` (default 1,000).
+Rows of the window: ``FEATUREKUBE_BENCH_STATISTICS_ROWS`` (default 1,000,000). Engines
+that run it: ``FEATUREKUBE_BENCH_STATISTICS_ENGINES`` (default ``python``; ``spark``
+runs it in a local Spark session too). Windows of the table:
+``FEATUREKUBE_BENCH_STATISTICS_WINDOWS`` (default 1,000; 0 leaves the table out).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import numpy as np
@@ -43,6 +47,7 @@ T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
 WINDOWS = int(os.environ.get("FEATUREKUBE_BENCH_STATISTICS_WINDOWS", "1000"))
 ROWS = int(os.environ.get("FEATUREKUBE_BENCH_STATISTICS_ROWS", "1000000"))
+ENGINES = os.environ.get("FEATUREKUBE_BENCH_STATISTICS_ENGINES", "python").split(",")
 REPEAT = 3
 VEHICLES = np.array(["sedan", "suv", "hatchback", "electric", "van"])
 
@@ -100,29 +105,43 @@ def _bytes(prefix: str) -> tuple[int, int, int]:
     return total, data, log
 
 
-def _window(report: _harness.Report) -> None:
+def _engine_window(report: _harness.Report, engine: str, view: v1alpha1.FeatureView) -> None:
+    """The window run by ``engine``: once untimed, then :data:`REPEAT` times."""
     from featurekube.materialize import python_job
 
+    offline = f"s3://{BUCKET}/offline/bench/bench-statistics-{engine}/v1"
+    run: Any = functools.partial(python_job.run, view, T0, T0 + DAY)
+    if engine == "spark":
+        from featurekube import spark_session
+        from featurekube.materialize import spark_job
+
+        session = spark_session.create_session(
+            spark_session.SparkSettings(app_name="featurekube-bench-statistics")
+        )
+        run = functools.partial(spark_job.run, session, view, T0, T0 + DAY)
+    run(offline_uri=offline, online_table=None)  # untimed
+    totals, added = [], []
+    for _ in range(REPEAT):
+        began = time.perf_counter()
+        result = run(offline_uri=offline, online_table=None)
+        totals.append(time.perf_counter() - began)
+        added.append(result.timings["statistics"])
+    subject = f"featurekube {engine} window"
+    label = f"{ROWS // 1000}k-row window"
+    report.add(subject, f"{label}: whole window", "s", totals)
+    report.add(subject, f"{label}: statistics in it", "s", added)
+    share = [100 * a / t for a, t in zip(added, totals, strict=True)]
+    report.add(subject, f"{label}: statistics share", "%", share)
+
+
+def _window(report: _harness.Report) -> None:
     table = _rows(ROWS)
     source = f"s3://{BUCKET}/raw/"
     filesystem, path = pyarrow.fs.FileSystem.from_uri(source)
     pq.write_table(table, f"{path.rstrip('/')}/part-0.parquet", filesystem=filesystem)
     view = _view(source)
-    offline = f"s3://{BUCKET}/offline/bench/bench-statistics/v1"
-    python_job.run(view, T0, T0 + DAY, offline_uri=offline, online_table=None)  # untimed
-    totals, added = [], []
-    for _ in range(REPEAT):
-        began = time.perf_counter()
-        result = python_job.run(view, T0, T0 + DAY, offline_uri=offline, online_table=None)
-        totals.append(time.perf_counter() - began)
-        added.append(result.timings["statistics"])
-    label = f"{ROWS // 1000}k-row window"
-    report.add("featurekube python window", f"{label}: whole window", "s", totals)
-    report.add("featurekube python window", f"{label}: statistics in it", "s", added)
-    share = [a / t for a, t in zip(added, totals, strict=True)]
-    report.add(
-        "featurekube python window", f"{label}: statistics share", "%", [100 * s for s in share]
-    )
+    for engine in ENGINES:
+        _engine_window(report, engine, view)
 
     import duckdb
 
@@ -225,11 +244,12 @@ def run() -> _harness.Report:
         try:
             boto3.client("s3").create_bucket(Bucket=BUCKET)
             _window(report)
-            _table_size(report)
+            if WINDOWS:
+                _table_size(report)
         finally:
             processes.stop(pid)
     report.notes["window"] = (
-        f"python engine, {ROWS} rows of 100k entities, offline only, on moto's S3; "
+        f"{', '.join(ENGINES)} engine, {ROWS} rows of 100k entities, offline only, on moto's S3; "
         "statistics: reference lookup, one aggregate and one top-values query, one commit"
     )
     report.notes["table"] = (

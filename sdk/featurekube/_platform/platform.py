@@ -19,6 +19,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -447,14 +448,19 @@ class LocalPlatform:
         kafka_ports: kafka.KafkaPorts | None,
     ) -> None:
         # Leaving the block waits for the background start, so a failure anywhere still
-        # finds Kafka's pid in `pids` to stop.
+        # finds Kafka's pid in `pids` to stop; `abandon` cuts that wait short.
+        abandon = threading.Event()
         with concurrent.futures.ThreadPoolExecutor(1, "featurekube-kafka") as background:
             kafka_started = (
-                background.submit(self._start_kafka, kafka_ports, pids)
+                background.submit(self._start_kafka, kafka_ports, pids, abandon)
                 if kafka_ports is not None
                 else None
             )
-            self._start_core(bin_dir, ports, pids)
+            try:
+                self._start_core(bin_dir, ports, pids)
+            except BaseException:
+                abandon.set()
+                raise
             if kafka_ports is not None and kafka_started is not None:
                 kafka_started.result()
                 self._await(
@@ -469,11 +475,17 @@ class LocalPlatform:
     def kafka_layout(self) -> kafka.KafkaLayout:
         return kafka.KafkaLayout(self.layout.root / "kafka")
 
-    def _start_kafka(self, kafka_ports: kafka.KafkaPorts, pids: dict[str, int]) -> None:
+    def _start_kafka(
+        self, kafka_ports: kafka.KafkaPorts, pids: dict[str, int], abandon: threading.Event
+    ) -> None:
         log = self.layout.log("kafka")
         java = kafka.find_java()
         libs = kafka.resolve_jars(java, log)
+        if abandon.is_set():
+            return
         archives = kafka.class_archives(java, libs, log, self.settings.start_timeout)
+        if abandon.is_set():
+            return
         kafka.prepare(
             self.kafka_layout,
             kafka_ports,

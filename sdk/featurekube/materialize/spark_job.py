@@ -83,6 +83,11 @@ class JobSettings:
 
     chunk_rows: int = 500_000
     """Rows brought to the driver at once for writing; bounds the driver's memory."""
+    driver_statistics_max_values: int = 20_000_000
+    """Values (rows times features) of a window up to which its statistics are
+    computed at the driver, with DuckDB exactly as the python engine computes them (its
+    feature columns fetched as Arrow, a few seconds less than Spark's
+    ``percentile_disc``); above, in Spark, by the same definitions."""
     online: online_writer.OnlineWriteSettings = field(
         default_factory=online_writer.OnlineWriteSettings
     )
@@ -186,7 +191,9 @@ def run(
             monitor.record(
                 plan,
                 result,
-                lambda reference: _window_statistics(offline_rows, plan, reference),
+                lambda reference: _window_statistics(
+                    offline_rows, plan, reference, stats.rows, settings
+                ),
                 offline_uri=offline_uri,
                 storage_options=storage_options,
                 now=ingested,
@@ -228,9 +235,12 @@ def open_session(app_name: str, extra_conf: Mapping[str, str] | None = None) -> 
     settings = spark_session.SparkSettings(app_name=app_name, extra_conf=dict(extra_conf or {}))
     if "PYSPARK_GATEWAY_PORT" not in os.environ:
         return spark_session.create_session(settings)
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
+    # Joins spark-submit's JVM first: before that, SparkConf() holds nothing submitted,
+    # and featurekube's local defaults (master local[2]) would win over the cluster's.
+    SparkContext._ensure_initialized()
     submitted = SparkConf()
     builder = SparkSession.builder
     for key, value in spark_session.render_spark_conf(settings, os.environ).items():
@@ -485,11 +495,46 @@ def _window_statistics(
     rows: DataFrame,
     plan: planning.MaterializationPlan,
     reference: drift.ReferenceProfile | None,
+    count: int,
+    settings: JobSettings,
 ) -> list[monitoring_stats.FeatureStatistics]:
-    """The statistics of the rows written offline (cached), with PSI against
-    ``reference``: one aggregate over the rows, and one grouped query for the top
-    values of categorical features — the definitions and results of
-    :func:`featurekube.monitoring.profiling.window_statistics`."""
+    """The statistics of the ``count`` rows written offline (cached), with PSI against
+    ``reference``: at the driver when they are few enough
+    (``settings.driver_statistics_max_values``), else in Spark."""
+    if count * max(1, len(plan.features)) <= settings.driver_statistics_max_values:
+        return _driver_statistics(rows, plan, reference)
+    return _spark_statistics(rows, plan, reference)
+
+
+def _driver_statistics(
+    rows: DataFrame,
+    plan: planning.MaterializationPlan,
+    reference: drift.ReferenceProfile | None,
+) -> list[monitoring_stats.FeatureStatistics]:
+    """The statistics computed with DuckDB over the feature columns fetched as Arrow:
+    the python engine's code (means and deviations may differ in the last digits, the
+    rows coming in another order)."""
+    import duckdb
+
+    from featurekube.monitoring import profiling
+
+    names = [name for name, _ in plan.features]
+    table = rows.select(*[rows[f"`{name}`"] for name in names]).toArrow()
+    columns = [(name, name, type_) for name, type_ in plan.features]
+    with duckdb.connect(config={"threads": 2}) as connection:
+        connection.register("__written", table)
+        return profiling.window_statistics(connection, "__written", columns, reference)
+
+
+def _spark_statistics(
+    rows: DataFrame,
+    plan: planning.MaterializationPlan,
+    reference: drift.ReferenceProfile | None,
+) -> list[monitoring_stats.FeatureStatistics]:
+    """The statistics computed in Spark: one aggregate over the rows, and one grouped
+    query for the top values of categorical features — the definitions and results of
+    :func:`featurekube.monitoring.profiling.window_statistics` (mean and deviation
+    to float rounding)."""
     from pyspark.sql import functions as F
 
     def count_if(condition: Column) -> Column:

@@ -62,10 +62,17 @@ def _iso(moment: Any) -> str:
 def _aws_env(settings: OperatorSettings, access: Credentials | None) -> list[dict[str, Any]]:
     """The env that gives a job or feature server its AWS region, endpoint
     and its namespace's credentials (``access``; None: its environment's), never the
-    operator's own."""
-    env: list[dict[str, Any]] = [{"name": "AWS_REGION", "value": settings.aws_region}]
+    operator's own. The region goes in both variables: the AWS SDK for Java and Hadoop's
+    S3A read AWS_REGION, boto3 reads only AWS_DEFAULT_REGION."""
+    env: list[dict[str, Any]] = [
+        {"name": "AWS_REGION", "value": settings.aws_region},
+        {"name": "AWS_DEFAULT_REGION", "value": settings.aws_region},
+    ]
     if settings.aws_endpoint_url:
         env.append({"name": "AWS_ENDPOINT_URL", "value": settings.aws_endpoint_url})
+        if settings.aws_endpoint_url.startswith("http://"):
+            # delta-rs (the offline writer and reader) refuses plain HTTP without it.
+            env.append({"name": "AWS_ALLOW_HTTP", "value": "true"})
     if access is not None:
         env.extend(access.env())
     return env

@@ -232,3 +232,21 @@ def test_spark_applications_leave_out_the_driver_network_policy_the_operator_may
     allowed = OperatorSettings(spark_conf={"spark.kubernetes.driver.pod.excludedFeatureSteps": ""})
     again = desired.render_spark_application(VIEW, 2, WINDOW, allowed, OWNER)
     assert again["spec"]["sparkConf"]["spark.kubernetes.driver.pod.excludedFeatureSteps"] == ""
+
+
+def test_jobs_get_the_region_in_both_variables_the_aws_sdks_read() -> None:
+    app = desired.render_spark_application(VIEW, 2, WINDOW, SETTINGS, OWNER)
+
+    for role in ("driver", "executor"):
+        env = {e["name"]: e.get("value") for e in app["spec"][role]["env"]}
+        assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == SETTINGS.aws_region
+
+
+def test_a_plain_http_endpoint_is_allowed_explicitly_and_only_then() -> None:
+    local = OperatorSettings(aws_endpoint_url="http://10.250.0.1:4566")
+    https = OperatorSettings(aws_endpoint_url="https://s3.example.com")
+
+    for settings, allowed in ((local, "true"), (https, None), (SETTINGS, None)):
+        app = desired.render_spark_application(VIEW, 2, WINDOW, settings, OWNER)
+        env = {e["name"]: e.get("value") for e in app["spec"]["executor"]["env"]}
+        assert env.get("AWS_ALLOW_HTTP") == allowed

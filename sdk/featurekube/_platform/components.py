@@ -265,9 +265,10 @@ def kube_proxy_command(binary: Path, node: node_config.NodeLayout) -> list[str]:
     return [str(binary), f"--config={node.kube_proxy_config}", "--v=1"]
 
 
-def moto_command(python: Path, ports: Ports) -> list[str]:
-    """moto's server: S3 and DynamoDB (and the rest of AWS) in one process."""
-    return [str(python), "-m", "moto.server", "-H", LOOPBACK, "-p", str(ports.moto)]
+def moto_command(python: Path, ports: Ports, host: str = LOOPBACK) -> list[str]:
+    """moto's server: S3 and DynamoDB (and the rest of AWS) in one process, on
+    ``host`` (with a node: the machine's end of its link, where pods reach it too)."""
+    return [str(python), "-m", "moto.server", "-H", host, "-p", str(ports.moto)]
 
 
 def runtime_command(python: Path, layout: Layout) -> list[str]:

@@ -278,7 +278,7 @@ class LocalPlatform:
             kubeconfig=self.layout.kubeconfig,
             kubeconfig_unprivileged=self.layout.kubeconfig_unprivileged,
             apiserver_url=self._apiserver_url(ports),
-            aws_endpoint_url=f"http://{components.LOOPBACK}:{ports.moto}",
+            aws_endpoint_url=self._moto_url(ports),
             region=self.settings.region,
             pids=pids,
             log_dir=self.layout.logs,
@@ -505,7 +505,8 @@ class LocalPlatform:
     def _start_core(self, bin_dir: Path, ports: components.Ports, pids: dict[str, int]) -> None:
         layout, timeout = self.layout, self.settings.start_timeout
         pids["moto"] = processes.spawn(
-            components.moto_command(Path(sys.executable), ports), layout.log("moto")
+            components.moto_command(Path(sys.executable), ports, self._moto_host),
+            layout.log("moto"),
         )
         pids["etcd"] = processes.spawn(
             components.etcd_command(bin_dir / "etcd", layout, ports), layout.log("etcd")
@@ -536,9 +537,9 @@ class LocalPlatform:
             ),
             layout.log("kube-controller-manager"),
         )
-        moto_ready = f"http://{components.LOOPBACK}:{ports.moto}/moto-api/"
+        moto_ready = f"{self._moto_url(ports)}/moto-api/"
         self._await("moto", pids["moto"], timeout, lambda: processes.http_ok(moto_ready))
-        self._create_buckets(f"http://{components.LOOPBACK}:{ports.moto}")
+        self._create_buckets(self._moto_url(ports))
         self._install_crds(bin_dir / "kubectl")
         # The controller-manager has no health port here (--secure-port=0); that it
         # is still up after the CRDs went in shows it got past its start-up checks.
@@ -572,6 +573,16 @@ class LocalPlatform:
                 layout.log("operator"),
                 env={**os.environ, **platform_env, **operator_env},
             )
+
+    @property
+    def _moto_host(self) -> str:
+        """Where moto listens: on loopback, or with a node on the machine's end of the
+        node's link, so that pods (the Spark drivers and executors, the feature
+        servers) reach S3 and DynamoDB there as the host's clients do."""
+        return node_config.HOST_IP if self.settings.node else components.LOOPBACK
+
+    def _moto_url(self, ports: components.Ports) -> str:
+        return f"http://{self._moto_host}:{ports.moto}"
 
     def _apiserver_url(self, ports: components.Ports) -> str:
         host = node_config.HOST_IP if self.settings.node else components.LOOPBACK

@@ -486,13 +486,17 @@ def install(
     for args in steps:
         done = subprocess.run([*base, *args], capture_output=True, text=True)
         if done.returncode != 0:
-            pods = subprocess.run(
-                [*base, "-n", NAMESPACE, "get", "pods", "-o", "wide"],
-                capture_output=True,
-                text=True,
-            )
+            # Why its pods are not ready (unschedulable, image missing, crash loop)
+            # is in their state and the namespace's events.
+            seen = [
+                subprocess.run([*base, "-n", NAMESPACE, *what], capture_output=True, text=True)
+                for what in (
+                    ["get", "pods", "-o", "wide"],
+                    ["get", "events", "--sort-by=.lastTimestamp"],
+                )
+            ]
             raise errors.ComponentStartError(
                 "spark-operator",
                 f"`kubectl {' '.join(args)}` exited with {done.returncode}",
-                done.stdout + done.stderr + "\n" + pods.stdout + pods.stderr,
+                "\n".join([done.stdout + done.stderr, *(r.stdout + r.stderr for r in seen)]),
             )

@@ -189,13 +189,10 @@ def test_both_engines_store_the_same_statistics(spark: SparkSession, s3_prefix: 
         offline = f"{s3_prefix}{engine}/v1"
         _run(spark, engine.removeprefix("in-"), view, 0, offline, settings)
         tables[engine] = stats_store.read_statistics(offline).to_pylist()
-    pairs = [
-        (dict(ours), dict(theirs))
-        for engine in ("spark", "in-spark")
-        for ours, theirs in zip(tables[engine], tables["python"], strict=True)
-    ]
-    assert len(pairs) == 2 * len(FEATURES)
-    for spark_row, python_row in pairs:
+    for ours, theirs in zip(tables["spark"], tables["python"], strict=True):
+        same = {"engine": "python", "written_at": None}
+        assert _nan_safe(ours | same) == _nan_safe(theirs | same)  # to the last bit
+    for spark_row, python_row in zip(tables["in-spark"], tables["python"], strict=True):
         for column in ("mean", "stddev"):
             ours, theirs = spark_row.pop(column), python_row.pop(column)
             if theirs is None:

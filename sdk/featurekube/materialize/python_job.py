@@ -674,7 +674,7 @@ def _window_statistics(
     columns = [(name, name, type_) for name, type_ in plan.features]
     with _connection(settings) as connection:
         connection.register("__written", rows)
-        return profiling.window_statistics(connection, "__written", columns, reference)
+        return profiling.window_statistics(connection, "__written", columns, reference, values=rows)
 
 
 # -- small helpers ---------------------------------------------------------------------------

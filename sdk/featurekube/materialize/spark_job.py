@@ -512,8 +512,7 @@ def _driver_statistics(
     reference: drift.ReferenceProfile | None,
 ) -> list[monitoring_stats.FeatureStatistics]:
     """The statistics computed with DuckDB over the feature columns fetched as Arrow:
-    the python engine's code (means and deviations may differ in the last digits, the
-    rows coming in another order)."""
+    the python engine's code, so the same numbers to the last bit."""
     import duckdb
 
     from featurekube.monitoring import profiling
@@ -523,7 +522,9 @@ def _driver_statistics(
     columns = [(name, name, type_) for name, type_ in plan.features]
     with duckdb.connect(config={"threads": 2}) as connection:
         connection.register("__written", table)
-        return profiling.window_statistics(connection, "__written", columns, reference)
+        return profiling.window_statistics(
+            connection, "__written", columns, reference, values=table
+        )
 
 
 def _spark_statistics(

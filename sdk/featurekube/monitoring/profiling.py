@@ -11,14 +11,16 @@ query for the top values of categorical features.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from featurekube.monitoring import drift, stats
 
-__all__ = ["Column", "profile", "window_statistics"]
+__all__ = ["Column", "exact_moments", "profile", "window_statistics"]
 
 Column = tuple[str, str, str]
 """A column to describe: (column name in the relation, feature name, value type)."""
@@ -29,9 +31,13 @@ def window_statistics(
     relation: str,
     columns: Sequence[Column],
     reference: drift.ReferenceProfile | None = None,
+    *,
+    values: pa.Table | None = None,
 ) -> list[stats.FeatureStatistics]:
     """Each column's statistics over ``relation``, with its PSI against ``reference``
-    when that profiles the feature."""
+    when that profiles the feature. ``values``: the relation's rows as Arrow, from
+    which means and deviations are computed exactly rounded (:func:`exact_moments`),
+    the same whatever order the rows come in; None: DuckDB's floating-point sums."""
     exprs: list[str] = []
     for column, feature, type_ in columns:
         c = _q(column)
@@ -48,21 +54,23 @@ def window_statistics(
         exprs += _bin_counts(c, _profile_of(reference, feature, type_))
     found = _one_row(connection, f"SELECT {', '.join(exprs) or '1'} FROM {relation}")
     top = _top_values(connection, relation, columns)
-    values = iter(found)
+    cells = iter(found)
     out = []
     for column, feature, type_ in columns:
-        count, nulls = int(next(values)), int(next(values))
+        count, nulls = int(next(cells)), int(next(cells))
         numbers: list[Any] = [None] * 5
         if stats.kind_of(type_) == "numeric":
-            numbers = [next(values) for _ in range(5)]
+            numbers = [next(cells) for _ in range(5)]
         feature_profile = _profile_of(reference, feature, type_)
         psi = None
         if feature_profile is not None:
             categorical = feature_profile.kind == "categorical"
-            bins = [int(next(values)) for _ in range(len(feature_profile.fractions) - categorical)]
+            bins = [int(next(cells)) for _ in range(len(feature_profile.fractions) - categorical)]
             if categorical:
                 bins.append(count - sum(bins))
             psi = drift.psi(feature_profile.fractions, bins)
+        if values is not None and stats.kind_of(type_) == "numeric" and count:
+            numbers[2], numbers[3] = exact_moments(values.column(column))
         out.append(
             stats.FeatureStatistics(
                 feature=feature,
@@ -152,6 +160,32 @@ def profile(
                 values=tuple(v for v, _ in kept),
             )
     return drift.ReferenceProfile(key, fingerprint, description, computed_at, features)
+
+
+def exact_moments(column: pa.ChunkedArray | pa.Array) -> tuple[float | None, float | None]:
+    """The mean and sample standard deviation (n - 1; None below two values) of a
+    numeric column's non-null values, each sum exactly rounded (``math.fsum``), so the
+    result does not depend on the values' order: ``fsum(x) / n``, then
+    ``sqrt(fsum((x - mean)²) / (n - 1))``. A NaN, or infinities of both signs, give
+    NaN; an infinity of one sign gives it as the mean and NaN as the deviation.
+
+    >>> exact_moments(pa.array([1.0, 2.0, None, 3.0, 4.0]))
+    (2.5, 1.2909944487358056)
+    """
+    import numpy as np
+
+    data = np.asarray(column.drop_null().to_numpy(zero_copy_only=False), dtype=np.float64)
+    n = data.size
+    if n == 0:
+        return None, None
+    if not np.isfinite(data).all():
+        with np.errstate(invalid="ignore"):
+            mean = float(np.mean(data))
+        return mean, (math.nan if n > 1 else None)
+    mean = math.fsum(data.tolist()) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(math.fsum(np.square(data - mean).tolist()) / (n - 1))
 
 
 def _profile_of(

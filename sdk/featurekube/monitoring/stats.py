@@ -106,7 +106,7 @@ def nearest_rank(n: int, percent: int) -> int:
     return max(1, -(-percent * n // 100))
 
 
-def quantiles_of(values: Iterable[float]) -> list[float] | None:
+def quantiles_of(values: Iterable[float | None]) -> list[float] | None:
     """The 21 quantiles of ``values`` (nulls left out) by the definition above; None
     when there are none. The reference the engines are tested against.
 

@@ -18,15 +18,18 @@ Prints one archive path per image on stdout; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -113,7 +116,8 @@ def run_stage(
         work, merged = Path(tmp) / "work", Path(tmp) / "merged"
         work.mkdir()
         merged.mkdir()
-        uv_cache = CACHE / "uv"
+        # The machine's own uv cache: the venvs' installs have filled it already.
+        uv_cache = Path(os.environ.get("UV_CACHE_DIR", Path.home() / ".cache" / "uv"))
         uv_cache.mkdir(parents=True, exist_ok=True)
         lower = ":".join(str(p) for p in reversed(lowers))
         inside = " && ".join(f"( {c} )" for c in commands)
@@ -305,6 +309,32 @@ def build_spark_operator(spark: definitions.Image, base_rootfs: Path, files: Seq
     return archive
 
 
+@contextlib.contextmanager
+def _exclusive() -> Iterator[None]:
+    """One build at a time on this machine: builds share layer directories."""
+    IMAGES_CACHE.mkdir(parents=True, exist_ok=True)
+    with (IMAGES_CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def collect(current: Sequence[_Plan], built: Sequence[Path]) -> None:
+    """Delete the layers no current image uses and the superseded archives of the images
+    just built: a Spark image is 1.3 GB, and every change of the sources makes another."""
+    keep = {key for plan in current for key in (plan.deps_key, plan.app_key)}
+    for path in (IMAGES_CACHE / "layers").iterdir():
+        key = path.name.split(".", 1)[0]
+        if re.fullmatch(r"(deps|app)-[0-9a-f]{16}", key) and key not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for archive in built:
+        image = archive.name.rsplit("-", 1)[0]
+        for old in IMAGES_CACHE.glob(f"{image}-*.oci.tar"):
+            if old != archive and re.fullmatch(
+                rf"{re.escape(image)}-[0-9a-f]{{16}}\.oci\.tar", old.name
+            ):
+                old.unlink()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="*", help="images to build (default: all)")
@@ -320,12 +350,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     base_rootfs = debian_base()
     files = source_files()
-    archives = [
-        build_spark_operator(known["spark"], base_rootfs, files)
-        if name == SPARK_OPERATOR
-        else build(known[name], base_rootfs, files)
-        for name in chosen
-    ]
+    with _exclusive():
+        archives = [
+            build_spark_operator(known["spark"], base_rootfs, files)
+            if name == SPARK_OPERATOR
+            else build(known[name], base_rootfs, files)
+            for name in chosen
+        ]
+        collect([_plan(image, base_rootfs, files) for image in known.values()], archives)
     if args.load:
         from featurekube._platform import platform
 

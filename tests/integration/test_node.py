@@ -270,6 +270,103 @@ def test_a_pod_from_the_debian_base_runs_python_as_a_non_root_user(
     assert log.split() == ["65532", "3", "11"]
 
 
+def _run_to_completion(api: object, namespace: str, name: str, pod: dict[str, object]) -> str:
+    """Create ``pod``, wait for it to finish, and return its log; fail unless it succeeded."""
+    import kubernetes.client
+
+    core: kubernetes.client.CoreV1Api = api  # type: ignore[assignment]
+    core.create_namespaced_pod(namespace, pod)
+    done = processes.wait_until(
+        lambda: core.read_namespaced_pod(name, namespace).status.phase in ("Succeeded", "Failed"),
+        240,
+        interval=0.5,
+    )
+    status = core.read_namespaced_pod(name, namespace).status
+    assert done, f"pod {name} did not finish: {status}"
+    log: str = core.read_namespaced_pod_log(name, namespace)
+    assert status.phase == "Succeeded", f"pod {name}: {log[-2000:]}"
+    return log
+
+
+# `make test` builds the images first (its images target); here a build that is not
+# cached (a source changed since) takes up to 15 minutes on a loaded machine, loading
+# the Spark image's 1.3 GB a few minutes more, and each pod gets 4.
+@pytest.mark.timeout(2400)
+def test_featurekubes_own_images_run_their_entry_points_as_non_root_on_a_read_only_root(
+    node_state_dir: Path, core: object
+) -> None:
+    import kubernetes.client
+
+    built = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "images" / "build.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+        timeout=900,
+    )
+    archives = [Path(line) for line in built.stdout.split()]
+    started = time.monotonic()
+    local.LocalPlatform(local.PlatformSettings(state_dir=node_state_dir)).load_images(archives)
+    print(f"loaded {len(archives)} images in {time.monotonic() - started:.1f} s")
+    api: kubernetes.client.CoreV1Api = core  # type: ignore[assignment]
+    namespace = f"images-{uuid.uuid4().hex[:8]}"
+    api.create_namespace({"metadata": {"name": namespace}})
+
+    def pod(name: str, image: str, args: list[str]) -> dict[str, object]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "containers": [
+                    {
+                        "name": name,
+                        "image": f"ghcr.io/featurekube/{image}:0.1.0",
+                        "imagePullPolicy": "Never",
+                        "args": args,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    }
+                ],
+                "volumes": [{"name": "tmp", "emptyDir": {}}],
+            },
+        }
+
+    try:
+        assert processes.wait_until(
+            lambda: api.read_namespaced_service_account("default", namespace) is not None, 60
+        )
+        operator_help = _run_to_completion(
+            api, namespace, "operator", pod("operator", "operator", ["--help"])
+        )
+        server_help = _run_to_completion(
+            api, namespace, "server", pod("server", "feature-server", ["--help"])
+        )
+        # Anything but `driver` or `executor` passes through the Spark entry point:
+        # the python engine's Jobs run so.
+        spark_check = (
+            "id -u; spark-submit --version 2>&1 | grep -o 'version [0-9.]*' | head -1; "
+            "ls $SPARK_HOME/jars | grep -c -e delta-spark -e hadoop-aws; "
+            "python -c 'import featurekube.materialize.python_job, pyspark; print(\"jobs\")'"
+        )
+        spark_out = _run_to_completion(
+            api, namespace, "spark", pod("spark", "spark", ["bash", "-c", spark_check])
+        )
+    finally:
+        api.delete_namespace(namespace)
+
+    assert "featurekube-operator" in operator_help
+    assert "--plan" in server_help
+    assert spark_out.split() == ["65532", "version", "4.2.0", "2", "jobs"]
+
+
 def test_the_kubernetes_service_points_at_the_api_servers_advertised_address(
     core: object, endpoints: local.Endpoints
 ) -> None:

@@ -36,8 +36,8 @@ def window_statistics(
 ) -> list[stats.FeatureStatistics]:
     """Each column's statistics over ``relation``, with its PSI against ``reference``
     when that profiles the feature. ``values``: the relation's rows as Arrow, from
-    which means and deviations are computed exactly rounded (:func:`exact_moments`),
-    the same whatever order the rows come in; None: DuckDB's floating-point sums."""
+    which means and deviations are computed the same whatever order the rows come in
+    (:func:`exact_moments`); None: DuckDB's floating-point sums."""
     exprs: list[str] = []
     for column, feature, type_ in columns:
         c = _q(column)
@@ -164,28 +164,28 @@ def profile(
 
 def exact_moments(column: pa.ChunkedArray | pa.Array) -> tuple[float | None, float | None]:
     """The mean and sample standard deviation (n - 1; None below two values) of a
-    numeric column's non-null values, each sum exactly rounded (``math.fsum``), so the
-    result does not depend on the values' order: ``fsum(x) / n``, then
-    ``sqrt(fsum((x - mean)²) / (n - 1))``. A NaN, or infinities of both signs, give
-    NaN; an infinity of one sign gives it as the mean and NaN as the deviation.
+    numeric column's non-null values, summed in ascending order of the values
+    (numpy's pairwise sums), so that the result depends on the values only, never on
+    the order the rows come in: ``sum(x) / n``, then ``sqrt(sum((x - mean)²) / (n - 1))``.
+    A NaN, or infinities of both signs, give NaN; an infinity of one sign gives it as
+    the mean and NaN as the deviation.
 
     >>> exact_moments(pa.array([1.0, 2.0, None, 3.0, 4.0]))
     (2.5, 1.2909944487358056)
     """
     import numpy as np
 
-    data = np.asarray(column.drop_null().to_numpy(zero_copy_only=False), dtype=np.float64)
+    data = np.sort(np.asarray(column.drop_null().to_numpy(zero_copy_only=False), np.float64))
     n = data.size
     if n == 0:
         return None, None
-    if not np.isfinite(data).all():
-        with np.errstate(invalid="ignore"):
-            mean = float(np.mean(data))
-        return mean, (math.nan if n > 1 else None)
-    mean = math.fsum(data.tolist()) / n
-    if n < 2:
-        return mean, None
-    return mean, math.sqrt(math.fsum(np.square(data - mean).tolist()) / (n - 1))
+    with np.errstate(invalid="ignore", over="ignore"):
+        mean = float(np.sum(data) / n)
+        if n < 2:
+            return mean, None
+        if not math.isfinite(mean):
+            return mean, math.nan
+        return mean, math.sqrt(float(np.sum(np.square(data - mean))) / (n - 1))
 
 
 def _profile_of(

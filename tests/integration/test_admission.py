@@ -338,6 +338,13 @@ CASES = [
         "less than or equal to 65535",
     ),
     Case(
+        "view-name-starts-with-digit",
+        VIEW,
+        {"metadata.name": "7day-trips"},
+        "metadata.name",
+        "starting with a letter",
+    ),
+    Case(
         "service-name-starts-with-digit",
         SERVICE,
         {"metadata.name": "2-eta-model"},

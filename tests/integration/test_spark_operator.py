@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import json
 import subprocess
 import sys
 import time
@@ -384,26 +383,3 @@ def _generate_data() -> Any:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def test_the_operators_webhook_refuses_a_run_named_after_a_view_that_starts_with_a_digit(
-    installed: None, api: Any, namespace: str
-) -> None:
-    # A FeatureView's name may start with a digit; a SparkApplication's may not (the
-    # operator names Services after it, which must be DNS-1035 labels).
-    import kubernetes.client
-
-    owner = _owner(api, namespace)
-    view = v1alpha1.FeatureView.model_validate(
-        {**VIEW_DOC, "metadata": {"name": "7day-trips", "namespace": namespace}}
-    )
-    app = desired.render_spark_application(view, 1, WINDOW, OperatorSettings(), owner)
-    custom = kubernetes.client.CustomObjectsApi(api)
-
-    with pytest.raises(kubernetes.client.ApiException) as refused:
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, app)
-
-    assert refused.value.status == 403
-    message = json.loads(refused.value.body)["message"]
-    assert "validate-sparkoperator-k8s-io-v1beta2-sparkapplication" in message
-    assert 'invalid SparkApplication name "7day-trips-v1-202601010000"' in message

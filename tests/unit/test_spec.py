@@ -156,8 +156,14 @@ def test_view_and_service_names_must_fit_derived_names() -> None:
         "spec": {"owner": "eta", "features": [{"featureView": "driver-trip-stats"}]},
     }
 
+    digit_view = copy.deepcopy(VIEW)
+    digit_view["metadata"]["name"] = "7day-trips"
+
     assert "at most 40 characters" in _rule_error(long_view)["msg"]
     assert "starting with a letter" in _rule_error(service, v1alpha1.FeatureService)["msg"]
+    # Each window's SparkApplication is named after its view; the Spark Operator's
+    # webhook refuses a name that does not start with a letter.
+    assert "starting with a letter" in _rule_error(digit_view)["msg"]
 
 
 def test_the_reserved_names_are_every_column_the_stores_use() -> None:

@@ -567,10 +567,11 @@ class FeatureView(SpecModel):
             field_path=".metadata.name",
         ),
         Rule(
-            cel="self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
-            message="metadata.name must be lower-case letters, digits and '-', starting and "
-            "ending with a letter or digit",
-            check=lambda v: _is_dns_label(v.metadata.name),
+            cel="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+            message="metadata.name must be lower-case letters, digits and '-', starting with "
+            "a letter and ending with a letter or digit: each window's SparkApplication is "
+            "named after it, and the Spark Operator takes only such names",
+            check=lambda v: _is_dns_1035_label(v.metadata.name),
             field_path=".metadata.name",
         ),
     )
@@ -585,5 +586,5 @@ class FeatureView(SpecModel):
     status: FeatureViewStatus | None = None
 
 
-def _is_dns_label(name: str) -> bool:
-    return re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) is not None
+def _is_dns_1035_label(name: str) -> bool:
+    return re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) is not None

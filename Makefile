@@ -82,7 +82,7 @@ docs: venv ## Build the documentation site into build/docs; a warning fails the 
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 .PHONY: test
-test: venv platform-bin node-bin debian-base images helm browser lint docs ## Everything: lint, the docs site, unit, integration (with a real node) and end-to-end tests on the local platform.
+test: venv platform-bin node-bin debian-base images spark-operator helm browser lint docs ## Everything: lint, the docs site, unit, integration (with a real node) and end-to-end tests on the local platform.
 	$(BIN)/pytest tests
 
 .PHONY: bench
@@ -108,6 +108,11 @@ demo: venv platform-bin ## The whole loop on the local platform: define, materia
 .PHONY: images
 images: venv debian-base ## Build the operator, feature-server and Spark images as OCI archives, without Docker (cached under ~/.cache/featurekube); LOAD=1 imports them into the running node.
 	$(BIN)/python hack/images/build.py $(if $(LOAD),--load)
+
+.PHONY: spark-operator
+spark-operator: venv debian-base ## Build the Kubeflow Spark Operator from source and its image on the Spark image (cached under ~/.cache/featurekube), for tests on the node.
+	hack/spark-operator/build.sh >/dev/null
+	$(BIN)/python hack/images/build.py spark-operator >/dev/null
 
 .PHONY: dockerfiles
 dockerfiles: venv ## Render images/*/Dockerfile from images/images.yaml (never edit them by hand).

@@ -17,9 +17,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["NEEDS_SERVER", "Block", "iter_blocks", "iter_commands", "read_blocks"]
+__all__ = ["NEEDS_CLUSTER", "NEEDS_SERVER", "Block", "iter_blocks", "iter_commands", "read_blocks"]
 
 NEEDS_SERVER = "<!-- example: needs a feature server -->"
+NEEDS_CLUSTER = "<!-- example: needs a cluster -->"
+"""Marks an example that reads a cluster's stores: only compiled, never run."""
 _FENCE = re.compile(r"^```([A-Za-z0-9_+-]*)[^\n]*$")
 
 
@@ -32,6 +34,7 @@ class Block:
     language: str
     code: str
     needs_server: bool = False
+    needs_cluster: bool = False
 
     @property
     def where(self) -> str:
@@ -62,6 +65,7 @@ def iter_blocks(page: str, text: str) -> Iterator[Block]:
             language=opening.group(1) or "text",
             code="\n".join(body) + "\n",
             needs_server=previous == NEEDS_SERVER,
+            needs_cluster=previous == NEEDS_CLUSTER,
         )
         index += 1
 

@@ -2,7 +2,8 @@
 under docs/, and the docstring examples of the Python API pages).
 
 - ``python``: a page's blocks run in order, in one namespace, from the repository root;
-  blocks that need a feature server run in tests/integration/test_docs_served_examples.py.
+  blocks that need a feature server run in tests/integration/test_docs_served_examples.py,
+  and blocks that read a cluster's stores are only compiled.
 - ``yaml``: a page's FeatureViews and FeatureServices are validated as one feature repo,
   as ``featurekube validate`` does; other documents must parse.
 - ``sh``: ``featurekube validate`` runs; every other ``featurekube`` command must parse;
@@ -55,9 +56,10 @@ def test_python_examples_run(page: str, monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.chdir(REPO)
     namespace: dict[str, Any] = {"__name__": "__docs__"}
     for block in _blocks(page, "python"):
-        if block.needs_server:
+        code = compile(block.code, block.where, "exec")
+        if block.needs_server or block.needs_cluster:
             continue
-        exec(compile(block.code, block.where, "exec"), namespace)
+        exec(code, namespace)
 
 
 @pytest.mark.parametrize("page", _pages_with("yaml"))

@@ -234,6 +234,21 @@ def test_the_report_carries_drift_and_notes_and_trims_drift_last() -> None:
     assert message["rows"] == {"read": 0, "offline": 0, "online": 0}
 
 
+def test_a_trimmed_report_keeps_every_violated_check_before_any_drift() -> None:
+    result = report.MaterializationReport(
+        view="FeatureView rides/trips", start=T0, end=T0 + dt.timedelta(hours=1), published=True
+    )
+    result.drift = {f"feature_{i:03d}": i / 1000 for i in range(256)}
+    checks = [report.Check(f"feature_{i:03d}", "max", "Warn", bound=1.0) for i in range(20)]
+    result.violations = [report.Violation(check, rows=3) for check in checks]
+
+    message = json.loads(result.to_termination_message())
+
+    assert [v["feature"] for v in message["violations"]] == [c.feature for c in checks]
+    assert all(v["rows"] == 3 and "message" not in v for v in message["violations"])
+    assert message["driftTruncated"] is True and len(message["drift"]) < 256
+
+
 def test_a_training_pull_reference_needs_a_dns_label_for_a_name() -> None:
     from featurekube import errors
     from featurekube.monitoring import references

@@ -262,26 +262,38 @@ class MaterializationReport:
         """The report as JSON of at most ``limit`` bytes, for a termination message.
 
         What does not fit is left out, least useful first: the per-feature statistics,
-        the notes, the violations, the timings, then ``drift`` keeps its largest PSIs
-        only (``driftTruncated``), then the error's text is cut short; the window,
-        ``published`` and the row counts are always there.
+        the notes, the timings, the violations' messages (their feature, check and rows
+        stay: the operator reports every violated check from them), then ``drift``
+        keeps its largest PSIs only (``driftTruncated``), then the violations, then the
+        error's text is cut short; the window, ``published`` and the row counts are
+        always there.
         """
         body = self.to_json()
-        for key in ("features", "notes", "violations", "timingsSeconds"):
-            text = _compact(body)
-            if len(text.encode()) <= limit:
-                return text
+
+        def fits() -> bool:
+            return len(_compact(body).encode()) <= limit
+
+        for key in ("features", "notes", "timingsSeconds"):
+            if fits():
+                return _compact(body)
             body[key] = None
             body["truncated"] = True
+        if not fits() and body.get("violations"):
+            body["violations"] = [
+                {k: v for k, v in violation.items() if k != "message"}
+                for violation in body["violations"]
+            ]
         drift = body.get("drift")
-        if drift and len(_compact(body).encode()) > limit:
+        if drift and not fits():
             largest = sorted(drift.items(), key=lambda item: (-item[1], item[0]))
             body["driftTruncated"] = True
-            while largest and len(_compact(body).encode()) > limit:
+            while largest and not fits():
                 largest = largest[: len(largest) // 2]
                 body["drift"] = dict(largest)
+        if not fits() and body.get("violations"):
+            body["violations"] = None
         error = str(body.get("error") or "")
-        while len(_compact(body).encode()) > limit and error:
+        while not fits() and error:
             error = error[: len(error) // 2]
             body["error"] = error + "..."
         return _compact(body)

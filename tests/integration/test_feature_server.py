@@ -427,7 +427,7 @@ async def test_push_validates_rows_naming_row_and_column(
     async with running(serving, backend.store, writer=backend.writer) as (_, target):
         good = {
             "driver_id": [1, 2],
-            "event_timestamp": [dt.datetime.now(dt.UTC)] * 2,
+            "event_timestamp": [dt.datetime.fromtimestamp(NOW / 1_000_000, dt.UTC)] * 2,
             "current_zone_id": [5, None],
             "current_speed_kmh": [10.5, 3.0],
         }

@@ -5,16 +5,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks import _provenance
+
+if TYPE_CHECKING:
+    from featurekube._platform.platform import Endpoints
 
 RESULTS = Path(os.environ.get("FEATUREKUBE_BENCH_RESULTS", "bench-results"))
 
@@ -56,6 +61,33 @@ class Report:
             if peer.subject == self.baseline and peer.metric == m.metric and peer.median:
                 return m.median / peer.median
         return None
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The sample at quantile ``q`` (0..1) by rank, without interpolation."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@contextlib.contextmanager
+def scratch_platform(**settings: Any) -> Iterator[tuple[Endpoints, Path]]:
+    """A local platform of the benchmark's own in a temporary directory, with
+    featurekube's CRDs and no local runtime (nothing should run the jobs the benchmark
+    makes), stopped with the block; yields its endpoints and the directory."""
+    from featurekube._platform import platform
+
+    crds = Path(__file__).resolve().parents[1] / "crds"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = platform.LocalPlatform(
+            platform.PlatformSettings(
+                state_dir=Path(tmp) / "platform", crd_dirs=(crds,), runtime=False, **settings
+            )
+        )
+        endpoints = local.start()
+        try:
+            yield endpoints, Path(tmp)
+        finally:
+            local.stop()
 
 
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:

@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -31,24 +30,14 @@ import kubernetes.client
 import kubernetes.config
 
 from benchmarks import _harness
+from benchmarks._browser import CHROMIUM, headless_chromium
 from featurekube._platform import platform, processes
 
-REPO = Path(__file__).parents[1]
 VIEWS = int(os.environ.get("FEATUREKUBE_BENCH_VIEWS", "1000"))
 SERVICES = int(os.environ.get("FEATUREKUBE_BENCH_SERVICES", "200"))
 NAMESPACES = 4
 LOADS = int(os.environ.get("FEATUREKUBE_BENCH_LOADS", "40"))
 WARMUP = 3
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 WINDOW = "2026-03-01T10:00:00Z"
 _LOAD_TIME = """() => {
   const n = performance.getEntriesByType('navigation')[0];
@@ -177,11 +166,6 @@ def _pages() -> dict[str, str]:
     }
 
 
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
-
-
 def _serve_static(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -201,21 +185,12 @@ def run() -> _harness.Report:
     )
     if not CHROMIUM.exists():
         raise RuntimeError("no /usr/bin/chromium: run `make browser` (hack/browser/install.sh)")
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = platform.PlatformSettings(
-            state_dir=Path(tmp) / "platform", crd_dirs=(REPO / "crds",), runtime=False
-        )
-        local = platform.LocalPlatform(settings)
-        endpoints = local.start()
-        try:
-            _measure(report, endpoints, Path(tmp))
-        finally:
-            local.stop()
+    with _harness.scratch_platform() as (endpoints, tmp):
+        _measure(report, endpoints, tmp)
     return report
 
 
 def _measure(report: _harness.Report, endpoints: platform.Endpoints, tmp: Path) -> None:
-    from playwright.sync_api import sync_playwright
 
     api = kubernetes.config.new_client_from_config(str(endpoints.kubeconfig))
     with api:
@@ -239,13 +214,7 @@ def _measure(report: _harness.Report, endpoints: platform.Endpoints, tmp: Path) 
             sizes[name] = len(body)
             (static / f"{name.replace(' ', '-')}.html").write_bytes(body)
         server, static_url = _serve_static(static)
-        with (
-            tempfile.TemporaryDirectory() as profile,
-            sync_playwright() as playwright,
-        ):
-            browser = playwright.chromium.launch_persistent_context(
-                profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-            )
+        with headless_chromium() as browser:
             page = browser.new_page()
 
             def load(address: str) -> float:
@@ -262,10 +231,9 @@ def _measure(report: _harness.Report, endpoints: platform.Endpoints, tmp: Path) 
                 report.add("static files", name, "ms", [s * 1000 for s in floor])
                 report.notes[f"{name} p50 / p95"] = (
                     f"{statistics.median(samples) * 1000:.1f} / "
-                    f"{_percentile(samples, 0.95) * 1000:.1f} ms "
+                    f"{_harness.percentile(samples, 0.95) * 1000:.1f} ms "
                     f"({sizes[name] / 1024:.0f} KiB of HTML)"
                 )
-            browser.close()
         server.shutdown()
         with urllib.request.urlopen(f"{url}/healthz") as answer:
             health = json.load(answer)

@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -157,18 +156,10 @@ def run() -> _harness.Report:
         description=f"{VIEWS} FeatureViews + {SERVICES} FeatureServices applied at once",
         baseline="API server alone",
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        # No local runtime: this benchmark plays the Spark Operator and the kubelet, and
-        # a runtime would race it to run the (sourceless) windows with spark-submit.
-        settings = platform.PlatformSettings(
-            state_dir=Path(tmp) / "platform", crd_dirs=(REPO / "crds",), audit=True, runtime=False
-        )
-        local = platform.LocalPlatform(settings)
-        endpoints = local.start()
-        try:
-            _measure(report, endpoints, Path(tmp))
-        finally:
-            local.stop()
+    # No local runtime: this benchmark plays the Spark Operator and the kubelet, and
+    # a runtime would race it to run the (sourceless) windows with spark-submit.
+    with _harness.scratch_platform(audit=True) as (endpoints, tmp):
+        _measure(report, endpoints, tmp)
     return report
 
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, cast
+from unittest import mock
 
 import boto3
 import kubernetes.client
@@ -31,7 +30,6 @@ from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
 from featurekube_operator.settings import OperatorSettings
 
-REPO = Path(__file__).parents[1]
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 H = dt.timedelta(hours=1)
 IDLE_RECONCILES = 5
@@ -181,20 +179,11 @@ def run() -> _harness.Report:
         description="reconcile cost of one hourly view at 10 and 1,000 completed windows",
         baseline="every application kept",
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = platform.PlatformSettings(
-            state_dir=Path(tmp) / "platform", crd_dirs=(REPO / "crds",), runtime=False
-        )
-        local = platform.LocalPlatform(settings)
-        endpoints = local.start()
-        saved = dict(os.environ)
-        os.environ.update(endpoints.environment())
-        try:
-            _measure(report, endpoints)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            local.stop()
+    with (
+        _harness.scratch_platform() as (endpoints, _),
+        mock.patch.dict(os.environ, endpoints.environment()),
+    ):
+        _measure(report, endpoints)
     return report
 
 

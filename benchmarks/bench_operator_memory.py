@@ -18,7 +18,6 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -34,7 +33,6 @@ from featurekube_operator import desired
 from featurekube_operator.settings import OperatorSettings
 from featurekube_operator.windows import Window
 
-REPO = Path(__file__).parents[1]
 VIEWS = int(os.environ.get("FEATUREKUBE_BENCH_VIEWS", "200"))
 HISTORIES = (10, 1000)
 KEPT = OperatorSettings().succeeded_history_limit
@@ -126,17 +124,9 @@ def run() -> _harness.Report:
         name="operator_memory",
         description=f"operator memory with {VIEWS} hourly views of 10 and 1,000 windows' history",
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = platform.PlatformSettings(
-            state_dir=Path(tmp) / "platform", crd_dirs=(REPO / "crds",), runtime=False
-        )
-        local = platform.LocalPlatform(settings)
-        endpoints = local.start()
-        try:
-            for windows in HISTORIES:
-                _measure(report, endpoints, Path(tmp), windows)
-        finally:
-            local.stop()
+    with _harness.scratch_platform() as (endpoints, tmp):
+        for windows in HISTORIES:
+            _measure(report, endpoints, tmp, windows)
     return report
 
 

@@ -35,12 +35,12 @@ import random
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 import kubernetes.client
@@ -190,20 +190,11 @@ def run() -> _harness.Report:
         "(5 features, 3 Delta commits), DynamoDB and S3 on moto; once an hour by default",
         baseline=PEER,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = platform.PlatformSettings(
-            state_dir=Path(tmp) / "platform", crd_dirs=(REPO / "crds",), runtime=False
-        )
-        local = platform.LocalPlatform(settings)
-        endpoints = local.start()
-        saved = dict(os.environ)
-        os.environ.update(endpoints.environment())
-        try:
-            _measure(report, endpoints, Path(tmp))
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-            local.stop()
+    with (
+        _harness.scratch_platform() as (endpoints, tmp),
+        mock.patch.dict(os.environ, endpoints.environment()),
+    ):
+        _measure(report, endpoints, tmp)
     return report
 
 

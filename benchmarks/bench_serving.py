@@ -560,17 +560,14 @@ def _compare_with_feast(report: _harness.Report) -> None:
         )
 
 
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _add(
     report: _harness.Report, subject: str, rows: int, latencies: list[float], rate: float
 ) -> None:
     label = f"{rows} row{'s' if rows > 1 else ''}"
     report.add(subject, f"p50 latency, {label}", "ms", [statistics.median(latencies) * 1000])
-    report.add(subject, f"p99 latency, {label}", "ms", [_percentile(latencies, 0.99) * 1000])
+    report.add(
+        subject, f"p99 latency, {label}", "ms", [_harness.percentile(latencies, 0.99) * 1000]
+    )
     report.add(subject, f"throughput, {label}", "req/s", [rate])
 
 

@@ -23,7 +23,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +42,6 @@ from benchmarks import _harness
 from featurekube._platform import platform
 from featurekube.online import client
 
-REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "bench"
 ENTITIES = 1000
 FEATURES = 10
@@ -175,11 +173,6 @@ def _wait_serving(channel: grpc.Channel, log: Path) -> None:
         time.sleep(0.2)
 
 
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def run() -> _harness.Report:
     report = _harness.Report(
         name="serving_auth",
@@ -187,16 +180,8 @@ def run() -> _harness.Report:
         "TLS + token vs open, one run",
         baseline=OPEN,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = platform.PlatformSettings(
-            state_dir=Path(tmp) / "platform", crd_dirs=(REPO / "crds",), runtime=False
-        )
-        local = platform.LocalPlatform(settings)
-        endpoints = local.start()
-        try:
-            _measure(report, endpoints, Path(tmp))
-        finally:
-            local.stop()
+    with _harness.scratch_platform() as (endpoints, tmp):
+        _measure(report, endpoints, tmp)
     return report
 
 
@@ -241,7 +226,10 @@ def _measure(report: _harness.Report, endpoints: platform.Endpoints, tmp: Path) 
                     subject, f"p50 latency, {label}", "ms", [statistics.median(samples) * 1000]
                 )
                 report.add(
-                    subject, f"p99 latency, {label}", "ms", [_percentile(samples, 0.99) * 1000]
+                    subject,
+                    f"p99 latency, {label}",
+                    "ms",
+                    [_harness.percentile(samples, 0.99) * 1000],
                 )
     report.notes["load"] = (
         f"sequential, {ROUNDS} alternating rounds of {REQUESTS_PER_ROUND} requests per "

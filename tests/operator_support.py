@@ -5,11 +5,15 @@ puts this folder on sys.path with its conftest)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import boto3
 import kubernetes.client
+import pytest
 import yaml
+from kopf.testing import KopfRunner
 
 from featurekube_operator import reconcile
 from featurekube_operator.dynamo import OnlineTables
@@ -28,6 +32,7 @@ __all__ = [
     "get",
     "plan",
     "ready",
+    "running_operator",
     "step",
 ]
 
@@ -136,3 +141,18 @@ def plan(kube_api: kubernetes.client.ApiClient, namespace: str) -> dict[str, Any
         raise
     found: dict[str, Any] = yaml.safe_load(config.data["plan.yaml"])
     return found
+
+
+@contextlib.contextmanager
+def running_operator(namespace: str, env: Mapping[str, str]) -> Iterator[KopfRunner]:
+    """The operator's handlers under kopf's test runner, watching ``namespace`` with
+    ``env`` set (kopf imports them when it starts, not earlier: they read settings from
+    the environment at import); on leaving, it must have stopped cleanly."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        args = ["run", "--standalone", "--namespace", namespace]
+        with KopfRunner([*args, "-m", "featurekube_operator.handlers"], timeout=60) as runner:
+            yield runner
+    assert runner.exit_code == 0, runner.output
+    assert runner.exception is None

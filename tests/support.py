@@ -3,13 +3,18 @@ pytest puts this folder on sys.path with its conftest)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import kubernetes.client
+import kubernetes.config
 import pytest
+import yaml
 
-__all__ = ["eventually"]
+__all__ = ["eventually", "service_account_token", "token_reviewer"]
 
 
 def eventually(
@@ -32,3 +37,54 @@ def eventually(
         if time.monotonic() > deadline:
             pytest.fail(f"not within {timeout:.0f} s: {what}")
         time.sleep(interval)
+
+
+def service_account_token(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> str:
+    """Make the ServiceAccount ``name`` in ``namespace`` and return an hour's token of it."""
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+    request = {"spec": {"expirationSeconds": 3600}}
+    token: str = core.create_namespaced_service_account_token(name, namespace, request).status.token
+    return token
+
+
+@contextlib.contextmanager
+def token_reviewer(
+    kube_api: kubernetes.client.ApiClient, namespace: str, admin_kubeconfig: Path, tmp_path: Path
+) -> Iterator[kubernetes.client.ApiClient]:
+    """An API client as a feature server's ServiceAccount (``feature-server`` in
+    ``namespace``), which may only review tokens: system:auth-delegator, as the chart
+    binds it. The binding goes with the block."""
+    core = kubernetes.client.CoreV1Api(kube_api)
+    rbac = kubernetes.client.RbacAuthorizationV1Api(kube_api)
+    token = service_account_token(core, namespace, "feature-server")
+    binding = f"{namespace}-auth-delegator"
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": binding},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:auth-delegator",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "feature-server", "namespace": namespace}
+            ],
+        }
+    )
+    cluster = yaml.safe_load(admin_kubeconfig.read_text())["clusters"][0]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": "server", "user": {"token": token}}],
+        "contexts": [{"name": "server", "context": {"cluster": cluster["name"], "user": "server"}}],
+        "current-context": "server",
+    }
+    path = tmp_path / "kubeconfig-server"
+    path.write_text(yaml.safe_dump(config))
+    api = kubernetes.config.new_client_from_config(config_file=str(path))
+    try:
+        yield api
+    finally:
+        api.close()
+        rbac.delete_cluster_role_binding(binding)

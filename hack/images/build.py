@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import os
 import re
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,7 +81,9 @@ def source_files() -> list[str]:
     return sorted(p for p in listed if (definitions.REPO / p).is_file())
 
 
-def _files_hash(paths: Iterable[str]) -> str:
+@functools.cache
+def _files_hash(paths: tuple[str, ...]) -> str:
+    # Every plan of one run hashes the same sources: read them once.
     return _hash(*(p + "\0" + _hash((definitions.REPO / p).read_bytes()) for p in paths))
 
 
@@ -213,12 +216,15 @@ def _plan(image: definitions.Image, base_rootfs: Path, files: Sequence[str]) -> 
         # The Spark image's jars are those spark_session names.
         (repo / "sdk/featurekube/spark_session.py").read_bytes() if image.deps else b"",
     )
-    app_key = "app-" + _hash(deps_key, repr(image.app_commands()), _files_hash(files), image.key)
+    app_key = "app-" + _hash(
+        deps_key, repr(image.app_commands()), _files_hash(tuple(files)), image.key
+    )
+    uid = definitions.load_base().uid
     config = oci.ImageConfig(
         image.reference,
         entrypoint=list(image.entrypoint),
         env=[f"{k}={v}" for k, v in env.items()],
-        user=f"{definitions.load_base().uid}:{definitions.load_base().uid}",
+        user=f"{uid}:{uid}",
         labels={"org.opencontainers.image.description": image.description},
         ports=list(image.ports),
     )

@@ -333,7 +333,7 @@ def _features(spec: v1alpha1.FeatureViewSpec) -> list[dict[str, Any]]:
         {
             "name": a.name,
             "type": a.value_type,
-            "aggregation": f"{a.function}({a.column}) over {a.window}",
+            "aggregation": a.formula,
             "description": a.description,
         }
         for a in spec.aggregations or ()

@@ -22,7 +22,6 @@ Errors, beside those of :mod:`featurekube.joins.plan`::
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -44,11 +43,9 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from featurekube.joins import duckdb as duckdb_engine
-    from featurekube.planning import cluster
 
 __all__ = ["DefinitionsError", "FeatureStore", "HistoricalFeatures"]
 
-_IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 _VERSION_DIRECTORY = re.compile(r"^v([0-9]+)$")
 
 
@@ -152,7 +149,7 @@ class FeatureStore:
         """
         from featurekube.planning import cluster
 
-        with _connect(kubeconfig) as connection:
+        with cluster.connect_here(kubeconfig) as connection:
             chosen = namespace or connection.namespace or "default"
             live = cluster.read_live(connection, [chosen])
             definitions = list(live.resources)
@@ -521,41 +518,6 @@ def _newest_version(directory: str) -> int | None:
             if log.type == pafs.FileType.Directory:
                 versions.append(int(match.group(1)))
     return max(versions, default=None)
-
-
-def _connect(kubeconfig: str | None) -> contextlib.AbstractContextManager[cluster.Cluster]:
-    """A connection to the kubeconfig's cluster, or to the pod's own cluster when in one
-    and no kubeconfig is given."""
-    from featurekube.planning import cluster
-
-    if kubeconfig is None and "KUBECONFIG" not in os.environ and _IN_CLUSTER_NAMESPACE.exists():
-        return _connect_in_cluster()
-    return cluster.connect(kubeconfig)
-
-
-@contextlib.contextmanager
-def _connect_in_cluster() -> Iterator[cluster.Cluster]:
-    import kubernetes.client
-    import kubernetes.config
-
-    from featurekube.planning import cluster
-
-    configuration = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-    except kubernetes.config.ConfigException as exc:
-        raise errors.KubeconfigError(
-            f"cannot use the pod's service account to reach the cluster: {exc}. Set "
-            "KUBECONFIG, or pass kubeconfig=..."
-        ) from exc
-    with kubernetes.client.ApiClient(configuration) as api:
-        yield cluster.Cluster(
-            api=api,
-            server=configuration.host,
-            context="in-cluster",
-            namespace=_IN_CLUSTER_NAMESPACE.read_text().strip() or None,
-            kubeconfig="(the pod's service account)",
-        )
 
 
 def _describe_view(view: v1alpha1.FeatureView) -> str:

@@ -35,21 +35,12 @@ from featurekube.spec import v1alpha1
 from support import eventually
 
 pytest.importorskip("playwright.sync_api", reason="playwright comes with featurekube[dev]")
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from benchmarks._browser import CHROMIUM, headless_chromium
+from playwright.sync_api import BrowserContext, Page, expect
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "examples"
 ARTIFACTS = REPO / "build" / "test-artifacts" / "catalog"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 HOSTILE = '<script>window.__owned = 1</script><img src=x onerror="window.__owned = 2">'
 WINDOW = "2026-03-01T10:00:00Z"
 TIMEOUT_MS = 20_000
@@ -284,13 +275,9 @@ def browser() -> Iterator[BrowserContext]:
     """One headless chromium for the module."""
     assert CHROMIUM.exists(), "no /usr/bin/chromium: run `make browser` (hack/browser/install.sh)"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
-        )
+    with headless_chromium() as context:
         context.set_default_timeout(TIMEOUT_MS)
         yield context
-        context.close()
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from typing import Any
 
 import kubernetes.client
 import pytest
-from kopf.testing import KopfRunner
 
 from featurekube._platform import processes, runtime
 from featurekube.cli import main as cli_main
+from operator_support import running_operator
 from support import eventually
 
 _eventually = functools.partial(eventually, ignore=(kubernetes.client.exceptions.ApiException,))
@@ -81,21 +81,8 @@ def operator(namespace: str, table_prefix: str) -> Iterator[int]:
         "FEATUREKUBE_METRICS_PORT": str(port),
         "FEATUREKUBE_BACKFILL_WINDOW_SECONDS": str(4000 * 86400),
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        args = [
-            "run",
-            "--standalone",
-            "--namespace",
-            namespace,
-            "-m",
-            "featurekube_operator.handlers",
-        ]
-        with KopfRunner(args, timeout=60) as runner:
-            yield port
-    assert runner.exit_code == 0, runner.output
-    assert runner.exception is None
+    with running_operator(namespace, env):
+        yield port
 
 
 def _condition(body: dict[str, Any], kind: str) -> dict[str, Any] | None:

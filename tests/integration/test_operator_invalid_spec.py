@@ -10,10 +10,9 @@ from typing import Any
 
 import kubernetes.client
 import pytest
-from kopf.testing import KopfRunner
 
 from featurekube_operator import reconcile
-from operator_support import SERVICE, VIEW, context
+from operator_support import SERVICE, VIEW, context, running_operator
 from operator_support import create as _create
 from operator_support import custom as _custom
 from operator_support import get as _get
@@ -23,9 +22,6 @@ from operator_support import step as _step
 from support import eventually
 
 _eventually = functools.partial(eventually, ignore=(kubernetes.client.exceptions.ApiException,))
-HANDLERS = "featurekube_operator.handlers"
-"""Imported by kopf when it starts, not here: the module reads the reconcile interval
-from the environment at import."""
 STEAL_SECRET = (
     "SELECT driver_id, event_timestamp, "
     "reflect('java.lang.System', 'getenv', 'AWS_SECRET_ACCESS_KEY') AS rating FROM source"
@@ -114,14 +110,8 @@ def operator(namespace: str, table_prefix: str) -> Iterator[None]:
         "FEATUREKUBE_TABLE_PREFIX": table_prefix,
         "FEATUREKUBE_METRICS_PORT": "0",
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        args = ["run", "--standalone", "--namespace", namespace, "-m", HANDLERS]
-        with KopfRunner(args, timeout=60) as runner:
-            yield
-    assert runner.exit_code == 0, runner.output
-    assert runner.exception is None
+    with running_operator(namespace, env):
+        yield
 
 
 def test_the_running_operator_reports_refused_sql_in_status_and_an_event(

@@ -11,9 +11,9 @@ from typing import Any
 import boto3
 import kubernetes.client
 import pytest
-from kopf.testing import KopfRunner
 
 from featurekube._platform import processes
+from operator_support import running_operator
 from support import eventually
 
 _eventually = functools.partial(eventually, ignore=(kubernetes.client.exceptions.ApiException,))
@@ -45,21 +45,8 @@ def operator(namespace: str, table_prefix: str) -> Iterator[int]:
         "FEATUREKUBE_METRICS_PORT": str(port),
         "FEATUREKUBE_BACKFILL_WINDOW_SECONDS": str(400 * 86400),
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        args = [
-            "run",
-            "--standalone",
-            "--namespace",
-            namespace,
-            "-m",
-            "featurekube_operator.handlers",
-        ]
-        with KopfRunner(args, timeout=60) as runner:
-            yield port
-    assert runner.exit_code == 0, runner.output
-    assert runner.exception is None
+    with running_operator(namespace, env):
+        yield port
 
 
 def test_the_operator_materializes_reports_and_cleans_up_a_view(

@@ -26,6 +26,7 @@ import pytest
 import yaml
 from kopf.testing import KopfRunner
 
+import support
 from featurekube._platform import pki, processes
 from featurekube.materialize import python_job
 from featurekube.online import client, keys, layout
@@ -159,54 +160,14 @@ def _write_source(prefix: str) -> str:
     return source
 
 
-def _token(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> str:
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-    request = {"spec": {"expirationSeconds": 3600}}
-    token: str = core.create_namespaced_service_account_token(name, namespace, request).status.token
-    return token
-
-
 @pytest.fixture
 def reviewer(
     kube_api: kubernetes.client.ApiClient, namespace: str, platform: Any, tmp_path: Path
 ) -> Iterator[kubernetes.client.ApiClient]:
     """An API client as the feature server's ServiceAccount, which may only review
     tokens (system:auth-delegator, as the chart binds it)."""
-    core = kubernetes.client.CoreV1Api(kube_api)
-    rbac = kubernetes.client.RbacAuthorizationV1Api(kube_api)
-    token = _token(core, namespace, "feature-server")
-    binding = f"{namespace}-auth-delegator"
-    rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": binding},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:auth-delegator",
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "feature-server", "namespace": namespace}
-            ],
-        }
-    )
-    admin = yaml.safe_load(platform.kubeconfig.read_text())
-    cluster = admin["clusters"][0]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": "server", "user": {"token": token}}],
-        "contexts": [{"name": "server", "context": {"cluster": cluster["name"], "user": "server"}}],
-        "current-context": "server",
-    }
-    path = tmp_path / "kubeconfig-server"
-    path.write_text(yaml.safe_dump(config))
-    api = kubernetes.config.new_client_from_config(config_file=str(path))
-    try:
+    with support.token_reviewer(kube_api, namespace, platform.kubeconfig, tmp_path) as api:
         yield api
-    finally:
-        api.close()
-        rbac.delete_cluster_role_binding(binding)
 
 
 @pytest.fixture
@@ -273,7 +234,9 @@ def served(
     found.ca_file.write_bytes(ca.pair.cert_pem)
     core = kubernetes.client.CoreV1Api(kube_api)
     for account in (CHECKER, "stranger"):
-        (tmp_path / f"{account}.token").write_text(_token(core, namespace, account))
+        (tmp_path / f"{account}.token").write_text(
+            support.service_account_token(core, namespace, account)
+        )
     found.token_file = tmp_path / f"{CHECKER}.token"
     authenticator = auth.Authenticator(auth.KubernetesReviewer(reviewer), ttl=30)
     ready = threading.Event()

@@ -18,12 +18,12 @@ import kubernetes.client
 import kubernetes.config
 import pytest
 import pytest_asyncio
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import support
 from featurekube.online import client
 from featurekube_server import auth, plan, server
 from featurekube_server.stores import memory
@@ -111,13 +111,6 @@ class Accounts:
     tokens: dict[str, Path]
 
 
-def _token(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> str:
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
-    request = {"spec": {"expirationSeconds": 3600}}
-    token: str = core.create_namespaced_service_account_token(name, namespace, request).status.token
-    return token
-
-
 @pytest.fixture
 def accounts(
     kube_api: kubernetes.client.ApiClient, namespace: str, tmp_path: Path
@@ -126,7 +119,7 @@ def accounts(
     tokens = {}
     for name in ("reader", "pusher", "stranger"):
         path = tmp_path / f"{name}.token"
-        path.write_text(_token(core, namespace, name))
+        path.write_text(support.service_account_token(core, namespace, name))
         tokens[name] = path
     yield Accounts(namespace, tokens)
 
@@ -137,41 +130,8 @@ def server_api(
 ) -> Iterator[kubernetes.client.ApiClient]:
     """An API client as the feature server's ServiceAccount, which may only review
     tokens (ClusterRole system:auth-delegator)."""
-    core = kubernetes.client.CoreV1Api(kube_api)
-    rbac = kubernetes.client.RbacAuthorizationV1Api(kube_api)
-    token = _token(core, namespace, "feature-server")
-    binding = f"{namespace}-auth-delegator"
-    rbac.create_cluster_role_binding(
-        {
-            "metadata": {"name": binding},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "system:auth-delegator",
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "feature-server", "namespace": namespace}
-            ],
-        }
-    )
-    admin = yaml.safe_load(platform.kubeconfig.read_text())
-    cluster = admin["clusters"][0]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": "server", "user": {"token": token}}],
-        "contexts": [{"name": "server", "context": {"cluster": cluster["name"], "user": "server"}}],
-        "current-context": "server",
-    }
-    path = tmp_path / "kubeconfig-server"
-    path.write_text(yaml.safe_dump(config))
-    api = kubernetes.config.new_client_from_config(config_file=str(path))
-    try:
+    with support.token_reviewer(kube_api, namespace, platform.kubeconfig, tmp_path) as api:
         yield api
-    finally:
-        api.close()
-        rbac.delete_cluster_role_binding(binding)
 
 
 @dataclass

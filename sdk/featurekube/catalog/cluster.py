@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import kubernetes.client
 import pydantic
@@ -27,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 
 from featurekube import errors
 from featurekube.catalog import model, search
+from featurekube.planning import cluster as planning_cluster
 from featurekube.spec import v1alpha1
 
 __all__ = ["MAX_SCRAPED_PODS", "METRICS_PORT", "RELIST_FACTOR", "Listing", "Source"]
@@ -57,25 +58,25 @@ class Listing:
 
 
 class Source:
-    """The catalog's view of the cluster through ``api``; see the module docstring.
+    """The catalog's view of ``cluster``; see the module docstring.
 
     ``namespaces``: list only these (default: every namespace the identity may list).
-    ``fallback_namespace``: the one to list when the identity may list neither
-    cluster-wide nor Namespaces (the kubeconfig context's).
+    When the identity may list neither cluster-wide nor Namespaces, the context's
+    namespace is listed (``default`` when it names none).
     """
 
     def __init__(
         self,
-        api: kubernetes.client.ApiClient,
+        cluster: planning_cluster.Cluster,
         *,
         namespaces: Sequence[str] = (),
-        fallback_namespace: str | None = None,
         ttl: float = 5.0,
         max_stale: float = 60.0,
     ) -> None:
-        self.api = api
+        self.cluster = cluster
+        self.api = cluster.api
         self.namespaces = tuple(dict.fromkeys(namespaces))
-        self.fallback_namespace = fallback_namespace or "default"
+        self.fallback_namespace = cluster.namespace or "default"
         self.ttl = ttl
         self.max_stale = max_stale
         self._listing: Listing | None = None
@@ -130,15 +131,15 @@ class Source:
         listed_cluster_wide = False
         if not self.namespaces:
             try:
-                bodies = self._list("featureviews", None) + self._list("featureservices", None)
+                bodies = self._list("FeatureView", None) + self._list("FeatureService", None)
                 listed_cluster_wide = True
             except errors.ForbiddenError:
                 pass
         if not listed_cluster_wide:
             for namespace in self.namespaces or self._listable_namespaces():
                 try:
-                    found = self._list("featureviews", namespace)
-                    found += self._list("featureservices", namespace)
+                    found = self._list("FeatureView", namespace)
+                    found += self._list("FeatureService", namespace)
                 except errors.ForbiddenError as exc:
                     skipped.append(f"namespace {namespace}: {exc}")
                     continue
@@ -185,53 +186,22 @@ class Source:
                 return [self.fallback_namespace]
             raise self._error(exc, "namespaces", None) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise planning_cluster.unreachable(self.cluster, exc) from exc
         return sorted(str(item.metadata.name) for item in found.items if item.metadata)
 
-    def _list(self, plural: str, namespace: str | None) -> list[dict[str, Any]]:
-        custom = kubernetes.client.CustomObjectsApi(self.api)
+    def _list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         try:
-            if namespace is None:
-                found = custom.list_cluster_custom_object(
-                    v1alpha1.GROUP, v1alpha1.VERSION, plural, _request_timeout=TIMEOUT
-                )
-            else:
-                found = custom.list_namespaced_custom_object(
-                    v1alpha1.GROUP, v1alpha1.VERSION, namespace, plural, _request_timeout=TIMEOUT
-                )
-        except ApiException as exc:
-            if exc.status == 403:
-                # Skipped, not an error page: the viewer sees what it may.
-                raise errors.ForbiddenError(f"may not list {plural}.{v1alpha1.GROUP}") from exc
-            raise self._error(exc, plural, namespace) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unreachable(exc) from exc
-        kind = "FeatureView" if plural == "featureviews" else "FeatureService"
-        items = cast(dict[str, Any], found).get("items") or []
-        for item in items:
-            item.setdefault("kind", kind)
-            item.setdefault("apiVersion", v1alpha1.API_VERSION)
-        return [item for item in items if isinstance(item, dict)]
+            return planning_cluster.list_objects(self.cluster, kind, namespace)
+        except errors.ForbiddenError as exc:
+            # Skipped, not an error page: the search page names what the viewer may not list.
+            plural = planning_cluster.PLURALS[kind]
+            raise errors.ForbiddenError(f"may not list {plural}.{v1alpha1.GROUP}") from exc
 
     def _error(self, exc: ApiException, what: str, namespace: str | None) -> errors.ClusterError:
         where = f"in namespace {namespace}" if namespace else "in all namespaces"
-        server = self.api.configuration.host
-        if exc.status == 404:
-            return errors.CrdsNotInstalledError(
-                f"featurekube's CRDs are not installed in {server}: it does not serve "
-                f"{what}.{v1alpha1.GROUP}/{v1alpha1.VERSION}. Install them with the chart "
-                "or kubectl apply -f crds/"
-            )
         return errors.ClusterError(
-            f"{server} answered {exc.status} {exc.reason} to listing {what} {where}: "
-            "check the catalog's kubeconfig or ServiceAccount"
-        )
-
-    def _unreachable(self, exc: BaseException) -> errors.ClusterUnreachableError:
-        reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
-        return errors.ClusterUnreachableError(
-            f"cannot reach the Kubernetes API at {self.api.configuration.host}: {reason}. "
-            "Check that the cluster is up and that KUBECONFIG points to it"
+            f"{self.cluster.server} answered {exc.status} {exc.reason} to listing {what} "
+            f"{where}: check the catalog's kubeconfig or ServiceAccount"
         )
 
     def health(self, namespace: str, service: str) -> tuple[model.ServerHealth, list[str]]:
@@ -256,7 +226,7 @@ class Source:
                 ), []
             raise self._error(exc, "deployments", namespace) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise self._unreachable(exc) from exc
+            raise planning_cluster.unreachable(self.cluster, exc) from exc
         status = deployment.status
         health = model.ServerHealth(
             desired=deployment.spec.replicas if deployment.spec else None,

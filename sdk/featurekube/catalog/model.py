@@ -315,9 +315,7 @@ class ServicePage:
 def _origin(view: FeatureView) -> dict[str, str]:
     origins = {f.name: "column" for f in view.spec.features or ()}
     for aggregation in view.spec.aggregations or ():
-        origins[aggregation.name] = (
-            f"{aggregation.function}({aggregation.column}) over {aggregation.window}"
-        )
+        origins[aggregation.name] = aggregation.formula
     return origins
 
 

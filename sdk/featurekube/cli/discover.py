@@ -87,11 +87,7 @@ def _read(namespace: str | None, everywhere: bool) -> tuple[Any, str]:
 
     with cluster.connect() as connection:
         meant = namespace or connection.namespace or "default"
-        source = catalog_cluster.Source(
-            connection.api,
-            namespaces=() if everywhere else (meant,),
-            fallback_namespace=connection.namespace or "default",
-        )
+        source = catalog_cluster.Source(connection, namespaces=() if everywhere else (meant,))
         catalog = source.listing().catalog
     for skipped in catalog.skipped:
         print(f"featurekube: not listed: {skipped}", file=sys.stderr)

@@ -96,15 +96,14 @@ def _run(args: argparse.Namespace) -> int:
     _deps.import_optional("aiohttp", extra="ui")
     from aiohttp import web
 
-    from featurekube import store
     from featurekube.catalog import cluster, server
+    from featurekube.planning import cluster as planning_cluster
 
     # The same connection as FeatureStore.from_cluster: kubeconfig, else the pod's own.
-    with store._connect(args.kubeconfig) as connection:
+    with planning_cluster.connect_here(args.kubeconfig) as connection:
         source = cluster.Source(
-            connection.api,
+            connection,
             namespaces=args.namespace,
-            fallback_namespace=connection.namespace,
             ttl=args.refresh,
             max_stale=max(60.0, args.refresh * 4),
         )

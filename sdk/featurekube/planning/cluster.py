@@ -37,8 +37,11 @@ __all__ = [
     "Cluster",
     "LiveObjects",
     "connect",
+    "connect_here",
+    "list_objects",
     "read_live",
     "read_snapshots",
+    "unreachable",
 ]
 
 PLURALS = {"FeatureView": "featureviews", "FeatureService": "featureservices"}
@@ -110,6 +113,38 @@ def connect(kubeconfig: str | None = None) -> Iterator[Cluster]:
         )
 
 
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+"""Where a pod's ServiceAccount namespace is mounted: present only inside a cluster."""
+
+
+def connect_here(kubeconfig: str | None = None) -> contextlib.AbstractContextManager[Cluster]:
+    """A connection to the kubeconfig's cluster (:func:`connect`), or to the pod's own
+    cluster when running in one and no kubeconfig is given or set."""
+    if kubeconfig is None and "KUBECONFIG" not in os.environ and IN_CLUSTER_NAMESPACE.exists():
+        return _connect_in_cluster()
+    return connect(kubeconfig)
+
+
+@contextlib.contextmanager
+def _connect_in_cluster() -> Iterator[Cluster]:
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException as exc:
+        raise errors.KubeconfigError(
+            f"cannot use the pod's service account to reach the cluster: {exc}. Set "
+            "KUBECONFIG, or pass kubeconfig=..."
+        ) from exc
+    with kubernetes.client.ApiClient(configuration) as api:
+        yield Cluster(
+            api=api,
+            server=configuration.host,
+            context="in-cluster",
+            namespace=IN_CLUSTER_NAMESPACE.read_text().strip() or None,
+            kubeconfig="(the pod's service account)",
+        )
+
+
 def read_live(cluster: Cluster, namespaces: Iterable[str]) -> LiveObjects:
     """The FeatureViews of ``namespaces``, and the FeatureServices of every namespace
     (they may use views shared from ``namespaces``).
@@ -122,16 +157,16 @@ def read_live(cluster: Cluster, namespaces: Iterable[str]) -> LiveObjects:
     bodies: list[dict[str, Any]] = []
     warnings: list[str] = []
     for namespace in wanted:
-        bodies.extend(_list(cluster, "FeatureView", namespace))
+        bodies.extend(list_objects(cluster, "FeatureView", namespace))
     try:
-        bodies.extend(_list(cluster, "FeatureService", None))
+        bodies.extend(list_objects(cluster, "FeatureService", None))
     except errors.ForbiddenError as exc:
         warnings.append(
             f"{exc}; FeatureServices outside {', '.join(wanted) or 'no namespace'} were not "
             "checked for breaking changes"
         )
         for namespace in wanted:
-            bodies.extend(_list(cluster, "FeatureService", namespace))
+            bodies.extend(list_objects(cluster, "FeatureService", namespace))
     return LiveObjects(tuple(_parse(cluster, body) for body in bodies), tuple(warnings))
 
 
@@ -175,7 +210,10 @@ def read_snapshots(cluster: Cluster, namespaces: Iterable[str]) -> dict[VersionK
     return found
 
 
-def _list(cluster: Cluster, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+def list_objects(cluster: Cluster, kind: str, namespace: str | None) -> list[dict[str, Any]]:
+    """The bodies of every ``kind`` (FeatureView or FeatureService) in ``namespace``, or
+    in all namespaces when None. Raises :class:`errors.ForbiddenError` when the identity
+    may not list them there, another :class:`errors.ClusterError` for anything else."""
     plural = PLURALS[kind]
     custom = kubernetes.client.CustomObjectsApi(cluster.api)
     timeout = (CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS)
@@ -191,15 +229,7 @@ def _list(cluster: Cluster, kind: str, namespace: str | None) -> list[dict[str, 
     except ApiException as exc:
         raise _api_error(cluster, exc, plural, namespace) from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
-        if isinstance(reason, urllib3.exceptions.SSLError):
-            advice = "Check the certificate-authority of the cluster in the kubeconfig"
-        else:
-            advice = "Check that the cluster is up and that KUBECONFIG points to it"
-        raise errors.ClusterUnreachableError(
-            f"cannot reach the Kubernetes API at {cluster.server} (context "
-            f"{cluster.context!r} of {cluster.kubeconfig}): {reason}. {advice}"
-        ) from exc
+        raise unreachable(cluster, exc) from exc
     items = found.get("items") if isinstance(found, dict) else None
     bodies = [item for item in items or () if isinstance(item, dict)]
     for body in bodies:
@@ -207,6 +237,19 @@ def _list(cluster: Cluster, kind: str, namespace: str | None) -> list[dict[str, 
         body.setdefault("apiVersion", v1alpha1.API_VERSION)
         body.setdefault("kind", kind)
     return bodies
+
+
+def unreachable(cluster: Cluster, exc: BaseException) -> errors.ClusterUnreachableError:
+    """The error to raise when a call to ``cluster`` failed to connect with ``exc``."""
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    if isinstance(reason, urllib3.exceptions.SSLError):
+        advice = "Check the certificate-authority of the cluster in the kubeconfig"
+    else:
+        advice = "Check that the cluster is up and that KUBECONFIG points to it"
+    return errors.ClusterUnreachableError(
+        f"cannot reach the Kubernetes API at {cluster.server} (context "
+        f"{cluster.context!r} of {cluster.kubeconfig}): {reason}. {advice}"
+    )
 
 
 def _api_error(

@@ -225,6 +225,11 @@ class Aggregation(SpecModel):
             return self.type
         return "int64" if self.function in ("count", "count_distinct") else "float64"
 
+    @property
+    def formula(self) -> str:
+        """How it is computed, for people: e.g. ``sum(fare) over 1d``."""
+        return f"{self.function}({self.column}) over {self.window}"
+
 
 class Materialization(SpecModel):
     """How and when the view's stores are filled."""

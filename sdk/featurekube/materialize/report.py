@@ -20,9 +20,11 @@ the view's status. Its shape::
      "timingsSeconds": {"read_compute": 4.2, "offline_write": 1.1, "statistics": 0.2, ...},
      "error": null, "errorType": null}      # errorType: the failure's class, if any
 
-``rows.read`` counts the source rows of the read range after the transformation (for
-aggregations, the lookback included); ``rows.offline`` the rows written to the offline
-table; ``rows.online`` the entities written online. Statistics and checks are over the
+``rows.read`` counts the source rows the window read, after the transformation: for
+an aggregation, the whole lookback on Spark, but on the python engine only the spans
+its stored tiles do not cover (a steady window reads its own intervals, which may hold
+no rows at all); ``rows.offline`` the rows written to the offline table;
+``rows.online`` the entities written online. Statistics and checks are over the
 rows written offline.
 
 ``drift`` is null unless the view declares ``spec.monitoring.drift`` and its reference

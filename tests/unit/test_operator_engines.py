@@ -85,23 +85,118 @@ def test_the_estimate_scales_the_last_window_by_span() -> None:
     assert _kind(view, NEXT_HOUR, _done(1, 50)) == engines.JOB
 
 
-def test_the_estimate_of_an_aggregation_counts_the_lookback_it_reads() -> None:
-    """A 10-minute window of a 1-day aggregation reads a day: after a backfill window of
-    a day that read 2 days, it reads about as much, not a 144th."""
+M10 = dt.timedelta(minutes=10)
+
+
+def _aggregation(days: int = 1, offline: bool = True) -> v1alpha1.FeatureView:
     view = _view(
         features=None,
         aggregations=[
-            {"name": "trips_1d", "column": "trip_id", "function": "count", "window": "1d"}
+            {"name": "trips", "column": "trip_id", "function": "count", "window": f"{days}d"}
         ],
         aggregationInterval="10m",
     )
-    backfill = _done(24, 2000)
-    ten_minutes = Window(T0 + 24 * H, T0 + 24 * H + dt.timedelta(minutes=10))
+    update = {"offline": offline, "engine": "auto"}
+    materialization = view.spec.materialization.model_copy(update=update)
+    return view.model_copy(
+        update={"spec": view.spec.model_copy(update={"materialization": materialization})}
+    )
+
+
+def _finished(window: Window, read: int, engine: str | None) -> WindowRecord:
+    rows = {"read": read, "offline": read, "online": 1}
+    return WindowRecord(window, SUCCEEDED, rows=rows, engine=engine)
+
+
+def test_the_estimate_of_an_untiled_aggregation_counts_the_lookback_it_reads() -> None:
+    """Without an offline table there are no tiles: a 10-minute window of a 1-day
+    aggregation reads a day, after a backfill window of a day that read 2 days about
+    as much, not a 144th."""
+    view = _aggregation(offline=False)
+    backfill = _finished(Window(T0, T0 + 24 * H), 2000, "spark")
+    ten_minutes = Window(T0 + 24 * H, T0 + 24 * H + M10)
 
     estimate = engines.estimate_input_rows(view, ten_minutes, backfill)
 
     assert estimate is not None and 1000 <= estimate <= 1020
     assert _kind(view, ten_minutes, backfill) == engines.SPARK_APPLICATION
+
+
+def test_a_tiled_window_after_a_backfill_is_estimated_by_its_own_intervals() -> None:
+    """A 30-day aggregation's first window read 31 days of events, far over the
+    threshold; the next 10-minute window reads ten minutes of them (the tiles of the
+    rest are stored) and runs as a Job."""
+    view = _aggregation(days=30)
+    day = Window(T0, T0 + 24 * H)
+    backfill = _finished(day, 31 * 1440, "spark")  # 1,440 rows a day
+    ten_minutes = Window(day.end, day.end + M10)
+
+    assert engines.estimate_input_rows(view, ten_minutes, backfill) == 10
+    assert _kind(view, ten_minutes, backfill) == engines.JOB
+    steady = _finished(ten_minutes, 10, "python")
+    following = Window(ten_minutes.end, ten_minutes.end + M10)
+    assert engines.estimate_input_rows(view, following, steady) == 10
+    # Without tiles the same window reads its 30-day lookback: 43,000 rows, a SparkApplication.
+    untiled = _aggregation(days=30, offline=False)
+    assert engines.estimate_input_rows(untiled, ten_minutes, backfill) == 43_210
+    assert _kind(untiled, ten_minutes, backfill) == engines.SPARK_APPLICATION
+
+
+@pytest.mark.parametrize("engine", sorted(engines.TILE_READERS))
+def test_a_tiled_windows_rate_is_taken_over_its_own_intervals(engine: str) -> None:
+    """A window that read tiles read only its own intervals: its rows over its own
+    span give the rate, so steady 10-minute windows stay Jobs as long as each reads
+    at most the threshold, and go to Spark once they read more."""
+    view = _aggregation(days=30)
+    before = Window(T0 + 24 * H, T0 + 24 * H + M10)
+    after = Window(before.end, before.end + M10)
+
+    assert engines.estimate_input_rows(view, after, _finished(before, 1000, engine)) == 1000
+    assert _kind(view, after, _finished(before, 1000, engine)) == engines.JOB
+    assert _kind(view, after, _finished(before, 1001, engine)) == engines.SPARK_APPLICATION
+
+
+def test_a_window_after_a_gap_also_reads_the_intervals_of_the_gap() -> None:
+    view = _aggregation(days=30)
+    before = Window(T0 + 24 * H, T0 + 24 * H + M10)
+    later = Window(before.end + H, before.end + H + M10)  # an hour no window stored
+
+    assert engines.estimate_input_rows(view, later, _finished(before, 100, "python")) == 700
+
+
+def test_a_rerun_of_an_earlier_window_reads_its_own_intervals() -> None:
+    view = _aggregation(days=30)
+    last = _finished(Window(T0 + 48 * H, T0 + 48 * H + M10), 100, "python")
+    earlier = Window(T0 + 24 * H, T0 + 24 * H + M10)
+
+    assert engines.estimate_input_rows(view, earlier, last) == 100
+
+
+def test_a_first_window_that_read_tiles_is_overestimated_once() -> None:
+    """A version's first window read its lookback too, but its record does not say it
+    was the first: its rate, taken over its own day, is 31 times too high, and the
+    next window's own rate corrects it."""
+    view = _aggregation(days=30)
+    day = Window(T0, T0 + 24 * H)
+    ten_minutes = Window(day.end, day.end + M10)
+
+    assert (
+        engines.estimate_input_rows(view, ten_minutes, _finished(day, 31 * 1440, "python")) == 310
+    )
+    steady = _finished(ten_minutes, 10, "python")
+    following = Window(ten_minutes.end, ten_minutes.end + M10)
+    assert engines.estimate_input_rows(view, following, steady) == 10
+
+
+def test_a_window_recorded_without_its_engine_counts_its_lookback() -> None:
+    """A record from before engines were recorded may have computed from the events."""
+    view = _aggregation(days=1)
+    before = Window(T0 + 24 * H, T0 + 24 * H + M10)
+    after = Window(before.end, before.end + M10)
+
+    estimate = engines.estimate_input_rows(view, after, _finished(before, 1450, None))
+
+    assert estimate == 10
 
 
 def test_auto_retries_a_failed_window_on_spark() -> None:

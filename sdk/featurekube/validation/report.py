@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from featurekube.spec import loader
-from featurekube.validation import problems, references, schema, sql
+from featurekube.validation import problems, references, schema, sql, streams
 
 __all__ = ["Report", "check_documents", "load_files", "validate_path"]
 
@@ -93,6 +93,7 @@ def check_documents(
     found += references.check_entities(objects)
     found += references.check_services(objects, declared, complete=complete)
     found += sql.check_transformations(objects)
+    found += streams.check_streams(objects)
     return problems.sort_problems(found)
 
 

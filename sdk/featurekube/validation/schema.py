@@ -22,7 +22,14 @@ from pydantic_core import ErrorDetails
 
 from featurekube import serving_access
 from featurekube.spec import loader, v1alpha1
-from featurekube.spec.v1alpha1 import _base, common, durations, featureservice, featureview
+from featurekube.spec.v1alpha1 import (
+    _base,
+    common,
+    durations,
+    featureservice,
+    featureview,
+    stream,
+)
 from featurekube.validation import problems
 
 __all__ = [
@@ -268,6 +275,15 @@ _PATTERNS: Mapping[str, _PatternHelp] = {
         "a namespace",
         "write a namespace name (lower-case letters, digits and '-') or '*' for every namespace",
         _fixed_name("-"),
+    ),
+    _type_pattern(stream.SourceColumn): _PatternHelp(
+        "a field name", "use letters, digits and '_', not starting with a digit"
+    ),
+    _type_pattern(stream.BootstrapServers): _PatternHelp(
+        "Kafka brokers", "write host:port, or several separated by commas: b1:9092,b2:9092"
+    ),
+    _type_pattern(stream.Topic): _PatternHelp(
+        "a Kafka topic", "use letters, digits, '.', '_' and '-'"
     ),
     _field_pattern(featureview.BatchSource, "path"): _PatternHelp(
         "an S3 path",

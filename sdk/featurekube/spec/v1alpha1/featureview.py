@@ -36,6 +36,7 @@ from featurekube.spec.v1alpha1.monitoring import (
     FreshnessStatus,
     ViewMonitoring,
 )
+from featurekube.spec.v1alpha1.stream import KafkaSource, StreamField, StreamSource
 
 __all__ = [
     "AGGREGATION_FUNCTIONS",
@@ -48,11 +49,14 @@ __all__ = [
     "FeatureView",
     "FeatureViewSpec",
     "FeatureViewStatus",
+    "KafkaSource",
     "Materialization",
     "PushSource",
     "RetiredVersion",
     "RowCounts",
     "Source",
+    "StreamField",
+    "StreamSource",
     "Transformation",
     "VersionProgress",
     "Window",
@@ -110,7 +114,8 @@ class PushSource(SpecModel):
 
 
 class Source(SpecModel):
-    """Where a view's raw rows come from: exactly one of batch or push."""
+    """Where a view's raw rows come from: exactly one of batch or push, and optionally a
+    stream beside batch."""
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -119,12 +124,34 @@ class Source(SpecModel):
             "through the feature server)",
             check=lambda s: (s.batch is None) != (s.push is None),
         ),
+        Rule(
+            cel="!has(self.stream) || has(self.batch)",
+            message="a stream source needs source.batch beside it: the same events' history, "
+            "from which batch windows compute everything before the stream starts",
+            check=lambda s: s.stream is None or s.batch is not None,
+            field_path=".stream",
+        ),
+        Rule(
+            cel="!has(self.stream) || !has(self.batch) || "
+            "self.stream.kafka.timestampField == self.batch.timestampField",
+            message="source.stream.kafka.timestampField must be source.batch.timestampField: "
+            "one transformation reads both, so the event time has one name",
+            check=lambda s: (
+                s.stream is None
+                or s.batch is None
+                or s.stream.kafka.timestamp_field == s.batch.timestamp_field
+            ),
+            field_path=".stream.kafka.timestampField",
+        ),
     )
 
     batch: BatchSource | None = None
     """Files on S3."""
     push: PushSource | None = None
     """Rows pushed through the feature server's Push RPC."""
+    stream: StreamSource | None = None
+    """Events as they arrive (Kafka), beside batch: batch windows compute the history
+    before the stream's start, a long-running stream job everything after it."""
 
 
 class Transformation(SpecModel):
@@ -359,6 +386,13 @@ class FeatureViewSpec(SpecModel):
                 s.source.push is None or (s.transformation is None and not s.aggregations)
             ),
             field_path=".source",
+        ),
+        Rule(
+            cel="!has(self.source.stream) || !has(self.aggregations)",
+            message="a stream source takes plain features for now: streaming aggregations "
+            "are not supported yet; compute them from source.batch alone",
+            check=lambda s: s.source.stream is None or not s.aggregations,
+            field_path=".source.stream",
         ),
     )
 

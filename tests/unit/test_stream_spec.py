@@ -1,0 +1,238 @@
+"""Stream sources in the API: the spec model's rules, Avro schemas, and what
+``featurekube validate`` says about a stream's fields, naming the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+
+from featurekube import validation
+from featurekube.spec import v1alpha1
+from featurekube.validation import streams
+
+AVRO = json.dumps(
+    {
+        "type": "record",
+        "name": "Trip",
+        "fields": [
+            {"name": "driver_id", "type": "long"},
+            {"name": "fare", "type": ["null", "double"]},
+            {
+                "name": "event_timestamp",
+                "type": {"type": "long", "logicalType": "timestamp-micros"},
+            },
+        ],
+    }
+)
+
+VIEW: dict[str, Any] = {
+    "apiVersion": "featurekube.dev/v1alpha1",
+    "kind": "FeatureView",
+    "metadata": {"name": "driver-trips", "namespace": "rides"},
+    "spec": {
+        "owner": "eta-team",
+        "entities": [{"name": "driver_id", "type": "int64"}],
+        "source": {
+            "batch": {"path": "s3://lake/raw/trips/"},
+            "stream": {
+                "kafka": {
+                    "topic": "trips",
+                    "fields": [
+                        {"name": "driver_id", "type": "int64"},
+                        {"name": "fare", "type": "float64"},
+                        {"name": "event_timestamp", "type": "timestamp"},
+                    ],
+                }
+            },
+        },
+        "features": [{"name": "fare", "type": "float64"}],
+    },
+}
+
+
+def _view(**kafka: Any) -> dict[str, Any]:
+    body = copy.deepcopy(VIEW)
+    body["spec"]["source"]["stream"]["kafka"].update(kafka)
+    for key in [k for k, v in kafka.items() if v is None]:
+        del body["spec"]["source"]["stream"]["kafka"][key]
+    return body
+
+
+def _error(body: dict[str, Any]) -> str:
+    with pytest.raises(pydantic.ValidationError) as failed:
+        v1alpha1.FeatureView.model_validate(body)
+    return str(failed.value)
+
+
+def test_a_json_stream_beside_a_batch_source_is_valid_with_defaults() -> None:
+    kafka = v1alpha1.FeatureView.model_validate(VIEW).spec.source.stream.kafka  # type: ignore[union-attr]
+
+    assert kafka.format == "json" and kafka.starting_offsets == "earliest"
+    assert kafka.bootstrap_servers is None, "unset means the operator's brokers"
+    assert kafka.timestamp_field == "event_timestamp" and kafka.trigger_interval == "1s"
+    assert [f.name for f in kafka.value_fields()] == ["driver_id", "fare", "event_timestamp"]
+
+
+def test_an_avro_stream_takes_its_fields_from_its_schema() -> None:
+    body = _view(format="avro", fields=None, avroSchema=AVRO)
+
+    kafka = v1alpha1.FeatureView.model_validate(body).spec.source.stream.kafka  # type: ignore[union-attr]
+
+    assert [(f.name, f.type) for f in kafka.value_fields()] == [
+        ("driver_id", "int64"),
+        ("fare", "float64"),
+        ("event_timestamp", "timestamp"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kafka", "expected"),
+    [
+        ({"fields": None}, "a json stream declares its events' fields"),
+        ({"format": "avro"}, "an avro stream needs avroSchema"),
+        (
+            {"format": "avro", "fields": None, "avroSchema": "{]"},
+            "avroSchema\n  Value error, is not JSON",
+        ),
+        (
+            {
+                "format": "avro",
+                "fields": None,
+                "avroSchema": '{"type": "record", "fields": [{"name": "a", "type": "bytes"}]}',
+            },
+            "field 'a': type \"bytes\" is not one featurekube reads",
+        ),
+        (
+            {
+                "format": "avro",
+                "fields": None,
+                "avroSchema": '{"type": "record", "fields": '
+                '[{"name": "a", "type": ["null", "long", "string"]}]}',
+            },
+            "a union may only make one type nullable",
+        ),
+        ({"topic": "bad topic"}, "topic\n  String should match pattern"),
+        ({"topic": "t" * 250}, "at most 249 characters"),
+        ({"bootstrapServers": "kafka:9092,"}, "bootstrapServers\n  String should match pattern"),
+        (
+            {"startingOffsets": "middle"},
+            "startingOffsets\n  Input should be 'earliest' or 'latest'",
+        ),
+        ({"maxOffsetsPerTrigger": 0}, "greater than or equal to 1"),
+        ({"triggerInterval": "1h30m"}, "triggerInterval\n  String should match pattern"),
+        ({"timestampField": "at"}, "timestampField must be source.batch.timestampField"),
+        ({"schemaRegistry": "x"}, "schemaRegistry\n  Extra inputs are not permitted"),
+    ],
+)
+def test_a_bad_stream_source_is_refused_naming_its_field(
+    kafka: dict[str, Any], expected: str
+) -> None:
+    assert expected in _error(_view(**kafka))
+
+
+def test_a_stream_needs_a_batch_source_for_its_history() -> None:
+    body = copy.deepcopy(VIEW)
+    del body["spec"]["source"]["batch"]
+    body["spec"]["source"]["push"] = {}
+
+    assert "a stream source needs source.batch beside it" in _error(body)
+
+
+def test_a_stream_takes_plain_features_only_for_now() -> None:
+    body = copy.deepcopy(VIEW)
+    del body["spec"]["features"]
+    body["spec"]["aggregationInterval"] = "10m"
+    body["spec"]["aggregations"] = [
+        {"name": "trips_1h", "column": "fare", "function": "count", "window": "1h"}
+    ]
+
+    assert "streaming aggregations are not supported yet" in _error(body)
+
+
+def test_the_crd_carries_the_same_rules_as_cel() -> None:
+    rules = [r.cel for r in v1alpha1.KafkaSource.rules] + [r.cel for r in v1alpha1.Source.rules]
+
+    crd = (Path(__file__).parents[2] / "crds" / "featurekube.dev_featureviews.yaml").read_text()
+    for rule in rules:
+        assert rule.split(" ")[0].strip("!(") in crd
+
+
+def test_fields_that_miss_the_keys_features_or_event_time_are_named() -> None:
+    body = _view(
+        fields=[
+            {"name": "driver_id", "type": "string"},
+            {"name": "event_timestamp", "type": "string"},
+        ]
+    )
+
+    messages = streams.check_stream_fields(v1alpha1.FeatureView.model_validate(body).spec)
+
+    assert messages == [
+        "the event time field event_timestamp is string: declare it timestamp",
+        "field driver_id is string, but the join key driver_id is int64: declare it int64",
+        "the feature fare is not among the fields: add it, or compute it in spec.transformation",
+    ]
+
+
+def test_an_int_field_feeds_a_float_feature_and_a_transformation_frees_the_keys() -> None:
+    body = _view(
+        fields=[
+            {"name": "driver_id", "type": "int64"},
+            {"name": "fare", "type": "int64"},
+            {"name": "event_timestamp", "type": "timestamp"},
+        ]
+    )
+    assert streams.check_stream_fields(v1alpha1.FeatureView.model_validate(body).spec) == []
+
+    body["spec"]["transformation"] = {"sql": "SELECT 1 AS driver_id, * FROM source"}
+    body["spec"]["source"]["stream"]["kafka"]["fields"] = [
+        {"name": "rider", "type": "string"},
+        {"name": "event_timestamp", "type": "timestamp"},
+    ]
+    assert streams.check_stream_fields(v1alpha1.FeatureView.model_validate(body).spec) == []
+
+
+def test_validate_reports_a_streams_fields_at_their_line(tmp_path: Path) -> None:
+    view = textwrap.dedent(
+        """\
+        apiVersion: featurekube.dev/v1alpha1
+        kind: FeatureView
+        metadata:
+          name: driver-trips
+          namespace: rides
+        spec:
+          owner: eta-team
+          entities:
+            - name: driver_id
+              type: int64
+          source:
+            batch:
+              path: s3://lake/raw/trips/
+            stream:
+              kafka:
+                topic: trips
+                fields:
+                  - name: driver_id
+                    type: int64
+          features:
+            - name: fare
+              type: float64
+        """
+    )
+    (tmp_path / "view.yaml").write_text(view)
+
+    problems = [str(p) for p in validation.validate_path(tmp_path).problems]
+
+    path = tmp_path / "view.yaml"
+    assert problems == [
+        f"{path}:17: FeatureView/driver-trips: spec.source.stream.kafka.fields: the event time "
+        "field event_timestamp is not among the fields: add it, typed timestamp",
+        f"{path}:17: FeatureView/driver-trips: spec.source.stream.kafka.fields: the feature "
+        "fare is not among the fields: add it, or compute it in spec.transformation",
+    ]

@@ -77,3 +77,18 @@ def test_the_same_directory_gives_the_same_image(tmp_path: Path) -> None:
 
     assert first == second
     assert (tmp_path / "a.tar").read_bytes() == (tmp_path / "b.tar").read_bytes()
+
+
+def test_an_archives_image_names_are_read_from_its_index_and_junk_has_none(
+    tmp_path: Path,
+) -> None:
+    archive = tmp_path / "probe.oci.tar"
+    oci.write_image(_rootfs(tmp_path), oci.ImageConfig("featurekube.dev/probe:1"), archive)
+    (tmp_path / "junk.oci.tar").write_bytes(b"not a tar")
+    with tarfile.open(tmp_path / "no-index.oci.tar", "w") as tar:
+        tar.addfile(tarfile.TarInfo("oci-layout"), io.BytesIO())
+
+    assert oci.image_names(archive) == ["featurekube.dev/probe:1"]
+    assert oci.image_names(tmp_path / "junk.oci.tar") == []
+    assert oci.image_names(tmp_path / "no-index.oci.tar") == []
+    assert oci.image_names(tmp_path / "missing.oci.tar") == []

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from featurekube._platform import spark_operator
+from featurekube._platform import oci, spark_operator
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CA_PEM, SERVING = spark_operator.webhook_certificate(NOW)
@@ -81,3 +83,47 @@ def test_a_namespaces_spark_drivers_get_the_charts_rights_and_no_more() -> None:
         }
     ]  # fmt: skip
     assert {o["metadata"]["namespace"] for o in objects} == {"rides"}
+
+
+def _archive(directory: Path, file_name: str, image: str, mtime: float) -> Path:
+    rootfs = directory / "rootfs"
+    rootfs.mkdir(exist_ok=True)
+    archive = directory / file_name
+    oci.write_image(rootfs, oci.ImageConfig(image), archive)
+    os.utime(archive, (mtime, mtime))
+    return archive
+
+
+def test_the_newest_operator_image_of_this_version_and_spark_image_are_found(
+    tmp_path: Path,
+) -> None:
+    old = _archive(tmp_path, f"spark-operator-{'1' * 16}.oci.tar", spark_operator.IMAGE, 1000)
+    new = _archive(tmp_path, f"spark-operator-{'2' * 16}.oci.tar", spark_operator.IMAGE, 2000)
+    # Newer, but another version's: not this platform's operator.
+    _archive(tmp_path, f"spark-operator-{'3' * 16}.oci.tar", "x/spark-operator:v9", 3000)
+    spark = _archive(tmp_path, f"spark-{'4' * 16}.oci.tar", "ghcr.io/featurekube/spark:0", 10)
+    _archive(tmp_path, "spark-operator-partial.oci.tar", spark_operator.IMAGE, 4000)
+
+    found = spark_operator.find_archives(tmp_path)
+
+    assert found == spark_operator.Archives(operator=new, spark=spark)
+    assert found.all() == [new, spark]
+    assert old not in found.all()
+
+
+def test_without_the_operators_image_nothing_is_found_and_the_hint_says_how_to_build_it(
+    tmp_path: Path,
+) -> None:
+    _archive(tmp_path, f"spark-{'4' * 16}.oci.tar", "ghcr.io/featurekube/spark:0", 10)
+
+    assert spark_operator.find_archives(tmp_path) is None
+    assert spark_operator.find_archives(tmp_path / "missing") is None
+    assert "make spark-operator" in spark_operator.NOT_BUILT
+
+
+def test_the_spark_image_is_optional_and_then_only_the_operator_is_loaded(tmp_path: Path) -> None:
+    operator = _archive(tmp_path, f"spark-operator-{'1' * 16}.oci.tar", spark_operator.IMAGE, 1)
+
+    found = spark_operator.find_archives(tmp_path)
+
+    assert found is not None and found.all() == [operator]

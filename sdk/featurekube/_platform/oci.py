@@ -23,7 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ImageConfig", "Layer", "pack_layer", "write_image", "write_layered_image"]
+__all__ = [
+    "ImageConfig",
+    "Layer",
+    "image_names",
+    "pack_layer",
+    "write_image",
+    "write_layered_image",
+]
 
 _EPOCH = "1970-01-01T00:00:00Z"
 _MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -250,3 +257,24 @@ def write_layered_image(layers: Sequence[Layer], config: ImageConfig, out: Path)
                 )
         partial.replace(out)
     return _digest(manifest)
+
+
+def image_names(archive: Path) -> list[str]:
+    """The image references an archive's index names (``io.containerd.image.name``,
+    the names ``ctr images import`` gives them); [] when it is no readable OCI archive.
+
+    Reads only the archive's tar headers and its small ``index.json``.
+    """
+    try:
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile("index.json")
+            index = json.loads(member.read()) if member is not None else {}
+    except (OSError, KeyError, tarfile.TarError, ValueError):
+        return []
+    manifests = index.get("manifests", []) if isinstance(index, dict) else []
+    names = (
+        (entry.get("annotations") or {}).get("io.containerd.image.name")
+        for entry in manifests
+        if isinstance(entry, dict)
+    )
+    return [name for name in names if isinstance(name, str)]

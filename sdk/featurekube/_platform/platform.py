@@ -37,6 +37,7 @@ from featurekube._platform import (
     node_config,
     pki,
     processes,
+    spark_operator,
 )
 
 __all__ = ["Endpoints", "LocalPlatform", "PlatformSettings", "default_state_dir"]
@@ -117,6 +118,16 @@ class PlatformSettings:
     :mod:`featurekube._platform.node_config`), with the controller-manager's default
     controllers. One machine runs one such node at a time."""
 
+    spark_operator: bool = True
+    """With a node, also install the Kubeflow Spark Operator there (see
+    :mod:`featurekube._platform.spark_operator`) with the Spark image its applications
+    run, when their images are built (``make spark-operator``); without them the node
+    starts without it, and :attr:`Endpoints.spark_operator` is ''."""
+
+    image_dir: Path | None = None
+    """Where the built image archives are; None: ``hack/images/build.py``'s cache
+    (:func:`featurekube._platform.spark_operator.default_image_dir`)."""
+
     kafka: bool = True
     """Also run Kafka: one KRaft node (broker and controller) on loopback, from Apache
     Kafka's Maven Central jars on this machine's Java (the first start downloads them,
@@ -146,6 +157,8 @@ class Endpoints:
     """The name of the platform's node, '' when it runs none."""
     kafka_bootstrap_servers: str = ""
     """Kafka's ``host:port`` for clients' ``bootstrap.servers``, '' when it runs none."""
+    spark_operator: str = ""
+    """The version of the Spark Operator installed on the node, '' when none is."""
 
     def describe_start(self) -> str:
         """``started at ... by `...` `` as far as it is known."""
@@ -265,12 +278,14 @@ class LocalPlatform:
         )
         self._write_pki(ports)
         pids: dict[str, int] = {}
+        spark_operator_version = ""
         try:
             if node_bin_dir is not None:
                 self._start_node_namespace(node_bin_dir, pids)
             self._start_components(bin_dir, ports, pids, kafka_ports)
             if node_bin_dir is not None:
                 self._start_node(bin_dir, node_bin_dir, pids)
+                spark_operator_version = self._start_spark_operator(bin_dir, node_bin_dir, pids)
         except BaseException:
             self._stop_pids(pids)
             raise
@@ -288,6 +303,7 @@ class LocalPlatform:
             kafka_bootstrap_servers=(
                 kafka.bootstrap_servers(kafka_ports) if kafka_ports is not None else ""
             ),
+            spark_operator=spark_operator_version,
         )
         self.layout.state_file.write_text(found.to_json())
         return found
@@ -686,6 +702,32 @@ class LocalPlatform:
                     f"`kubectl {' '.join(args)}` exited with {done.returncode}",
                     done.stdout + done.stderr + "\n" + processes.tail(layout.log("kubelet")),
                 )
+
+    def _start_spark_operator(
+        self, bin_dir: Path, node_bin_dir: Path, pids: Mapping[str, int]
+    ) -> str:
+        """Load the Spark Operator's image and the Spark image into the node and install
+        the operator; return its version, or '' when it is not wanted or not built."""
+        if not self.settings.spark_operator:
+            return ""
+        archives = spark_operator.find_archives(
+            self.settings.image_dir or spark_operator.default_image_dir()
+        )
+        if archives is None:
+            return ""
+        node.import_images(
+            pids["node-namespace"],
+            node_bin_dir / "ctr",
+            self.node_layout.containerd_socket,
+            archives.all(),
+        )
+        spark_operator.install(
+            bin_dir / "kubectl",
+            self.layout.kubeconfig,
+            self.node_layout.manifests / "spark-operator.yaml",
+            self.settings.start_timeout,
+        )
+        return spark_operator.VERSION
 
     def _await(self, name: str, pid: int, timeout: float, ready: Callable[[], bool]) -> None:
         if processes.wait_until(ready, timeout, abort=lambda: not processes.is_running(pid)):

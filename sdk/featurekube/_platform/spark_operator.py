@@ -13,30 +13,39 @@ webhook as cert-manager would (``--enable-cert-manager``: a Secret with ca.crt, 
 and tls.key), and its CA is the webhook configurations' caBundle; so the webhook never
 rewrites its own configuration.
 
-:func:`manifests` is pure; :func:`install` applies them to a running platform's node.
+:func:`manifests` is pure; :func:`find_archives` looks for the built images (``make
+spark-operator`` writes them to :func:`default_image_dir`); :func:`install` applies the
+manifests to a running platform's node. ``featurekube dev up --node`` does all three.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
+import re
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from featurekube import errors
-from featurekube._platform import node_config, pki
+from featurekube._platform import node_config, oci, pki
 
 __all__ = [
     "CONTROLLER",
     "IMAGE",
     "NAMESPACE",
+    "NOT_BUILT",
     "REPOSITORY",
     "VERSION",
     "WEBHOOK",
+    "Archives",
+    "default_image_dir",
+    "find_archives",
     "install",
     "manifests",
     "spark_job_access",
@@ -54,6 +63,15 @@ WEBHOOK_SERVICE = "spark-operator-webhook-svc"
 WEBHOOK_SECRET = "spark-operator-webhook-certs"
 WEBHOOK_PORT = 9443
 _ROLLOUT_TIMEOUT_S = 300
+NOT_BUILT = (
+    "its image is not built: `make spark-operator` builds it (about 20 minutes the first "
+    "time), then `featurekube dev down` and `featurekube dev up --node` install it"
+)
+"""Why the platform's node runs no Spark Operator, when its image is missing."""
+
+# hack/images/build.py names its archives `<image>-<16 hex digits of its inputs>`.
+_OPERATOR_ARCHIVE = re.compile(r"spark-operator-[0-9a-f]{16}\.oci\.tar")
+_SPARK_ARCHIVE = re.compile(r"spark-[0-9a-f]{16}\.oci\.tar")
 
 _ALL = ["get", "list", "watch", "create", "update", "patch", "delete"]
 _EVENTS = {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "update", "patch"]}
@@ -452,6 +470,61 @@ def spark_job_access(namespace: str, service_account: str) -> list[dict[str, Any
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         },
     ]
+
+
+def default_image_dir() -> Path:
+    """Where ``hack/images/build.py`` keeps the image archives: ``images`` under
+    ``$FEATUREKUBE_CACHE``, else under ``~/.cache/featurekube``."""
+    root = os.environ.get("FEATUREKUBE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "featurekube") / "images"
+
+
+@dataclass(frozen=True)
+class Archives:
+    """The built images the add-on needs in the node."""
+
+    operator: Path
+    """The operator's image (:data:`IMAGE`): featurekube's Spark image plus its binary."""
+    spark: Path | None
+    """featurekube's Spark image, which the drivers and executors run; None when it is
+    not built (the operator then runs, but its applications' pods cannot start)."""
+
+    def all(self) -> list[Path]:
+        """The archives to import, the operator's first (the Spark image shares all but
+        its last layer, so it imports faster after it)."""
+        return [self.operator, *([self.spark] if self.spark is not None else [])]
+
+
+def find_archives(image_dir: Path) -> Archives | None:
+    """The newest built archives of the operator's image (naming :data:`IMAGE`, so of
+    this version) and of the Spark image in ``image_dir``; None without the first.
+
+    The newest, not the one of the current sources: the operator's binary and
+    spark-submit do not change with featurekube's code, so any build serves; `make
+    spark-operator` (and `make images`) replace it by the current one.
+    """
+
+    def newest(pattern: re.Pattern[str], wanted: str | None) -> Path | None:
+        try:
+            found = [p for p in image_dir.iterdir() if pattern.fullmatch(p.name)]
+        except OSError:
+            return None
+        for archive in sorted(found, key=_modified, reverse=True):
+            if wanted is None or wanted in oci.image_names(archive):
+                return archive
+        return None
+
+    operator = newest(_OPERATOR_ARCHIVE, IMAGE)
+    if operator is None:
+        return None
+    return Archives(operator=operator, spark=newest(_SPARK_ARCHIVE, None))
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def install(

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from featurekube._platform import platform
+from featurekube._platform import platform, spark_operator
 
 __all__ = ["register"]
 
@@ -58,6 +58,12 @@ def register(commands: Any) -> None:
         "and CoreDNS (one per machine; the first start builds them, about 10 minutes)",
     )
     up.add_argument(
+        "--no-spark-operator",
+        action="store_true",
+        help="with --node, do not install the Kubeflow Spark Operator (installed by "
+        "default when `make spark-operator` has built its image)",
+    )
+    up.add_argument(
         "--no-kafka",
         action="store_true",
         help="do not run Kafka (it needs Java 17 and pyspark's Ivy to fetch its jars; "
@@ -93,6 +99,7 @@ def _platform(args: argparse.Namespace) -> platform.LocalPlatform:
         operator_offline_uri=getattr(args, "operator", None),
         node=getattr(args, "node", False),
         kafka=not getattr(args, "no_kafka", False),
+        spark_operator=not getattr(args, "no_spark_operator", False),
     )
     return platform.LocalPlatform(settings)
 
@@ -119,6 +126,7 @@ def _up(args: argparse.Namespace) -> int:
         print(
             f"# node: {endpoints.node} (kubelet, containerd, kube-proxy, CoreDNS)", file=sys.stderr
         )
+        print(f"# Spark Operator: {_describe_spark_operator(local, endpoints)}", file=sys.stderr)
     print(f"# S3 and DynamoDB: {endpoints.aws_endpoint_url}", file=sys.stderr)
     if endpoints.kafka_bootstrap_servers:
         print(f"# Kafka: {endpoints.kafka_bootstrap_servers} (KRaft, one broker)", file=sys.stderr)
@@ -135,6 +143,14 @@ def _up(args: argparse.Namespace) -> int:
     print(f"# stop it: featurekube dev down{_state_flag(args)}", file=sys.stderr)
     _print_env(endpoints)
     return 0
+
+
+def _describe_spark_operator(local: platform.LocalPlatform, endpoints: platform.Endpoints) -> str:
+    if endpoints.spark_operator:
+        return f"{endpoints.spark_operator} in namespace {spark_operator.NAMESPACE}"
+    if not local.settings.spark_operator:
+        return "not installed (--no-spark-operator)"
+    return f"not installed: {spark_operator.NOT_BUILT}"
 
 
 def describe_reuse(state_dir: Path, running: platform.Endpoints) -> str:

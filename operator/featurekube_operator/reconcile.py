@@ -30,6 +30,7 @@ from featurekube_operator import (
     jobspec,
     monitoring,
     naming,
+    pods,
     prefixes,
     progress,
     retention,
@@ -474,7 +475,11 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         )
     else:
         found.append(Condition("Materialized", False, "Backfilling", "no window has completed yet"))
-    found.append(_degraded(exhausted, failures, next_retry, request_error))
+    found.append(
+        _stuck_runs(
+            ctx, namespace, name, apps, _degraded(exhausted, failures, next_retry, request_error)
+        )
+    )
     ready = serving is not None and (not materializes or done_until is not None)
     if ready and serving != latest:
         message = f"serving version {serving}; version {latest} is backfilling"
@@ -615,6 +620,20 @@ def _degraded(
         "TooManyFailures" if exhausted else "InvalidBackfill" if request_error else "WindowFailed"
     )
     return Condition("Degraded", True, reason, "; ".join(problems) + retry)
+
+
+def _stuck_runs(
+    ctx: Context, namespace: str, name: str, apps: Sequence[runs.Run], degraded: Condition
+) -> Condition:
+    """``degraded``, or, when it finds nothing wrong while a run's pod cannot start
+    (image missing, crash loop, unschedulable), Degraded with that pod's reason."""
+    if degraded.status or all(a.finished for a in apps):
+        return degraded
+    stuck = pods.find_problems(ctx.kube.find("v1", "Pod", namespace, {LABEL: name}))
+    if not stuck:
+        return degraded
+    reason, message = pods.summarize(stuck)
+    return Condition("Degraded", True, reason, f"a window's pod cannot start: {message}")
 
 
 def _driver(ctx: Context, namespace: str, run: runs.Run) -> Mapping[str, Any] | None:
@@ -975,14 +994,25 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         found.append(
             Condition("Ready", False, "FeatureViewsNotReady", f"waiting for {', '.join(waiting)}")
         )
-    elif available < 1:
-        found.append(
-            Condition(
-                "Ready", False, "ServerUnavailable", "the feature server has no available pod"
-            )
-        )
     else:
-        found.append(
-            Condition("Ready", True, "Serving", f"{available} feature server pod(s) serving")
+        # Pods that cannot start (image missing, crash loop) say why, not a silent wait.
+        stuck = pods.find_problems(
+            ctx.kube.find("v1", "Pod", namespace, {naming.LABEL_FEATURE_SERVICE: name})
         )
+        found.append(_serving(available, pods.summarize(stuck) if stuck else None))
     return _finish(body, status, found, now)
+
+
+def _serving(available: int, stuck: tuple[str, str] | None) -> Condition:
+    """A service's Ready condition from its server's available pods and, when some
+    cannot start, the first one's reason and a message naming them."""
+    if available < 1 and stuck is not None:
+        return Condition("Ready", False, stuck[0], f"the feature server cannot start: {stuck[1]}")
+    if available < 1:
+        return Condition(
+            "Ready", False, "ServerUnavailable", "the feature server has no available pod"
+        )
+    message = f"{available} feature server pod(s) serving"
+    if stuck is not None:
+        message += f"; new pods cannot start: {stuck[1]}"
+    return Condition("Ready", True, "Serving", message)

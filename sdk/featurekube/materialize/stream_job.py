@@ -1,0 +1,780 @@
+"""Runs a view version's stream with Spark Structured Streaming; does I/O.
+
+:func:`start` reads the view's Kafka topic and hands each micro-batch to
+:class:`BatchWriter`, which, executing a :class:`~featurekube.materialize.stream_plan.StreamPlan`:
+
+1. decodes each record's value (JSON, or Avro by the view's schema, turned into the
+   same JSON) and parses it by the declared fields; a record that is not an object of
+   them, has a field of the wrong type, or lacks its event time (or, without a
+   transformation, a join key) goes to the dead-letter table with its reason;
+2. makes the parsed events the temporary view ``source`` and applies the view's
+   transformation, exactly as a batch window does over the batch source; keeps the
+   events with event time at or after the stream's start (``since``), and deduplicates
+   them per (keys, event time) by greatest created time, as a batch window does;
+3. writes each entity's newest row online with the batch windows' writer
+   (:meth:`featurekube.writer.online.OnlineWriter.write_bulk`: newer event time wins,
+   under the table's write lease, so a backfill window and the stream never race), and
+   appends the rows to the offline Delta table.
+
+Restart loses nothing and counts nothing twice: Spark's checkpoint (on S3, under the
+version's offline table) records which offsets each micro-batch read, and a
+micro-batch that failed is read again whole with the same batch id. The online write
+is idempotent (a value is replaced only by a newer or equally new one), and the offline
+and dead-letter appends carry a Delta app transaction (``txnAppId`` = the streaming
+query's id, ``txnVersion`` = the batch id), so an append already committed is skipped.
+
+After each micro-batch, and on every poll, the job writes its progress
+(:class:`~featurekube.materialize.stream_plan.StreamProgress`) next to the checkpoint,
+which the operator turns into status and metrics.
+
+Entry point: ``python -m featurekube.materialize.stream_job --spec FILE --since TIME
+--offline-uri URI --online-table NAME``; see :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from featurekube.materialize import plan as planning
+from featurekube.materialize import stream_plan
+from featurekube.materialize.errors import MaterializeError, PlanError, SourceSchemaError
+from featurekube.materialize.stream_plan import DeadLetterReason, StreamPlan, StreamProgress
+from featurekube.offline import layout as offline_layout
+from featurekube.spec import v1alpha1
+from featurekube.writer import offline as offline_writer
+from featurekube.writer import online as online_writer
+from featurekube.writer import rows as row_codec
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.streaming.query import StreamingQuery
+
+__all__ = [
+    "DEAD_LETTER_SCHEMA",
+    "BatchWriter",
+    "StreamSettings",
+    "main",
+    "run_until_stopped",
+    "start",
+]
+
+log = logging.getLogger(__name__)
+
+EVENT = offline_layout.EVENT_TIMESTAMP
+CREATED = offline_layout.CREATED_TIMESTAMP
+_REASON = "__reason"
+_TEXT = "__text"
+_AVRO_ERROR = "__avro_error"
+_APPENDED = "__appended"
+_PARSED = "__parsed"
+_RAW = "__raw"
+REASON_MAX_CHARS = 1024
+"""A dead letter's reason is cut to this length (a quoted value can be long)."""
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("topic", pa.string()),
+        pa.field("partition", pa.int32()),
+        pa.field("offset", pa.int64()),
+        pa.field("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        pa.field("key", pa.binary()),
+        pa.field("value", pa.binary()),
+        pa.field("reason", pa.string()),
+        pa.field("batch_id", pa.int64()),
+        pa.field("dead_lettered_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""The dead-letter table's columns: where the record was, the record, and why."""
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Tuning of one stream job."""
+
+    online: online_writer.OnlineWriteSettings = field(
+        default_factory=lambda: online_writer.OnlineWriteSettings(settle_seconds=0.0)
+    )
+    """How the online writer pushes DynamoDB."""
+    poll_seconds: float = 5.0
+    """How often the running job refreshes its progress (consumer lag) between batches."""
+    max_commit_attempts: int = 6
+    """Tries of one Delta append that conflicts with a concurrent commit."""
+
+
+Fault = Callable[[str, int], None]
+"""Called after each step of a micro-batch (``dead_letters``, ``online``, ``offline``)
+with the batch id; raising stops the batch there, as a crash would. For tests."""
+
+
+class BatchWriter:
+    """Writes one micro-batch of the stream; called by ``foreachBatch``."""
+
+    def __init__(
+        self,
+        plan: StreamPlan,
+        *,
+        offline_uri: str | None,
+        online_table: str | None,
+        online_client: Any | None = None,
+        storage_options: Mapping[str, str] | None = None,
+        settings: StreamSettings | None = None,
+        fault: Fault | None = None,
+        app_id: Callable[[], str] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.spec = plan.batch.spec
+        self.offline_uri = offline_uri
+        self.online_table = online_table
+        self.settings = settings or StreamSettings()
+        self.storage_options = dict(storage_options or {})
+        self.fault = fault
+        self._app_id = app_id or (lambda: plan.query_name)
+        self._online = (
+            online_writer.OnlineWriter(
+                online_table,
+                self.spec,
+                online_client,
+                settings=self.settings.online,
+                label=plan.label,
+            )
+            if online_table
+            else None
+        )
+        now = _now()
+        self.progress = StreamProgress(started_at=_iso(now), since=_iso(plan.since))
+        self._lock = threading.Lock()
+        self.on_progress: Callable[[StreamProgress], None] | None = None
+
+    # -- the micro-batch ----------------------------------------------------------------
+
+    def __call__(self, frame: DataFrame, batch_id: int) -> None:
+        """Write micro-batch ``batch_id`` (its Kafka records ``frame``)."""
+        from pyspark.sql import functions as F
+
+        spark = frame.sparkSession
+        ingested = _now()
+        classified = _classify(self.plan, frame).persist()
+        try:
+            counts = classified.agg(
+                F.count(F.lit(1)).alias("records"),
+                F.sum(F.when(F.col(_REASON).isNotNull(), 1).otherwise(0)).alias("bad"),
+            ).first()
+            assert counts is not None
+            records, bad = int(counts["records"]), int(counts["bad"] or 0)
+            if records == 0:
+                return
+            app = self._app_id()
+            if bad:
+                self._dead_letters(classified, batch_id, app, ingested)
+            self._step("dead_letters", batch_id)
+            events = self._events(spark, classified, ingested)
+            written = self._write(events, batch_id, app, ingested)
+            with self._lock:
+                progress = self.progress
+                progress.batch_id = batch_id
+                progress.updated_at = _iso(_now())
+                progress.records += records
+                progress.dead_letters += bad
+                progress.before_start += written.before_start
+                progress.rows += written.rows
+                if written.last_event is not None and (
+                    progress.last_event_time is None
+                    or _iso(written.last_event) > progress.last_event_time
+                ):
+                    progress.last_event_time = _iso(written.last_event)
+                if written.online_at is not None:
+                    progress.latency_p50_seconds, progress.latency_max_seconds = (
+                        stream_plan.latency_quantiles(written.online_at, written.appended)
+                    )
+                    progress.first_online_at = progress.first_online_at or _iso(written.online_at)
+            self._report()
+        finally:
+            classified.unpersist()
+
+    def _step(self, name: str, batch_id: int) -> None:
+        if self.fault is not None:
+            self.fault(name, batch_id)
+
+    def _report(self) -> None:
+        if self.on_progress is not None:
+            with self._lock:
+                snapshot = StreamProgress(**vars(self.progress))
+            self.on_progress(snapshot)
+
+    def _dead_letters(
+        self, classified: DataFrame, batch_id: int, app: str, ingested: dt.datetime
+    ) -> None:
+        from pyspark.sql import functions as F
+
+        bad = classified.where(F.col(_REASON).isNotNull()).select(
+            "topic",
+            F.col("partition").cast("int").alias("partition"),
+            "offset",
+            F.col("timestamp").alias("kafka_timestamp"),
+            "key",
+            "value",
+            F.substring(F.col(_REASON), 1, REASON_MAX_CHARS).alias("reason"),
+        )
+        table = bad.toArrow()
+        table = table.append_column(
+            "batch_id", pa.array([batch_id] * table.num_rows, pa.int64())
+        ).append_column(
+            "dead_lettered_at",
+            pa.array([ingested] * table.num_rows, pa.timestamp("us", tz="UTC")),
+        )
+        if self.offline_uri is None:
+            log.warning(
+                "%s: %d dead letters, and no offline store to keep them",
+                self.plan.label,
+                table.num_rows,
+            )
+            return
+        table = table.cast(DEAD_LETTER_SCHEMA)
+        _append_once(
+            stream_plan.dead_letter_uri(self.offline_uri),
+            table,
+            app,
+            batch_id,
+            self.storage_options,
+            partition_by=None,
+            attempts=self.settings.max_commit_attempts,
+        )
+
+    def _events(
+        self, spark: SparkSession, classified: DataFrame, ingested: dt.datetime
+    ) -> DataFrame:
+        """The good records as the (transformed) source's rows: keys, features, event and
+        created times, and when each record was appended to Kafka."""
+        from pyspark.errors import AnalysisException, ParseException
+        from pyspark.sql import functions as F
+
+        plan, batch = self.plan, self.plan.batch
+        good = classified.where(F.col(_REASON).isNull())
+        source = good.select(
+            *[F.col(f"{_PARSED}.`{f.name}`").alias(f.name) for f in plan.fields],
+            F.col("timestamp").alias(_APPENDED),
+        )
+        if batch.transformation is None:
+            frame = source
+        else:
+            source.createOrReplaceTempView("source")
+            try:
+                frame = spark.sql(batch.transformation)
+                frame.schema  # noqa: B018 - analysis happens here, and its errors
+            except (AnalysisException, ParseException) as exc:
+                raise SourceSchemaError(
+                    f"{plan.label}: spec.transformation.sql failed over the stream's events: "
+                    f"{str(exc).strip().splitlines()[0]}",
+                    [],
+                ) from exc
+        found = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
+        problems = planning.check_columns(batch, found)
+        if problems:
+            where = "after spec.transformation.sql" if batch.transformation else "in the stream"
+            raise SourceSchemaError(
+                f"{plan.label}: the columns {where} do not match the spec:\n"
+                + "\n".join(f"  - {p}" for p in problems),
+                problems,
+            )
+        created: Column = (
+            F.coalesce(F.col(batch.created_field).cast("timestamp"), F.lit(ingested))
+            if batch.created_field
+            else F.lit(ingested)
+        )
+        # The transformation may drop the Kafka timestamp: then the latency is unknown.
+        appended = F.col(_APPENDED) if _APPENDED in found else F.lit(None).cast("timestamp")
+        return frame.select(
+            *[F.col(n).cast(v1alpha1.SPARK_SQL_TYPES[t]).alias(n) for n, t in batch.keys],
+            *[F.col(n).cast(v1alpha1.SPARK_SQL_TYPES[t]).alias(n) for n, t in batch.features],
+            F.col(batch.timestamp_field).cast("timestamp").alias(EVENT),
+            created.alias(CREATED),
+            appended.alias(_APPENDED),
+        )
+
+    def _write(self, events: DataFrame, batch_id: int, app: str, ingested: dt.datetime) -> _Written:
+        from pyspark.sql import functions as F
+
+        plan, batch = self.plan, self.plan.batch
+        keys = [name for name, _ in batch.keys]
+        features = [name for name, _ in batch.features]
+        owned = F.col(EVENT) >= F.lit(plan.since)
+        keyed = F.col(EVENT).isNotNull()
+        for key in keys:
+            keyed = keyed & F.col(key).isNotNull()
+        tagged = events.withColumn("__owned", owned & keyed).persist()
+        try:
+            summary = tagged.agg(
+                F.sum(F.when(~F.col("__owned") & keyed, 1).otherwise(0)).alias("before"),
+                F.sum(F.when(~keyed, 1).otherwise(0)).alias("unkeyed"),
+            ).first()
+            assert summary is not None
+            unkeyed = int(summary["unkeyed"] or 0)
+            if unkeyed:
+                # Rows the transformation left without a key or an event time.
+                log.warning(
+                    "%s: batch %d: %d rows without a join key or event time after "
+                    "spec.transformation.sql, not written",
+                    plan.label,
+                    batch_id,
+                    unkeyed,
+                )
+            mine = tagged.where(F.col("__owned"))
+            appended = [
+                planning.to_micros(r[0])
+                for r in mine.select(_APPENDED).where(F.col(_APPENDED).isNotNull()).collect()
+            ]
+            best = F.max(F.struct(F.col(CREATED), *[F.col(f) for f in features])).alias("__best")
+            rows = (
+                mine.groupBy(*keys, EVENT)
+                .agg(best)
+                .select(
+                    *keys,
+                    *[F.col(f"__best.{f}").alias(f) for f in features],
+                    EVENT,
+                    F.col(f"__best.{CREATED}").alias(CREATED),
+                )
+            )
+            table = rows.toArrow()
+        finally:
+            tagged.unpersist()
+        written = _Written(before_start=int(summary["before"] or 0) + unkeyed, rows=table.num_rows)
+        if table.num_rows:
+            events_column = pc.max(table.column(EVENT)).as_py()
+            written.last_event = planning.utc(events_column) if events_column else None
+            written.appended = appended
+        if self._online is not None and table.num_rows:
+            self._online.write_bulk(table, now=ingested)
+            written.online_at = _now()
+        self._step("online", batch_id)
+        if self.offline_uri is not None and table.num_rows:
+            _append_once(
+                self.offline_uri,
+                _offline_table(self.spec, table, ingested, plan.label),
+                app,
+                batch_id,
+                self.storage_options,
+                partition_by=[offline_layout.EVENT_DATE],
+                attempts=self.settings.max_commit_attempts,
+            )
+        self._step("offline", batch_id)
+        return written
+
+
+@dataclass
+class _Written:
+    before_start: int = 0
+    rows: int = 0
+    last_event: dt.datetime | None = None
+    online_at: dt.datetime | None = None
+    appended: list[int] = field(default_factory=list)
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+
+def _classify(plan: StreamPlan, frame: DataFrame) -> DataFrame:
+    """The records with their parsed value (``__parsed``) and, for those that fail, the
+    reason (``__reason``, null for good records)."""
+    from pyspark.sql import functions as F
+
+    if plan.format == "avro":
+        decoded = _avro_as_json(plan, frame)
+        text = F.col(_TEXT)
+    else:
+        decoded = frame
+        text = F.col("value").cast("string")
+    parsed = decoded.select(
+        "*",
+        F.from_json(text, stream_plan.value_ddl(plan.fields)).alias(_PARSED),
+        F.from_json(text, stream_plan.value_ddl(plan.fields, as_text=True)).alias(_RAW),
+        F.json_object_keys(text).isNull().alias("__not_object"),
+    )
+    reason: Column = F.when(F.col("value").isNull(), F.lit(DeadLetterReason.EMPTY))
+    if plan.format == "avro":
+        reason = reason.when(
+            F.col(_AVRO_ERROR).isNotNull(),
+            F.concat(F.lit(DeadLetterReason.NOT_AVRO + ": "), F.col(_AVRO_ERROR)),
+        )
+    reason = reason.when(F.col("__not_object"), F.lit(DeadLetterReason.NOT_JSON))
+    for item in plan.fields:
+        typed, raw = F.col(f"{_PARSED}.`{item.name}`"), F.col(f"{_RAW}.`{item.name}`")
+        reason = reason.when(
+            typed.isNull() & raw.isNotNull(),
+            F.concat(
+                F.lit(f"{DeadLetterReason.WRONG_TYPE}: field {item.name} is not {item.type}: "),
+                F.substring(raw, 1, 200),
+            ),
+        )
+    event_field = plan.batch.timestamp_field
+    reason = reason.when(
+        F.col(f"{_PARSED}.`{event_field}`").isNull(),
+        F.lit(f"{DeadLetterReason.NO_EVENT_TIME}: field {event_field} is missing or null"),
+    )
+    for key in plan.key_fields:
+        reason = reason.when(
+            F.col(f"{_PARSED}.`{key}`").isNull(),
+            F.lit(f"{DeadLetterReason.NO_KEY}: field {key} is missing or null"),
+        )
+    return parsed.withColumn(_REASON, reason)
+
+
+def _avro_as_json(plan: StreamPlan, frame: DataFrame) -> DataFrame:
+    """``frame`` with ``__text``, each Avro value as the JSON object of its fields (null
+    when it does not decode), and ``__avro_error``, why it did not."""
+    schema_text = plan.avro_schema
+    assert schema_text is not None
+    out_schema = f"{', '.join(_ddl_of(frame))}, {_TEXT} string, {_AVRO_ERROR} string"
+
+    def decode(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import io
+
+        import fastavro
+
+        parsed = fastavro.parse_schema(json.loads(schema_text))
+        for batch in batches:
+            texts: list[str | None] = []
+            errors: list[str | None] = []
+            for value in batch.column("value").to_pylist():
+                if value is None:
+                    texts.append(None)
+                    errors.append(None)
+                    continue
+                stream = io.BytesIO(value)
+                try:
+                    record = fastavro.schemaless_reader(stream, parsed, None)
+                    if stream.tell() != len(value):
+                        raise ValueError(f"{len(value) - stream.tell()} bytes left over")
+                    texts.append(json.dumps(record, default=_json_default))
+                    errors.append(None)
+                except Exception as exc:
+                    texts.append(None)
+                    errors.append(f"{type(exc).__name__}: {exc}"[:500])
+            yield pa.RecordBatch.from_arrays(
+                [*batch.columns, pa.array(texts, pa.string()), pa.array(errors, pa.string())],
+                names=[*batch.schema.names, _TEXT, _AVRO_ERROR],
+            )
+
+    return frame.mapInArrow(decode, out_schema)
+
+
+def _ddl_of(frame: DataFrame) -> list[str]:
+    return [f"`{f.name}` {f.dataType.simpleString()}" for f in frame.schema.fields]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return _iso(planning.utc(value))
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def _offline_table(
+    spec: v1alpha1.FeatureViewSpec, table: pa.Table, ingested: dt.datetime, label: str
+) -> pa.Table:
+    """The rows as the offline table's columns: :mod:`featurekube.writer.rows`' schema,
+    then ``ingestion_timestamp`` and ``event_date`` (as the offline writer adds them)."""
+    schema = offline_writer.offline_schema(spec)
+    ingestion = pa.scalar(ingested, row_codec.TIMESTAMP)
+    batches = []
+    for batch in row_codec.iter_batches(spec, table, created_default=ingested, label=label):
+        events = batch.column(EVENT)
+        columns = [
+            *batch.columns,
+            pa.repeat(ingestion, batch.num_rows),
+            pc.cast(events, pa.date32()),
+        ]
+        batches.append(pa.RecordBatch.from_arrays(columns, schema=schema))
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def _append_once(
+    uri: str,
+    table: pa.Table,
+    app_id: str,
+    batch_id: int,
+    storage_options: Mapping[str, str],
+    *,
+    partition_by: list[str] | None,
+    attempts: int,
+) -> bool:
+    """Append ``table`` to the Delta table at ``uri`` with the app transaction
+    (``app_id``, ``batch_id``), unless that transaction or a later one is committed
+    already; True if it appended. Conflicting concurrent commits are retried."""
+    import deltalake
+    from deltalake import CommitProperties, Transaction
+
+    from featurekube import s3_prefixes
+
+    uri = s3_prefixes.normalize(uri)
+    options = offline_writer.storage_options_for(uri, storage_options)
+    for attempt in range(1, attempts + 1):
+        done = _transaction_version(uri, app_id, options)
+        if done is not None and done >= batch_id:
+            log.info("%s: batch %d is already committed (txn %s), skipped", uri, batch_id, done)
+            return False
+        try:
+            deltalake.write_deltalake(
+                uri,
+                table,
+                mode="append",
+                partition_by=partition_by,
+                storage_options=options,
+                commit_properties=CommitProperties(
+                    app_transactions=[Transaction(app_id=app_id, version=batch_id)]
+                ),
+            )
+            return True
+        except Exception as exc:
+            if attempt == attempts or "conflict" not in f"{type(exc).__name__} {exc}".lower():
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")
+
+
+def _transaction_version(uri: str, app_id: str, options: Mapping[str, str]) -> int | None:
+    import deltalake
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = deltalake.DeltaTable(uri, storage_options=dict(options))
+    except TableNotFoundError:
+        return None
+    version: int | None = table.transaction_version(app_id)
+    return version
+
+
+# -- the query ---------------------------------------------------------------------------------
+
+
+@dataclass
+class StreamRun:
+    """A started stream: its query and the writer of its micro-batches."""
+
+    query: StreamingQuery
+    writer: BatchWriter
+    progress_uri: str | None
+
+    def refresh(self) -> StreamProgress:
+        """Take the consumer lag from the query's last progress, write the progress
+        document, and return it."""
+        lag = stream_plan.consumer_lag(_last_progress(self.query))
+        with self.writer._lock:
+            if lag is not None:
+                self.writer.progress.consumer_lag = lag
+            self.writer.progress.updated_at = _iso(_now())
+            snapshot = StreamProgress(**vars(self.writer.progress))
+        if self.progress_uri is not None:
+            write_progress(self.progress_uri, snapshot)
+        return snapshot
+
+
+def _last_progress(query: StreamingQuery) -> Mapping[str, Any] | None:
+    last = query.lastProgress
+    if last is None:
+        return None
+    if isinstance(last, Mapping):
+        return last
+    found: Mapping[str, Any] = json.loads(last.json)
+    return found
+
+
+def start(
+    spark: SparkSession,
+    plan: StreamPlan,
+    *,
+    offline_uri: str | None,
+    online_table: str | None,
+    checkpoint: str | None = None,
+    available_now: bool = False,
+    online_client: Any | None = None,
+    storage_options: Mapping[str, str] | None = None,
+    settings: StreamSettings | None = None,
+    fault: Fault | None = None,
+    write_progress_document: bool = True,
+) -> StreamRun:
+    """Start the stream of ``plan``: continuous micro-batches every
+    ``plan.trigger_seconds``, or (``available_now``) the records there now, then stop.
+
+    ``checkpoint``: default :func:`~featurekube.materialize.stream_plan.checkpoint_uri`
+    of ``offline_uri``.
+    """
+    if checkpoint is None:
+        if offline_uri is None:
+            raise PlanError(f"{plan.label}: a stream without an offline store needs --checkpoint")
+        checkpoint = stream_plan.checkpoint_uri(offline_uri)
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    context = spark.sparkContext
+    if (context.master or "").startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+        context.pythonExec = sys.executable  # local workers share this interpreter
+    query_id: dict[str, str] = {}
+
+    def app_id() -> str:
+        # The query's id is kept in its checkpoint: the same across restarts, new for a
+        # new checkpoint (whose batch ids start again at 0).
+        if "id" not in query_id:
+            for active in spark.streams.active:
+                if active.name == plan.query_name:
+                    query_id["id"] = f"featurekube-stream-{active.id}"
+        return query_id.get("id", f"featurekube-stream-{checkpoint}")
+
+    writer = BatchWriter(
+        plan,
+        offline_uri=offline_uri,
+        online_table=online_table,
+        online_client=online_client,
+        storage_options=storage_options,
+        settings=settings,
+        fault=fault,
+        app_id=app_id,
+    )
+    progress = (
+        stream_plan.progress_uri(offline_uri)
+        if offline_uri is not None and write_progress_document
+        else None
+    )
+    if progress is not None:
+        writer.on_progress = lambda snapshot: write_progress(progress, snapshot)
+    reader = spark.readStream.format("kafka")
+    for key, value in plan.kafka_options.items():
+        reader = reader.option(key, value)
+    stream = (
+        reader.load()
+        .writeStream.queryName(plan.query_name)
+        .foreachBatch(writer)
+        .option("checkpointLocation", checkpoint)
+    )
+    if available_now:
+        stream = stream.trigger(availableNow=True)
+    else:
+        stream = stream.trigger(processingTime=f"{plan.trigger_seconds} seconds")
+    query = stream.start()
+    return StreamRun(query, writer, progress)
+
+
+def write_progress(uri: str, progress: StreamProgress) -> None:
+    """Write the progress document to ``uri`` (s3:// or a local path)."""
+    document = stream_plan.render_progress(progress)
+    parsed = urlparse(uri)
+    if parsed.scheme in ("s3", "s3a"):
+        import boto3
+
+        boto3.client("s3").put_object(
+            Bucket=parsed.netloc,
+            Key=parsed.path.lstrip("/"),
+            Body=document,
+            ContentType="application/json",
+        )
+        return
+    path = Path(parsed.path if parsed.scheme == "file" else uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(document)
+
+
+def run_until_stopped(run: StreamRun, poll_seconds: float) -> None:
+    """Refresh the progress every ``poll_seconds`` while the query runs; raise its
+    failure when it stops with one."""
+    while run.query.isActive:
+        run.query.awaitTermination(max(1, round(poll_seconds)))
+        run.refresh()
+    failure = run.query.exception()
+    if failure is not None:
+        raise MaterializeError(f"{run.writer.plan.label}: the stream stopped: {failure}")
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m featurekube.materialize.stream_job",
+        description="Run a FeatureView version's stream: Kafka -> online and offline stores.",
+    )
+    parser.add_argument("--spec", required=True, help="the FeatureView (or its snapshot), YAML")
+    parser.add_argument(
+        "--since",
+        required=True,
+        help="the stream's start (ISO 8601): events before it come from batch windows",
+    )
+    parser.add_argument("--offline-uri", help="the version's offline Delta table")
+    parser.add_argument("--online-table", help="the version's DynamoDB table")
+    parser.add_argument("--checkpoint", help="default: <offline uri>/_stream/checkpoint")
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=os.environ.get("FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS", ""),
+        help="brokers when the view names none (default: $FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    parser.add_argument("--version", type=int, help="the view version, for the query's name")
+    parser.add_argument(
+        "--available-now", action="store_true", help="read what is there now, then stop"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the stream until it is stopped; exit 2 on a bad spec, 1 on a failure."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    arguments = _parser().parse_args(argv)
+    try:
+        body = yaml.safe_load(Path(arguments.spec).read_text())
+        view, resolved = planning.read_view_document(body)
+        offline_uri = arguments.offline_uri or resolved.get("offlineUri")
+        online_table = arguments.online_table or resolved.get("onlineTable")
+        plan = stream_plan.plan_stream(
+            view,
+            planning.parse_time(arguments.since),
+            bootstrap_servers=arguments.bootstrap_servers,
+            client_options=stream_plan.kafka_client_options(os.environ),
+            version=arguments.version or resolved.get("version"),
+        )
+    except (PlanError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from featurekube.materialize import spark_job
+
+    spark = spark_job.open_session(f"featurekube-stream-{view.metadata.name}")
+    settings = StreamSettings()
+    run = start(
+        spark,
+        plan,
+        offline_uri=offline_uri,
+        online_table=online_table,
+        checkpoint=arguments.checkpoint,
+        available_now=arguments.available_now,
+        settings=settings,
+    )
+    try:
+        run_until_stopped(run, settings.poll_seconds)
+    except MaterializeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return planning.utc(moment).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""A view's stream on real Kafka, local Spark, the platform's S3 and DynamoDB: the same
+rows as a batch window over the same events, dead letters for bad records, and
+restarts that lose nothing and count nothing twice."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import boto3
+import deltalake
+import pyarrow as pa
+import pyarrow.fs
+import pyarrow.parquet as pq
+import pytest
+from pyspark.errors import StreamingQueryException
+from pyspark.sql import SparkSession
+
+from featurekube.materialize import spark_job, stream_job, stream_plan
+from featurekube.online import layout, values
+from featurekube.spec import v1alpha1
+
+# Each stream run waits up to WAIT_SECONDS; the restart test makes four of them.
+pytestmark = [pytest.mark.spark, pytest.mark.timeout(1200)]
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 3, 1, tzinfo=UTC)
+MIN = dt.timedelta(minutes=1)
+WAIT_SECONDS = 240
+FIELDS = [
+    {"name": "driver_id", "type": "int64"},
+    {"name": "zone", "type": "string"},
+    {"name": "fare", "type": "float64"},
+    {"name": "status", "type": "string"},
+    {"name": "event_timestamp", "type": "timestamp"},
+    {"name": "created_timestamp", "type": "timestamp"},
+]
+SQL = """
+SELECT driver_id, event_timestamp, created_timestamp,
+       fare * 1.1 AS fare_with_tip, upper(zone) AS zone, fare > 20 AS long_trip
+FROM source
+WHERE status = 'completed'
+"""
+
+
+def _view(
+    topic: str, bootstrap: str, raw: str, transformation: bool = True
+) -> v1alpha1.FeatureView:
+    spec: dict[str, Any] = {
+        "owner": "eta-team",
+        "entities": [{"name": "driver_id", "type": "int64"}],
+        "source": {
+            "batch": {"path": raw, "createdTimestampField": "created_timestamp"},
+            "stream": {"kafka": {"topic": topic, "bootstrapServers": bootstrap, "fields": FIELDS}},
+        },
+        "ttl": "30d",
+    }
+    if transformation:
+        spec["transformation"] = {"sql": SQL}
+        spec["features"] = [
+            {"name": "fare_with_tip", "type": "float64"},
+            {"name": "zone", "type": "string"},
+            {"name": "long_trip", "type": "bool"},
+        ]
+    else:
+        spec["features"] = [{"name": "fare", "type": "float64"}, {"name": "zone", "type": "string"}]
+    return v1alpha1.FeatureView.model_validate(
+        {"metadata": {"name": "driver-trips", "namespace": "rides"}, "spec": spec}
+    )
+
+
+def _events(count: int, first: int = 0, start: dt.datetime = T0) -> list[dict[str, Any]]:
+    """Trips of 5 drivers; every 7th repeats the previous trip's driver and event time
+    with a later created time (a correction), every 5th is cancelled."""
+    out: list[dict[str, Any]] = []
+    for i in range(first, first + count):
+        event = start + i * MIN + dt.timedelta(microseconds=i * 37)
+        driver = 1 + i % 5
+        if i % 7 == 6 and out:
+            event, driver = out[-1]["event_timestamp"], out[-1]["driver_id"]
+        out.append(
+            {
+                "driver_id": driver,
+                "zone": ["north", "south", "east"][i % 3],
+                "fare": round(5.0 + (i * 7.3) % 40, 2),
+                "status": "cancelled" if i % 5 == 4 else "completed",
+                "event_timestamp": event,
+                "created_timestamp": event + dt.timedelta(seconds=30 + i),
+            }
+        )
+    return out
+
+
+def _json(event: dict[str, Any]) -> bytes:
+    return json.dumps(
+        {
+            k: v.isoformat().replace("+00:00", "Z") if isinstance(v, dt.datetime) else v
+            for k, v in event.items()
+        }
+    ).encode()
+
+
+def _produce(bootstrap: str, topic: str, values_: Sequence[bytes | None]) -> None:
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for value in values_:
+        producer.produce(topic, key=b"k", value=value)
+    assert producer.flush(60) == 0, "records still queued after a minute"
+
+
+def _online_table(table_prefix: str) -> str:
+    table = f"{table_prefix}trips"
+    client = boto3.client("dynamodb")
+    client.create_table(**layout.table_definition(table, {}))
+    client.get_waiter("table_exists").wait(TableName=table)
+    return table
+
+
+def _offline(uri: str) -> list[dict[str, Any]]:
+    rows = deltalake.DeltaTable(uri).to_pyarrow_table().to_pylist()
+    for row in rows:
+        del row["ingestion_timestamp"]
+    return sorted(
+        rows, key=lambda r: (r["event_timestamp"], r["driver_id"], r["created_timestamp"])
+    )
+
+
+def _online(table: str) -> dict[str, dict[str, Any]]:
+    pages = boto3.client("dynamodb").get_paginator("scan").paginate(TableName=table)
+    items = (item for page in pages for item in page["Items"])
+    return {
+        i[layout.ENTITY_KEY]["S"]: i for i in items if not i[layout.ENTITY_KEY]["S"].startswith("#")
+    }
+
+
+def _decoded(items: dict[str, dict[str, Any]], features: dict[str, str]) -> dict[str, Any]:
+    return {
+        key: (
+            int(item[layout.EVENT_TIME]["N"]),
+            int(item[layout.CREATED_TIME]["N"]),
+            {name: values.from_attribute(t, item.get(name)) for name, t in features.items()},
+        )
+        for key, item in items.items()
+    }
+
+
+def _run_available_now(
+    spark: SparkSession,
+    plan: stream_plan.StreamPlan,
+    offline: str,
+    online: str,
+    fault: stream_job.Fault | None = None,
+) -> stream_job.StreamRun:
+    run = stream_job.start(
+        spark, plan, offline_uri=offline, online_table=online, available_now=True, fault=fault
+    )
+    with contextlib.suppress(StreamingQueryException):  # query.exception() tells
+        run.query.awaitTermination(WAIT_SECONDS)
+    assert not run.query.isActive, "the availableNow run did not finish"
+    return run
+
+
+def test_the_stream_and_a_batch_window_give_identical_rows_for_the_same_events(
+    spark: SparkSession,
+    kafka_bootstrap_servers: str,
+    kafka_topic: str,
+    s3_prefix: str,
+    table_prefix: str,
+) -> None:
+    events = _events(60)
+    raw = f"{s3_prefix}raw/trips/"
+    table = pa.Table.from_pylist(events).cast(
+        pa.schema(
+            [
+                ("driver_id", pa.int64()),
+                ("zone", pa.string()),
+                ("fare", pa.float64()),
+                ("status", pa.string()),
+                ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                ("created_timestamp", pa.timestamp("us", tz="UTC")),
+            ]
+        )
+    )
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(raw)
+    pq.write_table(table, f"{path.rstrip('/')}/part-0.parquet", filesystem=filesystem)
+    view = _view(kafka_topic, kafka_bootstrap_servers, raw)
+    batch_online = _online_table(f"{table_prefix}b-")
+    stream_online = _online_table(f"{table_prefix}s-")
+    batch_offline, stream_offline = f"{s3_prefix}batch/v1", f"{s3_prefix}stream/v1"
+
+    spark_job.run(
+        spark,
+        view,
+        T0,
+        T0 + dt.timedelta(hours=2),
+        offline_uri=batch_offline,
+        online_table=batch_online,
+    )
+    _produce(kafka_bootstrap_servers, kafka_topic, [_json(e) for e in events])
+    plan = stream_plan.plan_stream(view, T0, version=1)
+    run = _run_available_now(spark, plan, stream_offline, stream_online)
+
+    assert run.query.exception() is None, run.query.exception()
+    batch_rows, stream_rows = _offline(batch_offline), _offline(stream_offline)
+    completed = [e for e in events if e["status"] == "completed"]
+    assert len(batch_rows) == len({(e["driver_id"], e["event_timestamp"]) for e in completed})
+    assert stream_rows == batch_rows
+    features = view.spec.feature_types()
+    assert _decoded(_online(stream_online), features) == _decoded(_online(batch_online), features)
+    progress = run.writer.progress
+    assert (progress.records, progress.dead_letters, progress.rows) == (60, 0, len(batch_rows))
+    assert progress.last_event_time is not None and progress.first_online_at is not None
+    document = stream_plan.read_progress(
+        boto3.client("s3")
+        .get_object(**_bucket_key(stream_plan.progress_uri(stream_offline)))["Body"]
+        .read()
+    )
+    assert document.rows == len(batch_rows) and document.since.startswith("2026-03-01T00:00:00")
+
+
+def _bucket_key(uri: str) -> dict[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return {"Bucket": bucket, "Key": key}
+
+
+def test_bad_records_go_to_the_dead_letters_with_their_reason_and_the_stream_goes_on(
+    spark: SparkSession,
+    kafka_bootstrap_servers: str,
+    kafka_topic: str,
+    s3_prefix: str,
+    table_prefix: str,
+) -> None:
+    view = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/", transformation=False)
+    good = _events(6)
+    stamp = "2026-03-01T00:30:00Z"
+    bad: list[bytes | None] = [
+        b"not json at all",
+        b"[1, 2, 3]",
+        json.dumps({"driver_id": "seven", "fare": 3.0, "event_timestamp": stamp}).encode(),
+        json.dumps({"driver_id": 7, "fare": "cheap", "event_timestamp": stamp}).encode(),
+        json.dumps({"driver_id": 7, "fare": 3.0}).encode(),
+        json.dumps({"fare": 3.0, "event_timestamp": stamp}).encode(),
+        json.dumps({"driver_id": 7, "fare": 3.0, "event_timestamp": "yesterday"}).encode(),
+        None,
+    ]
+    records = [_json(good[0]), *bad[:4], _json(good[1]), *bad[4:], *(_json(e) for e in good[2:])]
+    _produce(kafka_bootstrap_servers, kafka_topic, records)
+    offline, online = f"{s3_prefix}offline/v1", _online_table(table_prefix)
+    plan = stream_plan.plan_stream(view, T0, version=1)
+
+    run = _run_available_now(spark, plan, offline, online)
+
+    assert run.query.exception() is None, run.query.exception()
+    letters = deltalake.DeltaTable(stream_plan.dead_letter_uri(offline)).to_pyarrow_table()
+    offsets, reasons = letters.column("offset").to_pylist(), letters.column("reason").to_pylist()
+    found = sorted(zip(offsets, reasons, strict=True))
+    assert found == [
+        (1, "not a JSON object"),
+        (2, "not a JSON object"),
+        (3, "wrong type: field driver_id is not int64: seven"),
+        (4, "wrong type: field fare is not float64: cheap"),
+        (6, "no event time: field event_timestamp is missing or null"),
+        (7, "no join key: field driver_id is missing or null"),
+        (8, "wrong type: field event_timestamp is not timestamp: yesterday"),
+        (9, "empty value"),
+    ]
+    assert letters.column("value").to_pylist()[0] == b"not json at all"
+    assert run.writer.progress.dead_letters == 8
+    rows = _offline(offline)
+    assert len(rows) == len({(e["driver_id"], e["event_timestamp"]) for e in good})
+    assert {r["event_timestamp"] for r in rows} == {e["event_timestamp"] for e in good}
+
+
+def test_avro_records_are_decoded_by_the_views_schema_and_bad_ones_dead_lettered(
+    spark: SparkSession,
+    kafka_bootstrap_servers: str,
+    kafka_topic: str,
+    s3_prefix: str,
+    table_prefix: str,
+) -> None:
+    import fastavro
+
+    schema = {
+        "type": "record",
+        "name": "Trip",
+        "fields": [
+            {"name": "driver_id", "type": "long"},
+            {"name": "zone", "type": ["null", "string"]},
+            {"name": "fare", "type": "double"},
+            {
+                "name": "event_timestamp",
+                "type": {"type": "long", "logicalType": "timestamp-micros"},
+            },
+        ],
+    }
+    body = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/", False).to_yaml_dict()
+    body["spec"]["source"]["stream"]["kafka"] = {
+        "topic": kafka_topic,
+        "bootstrapServers": kafka_bootstrap_servers,
+        "format": "avro",
+        "avroSchema": json.dumps(schema),
+    }
+    body["spec"]["source"]["batch"].pop("createdTimestampField")
+    view = v1alpha1.FeatureView.model_validate(body)
+    parsed = fastavro.parse_schema(schema)
+
+    def encode(record: dict[str, Any]) -> bytes:
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, record)
+        return out.getvalue()
+
+    trips = [
+        {"driver_id": d, "zone": z, "fare": f, "event_timestamp": T0 + i * MIN}
+        for i, (d, z, f) in enumerate([(1, "north", 12.5), (2, None, 30.0), (1, "east", 8.25)])
+    ]
+    _produce(
+        kafka_bootstrap_servers, kafka_topic, [encode(trips[0]), b"\x02", *map(encode, trips[1:])]
+    )
+    offline, online = f"{s3_prefix}offline/v1", _online_table(table_prefix)
+
+    run = _run_available_now(spark, stream_plan.plan_stream(view, T0), offline, online)
+
+    assert run.query.exception() is None, run.query.exception()
+    rows = _offline(offline)
+    assert [(r["driver_id"], r["zone"], r["fare"], r["event_timestamp"]) for r in rows] == [
+        (t["driver_id"], t["zone"], t["fare"], t["event_timestamp"]) for t in trips
+    ]
+    letters = deltalake.DeltaTable(stream_plan.dead_letter_uri(offline)).to_pyarrow_table()
+    assert letters.num_rows == 1
+    assert letters.column("reason")[0].as_py().startswith("not an Avro record of the schema: ")
+
+
+def _crash_at(step: str, batch: int) -> Callable[[str, int], None]:
+    def fault(name: str, batch_id: int) -> None:
+        if (name, batch_id) == (step, batch):
+            raise RuntimeError(f"crash after {step} of batch {batch_id}")
+
+    return fault
+
+
+def test_restarts_after_crashes_lose_no_event_and_count_none_twice(
+    spark: SparkSession,
+    kafka_bootstrap_servers: str,
+    kafka_topic: str,
+    s3_prefix: str,
+    table_prefix: str,
+) -> None:
+    view = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/", transformation=False)
+    body = view.to_yaml_dict()
+    body["spec"]["source"]["stream"]["kafka"]["maxOffsetsPerTrigger"] = 10
+    view = v1alpha1.FeatureView.model_validate(body)
+    since = T0 + 5 * MIN
+    events = _events(45)
+    offline, online = f"{s3_prefix}offline/v1", _online_table(table_prefix)
+    plan = stream_plan.plan_stream(view, since, version=1)
+    _produce(kafka_bootstrap_servers, kafka_topic, [_json(e) for e in events[:30]])
+
+    # Batch 1 (records 10-19) dies after its offline commit, before Spark records it.
+    crashed = _run_available_now(spark, plan, offline, online, _crash_at("offline", 1))
+    assert "crash after offline of batch 1" in str(crashed.query.exception())
+    # Batch 1 again, now dying after its online write and before its offline append.
+    crashed = _run_available_now(spark, plan, offline, online, _crash_at("online", 1))
+    assert "crash after online of batch 1" in str(crashed.query.exception())
+    resumed = _run_available_now(spark, plan, offline, online)
+    assert resumed.query.exception() is None, resumed.query.exception()
+    _produce(kafka_bootstrap_servers, kafka_topic, [_json(e) for e in events[30:]])
+    finished = _run_available_now(spark, plan, offline, online)
+    assert finished.query.exception() is None, finished.query.exception()
+
+    rows = _offline(offline)
+    expected = {}
+    for e in events:
+        if e["event_timestamp"] >= since:
+            expected[(e["driver_id"], e["event_timestamp"], e["created_timestamp"])] = e
+    written = [(r["driver_id"], r["event_timestamp"], r["created_timestamp"]) for r in rows]
+    # Every owned event once (corrections within one micro-batch are one row, the later).
+    assert len(written) == len(set(written)), "a row was written twice"
+    assert set(written) <= set(expected)
+    same_batch_corrections = {
+        (e["driver_id"], e["event_timestamp"], e["created_timestamp"])
+        for i, e in enumerate(events)
+        if i % 7 == 5 and i // 10 == (i + 1) // 10 and e["event_timestamp"] >= since
+    }
+    assert set(written) == set(expected) - same_batch_corrections
+    assert finished.writer.progress.before_start + resumed.writer.progress.before_start == 0
+    newest: dict[int, dict[str, Any]] = {}
+    for e in sorted(
+        expected.values(), key=lambda e: (e["event_timestamp"], e["created_timestamp"])
+    ):
+        newest[e["driver_id"]] = e
+    items = _online(online)
+    assert {k: int(v[layout.EVENT_TIME]["N"]) for k, v in items.items()} == {
+        f"driver_id:i:{d}": int((e["event_timestamp"] - EPOCH) / dt.timedelta(microseconds=1))
+        for d, e in newest.items()
+    }
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_a_running_stream_serves_a_new_event_within_seconds(
+    spark: SparkSession,
+    kafka_bootstrap_servers: str,
+    kafka_topic: str,
+    s3_prefix: str,
+    table_prefix: str,
+    record_property: Callable[[str, object], None],
+) -> None:
+    view = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/", transformation=False)
+    offline, online = f"{s3_prefix}offline/v1", _online_table(table_prefix)
+    now = dt.datetime.now(UTC).replace(microsecond=0)
+    plan = stream_plan.plan_stream(view, now - dt.timedelta(hours=1), version=1)
+
+    began = time.monotonic()
+    run = stream_job.start(spark, plan, offline_uri=offline, online_table=online)
+    try:
+        _produce(kafka_bootstrap_servers, kafka_topic, [_json(_events(1, start=now)[0])])
+        produced = time.monotonic()
+        deadline = produced + WAIT_SECONDS
+        while not _online(online) and time.monotonic() < deadline:
+            assert run.query.exception() is None, run.query.exception()
+            time.sleep(0.2)
+        served = time.monotonic()
+        assert _online(online), "no value online within the wait"
+        # Spark posts a micro-batch's progress (with the offsets) once it has finished.
+        while run.refresh().consumer_lag is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        progress = run.refresh()
+    finally:
+        run.query.stop()
+    record_property("start_to_first_online_seconds", round(served - began, 2))
+    record_property("produce_to_online_seconds", round(served - produced, 2))
+    print(
+        f"\nstream start -> first online value: {served - began:.2f} s; "
+        f"event produced -> online: {served - produced:.2f} s; "
+        f"job's latency p50 {progress.latency_p50_seconds} s"
+    )
+    assert progress.consumer_lag == 0, run.query.lastProgress
+    assert progress.last_event_time == _iso(now) and progress.records == 1

@@ -49,7 +49,7 @@ SPARK_APPLICATION: Kind = "SparkApplication"
 JOB: Kind = "Job"
 
 
-TILE_READERS = frozenset({"python"})
+TILE_READERS = frozenset({"python", "spark"})
 """The engines that compute a tiled aggregation's window from the stored tiles, reading
 only the events of the intervals no tile holds yet."""
 

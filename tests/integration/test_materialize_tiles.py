@@ -1,6 +1,6 @@
-"""Tiled aggregations on the platform's S3: the python engine's windows read the source
-only for their own intervals once tiles are stored, and give the rows Spark computes
-from the events; Spark's windows leave no stale tiles behind."""
+"""Tiled aggregations on the platform's S3: each engine's windows read the source only
+for their own intervals once tiles are stored, whichever engine stored them, and give
+the rows computed from the events, bit for bit; no window leaves stale tiles behind."""
 
 from __future__ import annotations
 
@@ -174,6 +174,51 @@ def test_a_spark_rerun_with_late_events_leaves_no_stale_tiles(
     spark_job.run(spark, view, first[0], later[1], offline_uri=reference, online_table=None)
 
     _close(_offline(offline), _offline(reference))
+
+
+def _own_events(raw: pa.Table, window: tuple[dt.datetime, dt.datetime]) -> int:
+    """Events of the intervals a window owns: (t - S, t] for its boundaries t."""
+    times = raw.column("ts").to_pylist()
+    return sum(1 for e in times if window[0] - S < e <= window[1] - S)
+
+
+def _sorted_tiles(offline: str) -> list[dict[str, Any]]:
+    table = _tiles(offline)
+    order = [tiles.TILE_SIZE, tiles.TILE_END, tiles.MARKER, "driver_id"]
+    return table.sort_by([(name, "ascending") for name in order]).to_pylist()
+
+
+def test_spark_stores_the_tiles_the_python_engine_would_and_reads_them_back(
+    spark: SparkSession, s3_prefix: str
+) -> None:
+    """A Spark window stores exactly the tiles a python window stores; each engine's
+    next window reads only its own interval from the source, whichever engine stored
+    the tiles; and every row equals, bit for bit, the python engine's from the
+    events."""
+    source = f"{s3_prefix}raw/both/"
+    raw = _raw(5, T0, T0 + 3 * DAY, 3000)
+    _put(source, "part-0", raw)
+    view = _view(source)
+    by_spark, by_python = f"{s3_prefix}offline/by-spark", f"{s3_prefix}offline/by-python"
+    untiled = f"{s3_prefix}offline/untiled"
+    backfill = (T0 + 2 * DAY, T0 + 2 * DAY + 6 * HOUR)
+    steady = [(backfill[1] + i * S, backfill[1] + (i + 1) * S) for i in range(3)]
+    now = T0 + 4 * DAY  # one ingestion time: the created time of events without one
+
+    spark_job.run(spark, view, *backfill, offline_uri=by_spark, online_table=None, now=now)
+    python_job.run(view, *backfill, offline_uri=by_python, online_table=None, now=now)
+    assert _sorted_tiles(by_spark) == _sorted_tiles(by_python)
+
+    reads = [
+        python_job.run(view, *steady[0], offline_uri=by_spark, online_table=None, now=now),
+        spark_job.run(spark, view, *steady[1], offline_uri=by_spark, online_table=None, now=now),
+        spark_job.run(spark, view, *steady[2], offline_uri=by_spark, online_table=None, now=now),
+    ]
+    assert [r.rows_read for r in reads] == [_own_events(raw, w) for w in steady]
+    # The python engine over the whole span, from the events alone (no offline table of
+    # tiles before it): the same rows to the last bit.
+    python_job.run(view, backfill[0], steady[2][1], offline_uri=untiled, online_table=None)
+    assert _offline(by_spark) == _offline(untiled)
 
 
 def test_a_tile_table_of_other_column_types_is_replaced_whole(tmp_path: Any) -> None:

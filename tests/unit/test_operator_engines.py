@@ -125,10 +125,11 @@ def test_the_estimate_of_an_untiled_aggregation_counts_the_lookback_it_reads() -
 def test_a_tiled_window_after_a_backfill_is_estimated_by_its_own_intervals() -> None:
     """A 30-day aggregation's first window read 31 days of events, far over the
     threshold; the next 10-minute window reads ten minutes of them (the tiles of the
-    rest are stored) and runs as a Job."""
+    rest are stored) and runs as a Job. (Recorded before engines were, the first
+    window is known to have read its lookback.)"""
     view = _aggregation(days=30)
     day = Window(T0, T0 + 24 * H)
-    backfill = _finished(day, 31 * 1440, "spark")  # 1,440 rows a day
+    backfill = _finished(day, 31 * 1440, None)  # 1,440 rows a day
     ten_minutes = Window(day.end, day.end + M10)
 
     assert engines.estimate_input_rows(view, ten_minutes, backfill) == 10
@@ -180,9 +181,10 @@ def test_a_first_window_that_read_tiles_is_overestimated_once() -> None:
     day = Window(T0, T0 + 24 * H)
     ten_minutes = Window(day.end, day.end + M10)
 
-    assert (
-        engines.estimate_input_rows(view, ten_minutes, _finished(day, 31 * 1440, "python")) == 310
-    )
+    for engine in sorted(engines.TILE_READERS):
+        first = _finished(day, 31 * 1440, engine)
+        assert engines.estimate_input_rows(view, ten_minutes, first) == 310
+        assert _kind(view, ten_minutes, first) == engines.JOB
     steady = _finished(ten_minutes, 10, "python")
     following = Window(ten_minutes.end, ten_minutes.end + M10)
     assert engines.estimate_input_rows(view, following, steady) == 10

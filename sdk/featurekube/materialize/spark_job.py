@@ -8,7 +8,11 @@
    against the spec (:class:`~featurekube.materialize.errors.SourceSchemaError` names
    every missing or mistyped one);
 2. keep the rows of the plan's read range and compute the offline rows: plain features
-   deduplicated per (keys, event time) by greatest created time, or aggregations by
+   deduplicated per (keys, event time) by greatest created time; aggregations written
+   to an offline table from tiles (docs/semantics.md, "Tiles"), the window's own
+   intervals from the source and the rest from the tile table, which the window's new
+   tiles are stored in, by the python engine's :mod:`featurekube.materialize.tiles`
+   on partitions of entities; other aggregations by
    :func:`featurekube.materialize.aggregate.aggregate_entity` per entity;
 3. compute each feature's null count, minimum and maximum and the expectations'
    checks over those rows, and stop before writing anything if a ``Fail`` expectation
@@ -39,13 +43,13 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from featurekube.materialize import aggregate, monitor, publish, report, tile_store
+from featurekube.materialize import aggregate, monitor, publish, report, tile_store, tiles
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
     SourceError,
@@ -72,6 +76,10 @@ CREATED = offline_layout.CREATED_TIMESTAMP
 LATEST = offline_layout.LATEST_EVENT_TIMESTAMP
 _ROWS_READ = "__rows_read"
 _CHUNK = "__chunk"
+_SIDE = "__side"
+"""In the tiled computation's frames: 0 an event (in) or an offline row (out), 1 a tile."""
+_EVENT_OUT = "__event_micros"
+_LATEST_OUT = "__latest_micros"
 
 
 Observer = report.Observer
@@ -128,8 +136,6 @@ def run(
         view=plan.label, start=plan.start, end=plan.end, engine="spark"
     )
     checks = report.plan_checks(plan.spec)
-    if offline_uri is not None:
-        _clear_tiles(plan, offline_uri, storage_options)
     if publication is None:
         publication = publish.Publication.open(
             view,
@@ -146,14 +152,14 @@ def run(
         began = time.perf_counter()
         observer.phase("compute")
         with publication.before_writing():
-            rows, events = _offline_rows(spark, plan, ingested)
-        cached = rows.persist()
-        if events is not None:
-            events.persist()
+            computed = _offline_rows(spark, plan, ingested, offline_uri, storage_options, settings)
+        cached = computed.rows.persist()
         try:
             with publication.before_writing():
                 stats = _statistics(cached, plan, checks)
-                result.rows_read = stats.rows_read if events is None else events.count()
+                result.rows_read = (
+                    stats.rows_read if computed.rows_read is None else computed.rows_read()
+                )
                 result.rows_offline = stats.rows
                 result.features = stats.features
                 result.violations = report.evaluate_checks(checks, stats.offending)
@@ -200,8 +206,8 @@ def run(
             )
         finally:
             cached.unpersist()
-            if events is not None:
-                events.unpersist()
+            for frame in computed.cached:
+                frame.unpersist()
     return result
 
 
@@ -269,19 +275,43 @@ def _utc_session(spark: SparkSession) -> Iterator[None]:
 # -- reading and computing ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Computed:
+    rows: DataFrame
+    """The window's offline rows: keys, features, event and created timestamps (and
+    for aggregations the latest event), and for plain features ``__rows_read`` (the
+    source rows each stands for; summed, the rows read)."""
+    rows_read: Callable[[], int] | None
+    """For aggregations, whose rows stand for no particular source rows: counts the
+    source rows read. None: sum ``__rows_read``."""
+    cached: tuple[DataFrame, ...] = ()
+    """Frames persisted on the way, to unpersist after the run."""
+
+
 def _offline_rows(
-    spark: SparkSession, plan: planning.MaterializationPlan, ingested: dt.datetime
-) -> tuple[DataFrame, DataFrame | None]:
-    """The window's offline rows: keys, features, event and created timestamps, and
-    ``__rows_read`` (the source rows each stands for; summed, the rows read). For
-    aggregations, whose rows stand for no particular source rows, also the source rows
-    read, to be counted (None for plain features)."""
+    spark: SparkSession,
+    plan: planning.MaterializationPlan,
+    ingested: dt.datetime,
+    offline_uri: str | None,
+    storage_options: Mapping[str, str] | None,
+    settings: JobSettings,
+) -> _Computed:
+    """The window's offline rows. Aggregations written to an offline table go through
+    its tiles (:func:`_tiled`), as on the python engine; without one, or when a column
+    cannot be tiled, they are computed from the events of the whole read range."""
     if plan.reads_nothing:
-        return spark.createDataFrame([], _row_ddl(plan)), None
-    events = _events(spark, plan, ingested)
+        return _Computed(spark.createDataFrame([], _row_ddl(plan)), None)
     if plan.aggregation is None:
-        return _deduplicated(events, plan), None
-    return _aggregated(events, plan), events
+        return _Computed(_deduplicated(_events(spark, plan, ingested), plan), None)
+    if offline_uri is not None:
+        tiled = _tiled(spark, plan, ingested, offline_uri, storage_options, settings)
+        if tiled is not None:
+            return tiled
+        _clear_tiles(plan, offline_uri, storage_options)
+    events = _events(spark, plan, ingested)
+    # Counted apart (a scan of the event times alone) rather than cached: the events
+    # would take the executors' memory for the sake of one number.
+    return _Computed(_aggregated(events, plan), events.count)
 
 
 def _read_source(spark: SparkSession, plan: planning.MaterializationPlan) -> DataFrame:
@@ -413,6 +443,219 @@ def _aggregated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFr
         event.alias(CREATED),
         F.timestamp_micros(F.col("latest_micros")).alias(LATEST),
     )
+
+
+# -- tiles ------------------------------------------------------------------------------------
+
+
+def _tiled(
+    spark: SparkSession,
+    plan: planning.MaterializationPlan,
+    ingested: dt.datetime,
+    offline_uri: str,
+    storage_options: Mapping[str, str] | None,
+    settings: JobSettings,
+) -> _Computed | None:
+    """The aggregation rows from tiles (:mod:`featurekube.materialize.tiles`), exactly
+    as the python engine computes them: the window's own intervals, and any a needed
+    tile lacks, from the source; the rest read from the version's tile table (by Spark,
+    never through the driver); the new ones stored in one commit. Entities are hashed
+    into partitions, each computed by :func:`featurekube.materialize.tiles.tiled_rows`
+    in a Python worker. None when a column cannot be tiled."""
+    from pyspark.sql import functions as F
+
+    agg = plan.aggregation
+    assert agg is not None and agg.first_boundary is not None and agg.last_boundary is not None
+    own = (agg.first_boundary, agg.last_boundary)
+    sizes = tiles.tile_sizes(agg.interval)
+    keys = [name for name, _ in plan.keys]
+    frame = _event_micros(_events(spark, plan, ingested), plan)
+    layout = tiles.layout_for(agg, keys, _arrow_schema(frame))
+    if layout is None:
+        return None
+    uri = offline_layout.tiles_uri(offline_uri)
+    store = tile_store.TileStore(uri, storage_options, label=plan.label)
+    needed = tiles.needed_tiles(agg, sizes)
+    stored_keys = store.markers(needed)
+    if stored_keys is not None and not store.matches(layout):
+        stored_keys = None  # written under other column types: every tile is computed again
+    resolution = tiles.resolve(needed, own, stored_keys or set(), sizes)
+    micros = F.col(planning.EVENT_MICROS)
+    in_ranges = [
+        (micros >= F.lit(lo)) & (micros < F.lit(hi))
+        for lo, hi in _source_ranges(resolution, agg.interval)
+    ]
+    events = frame.where(_any(in_ranges)) if in_ranges else frame.limit(0)
+    read = events.count()
+    schema = layout.schema()
+    tile_names = [name for name in schema.names if name not in keys]
+    both = events.withColumn(_SIDE, F.lit(0))
+    if resolution.stored:
+        stored = _stored_tiles(spark, uri, resolution.stored).select(
+            *[F.col(f"`{name}`") for name in schema.names]
+        )
+        both = both.unionByName(stored.withColumn(_SIDE, F.lit(1)), allowMissingColumns=True)
+    else:
+        both = both.select(
+            "*",
+            *[F.lit(None).cast(_spark_type(schema.field(n).type)).alias(n) for n in tile_names],
+        )
+    event_names = list(events.columns)
+    out = _tiled_output_schema(plan, layout)
+    needed_keys = sorted(needed)
+
+    def compute(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import pyarrow.compute as pc
+
+        parts = list(batches)
+        if not parts:
+            return
+        table = pa.Table.from_batches(parts)
+        side = table.column(_SIDE)
+        part_events = table.filter(pc.equal(side, 0)).select(event_names)
+        part_stored = table.filter(pc.equal(side, 1)).select(schema.names).cast(schema)
+        rows, made = tiles.tiled_rows(
+            part_events, part_stored, resolution, needed_keys, agg, layout
+        )
+        yield from _tiled_output(rows, made, out, layout).to_batches()
+
+    partitions = max(spark.sparkContext.defaultParallelism, math.ceil(read / settings.chunk_rows))
+    computed = (
+        both.repartition(partitions, *[F.col(f"`{k}`") for k in keys])
+        .mapInArrow(compute, _ddl(out))
+        .persist()
+    )
+    made = computed.where(F.col(_SIDE) == 1).select(*[F.col(f"`{n}`") for n in schema.names])
+    made_rows = made.count()
+    store.replace_batches(
+        lambda: _arrow_chunks(made, plan, made_rows, settings, None),
+        layout,
+        computed=[(agg.interval, end) for end in resolution.from_source] + list(resolution.built),
+        cleared=tiles.stale_ranges(*own, sizes),
+    )
+    event = F.timestamp_micros(F.col(_EVENT_OUT))
+    rows = computed.where(F.col(_SIDE) == 0).select(
+        *[F.col(f"`{k}`") for k in keys],
+        *[F.col(f"`{name}`") for name, _ in plan.features],
+        event.alias(EVENT),
+        event.alias(CREATED),
+        F.timestamp_micros(F.col(_LATEST_OUT)).alias(LATEST),
+    )
+    return _Computed(rows, lambda: read, (computed,))
+
+
+def _event_micros(events: DataFrame, plan: planning.MaterializationPlan) -> DataFrame:
+    """``events`` as the aggregation kernels take them: keys, event and created times in
+    microseconds, and the aggregated columns."""
+    from pyspark.sql import functions as F
+
+    return events.select(
+        *[F.col(f"`{name}`") for name, _ in plan.keys],
+        F.unix_micros(F.col(EVENT)).alias(planning.EVENT_MICROS),
+        F.unix_micros(F.col(CREATED)).alias(planning.CREATED_MICROS),
+        *[F.col(f"`{name}`") for name in plan.aggregated_columns()],
+    )
+
+
+def _any(conditions: list[Column]) -> Column:
+    found = conditions[0]
+    for condition in conditions[1:]:
+        found = found | condition
+    return found
+
+
+def _source_ranges(resolution: tiles.Resolution, interval: int) -> list[tuple[int, int]]:
+    """The event times [lo, hi) (µs) of the intervals computed from the source."""
+    return [(a - interval + 1, b + 1) for a, b in tiles.runs(resolution.from_source, interval)]
+
+
+def _stored_tiles(spark: SparkSession, uri: str, keys: set[tiles.TileKey]) -> DataFrame:
+    """The stored tiles (no markers) of ``keys``, read by Spark from the tile table."""
+    from pyspark.sql import functions as F
+
+    by_size: dict[int, list[int]] = {}
+    for size, end in keys:
+        by_size.setdefault(size, []).append(end)
+    wanted = _any(
+        [
+            (F.col(tiles.TILE_SIZE) == F.lit(size)) & F.col(tiles.TILE_END).isin(sorted(ends))
+            for size, ends in sorted(by_size.items())
+        ]
+    )
+    table = spark.read.format("delta").load(uri)
+    return table.where(wanted & ~F.col(tiles.MARKER))
+
+
+def _arrow_schema(frame: DataFrame) -> pa.Schema:
+    """The Arrow schema of ``frame``'s rows as Spark hands them to Python."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return to_arrow_schema(frame.schema, timezone="UTC")
+
+
+def _tiled_output_schema(plan: planning.MaterializationPlan, layout: tiles.TileLayout) -> pa.Schema:
+    """What each partition of the tiled computation returns: the offline rows (keys,
+    features, the boundary and the latest event in µs) and the tiles made (their
+    columns), one above the other, told apart by ``__side``."""
+    agg = plan.aggregation
+    assert agg is not None
+    features = aggregate.output_schema(agg)
+    fields = [pa.field(name, type_) for name, type_ in layout.keys]
+    fields += [features.field(name) for name, _ in plan.features]
+    fields += [pa.field(_EVENT_OUT, pa.int64()), pa.field(_LATEST_OUT, pa.int64())]
+    keys = {name for name, _ in layout.keys}
+    fields += [f.with_nullable(True) for f in layout.schema() if f.name not in keys]
+    fields.append(pa.field(_SIDE, pa.int32()))
+    return pa.schema(fields)
+
+
+def _tiled_output(
+    rows: pa.Table, made: pa.Table, out: pa.Schema, layout: tiles.TileLayout
+) -> pa.Table:
+    keys = {name for name, _ in layout.keys}
+
+    def filled(table: pa.Table, present: dict[str, str], side: int) -> pa.Table:
+        columns = []
+        for field_ in out:
+            if field_.name == _SIDE:
+                columns.append(pa.repeat(pa.scalar(side, pa.int32()), table.num_rows))
+            elif field_.name in present:
+                columns.append(table.column(present[field_.name]).cast(field_.type))
+            else:
+                columns.append(pa.nulls(table.num_rows, field_.type))
+        return pa.Table.from_arrays(columns, schema=out)
+
+    row_names = {name: name for name in rows.column_names if name in out.names}
+    row_names[_EVENT_OUT] = "event_timestamp"
+    row_names[_LATEST_OUT] = aggregate.LATEST_EVENT
+    tile_names = {name: name for name in made.column_names if name in out.names}
+    assert keys <= set(tile_names)
+    return pa.concat_tables([filled(rows, row_names, 0), filled(made, tile_names, 1)])
+
+
+_SPARK_TYPES = {
+    pa.int64(): "bigint",
+    pa.int32(): "int",
+    pa.float64(): "double",
+    pa.bool_(): "boolean",
+    pa.string(): "string",
+    pa.timestamp("us", tz="UTC"): "timestamp",
+}
+
+
+def _spark_type(type_: pa.DataType) -> str:
+    if pa.types.is_list(type_):
+        return f"array<{_spark_type(type_.value_type)}>"
+    if pa.types.is_timestamp(type_):
+        return "timestamp"
+    found = _SPARK_TYPES.get(type_)
+    if found is None:
+        raise TypeError(f"no Spark type for the tile column type {type_}")
+    return found
+
+
+def _ddl(schema: pa.Schema) -> str:
+    return ", ".join("`" + f.name.replace("`", "``") + "` " + _spark_type(f.type) for f in schema)
 
 
 def _row_ddl(plan: planning.MaterializationPlan) -> str:

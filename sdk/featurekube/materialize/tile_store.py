@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,32 @@ class TileStore:
             condition = term if condition is None else condition | term
         return dataset.to_table(filter=condition)
 
+    def markers(self, keys: Iterable[tiles.TileKey]) -> set[tiles.TileKey] | None:
+        """Which of ``keys`` have their tiles stored (a marker row), reading only the
+        markers' columns; None when there is no table. For an engine that reads the
+        tiles themselves elsewhere (Spark), so they never pass through this process."""
+        keys = list(keys)
+        table = self._open()
+        self._table = table
+        if table is None:
+            return None
+        ranges = _merged((size, end, end) for size, end in keys)
+        pruning = _predicate(ranges) if ranges else None
+        dataset = table.to_pyarrow_dataset(file_pruning_predicate=pruning)
+        self._schema = dataset.schema
+        if not ranges:
+            return set()
+        found = dataset.to_table(
+            columns=[tiles.TILE_SIZE, tiles.TILE_END], filter=pc.field(tiles.MARKER)
+        )
+        stored = zip(
+            found.column(tiles.TILE_SIZE).to_pylist(),
+            found.column(tiles.TILE_END).to_pylist(),
+            strict=True,
+        )
+        wanted = set(keys)
+        return {key for key in stored if key in wanted}
+
     def matches(self, layout: tiles.TileLayout) -> bool:
         """Whether the table (as last loaded) has ``layout``'s columns."""
         return self._schema is None or _same_columns(self._schema, layout.schema())
@@ -101,12 +127,48 @@ class TileStore:
         """In one commit: delete every tile and marker in ``cleared`` (size, first end,
         last end) and in ``computed``, then add ``rows`` and a marker for each
         ``computed`` key."""
-        import deltalake
-
         schema = layout.schema()
         data = pa.concat_tables([rows.cast(schema), _markers(computed, schema)])
         # Sorted, in small row groups: a later read of a few ends skips the rest.
         data = data.sort_by([(tiles.TILE_SIZE, "ascending"), (tiles.TILE_END, "ascending")])
+        self._commit(lambda: data, layout, computed, cleared)
+
+    def replace_batches(
+        self,
+        batches: Callable[[], Iterable[pa.RecordBatch]],
+        layout: tiles.TileLayout,
+        *,
+        computed: Sequence[tiles.TileKey],
+        cleared: Sequence[tuple[int, int, int]],
+    ) -> None:
+        """:meth:`replace` with the rows as a stream: ``batches()`` gives them (again
+        for each attempt at the commit), each batch sorted as it comes, so this
+        process holds one batch at a time however many tiles are written."""
+        schema = layout.schema()
+
+        def stream() -> pa.RecordBatchReader:
+            def each() -> Iterator[pa.RecordBatch]:
+                for batch in batches():
+                    if batch.num_rows:
+                        table = pa.Table.from_batches([batch]).cast(schema)
+                        order = [(tiles.TILE_SIZE, "ascending"), (tiles.TILE_END, "ascending")]
+                        yield from table.sort_by(order).to_batches()
+                yield from _markers(computed, schema).to_batches()
+
+            return pa.RecordBatchReader.from_batches(schema, each())
+
+        self._commit(stream, layout, computed, cleared)
+
+    def _commit(
+        self,
+        data: Callable[[], Any],
+        layout: tiles.TileLayout,
+        computed: Sequence[tiles.TileKey],
+        cleared: Sequence[tuple[int, int, int]],
+    ) -> None:
+        import deltalake
+
+        schema = layout.schema()
         ranges = list(cleared) + [(size, end, end) for size, end in computed]
         predicate = _predicate(_merged(ranges))
         options: dict[str, Any] = {
@@ -118,15 +180,15 @@ class TileStore:
             target = self._table if self._table is not None else self._open()
             try:
                 if target is None:
-                    deltalake.write_deltalake(self.uri, data, mode="append", **options)
+                    deltalake.write_deltalake(self.uri, data(), mode="append", **options)
                 elif not self.matches(layout):
                     deltalake.write_deltalake(
-                        target, data, mode="overwrite", schema_mode="overwrite", **options
+                        target, data(), mode="overwrite", schema_mode="overwrite", **options
                     )
                     self._schema = schema
                 elif predicate:
                     deltalake.write_deltalake(
-                        target, data, mode="overwrite", predicate=predicate, **options
+                        target, data(), mode="overwrite", predicate=predicate, **options
                     )
                 return
             except Exception as exc:

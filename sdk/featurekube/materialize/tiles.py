@@ -66,6 +66,7 @@ __all__ = [
     "select",
     "stale_ranges",
     "tile_sizes",
+    "tiled_rows",
 ]
 
 TILE_SIZE = "tile_size"
@@ -666,6 +667,23 @@ def complete(
             made.append(coarse)
             everything = pa.concat_tables([everything, coarse])
     return everything, pa.concat_tables(made)
+
+
+def tiled_rows(
+    events: pa.Table,
+    stored: pa.Table,
+    resolution: Resolution,
+    needed: Iterable[TileKey],
+    plan: AggregationPlan,
+    layout: TileLayout,
+) -> tuple[pa.Table, pa.Table]:
+    """The aggregation rows of a run (:func:`combine`) and the tiles it made, for
+    storing (:func:`complete`), from ``events`` (of the intervals
+    ``resolution.from_source``) and the ``stored`` tiles ``resolution.stored`` of the
+    same entities: any set of whole entities gives exactly their rows, so an engine
+    may compute its entities in parts."""
+    everything, made = complete(events, resolution.from_source, stored, resolution.built, layout)
+    return combine(select(everything, needed), plan, layout), made
 
 
 def select(table: pa.Table, keys: Iterable[TileKey], markers: bool = False) -> pa.Table:

@@ -27,6 +27,7 @@ __all__ = [
     "owner_reference",
     "render_deployment",
     "render_hpa",
+    "render_job_env",
     "render_materialize_job",
     "render_pdb",
     "render_plan_configmap",
@@ -88,6 +89,14 @@ def _job_env(
     if allowed is not None:
         env.append({"name": s3_prefixes.ALLOWED_PREFIXES_ENV, "value": ",".join(allowed)})
     return env
+
+
+def render_job_env(
+    view: v1alpha1.FeatureView, settings: OperatorSettings, access: Credentials | None
+) -> list[dict[str, Any]]:
+    """The env of a view's jobs (window or stream): region, endpoint, the namespace's
+    credentials ``access`` and the S3 prefixes it may read."""
+    return _job_env(view, settings, access)
 
 
 def render_snapshot(

@@ -142,6 +142,33 @@ class Metrics:
             "(spec.monitoring.drift.threshold); set while drift is measured.",
             [],
         )
+        # A streaming view's streams, by version (see featurekube_operator.streams).
+        self.stream_running = _ViewGauges(
+            "featurekube_stream_running",
+            "1 while the version's stream runs and reports, else 0.",
+            ["version"],
+        )
+        self.stream_consumer_lag = _ViewGauges(
+            "featurekube_stream_consumer_lag_records",
+            "Records in the stream's topic not yet read, at its last report.",
+            ["version"],
+        )
+        self.stream_latency = _ViewGauges(
+            "featurekube_stream_event_to_online_seconds",
+            "Record appended to Kafka -> its value online: the median of the stream's "
+            "last micro-batch.",
+            ["version"],
+        )
+        self.stream_last_event = _ViewGauges(
+            "featurekube_stream_last_event_timestamp_seconds",
+            "The greatest event time the stream has written (Unix seconds).",
+            ["version"],
+        )
+        self.stream_dead_letters = _ViewGauges(
+            "featurekube_stream_dead_letters",
+            "Records the stream's current run has written to its dead-letter table.",
+            ["version"],
+        )
         for gauges in self.view_gauges:
             self.registry.register(gauges)
         self.expectation_violating_windows = Counter(
@@ -189,6 +216,11 @@ class Metrics:
             self.expectation_violation_rows,
             self.feature_drift_psi,
             self.feature_drift_threshold,
+            self.stream_running,
+            self.stream_consumer_lag,
+            self.stream_latency,
+            self.stream_last_event,
+            self.stream_dead_letters,
         )
 
     def count_run_once(self, key: str) -> bool:

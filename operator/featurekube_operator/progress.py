@@ -462,9 +462,11 @@ def decide(
     now: dt.datetime,
     limits: Limits,
     generation: int = 0,
+    plan_until: dt.datetime | None = None,
 ) -> Decision:
     """The attempts to start for one version at ``now``, given its record and the
-    applications that exist.
+    applications that exist. ``plan_until``: scheduled windows end no later than this
+    (a streaming version's start: the stream writes what comes after).
 
     In order: windows recorded as running whose application is gone (started again,
     same attempt); failed windows whose backoff has passed (a failure that cannot heal
@@ -541,7 +543,8 @@ def decide(
             backfills[0] = Backfill(rest, backfills[0].run)
     planned_until = progress.planned_until
     after = planned_until or first_start
-    for window in plan_windows(schedule, after, now, limits.max_span, free) if free else ():
+    horizon = now if plan_until is None else min(now, plan_until)
+    for window in plan_windows(schedule, after, horizon, limits.max_span, free) if free else ():
         begin(window)
         planned_until = window.end
     ahead = [w for w in progress.windows if not progress.done(w.window)]
@@ -549,7 +552,7 @@ def decide(
         not ahead
         and not [b for b in progress.backfills if not progress.done(b.window)]
         and progress.planned_until == progress.materialized_until
-        and not plan_windows(schedule, after, now, limits.max_span, 1)
+        and not plan_windows(schedule, after, horizon, limits.max_span, 1)
     )
     return Decision(
         progress=dataclasses.replace(

@@ -37,6 +37,7 @@ from featurekube_operator import (
     runs,
     serving_security,
     sharing,
+    stream_runs,
     tag_labels,
 )
 from featurekube_operator.conditions import Condition
@@ -339,6 +340,8 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         max_backoff=settings.max_retry_backoff_seconds,
         max_attempts=settings.max_failed_attempts,
     )
+    # Streaming versions: batch windows stop where each stream starts.
+    streaming = stream_runs.observe(ctx, view, active, snapshots, status_before, start, now)
     records: dict[int, progress.Progress] = {}
     moved: dict[int, progress.WindowRecord] = {}
     completed: dict[int, list[tuple[runs.Run, runs.Outcome]]] = {}
@@ -377,6 +380,7 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
             now=now,
             limits=limits,
             generation=view.metadata.generation or 0,
+            plan_until=streaming[version].since if version in streaming else None,
         )
         if decision.start:
             # The jobs about to start read the view's governing fields as they are now.
@@ -480,6 +484,12 @@ def reconcile_feature_view(ctx: Context, body: Mapping[str, Any]) -> Outcome:
             ctx, namespace, name, apps, _degraded(exhausted, failures, next_retry, request_error)
         )
     )
+    stream_entries, streaming_condition = stream_runs.run(
+        ctx, view, streaming, snapshots, body, access, now
+    )
+    if streaming_condition is not None:
+        status["streams"] = stream_entries
+        found.append(streaming_condition)
     ready = serving is not None and (not materializes or done_until is not None)
     if ready and serving != latest:
         message = f"serving version {serving}; version {latest} is backfilling"

@@ -50,6 +50,10 @@ class OperatorSettings:
     spark_main_file: str = "local:///opt/featurekube/materialize.py"
     """The job's entry point inside the image. Env: FEATUREKUBE_SPARK_MAIN_FILE."""
 
+    spark_stream_main_file: str = "local:///opt/featurekube/stream.py"
+    """The stream job's entry point inside the image.
+    Env: FEATUREKUBE_SPARK_STREAM_MAIN_FILE."""
+
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     """Extra Spark settings, as ``key=value`` pairs separated by commas.
     Env: FEATUREKUBE_SPARK_CONF."""

@@ -37,6 +37,7 @@ from featurekube.spec.v1alpha1.featureview import (
     Source,
     StreamField,
     StreamSource,
+    StreamStatus,
     Transformation,
     Window,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "Source",
     "StreamField",
     "StreamSource",
+    "StreamStatus",
     "Transformation",
     "ViewMonitoring",
     "Window",

@@ -36,7 +36,7 @@ from featurekube.spec.v1alpha1.monitoring import (
     FreshnessStatus,
     ViewMonitoring,
 )
-from featurekube.spec.v1alpha1.stream import KafkaSource, StreamField, StreamSource
+from featurekube.spec.v1alpha1.stream import KafkaSource, StreamField, StreamSource, StreamStatus
 
 __all__ = [
     "AGGREGATION_FUNCTIONS",
@@ -57,6 +57,7 @@ __all__ = [
     "Source",
     "StreamField",
     "StreamSource",
+    "StreamStatus",
     "Transformation",
     "VersionProgress",
     "Window",
@@ -592,6 +593,9 @@ class FeatureViewStatus(SpecModel):
     """The freshness objective in force and whether it is met."""
     drift: list[FeatureDrift] | None = Field(None, max_length=256)
     """Each feature's drift in the last materialized window, when drift is measured."""
+    streams: list[StreamStatus] | None = Field(None, max_length=8)
+    """The streams of the versions with a stream source: since when, running or not,
+    consumer lag, last event time and latency."""
 
 
 class FeatureView(SpecModel):

@@ -13,6 +13,7 @@ refused with a message naming the field.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
@@ -28,6 +29,7 @@ __all__ = [
     "KafkaSource",
     "StreamField",
     "StreamSource",
+    "StreamStatus",
     "avro_fields",
 ]
 
@@ -207,3 +209,26 @@ class StreamSource(SpecModel):
 
     kafka: KafkaSource
     """A Kafka topic."""
+
+
+class StreamStatus(SpecModel):
+    """One version's stream as the operator last saw it."""
+
+    version: Annotated[int, Field(ge=1)]
+    """The data version the stream writes."""
+    since: dt.datetime
+    """The stream's start: it writes the events from here on; batch windows those before."""
+    application: Annotated[str, Field(max_length=253)]
+    """The SparkApplication running it."""
+    state: Annotated[str, Field(max_length=32)]
+    """Running, Starting, Restarting or Failed."""
+    consumer_lag: Annotated[int, Field(ge=0)] | None = None
+    """Records in the topic not yet read, at the stream's last report."""
+    last_event_time: dt.datetime | None = None
+    """The greatest event time the stream has written."""
+    latency_seconds: float | None = None
+    """Record appended to Kafka -> its value online, median of the last micro-batch."""
+    dead_letters: Annotated[int, Field(ge=0)] | None = None
+    """Records dead-lettered since the stream's current run started."""
+    reported_at: dt.datetime | None = None
+    """When the stream last reported."""

@@ -1,0 +1,256 @@
+"""The operator runs a streaming view's stream: one long-running SparkApplication per
+version on the real API server, batch windows up to the stream's start only, and the
+stream's reports turned into status, a condition and metrics."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import kubernetes.client
+import pytest
+
+from featurekube.materialize import stream_job, stream_plan
+from featurekube_operator import naming, reconcile, streams
+from featurekube_operator.dynamo import OnlineTables
+from featurekube_operator.kube import Kube
+from featurekube_operator.metrics import Metrics
+from featurekube_operator.settings import OperatorSettings
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 3, 1, tzinfo=UTC)
+H = dt.timedelta(hours=1)
+SPARK = ("sparkoperator.k8s.io", "v1beta2")
+NAME = "driver-trips"
+
+VIEW: dict[str, Any] = {
+    "apiVersion": "featurekube.dev/v1alpha1",
+    "kind": "FeatureView",
+    "metadata": {"name": NAME},
+    "spec": {
+        "owner": "eta-team",
+        "entities": [{"name": "driver_id", "type": "int64"}],
+        "source": {
+            "batch": {"path": "s3://featurekube-test/raw/trips/"},
+            "stream": {
+                "kafka": {
+                    "topic": "trips",
+                    "fields": [
+                        {"name": "driver_id", "type": "int64"},
+                        {"name": "fare", "type": "float64"},
+                        {"name": "event_timestamp", "type": "timestamp"},
+                    ],
+                }
+            },
+        },
+        "features": [{"name": "fare", "type": "float64"}],
+        "materialization": {"schedule": "@hourly", "startTime": "2026-03-01T00:00:00Z"},
+    },
+}
+
+
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0 + 3 * H + dt.timedelta(minutes=25))
+
+
+@pytest.fixture
+def ctx(
+    kube_api: kubernetes.client.ApiClient, table_prefix: str, clock: Clock, test_bucket: str
+) -> Iterator[reconcile.Context]:
+    settings = OperatorSettings(
+        table_prefix=table_prefix,
+        offline_uri=f"s3://{test_bucket}/offline-streams",
+        max_windows_in_flight=8,
+        backfill_window_seconds=3600,
+        kafka_bootstrap_servers="kafka.infra:9092",
+    )
+    yield reconcile.Context(
+        settings, Kube(kube_api), OnlineTables(boto3.client("dynamodb")), Metrics(), clock
+    )
+
+
+def _custom(kube_api: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
+    return kubernetes.client.CustomObjectsApi(kube_api)
+
+
+def _step(ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str) -> Any:
+    api = _custom(kube_api)
+    body = api.get_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", NAME
+    )
+    outcome = reconcile.reconcile_feature_view(ctx, body)
+    api.patch_namespaced_custom_object_status(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", NAME, {"status": outcome.status}
+    )
+    return outcome.status
+
+
+def _apps(kube_api: kubernetes.client.ApiClient, namespace: str) -> dict[str, dict[str, Any]]:
+    items = _custom(kube_api).list_namespaced_custom_object(*SPARK, namespace, "sparkapplications")
+    return {a["metadata"]["name"]: a for a in items["items"]}
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    (found,) = [c for c in status["conditions"] if c["type"] == kind]
+    return found
+
+
+def _sample(metrics: Metrics, name: str, namespace: str) -> float | None:
+    value: float | None = metrics.registry.get_sample_value(
+        name, {"namespace": namespace, "feature_view": NAME, "version": "1"}
+    )
+    return value
+
+
+def test_a_streaming_view_gets_its_stream_and_batch_windows_up_to_its_start(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    body = copy.deepcopy(VIEW)
+    _custom(kube_api).create_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", body
+    )
+
+    status = _step(ctx, kube_api, namespace)
+
+    apps = _apps(kube_api, namespace)
+    stream = apps.pop(f"{NAME}-v1-stream")
+    since = T0 + 3 * H  # the last hourly tick before the stream was deployed
+    assert stream["metadata"]["annotations"][streams.ANNOTATION_SINCE] == "2026-03-01T03:00:00Z"
+    assert stream["spec"]["restartPolicy"]["type"] == "Always"
+    assert "--since" in stream["spec"]["arguments"]
+    ends = sorted(a["metadata"]["annotations"][naming.ANNOTATION_WINDOW_END] for a in apps.values())
+    assert ends == ["2026-03-01T01:00:00Z", "2026-03-01T02:00:00Z", "2026-03-01T03:00:00Z"]
+    assert status["streams"] == [
+        {
+            "version": 1,
+            "since": "2026-03-01T03:00:00Z",
+            "application": f"{NAME}-v1-stream",
+            "state": "Starting",
+        }
+    ]
+    assert _condition(status, "Streaming")["reason"] == "Starting"
+    core = kubernetes.client.CoreV1Api(kube_api)
+    assert core.read_namespaced_config_map(f"{NAME}-v1-job", namespace).data
+
+    # The driver runs and the job reports; hours later, the start has not moved and no
+    # batch window reaches past it.
+    _custom(kube_api).patch_namespaced_custom_object_status(
+        *SPARK,
+        namespace,
+        "sparkapplications",
+        f"{NAME}-v1-stream",
+        {
+            "status": {
+                "applicationState": {"state": "RUNNING"},
+                "driverInfo": {"podName": f"{NAME}-v1-stream-driver"},
+            }
+        },
+    )
+    clock.now += 2 * H
+    offline = naming.offline_uri(ctx.settings, namespace, NAME, 1)
+    stream_job.write_progress(
+        stream_plan.progress_uri(offline),
+        stream_plan.StreamProgress(
+            batch_id=7,
+            since="2026-03-01T03:00:00.000000Z",
+            updated_at=(clock.now - dt.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            consumer_lag=12,
+            dead_letters=3,
+            latency_p50_seconds=1.5,
+            last_event_time="2026-03-01T05:24:00.000000Z",
+        ),
+    )
+    status = _step(ctx, kube_api, namespace)
+
+    assert _condition(status, "Streaming")["status"] == "True"
+    (entry,) = status["streams"]
+    assert entry["state"] == "Running" and entry["since"] == "2026-03-01T03:00:00Z"
+    assert (entry["consumerLag"], entry["deadLetters"], entry["latencySeconds"]) == (12, 3, 1.5)
+    assert entry["lastEventTime"].startswith("2026-03-01T05:24:00")
+    windows = [a for n, a in _apps(kube_api, namespace).items() if not n.endswith("-stream")]
+    assert max(a["metadata"]["annotations"][naming.ANNOTATION_WINDOW_END] for a in windows) == (
+        "2026-03-01T03:00:00Z"
+    )
+    metrics = ctx.metrics
+    assert _sample(metrics, "featurekube_stream_running", namespace) == 1.0
+    assert _sample(metrics, "featurekube_stream_consumer_lag_records", namespace) == 12.0
+    assert _sample(metrics, "featurekube_stream_dead_letters", namespace) == 3.0
+    assert _sample(metrics, "featurekube_stream_event_to_online_seconds", namespace) == 1.5
+    assert _sample(metrics, "featurekube_stream_last_event_timestamp_seconds", namespace) == (
+        dt.datetime(2026, 3, 1, 5, 24, tzinfo=UTC).timestamp()
+    )
+    assert since == T0 + 3 * H
+
+
+def test_a_new_version_gets_a_stream_of_its_own_and_a_retired_ones_stops(
+    ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    api = _custom(kube_api)
+    api.create_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", copy.deepcopy(VIEW)
+    )
+    _step(ctx, kube_api, namespace)
+    for name in _apps(kube_api, namespace):
+        if not name.endswith("-stream"):
+            _finish_window(kube_api, namespace, name, clock.now)
+    status = _step(ctx, kube_api, namespace)
+    assert status["version"] == 1 and _condition(status, "Ready")["status"] == "True"
+    current = api.get_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", NAME
+    )
+    current["spec"]["source"]["stream"]["kafka"]["topic"] = "trips-v2"
+    api.replace_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", NAME, current
+    )
+    clock.now += H
+
+    status = _step(ctx, kube_api, namespace)
+
+    apps = _apps(kube_api, namespace)
+    assert {f"{NAME}-v1-stream", f"{NAME}-v2-stream"} <= set(apps), "v1 serves while v2 backfills"
+    v2 = apps[f"{NAME}-v2-stream"]
+    assert v2["metadata"]["annotations"][streams.ANNOTATION_SINCE] == "2026-03-01T04:00:00Z"
+    assert [e["version"] for e in status["streams"]] == [1, 2]
+
+    # A view that streamed a version which never served drops that version's stream.
+    current = api.get_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", NAME
+    )
+    current["spec"]["source"]["stream"]["kafka"]["topic"] = "trips-v3"
+    api.replace_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", NAME, current
+    )
+    status = _step(ctx, kube_api, namespace)
+    streaming = {n for n in _apps(kube_api, namespace) if n.endswith("-stream")}
+    assert streaming == {f"{NAME}-v1-stream", f"{NAME}-v3-stream"}
+    assert [e["version"] for e in status["streams"]] == [1, 3]
+
+
+def _finish_window(
+    kube_api: kubernetes.client.ApiClient, namespace: str, name: str, at: dt.datetime
+) -> None:
+    _custom(kube_api).patch_namespaced_custom_object_status(
+        *SPARK,
+        namespace,
+        "sparkapplications",
+        name,
+        {
+            "status": {
+                "applicationState": {"state": "COMPLETED"},
+                "driverInfo": {"podName": f"{name}-driver"},
+                "terminationTime": at.isoformat().replace("+00:00", "Z"),
+            }
+        },
+    )

@@ -10,6 +10,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.fs
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 
@@ -447,3 +449,33 @@ def test_a_running_stream_serves_a_new_event_within_seconds(
     )
     assert progress.consumer_lag == 0, run.query.lastProgress
     assert progress.last_event_time == _iso(now) and progress.records == 1
+
+
+def test_the_entry_point_runs_a_snapshot_and_refuses_a_view_without_brokers(
+    spark: SparkSession,
+    kafka_bootstrap_servers: str,
+    kafka_topic: str,
+    s3_prefix: str,
+    table_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    view = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/", transformation=False)
+    offline, online = f"{s3_prefix}offline/v4", _online_table(table_prefix)
+    body = view.to_yaml_dict()
+    del body["spec"]["source"]["stream"]["kafka"]["bootstrapServers"]
+    snapshot = {**body, "resolved": {"version": 4, "offlineUri": offline, "onlineTable": online}}
+    spec = tmp_path / "featureview.yaml"
+    spec.write_text(yaml.safe_dump(snapshot))
+    _produce(kafka_bootstrap_servers, kafka_topic, [_json(e) for e in _events(5)])
+    arguments = ["--spec", str(spec), "--since", "2026-03-01T00:00:00Z", "--available-now"]
+
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+        assert stream_job.main(arguments) == 2
+    assert "bootstrapServers is unset and no default brokers" in capsys.readouterr().err
+
+    assert stream_job.main([*arguments, "--bootstrap-servers", kafka_bootstrap_servers]) == 0
+
+    assert len(_offline(offline)) == 5
+    assert len(_online(online)) == 5

@@ -14,10 +14,10 @@ from featurekube.errors import (
     MissingDependencyError,
     PlatformError,
 )
-from featurekube.store import FeatureStore
 
 if TYPE_CHECKING:
     from featurekube.online.client import OnlineClient
+    from featurekube.store import FeatureStore
 
 __version__ = "0.1.0.dev0"
 
@@ -33,7 +33,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The online client needs grpc: loaded on first use, not with the package.
+    # The store needs Arrow and numpy, the online client grpc: each is loaded on first
+    # use, not with the package, so that a job that needs neither (the materialization
+    # job writing its pending record first) does not wait for them.
+    if name == "FeatureStore":
+        from featurekube.store import FeatureStore
+
+        return FeatureStore
     if name == "OnlineClient":
         from featurekube.online.client import OnlineClient
 

@@ -20,6 +20,8 @@ Example, as the Push RPC would write two pushed rows::
     writer.OfflineWriter(offline_uri, view).append(rows)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from featurekube.writer.errors import (
     ItemTooLargeError,
     LeaseError,
@@ -28,14 +30,16 @@ from featurekube.writer.errors import (
     RowError,
     WriteError,
 )
-from featurekube.writer.offline import OfflineWriter, OfflineWriteResult
 from featurekube.writer.online import (
     OnlineWriter,
     OnlineWriteResult,
     OnlineWriteSettings,
     PendingWindow,
 )
-from featurekube.writer.rows import Rows, resolve_full_ties
+
+if TYPE_CHECKING:
+    from featurekube.writer.offline import OfflineWriter, OfflineWriteResult
+    from featurekube.writer.rows import Rows, resolve_full_ties
 
 __all__ = [
     "ItemTooLargeError",
@@ -53,3 +57,22 @@ __all__ = [
     "WriteError",
     "resolve_full_ties",
 ]
+
+
+_LAZY = {
+    "OfflineWriter": "offline",
+    "OfflineWriteResult": "offline",
+    "Rows": "rows",
+    "resolve_full_ties": "rows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Arrow and the offline writer load on first use: a window's pending record is
+    # written through the online writer before the job loads them.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featurekube.writer' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"featurekube.writer.{module}"), name)

@@ -38,6 +38,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -163,9 +164,13 @@ class OfflineWriter:
             batches = self._prepare(source, ingested, window, counter)
             reader = pa.RecordBatchReader.from_batches(self.schema, batches)
             try:
+                # Written through the loaded table, which the write brings to the
+                # version it commits: no second read of the log to learn it.
+                table = self._table()
+                target = self.uri if table is None else table
                 if predicate is None:
                     deltalake.write_deltalake(
-                        self.uri,
+                        target,
                         reader,
                         mode="append",
                         partition_by=[layout.EVENT_DATE],
@@ -174,7 +179,7 @@ class OfflineWriter:
                     )
                 else:
                     deltalake.write_deltalake(
-                        self.uri,
+                        target,
                         reader,
                         mode="overwrite",
                         predicate=predicate,
@@ -191,9 +196,20 @@ class OfflineWriter:
                 log.info("%s: commit to %s conflicted, retrying: %s", self.label, self.uri, exc)
                 time.sleep(random.uniform(0.1, 0.5 * attempt))
                 continue
-            version = deltalake.DeltaTable(self.uri, storage_options=self.storage_options).version()
-            return OfflineWriteResult(rows=counter.rows, version=version)
+            if table is None:  # the write created the table
+                table = deltalake.DeltaTable(self.uri, storage_options=self.storage_options)
+            return OfflineWriteResult(rows=counter.rows, version=table.version())
         raise AssertionError("unreachable")
+
+    def _table(self) -> Any:
+        """The table as it stands (a ``deltalake.DeltaTable``), None if there is none."""
+        import deltalake
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return deltalake.DeltaTable(self.uri, storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
 
     def _prepare(
         self,

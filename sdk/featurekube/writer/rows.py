@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 from featurekube.offline import layout as offline_layout
 from featurekube.spec import v1alpha1
 from featurekube.writer.errors import RowError
+from featurekube.writer.labels import view_label
 
 __all__ = [
     "ARROW_TYPES",
@@ -64,16 +65,6 @@ Rows: TypeAlias = (
 _DICT_CHUNK = 10_000
 _EVENT = offline_layout.EVENT_TIMESTAMP
 _CREATED = offline_layout.CREATED_TIMESTAMP
-
-
-def view_label(view: v1alpha1.FeatureView | v1alpha1.FeatureViewSpec, name: str | None) -> str:
-    """How messages name the view: ``FeatureView ns/name``, or what the caller said."""
-    if name:
-        return name
-    if isinstance(view, v1alpha1.FeatureView):
-        namespace = view.metadata.namespace or "default"
-        return f"FeatureView {namespace}/{view.metadata.name}"
-    return "the FeatureView"
 
 
 def row_schema(spec: v1alpha1.FeatureViewSpec) -> pa.Schema:

@@ -30,12 +30,14 @@ or a dead earlier run's again, whose writes stay hidden.
     publication.commit_offline(lambda: offline_writer.replace_window(rows, start, end))
     publication.complete()
 
-or, writing the offline files while the online write runs::
+or, writing the offline files while the online write runs, and letting the online
+write prepare (lease, watermark, items) while the record settles::
 
     offline = publication.prepare_offline(
         lambda gate: offline_writer.replace_window(lambda: gate(batches()), start, end))
     with offline:                                          # the offline write starts
-        publication.write_online(lambda: online_writer.write_bulk(newest))
+        publication.write_online_settling(
+            lambda settle: online_writer.write_bulk(newest, before_first_item=settle))
         offline.commit()                                   # its commit follows
     publication.complete()
 """
@@ -139,11 +141,24 @@ class Publication:
         """Run ``write`` (the online write), once the pending record has stood for the
         writer's ``settle_seconds``."""
         assert self.online is not None, "write_online needs an online writer"
+        self._settle()
+        self._written = True
+        return write()
+
+    def write_online_settling(self, write: Callable[[Callable[[], None]], T]) -> T:
+        """Run ``write(settle)`` (the online write) at once: it may prepare what precedes
+        its first item (a lease, the watermark, items built) and must call ``settle()``
+        before sending it, which waits out the rest of the writer's ``settle_seconds``;
+        so the wait passes while the write prepares rather than before it starts."""
+        assert self.online is not None, "write_online_settling needs an online writer"
+        self._written = True
+        return write(self._settle)
+
+    def _settle(self) -> None:
+        assert self.online is not None
         wait = self.online.settings.settle_seconds - (time.monotonic() - self._opened_at)
         if wait > 0:
             time.sleep(wait)
-        self._written = True
-        return write()
 
     def commit_offline(self, commit: Callable[[], T]) -> T:
         """Run ``commit`` (the offline commit, after the online write succeeded)."""

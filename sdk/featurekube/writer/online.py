@@ -72,20 +72,25 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any
 
 from featurekube.offline import layout as offline_layout
 from featurekube.online import keys, layout, values, windows
 from featurekube.spec import v1alpha1
-from featurekube.writer import rows as row_codec
+from featurekube.writer import labels
 from featurekube.writer.errors import (
     ItemTooLargeError,
     LeaseError,
     OnlineWriteError,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from featurekube.writer import rows as row_codec
+
+# Arrow is imported where rows are handled, not with the module: a window's pending
+# record is written through this module before the job loads Arrow.
 
 __all__ = [
     "LEASE_KEY",
@@ -251,6 +256,8 @@ def _fixed_item_bytes(features: Mapping[str, str]) -> int:
 
 
 def _micros(column: pa.ChunkedArray | pa.Array) -> list[int]:
+    import pyarrow as pa
+
     return column.cast(pa.int64()).to_pylist()  # type: ignore[no-any-return]
 
 
@@ -287,7 +294,7 @@ class OnlineWriter:
         self.spec = view.spec if isinstance(view, v1alpha1.FeatureView) else view
         self.settings = settings or OnlineWriteSettings()
         self.client = client if client is not None else _default_client(self.settings.concurrency)
-        self.label = row_codec.view_label(view, label)
+        self.label = labels.view_label(view, label)
         self._key_types = {e.name: e.type for e in self.spec.entities}
         self._features = self.spec.feature_types()
         ttl = self.spec.ttl
@@ -315,6 +322,7 @@ class OnlineWriter:
         *,
         now: dt.datetime | None = None,
         on_progress: Callable[[int], None] | None = None,
+        before_first_item: Callable[[], None] | None = None,
     ) -> OnlineWriteResult:
         """Write ``rows`` under the table's write lease with BatchWriteItem.
 
@@ -324,6 +332,10 @@ class OnlineWriter:
         are in flight. A chunk holding an entity that an unfinished chunk writes waits
         for it first, so a later chunk always sees an earlier one's writes of the same
         entity. ``on_progress`` is called with the number of entities of each chunk done.
+        ``before_first_item`` is called once, just before the first entity's item is
+        sent: the lease, the watermark and the first chunk's items are ready by then, so
+        a caller that must wait before items land (a window's pending record settling,
+        :mod:`featurekube.materialize.publish`) waits while they are prepared.
         """
         result = OnlineWriteResult()
         in_flight: collections.deque[_Chunk] = collections.deque()
@@ -366,6 +378,9 @@ class OnlineWriter:
                     if watermark is None or newest > watermark:
                         self._raise_watermark(newest)
                         watermark = newest
+                    if before_first_item is not None and todo:
+                        before_first_item()
+                        before_first_item = None
                     writes = [
                         pool.submit(self._batch_write, todo[i : i + _BATCH_WRITE], lease)
                         for i in range(0, len(todo), _BATCH_WRITE)
@@ -440,6 +455,8 @@ class OnlineWriter:
     # -- rows to items -----------------------------------------------------------------
 
     def _batches(self, rows: row_codec.Rows, now: dt.datetime | None) -> Iterator[pa.RecordBatch]:
+        from featurekube.writer import rows as row_codec
+
         moment = now or dt.datetime.now(dt.UTC)
         return row_codec.iter_batches(self.spec, rows, created_default=moment, label=self.label)
 
@@ -531,6 +548,9 @@ class OnlineWriter:
         """The rows whose items might exceed DynamoDB's limit, from a bound computed a
         column at a time: every attribute name, 21 bytes a number, and the lengths of
         keys, strings and arrays. Only these are measured exactly."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         variable = pa.array(map(len, entity_keys), pa.int64())  # percent-encoded: ASCII
         for name, value_type in self._features.items():
             if value_type == "string":

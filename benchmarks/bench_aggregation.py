@@ -146,7 +146,7 @@ def _from_events(view: v1alpha1.FeatureView) -> tuple[list[float], int]:
         window = planning.plan_materialization(view, at, at + STEP)
         with python_job._connection(python_job.PythonSettings()) as connection:
             began = time.perf_counter()
-            _, rows_read = python_job._offline_rows(
+            rows_read = python_job._load_rows(
                 connection, window, dt.datetime.now(dt.UTC), None, None
             )
             samples.append(time.perf_counter() - began)

@@ -74,6 +74,13 @@ EVENT = offline_layout.EVENT_TIMESTAMP
 CREATED = offline_layout.CREATED_TIMESTAMP
 LATEST = offline_layout.LATEST_EVENT_TIMESTAMP
 
+_ROWS = "__rows"
+"""The DuckDB table of the window's offline rows (the row schema; times may be µs)."""
+_NEWEST = "__newest"
+"""The DuckDB table of each entity's newest row, for the online write."""
+_BATCH_ROWS = 65_536
+"""Rows per record batch taken out of DuckDB: what bounds the memory of a write."""
+
 _DUCKDB_TYPES: Mapping[str, str] = {
     "int64": "BIGINT",
     "float64": "DOUBLE",
@@ -123,7 +130,7 @@ def spark_type(duckdb_type: str) -> str:
 class PythonSettings:
     """Tuning of one run of the python engine."""
 
-    memory_limit: str = "2GB"
+    memory_limit: str = "512MB"
     """DuckDB's memory limit; beyond it, it spills to a temporary directory."""
     threads: int = 2
     """DuckDB's threads."""
@@ -174,26 +181,64 @@ def run(
             settings=settings.online,
             label=plan.label,
         )
-    online = publication.online
     began = time.perf_counter()
     observer.phase("compute")
-    with publication.before_writing():
-        publication.check(online_table, plan.start, plan.end, plan.label)
-        with _connection(settings) as connection:
-            rows, rows_read = _offline_rows(
-                connection, plan, ingested, storage_options, offline_uri, source
-            )
-            stats = _statistics(connection, rows, plan, checks)
-            newest = _newest_per_entity(connection, rows, plan) if online_table else None
-        result.rows_read = rows_read
-        result.rows_offline = rows.num_rows
-        result.features = stats.features
-        result.violations = report.evaluate_checks(checks, stats.offending)
-        result.timings["read_compute"] = time.perf_counter() - began
-        report.stop_on_failed_checks(result)
-    # Online first, then the offline commit that publishes the window (publish.py);
-    # the offline files are written meanwhile, their commit held until the online
-    # write has succeeded.
+    # The window's rows live in DuckDB, which spills beyond its memory limit; they
+    # leave it only as bounded record batches, to each store and to the statistics.
+    with contextlib.ExitStack() as held:
+        with publication.before_writing():
+            publication.check(online_table, plan.start, plan.end, plan.label)
+            connection = held.enter_context(_connection(settings))
+            rows_read = _load_rows(connection, plan, ingested, storage_options, offline_uri, source)
+            rows_offline = _count(connection, _ROWS)
+            stats = _statistics(connection, _ROWS, plan, checks)
+            newest = _newest_per_entity(connection, plan) if online_table else 0
+            result.rows_read = rows_read
+            result.rows_offline = rows_offline
+            result.features = stats.features
+            result.violations = report.evaluate_checks(checks, stats.offending)
+            result.timings["read_compute"] = time.perf_counter() - began
+            report.stop_on_failed_checks(result)
+        _publish(
+            connection,
+            view,
+            plan,
+            publication,
+            result,
+            observer,
+            newest,
+            offline_uri,
+            storage_options,
+            ingested,
+        )
+        monitor.record(
+            plan,
+            result,
+            lambda reference: _window_statistics(connection, plan, reference),
+            offline_uri=offline_uri,
+            storage_options=storage_options,
+            now=ingested,
+        )
+    return result
+
+
+def _publish(
+    connection: duckdb.DuckDBPyConnection,
+    view: v1alpha1.FeatureView,
+    plan: planning.MaterializationPlan,
+    publication: publish.Publication,
+    result: report.MaterializationReport,
+    observer: report.Observer,
+    newest: int,
+    offline_uri: str | None,
+    storage_options: Mapping[str, str] | None,
+    ingested: dt.datetime,
+) -> None:
+    """Write the computed window: online first, then the offline commit that publishes
+    it (publish.py). The offline files are written meanwhile, their commit held until
+    the online write has succeeded; the online write takes its lease and builds its
+    first items while the pending record settles."""
+    online = publication.online
     offline_write: publish.OfflineWrite[pa.RecordBatch, offline_writer.OfflineWriteResult] | None
     offline_write = None
     if offline_uri is not None:
@@ -202,37 +247,30 @@ def run(
         )
         offline_write = publication.prepare_offline(
             lambda gate: writer.replace_window(
-                lambda: gate(rows.to_batches()), plan.start, plan.end, now=ingested
+                lambda: gate(_batches(connection, _ROWS, plan)), plan.start, plan.end, now=ingested
             )
         )
     with offline_write or contextlib.nullcontext():
         if online is not None:
             began = time.perf_counter()
-            assert newest is not None
-            observer.phase("online", newest.num_rows)
-            written = publication.write_online(
-                lambda: online.write_bulk(
-                    iter(newest.to_batches()), now=ingested, on_progress=observer.advance
+            observer.phase("online", newest)
+            written = publication.write_online_settling(
+                lambda settle: online.write_bulk(
+                    _batches(connection, _NEWEST, plan),
+                    now=ingested,
+                    on_progress=observer.advance,
+                    before_first_item=settle,
                 )
             )
             result.rows_online, result.online_stale = written.written, written.stale
             result.timings["online_write"] = time.perf_counter() - began
         if offline_write is not None:
-            observer.phase("offline", rows.num_rows)
+            observer.phase("offline", result.rows_offline)
             offline_write.commit()
-            observer.advance(rows.num_rows)
+            observer.advance(result.rows_offline)
             result.timings["offline_write"] = offline_write.seconds
     publication.complete()
     result.published = True
-    monitor.record(
-        plan,
-        result,
-        lambda reference: _window_statistics(rows, plan, reference, settings),
-        offline_uri=offline_uri,
-        storage_options=storage_options,
-        now=ingested,
-    )
-    return result
 
 
 @contextlib.contextmanager
@@ -246,7 +284,8 @@ def _connection(settings: PythonSettings) -> Iterator[duckdb.DuckDBPyConnection]
             }
         )
         try:
-            connection.execute("SET TimeZone = 'UTC'").fetchall()
+            # GLOBAL: the cursors that stream rows out are connections of their own.
+            connection.execute("SET GLOBAL TimeZone = 'UTC'").fetchall()
             yield connection
         finally:
             connection.close()
@@ -292,22 +331,12 @@ def count_input_rows(
     answer most of it without reading data), else all of them (an upper bound).
     Raises :class:`~featurekube.materialize.errors.SourceError` when the source cannot
     be read. ``source``: as :func:`open_source` opened it (None: opened here)."""
-    import pyarrow.compute as pc
-
     if plan.reads_nothing:
         return 0
     dataset = source if source is not None else open_source(plan, storage_options)
-    field_ = plan.timestamp_field
     try:
-        if field_ in dataset.schema.names and pa.types.is_timestamp(
-            dataset.schema.field(field_).type
-        ):
-            type_ = dataset.schema.field(field_).type
-            bounds = [
-                pa.scalar(t, pa.timestamp("us", tz="UTC")).cast(type_)
-                for t in (plan.read_start, plan.read_end)
-            ]
-            in_range = (pc.field(field_) >= bounds[0]) & (pc.field(field_) < bounds[1])
+        in_range = _time_filter(dataset, plan, plan.read_start, plan.read_end)
+        if in_range is not None:
             return int(dataset.count_rows(filter=in_range))
         return int(dataset.count_rows())
     except (OSError, pa.ArrowException) as exc:
@@ -317,31 +346,107 @@ def count_input_rows(
         ) from exc
 
 
-def _offline_rows(
+def _time_filter(
+    dataset: Any, plan: planning.MaterializationPlan, start: dt.datetime, end: dt.datetime
+) -> Any | None:
+    """A pyarrow filter of the rows with start <= event time < end, when the source has
+    the event-time column as a timestamp (else None: nothing to prune by)."""
+    import pyarrow.compute as pc
+
+    field_ = plan.timestamp_field
+    if field_ not in dataset.schema.names:
+        return None
+    type_ = dataset.schema.field(field_).type
+    if not pa.types.is_timestamp(type_):
+        return None
+    low, high = (pa.scalar(t, pa.timestamp("us", tz="UTC")).cast(type_) for t in (start, end))
+    return (pc.field(field_) >= low) & (pc.field(field_) < high)
+
+
+def _scan(source: Any, plan: planning.MaterializationPlan, ranges: list[tuple[int, int]]) -> Any:
+    """The source as DuckDB reads it. Without a transformation: a scan of only the
+    columns the view reads, pruned to the event times read, one file and one batch
+    ahead; a dataset's own scan reads several files ahead, whose decoded row groups
+    were most of a large window's memory. With a transformation: the dataset (DuckDB
+    pushes down the columns the SQL names)."""
+    import pyarrow.dataset as pads
+
+    if plan.transformation is not None or not isinstance(source, pads.Dataset) or not ranges:
+        return source
+    wanted = {name.lower() for name in plan.source_columns()}
+    # DuckDB matches names regardless of case; a column missing here is named by
+    # check_columns, as with the whole dataset.
+    columns = [name for name in source.schema.names if name.lower() in wanted]
+    low = planning.from_micros(min(lo for lo, _ in ranges))
+    high = planning.from_micros(max(hi for _, hi in ranges))
+    scanner = source.scanner(
+        columns=columns,
+        filter=_time_filter(source, plan, low, high),
+        batch_size=_BATCH_ROWS,
+        batch_readahead=1,
+        fragment_readahead=1,
+    )
+    return scanner.to_reader()
+
+
+def _load_rows(
     connection: duckdb.DuckDBPyConnection,
     plan: planning.MaterializationPlan,
     ingested: dt.datetime,
     storage_options: Mapping[str, str] | None,
     offline_uri: str | None = None,
     source: Any | None = None,
-) -> tuple[pa.Table, int]:
-    """The window's offline rows (keys, features, event and created timestamps, and
-    for aggregations the latest event), and how many source rows were read.
+) -> int:
+    """Create the table :data:`_ROWS` of the window's offline rows (keys, features,
+    event and created timestamps, and for aggregations the latest event) in DuckDB;
+    return how many source rows were read.
 
-    Aggregations written to an offline table go through its tiles (:func:`_tiled`);
-    without one, or when a column cannot be tiled, they are computed from the events
-    of the whole read range."""
+    Plain features never leave DuckDB. Aggregations written to an offline table go
+    through its tiles (:func:`_tiled`); without one, or when a column cannot be tiled,
+    they are computed from the events of the whole read range."""
     if plan.reads_nothing:
-        return _empty(plan), 0
-    if plan.aggregation is not None and offline_uri is not None:
+        _create_from_arrow(connection, _ROWS, _empty(plan))
+        return 0
+    if plan.aggregation is None:
+        return _deduplicated(connection, plan, ingested, storage_options, source)
+    if offline_uri is not None:
         source = source if source is not None else open_source(plan, storage_options)
         tiled = _tiled(connection, plan, ingested, storage_options, offline_uri, source)
         if tiled is not None:
-            return tiled
+            _create_from_arrow(connection, _ROWS, tiled[0])
+            return tiled[1]
     events, rows_read = _events(connection, plan, ingested, storage_options, source=source)
-    if plan.aggregation is None:
-        return _deduplicated(connection, events, plan), rows_read
-    return _aggregated(events, plan), rows_read
+    _create_from_arrow(connection, _ROWS, _aggregated(events, plan))
+    return rows_read
+
+
+def _create_from_arrow(connection: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    connection.register("__arrow", table)
+    try:
+        connection.execute(f"CREATE TABLE {name} AS SELECT * FROM __arrow")
+    finally:
+        connection.unregister("__arrow")
+
+
+def _count(connection: duckdb.DuckDBPyConnection, name: str) -> int:
+    ((count,),) = connection.execute(f"SELECT count(*) FROM {name}").fetchall()
+    return int(count)
+
+
+def _batches(
+    connection: duckdb.DuckDBPyConnection, name: str, plan: planning.MaterializationPlan
+) -> Iterator[pa.RecordBatch]:
+    """The rows of table ``name`` in the view's row schema, :data:`_BATCH_ROWS` at a
+    time, through a cursor of their own (safe beside other threads' queries)."""
+    schema = row_codec.row_schema(plan.spec)
+    cursor = connection.cursor()
+    try:
+        reader = cursor.sql(f"SELECT * FROM {name}").to_arrow_reader(_BATCH_ROWS)
+        for batch in reader:
+            if batch.num_rows:
+                yield _conform_batch(batch, schema)
+    finally:
+        cursor.close()
 
 
 def _tiled(
@@ -438,9 +543,39 @@ def _events(
     """The source rows of the read range, or of ``ranges`` of event times [lo, hi)
     (µs): keys, the needed columns (cast to their types), and event and created times
     in microseconds."""
+    sql = _events_sql(
+        connection,
+        plan,
+        ingested,
+        storage_options,
+        ranges,
+        source=source,
+        names=(planning.EVENT_MICROS, planning.CREATED_MICROS),
+    )
+    try:
+        events = connection.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise _failed_on_rows(plan, exc) from exc
+    return events, events.num_rows
+
+
+def _events_sql(
+    connection: duckdb.DuckDBPyConnection,
+    plan: planning.MaterializationPlan,
+    ingested: dt.datetime,
+    storage_options: Mapping[str, str] | None,
+    ranges: list[tuple[int, int]] | None,
+    *,
+    source: Any | None,
+    names: tuple[str, str],
+) -> str:
+    """The query of :func:`_events`, its event and created times (µs) named ``names``,
+    the source registered and its columns checked against the spec."""
     if source is None:
         source = open_source(plan, storage_options)
-    connection.register("source", source)
+    if ranges is None:
+        ranges = [(planning.to_micros(plan.read_start), planning.to_micros(plan.read_end))]
+    connection.register("source", _scan(source, plan, ranges))
     query = "SELECT * FROM source"
     if plan.transformation is not None:
         query = translate.translate(plan.transformation, plan.label)
@@ -482,54 +617,62 @@ def _events(
         else str(fallback)
     )
     # Compared as timestamps, so that DuckDB can push the range down to the scan.
-    if ranges is None:
-        ranges = [(planning.to_micros(plan.read_start), planning.to_micros(plan.read_end))]
     where = " OR ".join(
         f"({stamp} >= CAST({_literal(_iso(planning.from_micros(lo)))} AS TIMESTAMPTZ) AND "
         f"{stamp} < CAST({_literal(_iso(planning.from_micros(hi)))} AS TIMESTAMPTZ))"
         for lo, hi in ranges
     )
-    sql = (
-        f"SELECT {', '.join(selected)}, {event} AS {planning.EVENT_MICROS}, "
-        f"{created} AS {planning.CREATED_MICROS} FROM ({query}) AS transformed "
+    return (
+        f"SELECT {', '.join(selected)}, {event} AS {_q(names[0])}, "
+        f"{created} AS {_q(names[1])} FROM ({query}) AS transformed "
         f"WHERE {where or 'FALSE'}"
     )
-    try:
-        events = connection.sql(sql).to_arrow_table()
-    except duckdb.Error as exc:
-        raise TransformationError(
-            f"{plan.label}: spec.transformation.sql failed on the window's rows: {_first_line(exc)}"
-        ) from exc
-    return events, events.num_rows
+
+
+def _failed_on_rows(plan: planning.MaterializationPlan, exc: duckdb.Error) -> TransformationError:
+    return TransformationError(
+        f"{plan.label}: spec.transformation.sql failed on the window's rows: {_first_line(exc)}"
+    )
 
 
 def _deduplicated(
-    connection: duckdb.DuckDBPyConnection, events: pa.Table, plan: planning.MaterializationPlan
-) -> pa.Table:
-    """One row per (keys, event time): the greatest created time wins, then (for full
-    ties) the greatest feature values, a null lowest, as Spark's ``max(struct)``."""
+    connection: duckdb.DuckDBPyConnection,
+    plan: planning.MaterializationPlan,
+    ingested: dt.datetime,
+    storage_options: Mapping[str, str] | None,
+    source: Any | None,
+) -> int:
+    """Create :data:`_ROWS` from the source rows of the read range: one row per (keys,
+    event time), the greatest created time winning, then (for full ties) the greatest
+    feature values, a null lowest, as Spark's ``max(struct)``. Returns the rows read."""
+    sql = _events_sql(
+        connection, plan, ingested, storage_options, None, source=source, names=(EVENT, CREATED)
+    )
+    try:
+        connection.execute(f"CREATE TABLE __events AS {sql}")
+    except duckdb.Error as exc:
+        raise _failed_on_rows(plan, exc) from exc
+    finally:
+        connection.unregister("source")
+    rows_read = _count(connection, "__events")
     keys = [_q(name) for name, _ in plan.keys]
     features = [_q(name) for name, _ in plan.features]
-    order = [f"{planning.CREATED_MICROS} DESC"] + [f"{f} DESC NULLS LAST" for f in features]
-    group = ", ".join([*keys, planning.EVENT_MICROS])
-    selected = (
-        f"SELECT {', '.join(keys + features)}, "
-        f"{planning.EVENT_MICROS} AS {EVENT}, {planning.CREATED_MICROS} AS {CREATED} "
-        "FROM __events"
-    )
-    connection.register("__events", events)
+    group = ", ".join([*keys, _q(EVENT)])
     # Ties on event time are rare: a hash count finds whether there are any, which costs
     # a fraction of ranking every row.
     ((largest,),) = connection.execute(
         f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM __events GROUP BY {group})"
     ).fetchall()
-    if largest > 1:
-        selected += (
-            f" QUALIFY row_number() OVER (PARTITION BY {group} ORDER BY {', '.join(order)}) = 1"
-        )
-    table = connection.sql(selected).to_arrow_table()
-    connection.unregister("__events")
-    return _conform(table, plan)
+    if largest <= 1:
+        connection.execute(f"ALTER TABLE __events RENAME TO {_ROWS}")
+        return rows_read
+    order = [f"{_q(CREATED)} DESC"] + [f"{f} DESC NULLS LAST" for f in features]
+    connection.execute(
+        f"CREATE TABLE {_ROWS} AS SELECT * FROM __events "
+        f"QUALIFY row_number() OVER (PARTITION BY {group} ORDER BY {', '.join(order)}) = 1"
+    )
+    connection.execute("DROP TABLE __events")
+    return rows_read
 
 
 def _aggregated(events: pa.Table, plan: planning.MaterializationPlan) -> pa.Table:
@@ -572,33 +715,39 @@ def _group_starts(table: pa.Table, keys: list[str]) -> list[int]:
 
 
 def _newest_per_entity(
-    connection: duckdb.DuckDBPyConnection, rows: pa.Table, plan: planning.MaterializationPlan
-) -> pa.Table:
-    """Each entity's row with the greatest (event time, created time), by a hash
-    aggregate (``arg_max``) rather than a sort of every row: the rows are unique in
-    (keys, event time) already, so there are no ties."""
-    if rows.num_rows == 0:
-        return rows
+    connection: duckdb.DuckDBPyConnection, plan: planning.MaterializationPlan
+) -> int:
+    """Create :data:`_NEWEST`: each entity's row of :data:`_ROWS` with the greatest
+    (event time, created time), by a hash aggregate (``arg_max``) rather than a sort of
+    every row: the rows are unique in (keys, event time) already, so there are no
+    ties. Returns its rows."""
     keys = ", ".join(_q(name) for name, _ in plan.keys)
-    connection.register("__rows", rows)
-    newest = connection.sql(
-        f"SELECT UNNEST(newest) FROM (SELECT arg_max(r, ({_q(EVENT)}, {_q(CREATED)})) "
-        f"AS newest FROM __rows AS r GROUP BY {keys})"
-    ).to_arrow_table()
-    connection.unregister("__rows")
-    return _conform(newest, plan)
+    connection.execute(
+        f"CREATE TABLE {_NEWEST} AS SELECT UNNEST(newest) FROM (SELECT arg_max(r, "
+        f"({_q(EVENT)}, {_q(CREATED)})) AS newest FROM {_ROWS} AS r GROUP BY {keys})"
+    )
+    return _count(connection, _NEWEST)
 
 
 def _conform(table: pa.Table, plan: planning.MaterializationPlan) -> pa.Table:
     """``table`` in the row schema of the view, columns in its order."""
     schema = row_codec.row_schema(plan.spec)
+    return pa.Table.from_arrays(_conformed_columns(table, schema), schema=schema)
+
+
+def _conform_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` in the row ``schema``, columns in its order."""
+    return pa.RecordBatch.from_arrays(_conformed_columns(batch, schema), schema=schema)
+
+
+def _conformed_columns(data: pa.Table | pa.RecordBatch, schema: pa.Schema) -> list[Any]:
     columns = []
     for field_ in schema:
-        column = table.column(field_.name)
+        column = data.column(field_.name)
         if pa.types.is_timestamp(field_.type) and pa.types.is_integer(column.type):
             column = column.cast(pa.int64()).cast(field_.type)  # microseconds
         columns.append(column if column.type == field_.type else column.cast(field_.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+    return columns
 
 
 def _empty(plan: planning.MaterializationPlan) -> pa.Table:
@@ -616,7 +765,7 @@ class _Statistics:
 
 def _statistics(
     connection: duckdb.DuckDBPyConnection,
-    rows: pa.Table,
+    relation: str,
     plan: planning.MaterializationPlan,
     checks: list[report.Check],
 ) -> _Statistics:
@@ -646,9 +795,7 @@ def _statistics(
             allowed = ", ".join(_literal(v) for v in check.allowed)
             condition = f"{column} IS NOT NULL AND {text} NOT IN ({allowed})"
         exprs.append(f"count(*) FILTER (WHERE {condition})")
-    connection.register("__rows", rows)
-    (found,) = connection.execute(f"SELECT {', '.join(exprs)} FROM __rows").fetchall()
-    connection.unregister("__rows")
+    (found,) = connection.execute(f"SELECT {', '.join(exprs)} FROM {relation}").fetchall()
     values = iter(found[1:])
     stats = {}
     for name, type_ in plan.features:
@@ -664,17 +811,39 @@ def _statistics(
 
 
 def _window_statistics(
-    rows: pa.Table,
+    connection: duckdb.DuckDBPyConnection,
     plan: planning.MaterializationPlan,
     reference: drift.ReferenceProfile | None,
-    settings: PythonSettings,
 ) -> list[monitoring_stats.FeatureStatistics]:
-    """The statistics of the rows written offline, for the statistics table
-    (:mod:`featurekube.materialize.monitor`), with PSI against ``reference``."""
-    columns = [(name, name, type_) for name, type_ in plan.features]
-    with _connection(settings) as connection:
-        connection.register("__written", rows)
-        return profiling.window_statistics(connection, "__written", columns, reference, values=rows)
+    """The statistics of the rows written offline (:data:`_ROWS`), for the statistics
+    table (:mod:`featurekube.materialize.monitor`), with PSI against ``reference``.
+
+    A query per feature: each feature's figures depend on its own column only, and a
+    quantile holds its column's values, so one feature's at a time keep within
+    DuckDB's memory limit where all of a wide window's at once would not."""
+    values = _ColumnReader(connection, _ROWS)
+    found: list[monitoring_stats.FeatureStatistics] = []
+    for name, type_ in plan.features:
+        with contextlib.closing(connection.cursor()) as cursor:
+            found += profiling.window_statistics(
+                cursor, _ROWS, [(name, name, type_)], reference, values=values
+            )
+    return found
+
+
+class _ColumnReader:
+    """A DuckDB table's columns fetched one at a time, as ``values`` of
+    :func:`~featurekube.monitoring.profiling.window_statistics` reads them (its
+    ``.column(name)``): only the column being summed is held, never the table."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, table: str) -> None:
+        self._connection = connection
+        self._table = table
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        with contextlib.closing(self._connection.cursor()) as cursor:
+            fetched = cursor.sql(f"SELECT {_q(name)} FROM {self._table}").to_arrow_table()
+        return fetched.column(0)
 
 
 # -- small helpers ---------------------------------------------------------------------------

@@ -366,6 +366,8 @@ def test_restarts_after_crashes_lose_no_event_and_count_none_twice(
     # Batch 1 (records 10-19) dies after its offline commit, before Spark records it.
     crashed = _run_available_now(spark, plan, offline, online, _crash_at("offline", 1))
     assert "crash after offline of batch 1" in str(crashed.query.exception())
+    # Batch 0 went through: its five events before the stream's start were left out.
+    assert crashed.writer.progress.before_start == 5
     # Batch 1 again, now dying after its online write and before its offline append.
     crashed = _run_available_now(spark, plan, offline, online, _crash_at("online", 1))
     assert "crash after online of batch 1" in str(crashed.query.exception())

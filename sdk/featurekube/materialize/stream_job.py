@@ -192,6 +192,7 @@ class BatchWriter:
                 progress.records += records
                 progress.dead_letters += bad
                 progress.before_start += written.before_start
+                progress.unkeyed += written.unkeyed
                 progress.rows += written.rows
                 if written.last_event is not None and (
                     progress.last_event_time is None
@@ -353,7 +354,9 @@ class BatchWriter:
             table = rows.toArrow()
         finally:
             tagged.unpersist()
-        written = _Written(before_start=int(summary["before"] or 0) + unkeyed, rows=table.num_rows)
+        written = _Written(
+            before_start=int(summary["before"] or 0), unkeyed=unkeyed, rows=table.num_rows
+        )
         if table.num_rows:
             events_column = pc.max(table.column(EVENT)).as_py()
             written.last_event = planning.utc(events_column) if events_column else None
@@ -379,6 +382,7 @@ class BatchWriter:
 @dataclass
 class _Written:
     before_start: int = 0
+    unkeyed: int = 0
     rows: int = 0
     last_event: dt.datetime | None = None
     online_at: dt.datetime | None = None

@@ -280,6 +280,8 @@ class StreamProgress:
     """Records dead-lettered since this run started."""
     before_start: int = 0
     """Events before ``since`` seen on the stream and left to batch windows."""
+    unkeyed: int = 0
+    """Rows the transformation left without a join key or an event time, not written."""
     last_event_time: str | None = None
     """The greatest event time written so far."""
     latency_p50_seconds: float | None = None

@@ -254,3 +254,42 @@ def _finish_window(
             }
         },
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda s: s["source"].pop("batch") and s["source"].update(push={}),
+            "a stream source needs source.batch beside it",
+        ),
+        (
+            lambda s: s["source"]["stream"]["kafka"].update(timestampField="at"),
+            "timestampField must be source.batch.timestampField",
+        ),
+        (
+            lambda s: s["source"]["stream"]["kafka"].pop("fields"),
+            "a json stream declares its events' fields",
+        ),
+        (
+            lambda s: s["source"]["stream"]["kafka"].update(format="avro"),
+            "an avro stream needs avroSchema",
+        ),
+    ],
+)
+def test_the_api_server_refuses_a_bad_stream_source_with_the_same_message(
+    kube_api: kubernetes.client.ApiClient,
+    namespace: str,
+    change: Any,
+    message: str,
+) -> None:
+    body = copy.deepcopy(VIEW)
+    change(body["spec"])
+
+    with pytest.raises(kubernetes.client.exceptions.ApiException) as refused:
+        _custom(kube_api).create_namespaced_custom_object(
+            "featurekube.dev", "v1alpha1", namespace, "featureviews", body
+        )
+
+    assert refused.value.status == 422
+    assert message in str(refused.value.body)

@@ -5,8 +5,12 @@ stream's reports turned into status, a condition and metrics."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
-from collections.abc import Iterator
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -293,3 +297,70 @@ def test_the_api_server_refuses_a_bad_stream_source_with_the_same_message(
 
     assert refused.value.status == 422
     assert message in str(refused.value.body)
+
+
+@pytest.mark.spark
+@pytest.mark.timeout(900)
+def test_the_application_the_operator_renders_runs_the_stream_to_an_online_value(
+    ctx: reconcile.Context,
+    clock: Clock,
+    kube_api: kubernetes.client.ApiClient,
+    namespace: str,
+    kafka_bootstrap_servers: str,
+    kafka_topic: str,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """Apply, reconcile, then run the driver's arguments as the Spark Operator would
+    (here in local mode, with the spec file its ConfigMap mounts): the time from apply to
+    the first online value."""
+    from confluent_kafka import Producer
+
+    now = dt.datetime.now(UTC)
+    clock.now = now
+    ctx.settings = dataclasses.replace(
+        ctx.settings, kafka_bootstrap_servers=kafka_bootstrap_servers
+    )
+    body = copy.deepcopy(VIEW)
+    body["spec"]["source"]["stream"]["kafka"]["topic"] = kafka_topic
+    body["spec"]["materialization"]["startTime"] = (now - 2 * H).strftime("%Y-%m-%dT%H:00:00Z")
+    began = time.monotonic()
+    _custom(kube_api).create_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", body
+    )
+    _step(ctx, kube_api, namespace)
+    reconciled = time.monotonic()
+    app = _apps(kube_api, namespace)[f"{NAME}-v1-stream"]
+    config = kubernetes.client.CoreV1Api(kube_api).read_namespaced_config_map(
+        f"{NAME}-v1-job", namespace
+    )
+    ((key, text),) = config.data.items()
+    (tmp_path / key).write_text(text)
+    arguments = list(app["spec"]["arguments"])
+    arguments[arguments.index("--spec") + 1] = str(tmp_path / key)
+    event = {
+        "driver_id": 7,
+        "fare": 12.5,
+        "event_timestamp": now.isoformat().replace("+00:00", "Z"),
+    }
+    producer = Producer({"bootstrap.servers": kafka_bootstrap_servers})
+    producer.produce(kafka_topic, value=json.dumps(event).encode())
+    assert producer.flush(60) == 0
+
+    assert stream_job.main([*arguments, "--available-now"]) == 0
+
+    served = time.monotonic()
+    table = naming.online_table(ctx.settings, namespace, NAME, 1)
+    items = boto3.client("dynamodb").scan(TableName=table)["Items"]
+    assert [i["entity_key"]["S"] for i in items if not i["entity_key"]["S"].startswith("#")] == [
+        "driver_id:i:7"
+    ]
+    record_property("apply_to_first_online_seconds", round(served - began, 1))
+    record_property("apply_to_application_seconds", round(reconciled - began, 1))
+    print(
+        f"\napply -> first online value: {served - began:.1f} s (apply -> SparkApplication "
+        f"{reconciled - began:.1f} s; job start, local mode, -> online {served - reconciled:.1f} s)"
+    )
+    status = _step(ctx, kube_api, namespace)
+    (entry,) = status["streams"]
+    assert entry["lastEventTime"].startswith(now.strftime("%Y-%m-%dT%H:%M:%S"))

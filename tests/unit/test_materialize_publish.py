@@ -4,6 +4,8 @@ stand-in for the online writer: what happens when, and what a failure leaves."""
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -88,6 +90,28 @@ def test_the_first_online_write_waits_until_the_record_has_stood_settle_seconds(
     assert time.monotonic() - began < 0.1
 
 
+def test_a_settling_write_prepares_at_once_and_waits_only_before_its_first_item() -> None:
+    writer = _Writer(settle_seconds=0.3)
+    publication = _publication(writer)
+    opened = time.monotonic()
+    moments: dict[str, float] = {}
+
+    def write(settle: Any) -> int:
+        moments["prepared"] = time.monotonic() - opened  # lease, watermark, items
+        settle()
+        moments["first item"] = time.monotonic() - opened
+        return 7
+
+    assert publication.write_online_settling(write) == 7
+    assert moments["prepared"] < 0.2 <= 0.3 <= moments["first item"]
+
+    publication = _publication(writer)
+    time.sleep(0.3)  # settled while computing: no wait at all
+    began = time.monotonic()
+    publication.write_online_settling(lambda settle: settle())
+    assert time.monotonic() - began < 0.1
+
+
 def test_without_an_online_table_the_offline_commit_alone_publishes() -> None:
     publication = publish.Publication(None, START, END)
     done: list[str] = []
@@ -150,3 +174,17 @@ def test_an_offline_write_that_fails_raises_at_its_commit() -> None:
     offline = publication.prepare_offline(write)
     with offline, pytest.raises(OSError, match="S3 refused"):
         offline.commit()
+
+
+def test_the_job_records_its_window_before_it_loads_arrow_duckdb_or_delta() -> None:
+    # The record's settling time passes while they load (docs/semantics.md).
+    code = (
+        "import sys, featurekube.materialize.__main__, featurekube.materialize.publish\n"
+        "heavy = {'pyarrow', 'numpy', 'duckdb', 'deltalake', 'pyspark', 'sqlglot'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert loaded.stdout.strip() == "[]"

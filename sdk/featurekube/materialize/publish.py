@@ -86,6 +86,9 @@ class Publication:
         """This run's pending record of the window (None without an online writer)."""
         self._opened_at = 0.0
         self._written = False
+        self.settle_waited = 0.0
+        """Seconds the online write waited for the pending record to settle: what the
+        run's preparation did not cover."""
         if online is not None:
             self.pending = online.open_window(start, end)
             self._opened_at = time.monotonic()
@@ -159,6 +162,7 @@ class Publication:
         wait = self.online.settings.settle_seconds - (time.monotonic() - self._opened_at)
         if wait > 0:
             time.sleep(wait)
+            self.settle_waited += wait
 
     def commit_offline(self, commit: Callable[[], T]) -> T:
         """Run ``commit`` (the offline commit, after the online write succeeded)."""

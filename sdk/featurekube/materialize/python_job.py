@@ -78,7 +78,7 @@ _ROWS = "__rows"
 """The DuckDB table of the window's offline rows (the row schema; times may be µs)."""
 _NEWEST = "__newest"
 """The DuckDB table of each entity's newest row, for the online write."""
-_BATCH_ROWS = 65_536
+_BATCH_ROWS = 131_072
 """Rows per record batch taken out of DuckDB: what bounds the memory of a write."""
 
 _DUCKDB_TYPES: Mapping[str, str] = {
@@ -134,6 +134,10 @@ class PythonSettings:
     """DuckDB's memory limit; beyond it, it spills to a temporary directory."""
     threads: int = 2
     """DuckDB's threads."""
+    statistics_one_query_values: int = 16_000_000
+    """Rows times features up to which a window's statistics are one query; beyond,
+    one query a feature, each quantile holding only its own column's values within
+    ``memory_limit`` (slower: the columns are no longer read side by side)."""
     online: online_writer.OnlineWriteSettings = field(
         default_factory=online_writer.OnlineWriteSettings
     )
@@ -211,10 +215,11 @@ def run(
             storage_options,
             ingested,
         )
+        one_query = rows_offline * len(plan.features) <= settings.statistics_one_query_values
         monitor.record(
             plan,
             result,
-            lambda reference: _window_statistics(connection, plan, reference),
+            lambda reference: _window_statistics(connection, plan, reference, one_query),
             offline_uri=offline_uri,
             storage_options=storage_options,
             now=ingested,
@@ -264,6 +269,7 @@ def _publish(
             )
             result.rows_online, result.online_stale = written.written, written.stale
             result.timings["online_write"] = time.perf_counter() - began
+            result.timings["settle_wait"] = publication.settle_waited
         if offline_write is not None:
             observer.phase("offline", result.rows_offline)
             offline_write.commit()
@@ -814,20 +820,22 @@ def _window_statistics(
     connection: duckdb.DuckDBPyConnection,
     plan: planning.MaterializationPlan,
     reference: drift.ReferenceProfile | None,
+    one_query: bool,
 ) -> list[monitoring_stats.FeatureStatistics]:
     """The statistics of the rows written offline (:data:`_ROWS`), for the statistics
     table (:mod:`featurekube.materialize.monitor`), with PSI against ``reference``.
 
-    A query per feature: each feature's figures depend on its own column only, and a
-    quantile holds its column's values, so one feature's at a time keep within
-    DuckDB's memory limit where all of a wide window's at once would not."""
+    In one query, or (not ``one_query``) in one a feature: each feature's figures
+    depend on its own column only, and a quantile holds its column's values, so one
+    feature's at a time keep within DuckDB's memory limit where all of a large
+    window's at once would not."""
+    columns = [(name, name, type_) for name, type_ in plan.features]
+    groups = [columns] if one_query else [[column] for column in columns]
     values = _ColumnReader(connection, _ROWS)
     found: list[monitoring_stats.FeatureStatistics] = []
-    for name, type_ in plan.features:
+    for group in groups:
         with contextlib.closing(connection.cursor()) as cursor:
-            found += profiling.window_statistics(
-                cursor, _ROWS, [(name, name, type_)], reference, values=values
-            )
+            found += profiling.window_statistics(cursor, _ROWS, group, reference, values=values)
     return found
 
 

@@ -15,6 +15,33 @@ def test_dev_commands_parse_with_a_state_dir() -> None:
     assert args.crds == [Path("crds")]
 
 
+def test_dev_up_node_says_whether_the_spark_operator_runs_and_how_to_get_it(
+    tmp_path: Path,
+) -> None:
+    from featurekube._platform import platform
+    from featurekube.cli import dev
+
+    def described(*flags: str, installed: str = "") -> str:
+        args = cli.build_parser().parse_args(["dev", "up", "--node", *flags])
+        local = dev._platform(args)
+        endpoints = platform.Endpoints(
+            kubeconfig=tmp_path / "kubeconfig",
+            kubeconfig_unprivileged=tmp_path / "kubeconfig-unprivileged",
+            apiserver_url="https://10.250.0.1:6443",
+            aws_endpoint_url="http://10.250.0.1:4566",
+            region="us-east-1",
+            pids={},
+            log_dir=tmp_path,
+            node="featurekube-node",
+            spark_operator=installed,
+        )
+        return dev._describe_spark_operator(local, endpoints)
+
+    assert described(installed="v2.5.0") == "v2.5.0 in namespace spark-operator"
+    assert described().startswith("not installed: its image is not built: `make spark-operator`")
+    assert described("--no-spark-operator") == "not installed (--no-spark-operator)"
+
+
 def test_a_missing_subcommand_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         cli.main(["dev"])

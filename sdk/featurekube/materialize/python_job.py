@@ -130,11 +130,11 @@ def spark_type(duckdb_type: str) -> str:
 class PythonSettings:
     """Tuning of one run of the python engine."""
 
-    memory_limit: str = "512MB"
+    memory_limit: str = "1GB"
     """DuckDB's memory limit; beyond it, it spills to a temporary directory."""
     threads: int = 2
     """DuckDB's threads."""
-    statistics_one_query_values: int = 16_000_000
+    statistics_one_query_values: int = 64_000_000
     """Rows times features up to which a window's statistics are one query; beyond,
     one query a feature, each quantile holding only its own column's values within
     ``memory_limit`` (slower: the columns are no longer read side by side)."""

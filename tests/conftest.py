@@ -9,6 +9,12 @@
   Kafka too when a test of the run asks for :func:`kafka_bootstrap_servers` (one JVM
   less for the runs that need none).
 
+Tests of the data plane use :func:`node_platform` instead: one platform with a real
+node (the kubelet, containerd, kube-proxy, CoreDNS) and the Kubeflow Spark Operator,
+with featurekube's images built and loaded, started once per run. A machine holds one
+node at a time, so those tests run last (after ``tests/integration/test_node.py``,
+which starts and stops a node of its own).
+
 A platform that cannot start fails the tests that need it, loudly: there is no skip.
 """
 
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,18 +35,24 @@ if TYPE_CHECKING:
     import kubernetes.client
     from pyspark.sql import SparkSession
 
-    from featurekube._platform.platform import Endpoints
+    from featurekube._platform.platform import Endpoints, LocalPlatform
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
 UNIT_TIMEOUT_SECONDS = 10
 TEST_BUCKET = "featurekube-test"
+NODE_FIXTURE = "node_platform"
+FREE_NODE_WAIT_SECONDS = 300
+# Built cold, the Spark image alone took 10 minutes on a loaded machine.
+IMAGE_BUILD_SECONDS = 2400
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if (TESTS / "unit") in item.path.parents:
             item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_SECONDS))
+    # The run's node lives until the session ends: its users go last, in their order.
+    items.sort(key=lambda item: NODE_FIXTURE in getattr(item, "fixturenames", ()))
 
 
 def _unique(request: pytest.FixtureRequest, limit: int) -> str:
@@ -80,6 +94,61 @@ def platform(
             yield endpoints
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def node_images() -> dict[str, Path]:
+    """featurekube's images and the Spark Operator's, built (or found built) by
+    ``hack/images/build.py``: image name -> OCI archive."""
+    names = ("operator", "feature-server", "spark", "spark-operator")
+    built = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "images" / "build.py"), *names],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+        timeout=IMAGE_BUILD_SECONDS,
+    )
+    return dict(zip(names, (Path(line) for line in built.stdout.split()), strict=True))
+
+
+@pytest.fixture(scope="session")
+def node_platform(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    node_images: dict[str, Path],
+) -> Iterator[LocalPlatform]:
+    """A platform with a real node, started once per run after the images are built, as
+    ``featurekube dev up --node`` starts it: the Spark Operator installed with the Spark
+    image, and featurekube's operator and feature-server images loaded too. No local
+    runtime (the node runs everything), no Kafka, and none of featurekube's CRDs (a
+    test installs them, with the chart)."""
+    from featurekube._platform import node_config, processes
+    from featurekube._platform import platform as local
+
+    if (TESTS / "unit") in request.node.path.parents:
+        pytest.fail("unit tests must not use the node: move the test to integration/")
+    # Another run's node (or test_node.py's, if this run's order was changed) first.
+    processes.wait_until(
+        lambda: not (Path("/sys/class/net") / node_config.HOST_LINK).exists(),
+        FREE_NODE_WAIT_SECONDS,
+        interval=2,
+    )
+    settings = local.PlatformSettings(
+        state_dir=tmp_path_factory.mktemp("node-platform"),
+        node=True,
+        runtime=False,
+        kafka=False,
+        image_dir=node_images["spark-operator"].parent,
+    )
+    running = local.LocalPlatform(settings)
+    endpoints = running.start()
+    try:
+        assert endpoints.spark_operator, "the Spark Operator was not installed"
+        running.load_images([node_images["operator"], node_images["feature-server"]])
+        with running.hold():
+            yield running
+    finally:
+        running.stop(force=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,18 +1,15 @@
 """The real Kubeflow Spark Operator on the local platform's node runs the
 SparkApplications featurekube's operator renders, as driver and executor pods.
 
-The module starts one platform with a node and without the local runtime (a machine
-holds one node at a time, so while another run's node is up this module waits for it),
-builds and loads the Spark image and the Spark Operator's (``hack/images/build.py spark
-spark-operator``), installs the operator as the platform's add-on, and stops the
-platform at the end.
+The module runs on the test run's platform with a node (``node_platform`` in
+tests/conftest.py), which builds the images and installs the operator as
+``featurekube dev up --node`` does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.util
-import subprocess
 import sys
 import time
 import uuid
@@ -36,7 +33,6 @@ from featurekube_operator.windows import Window
 # Building the images cold takes most of this; a run with them cached takes minutes.
 pytestmark = pytest.mark.timeout(3000)
 
-FREE_NODE_WAIT_SECONDS = 300
 REPO = Path(__file__).resolve().parents[2]
 SPARK_SERVICE_ACCOUNT = OperatorSettings().spark_service_account
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
@@ -76,23 +72,10 @@ VIEW_DOC: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.LocalPlatform]:
-    """A platform with a node, without the local runtime: the real operator runs the
-    SparkApplications, and nothing else may."""
-    processes.wait_until(
-        lambda: not (Path("/sys/class/net") / node_config.HOST_LINK).exists(),
-        FREE_NODE_WAIT_SECONDS,
-        interval=2,
-    )
-    state_dir = tmp_path_factory.mktemp("spark-operator-platform")
-    started = local.LocalPlatform(
-        local.PlatformSettings(state_dir=state_dir, node=True, runtime=False)
-    )
-    started.start()
-    try:
-        yield started
-    finally:
-        started.stop(force=True)
+def platform(node_platform: local.LocalPlatform) -> local.LocalPlatform:
+    """The run's platform with a node, without the local runtime: the real operator
+    runs the SparkApplications, and nothing else may."""
+    return node_platform
 
 
 @pytest.fixture(scope="module")
@@ -108,28 +91,16 @@ def api(platform: local.LocalPlatform) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def installed(platform: local.LocalPlatform, api: Any) -> None:
-    """The Spark image (the drivers' and executors') and the operator's built and
-    loaded, and the operator installed and ready."""
-    started = time.monotonic()
-    built = subprocess.run(
-        [sys.executable, str(REPO / "hack" / "images" / "build.py"), "spark", "spark-operator"],
-        stdout=subprocess.PIPE,
-        text=True,
-        check=True,
-        timeout=2400,
-    )
-    archives = [Path(line) for line in built.stdout.split()]
-    sizes = ", ".join(f"{a.name} {a.stat().st_size / 2**20:.0f} MiB" for a in archives)
-    print(f"images ready in {time.monotonic() - started:.0f} s: {sizes}")
-    started = time.monotonic()
-    platform.load_images(archives)
-    print(f"images loaded in {time.monotonic() - started:.1f} s")
-    started = time.monotonic()
-    kubectl = local.resolve_k8s_bin_dir(platform.settings) / "kubectl"
-    spark_operator.install(
-        kubectl, platform.layout.kubeconfig, platform.layout.root / "spark-operator.yaml"
-    )
-    print(f"operator installed and ready in {time.monotonic() - started:.1f} s")
+    """The Spark Operator installed and ready by the platform's start, with the Spark
+    image (the drivers' and executors') loaded."""
+    import kubernetes.client
+
+    found = platform.endpoints()
+    assert found is not None and found.spark_operator == spark_operator.VERSION
+    apps = kubernetes.client.AppsV1Api(api)
+    for name in (spark_operator.WEBHOOK, spark_operator.CONTROLLER):
+        deployment = apps.read_namespaced_deployment(name, spark_operator.NAMESPACE)
+        assert deployment.status.ready_replicas == 1, deployment.status
 
 
 def _apply(api: Any, body: dict[str, Any]) -> None:

@@ -10,14 +10,19 @@ with Spark's own Kafka source (``format("kafka")``), in batch and in Structured
 Streaming.
 
 Jars come from Maven Central through Spark's own resolver (Ivy) into a cache outside
-the work tree; the first session on a machine downloads them, later ones do not.
+the work tree; the first session on a machine downloads them, later ones do not. The
+first session also records the jar files it resolved (a list beside the cache, named
+after :data:`SPARK_PACKAGES`), and later local sessions load those files directly:
+resolving again, though nothing is downloaded, costs seconds of every start.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,7 +37,9 @@ __all__ = [
     "SPARK_VERSION",
     "SparkSettings",
     "create_session",
+    "record_resolved_jars",
     "render_spark_conf",
+    "resolved_jars",
 ]
 
 # Must match the Hadoop that pyspark bundles (jars/hadoop-client-api-*.jar): S3A is
@@ -78,6 +85,11 @@ class SparkSettings:
     python: str = field(default_factory=lambda: sys.executable)
     """The Python of Spark's Python workers in local mode: this one, which has
     featurekube and pyarrow, not whatever ``python3`` is first on the PATH."""
+    jars: tuple[str, ...] = ()
+    """Jar files (paths or ``file:`` URIs) of :data:`SPARK_PACKAGES` and their
+    dependencies, resolved before (:func:`resolved_jars`): loaded as they are
+    (``spark.jars``), skipping Spark's resolver. Empty: resolved from Maven
+    (``spark.jars.packages``)."""
     extra_conf: Mapping[str, str] = field(default_factory=dict)
     """Anything else, applied last."""
 
@@ -95,8 +107,6 @@ def render_spark_conf(settings: SparkSettings, environ: Mapping[str, str]) -> di
         "spark.driver.memory": settings.driver_memory,
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.ui.enabled": str(settings.ui).lower(),
-        "spark.jars.packages": ",".join(SPARK_PACKAGES),
-        "spark.jars.ivy": str(settings.ivy_dir),
         # featurekube's semantics are in UTC; never the machine's zone.
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
@@ -106,6 +116,11 @@ def render_spark_conf(settings: SparkSettings, environ: Mapping[str, str]) -> di
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
     }
+    if settings.jars:
+        conf["spark.jars"] = ",".join(settings.jars)
+    else:
+        conf["spark.jars.packages"] = ",".join(SPARK_PACKAGES)
+        conf["spark.jars.ivy"] = str(settings.ivy_dir)
     if settings.master.startswith("local"):
         # Local mode listens on loopback only, whatever the host name resolves to.
         conf["spark.driver.host"] = "127.0.0.1"
@@ -129,12 +144,56 @@ def render_spark_conf(settings: SparkSettings, environ: Mapping[str, str]) -> di
 
 
 def create_session(settings: SparkSettings | None = None) -> SparkSession:
-    """Get or create the process's SparkSession, configured by :func:`render_spark_conf`."""
+    """Get or create the process's SparkSession, configured by :func:`render_spark_conf`,
+    loading the jars an earlier session resolved when they are all still there."""
     from featurekube import _deps
 
     sql = _deps.import_optional("pyspark.sql", extra="spark")
+    settings = settings or SparkSettings()
+    if not settings.jars and settings.master.startswith("local"):
+        settings = dataclasses.replace(settings, jars=resolved_jars(settings.ivy_dir))
     builder = sql.SparkSession.builder
-    for key, value in render_spark_conf(settings or SparkSettings(), os.environ).items():
+    for key, value in render_spark_conf(settings, os.environ).items():
         builder = builder.config(key, value)
     session: SparkSession = builder.getOrCreate()
+    if not settings.jars and settings.master.startswith("local"):
+        jars = session.conf.get("spark.jars", "") or ""
+        record_resolved_jars(settings.ivy_dir, jars.split(","))
     return session
+
+
+def _manifest(ivy_dir: Path) -> Path:
+    digest = hashlib.sha256(",".join(SPARK_PACKAGES).encode()).hexdigest()[:16]
+    return ivy_dir / f"featurekube-jars-{digest}.txt"
+
+
+def _local_path(jar: str) -> Path:
+    return Path(jar.removeprefix("file://") if jar.startswith("file://") else jar)
+
+
+def resolved_jars(ivy_dir: Path) -> tuple[str, ...]:
+    """The jar files a session resolved for :data:`SPARK_PACKAGES` into ``ivy_dir``
+    (:func:`record_resolved_jars`); empty when none were recorded or one is gone."""
+    try:
+        jars = tuple(line for line in _manifest(ivy_dir).read_text().splitlines() if line)
+    except OSError:
+        return ()
+    if not jars or not all(_local_path(jar).is_file() for jar in jars):
+        return ()
+    return jars
+
+
+def record_resolved_jars(ivy_dir: Path, jars: Sequence[str]) -> None:
+    """Record the jar files Spark's resolver fetched into ``ivy_dir`` for
+    :data:`SPARK_PACKAGES`, for :func:`resolved_jars`; written whole or not at all."""
+    cache = (ivy_dir / "jars").resolve()
+    mine = [jar for jar in jars if jar and _local_path(jar).resolve().parent == cache]
+    if not mine:
+        return
+    target = _manifest(ivy_dir)
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    try:
+        partial.write_text("".join(f"{jar}\n" for jar in mine))
+        partial.replace(target)
+    except OSError:
+        partial.unlink(missing_ok=True)

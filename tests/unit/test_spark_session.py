@@ -59,3 +59,43 @@ def test_delta_matches_the_installed_delta_spark() -> None:
 
     assert version("delta-spark") == spark_session.DELTA_VERSION
     assert version("pyspark").startswith("4.2.")
+
+
+def test_jars_resolved_before_replace_the_resolver(tmp_path: Path) -> None:
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    for name in ("delta.jar", "hadoop-aws.jar"):
+        (jars / name).write_bytes(b"PK")
+    resolved = [f"file://{jars / 'delta.jar'}", f"file://{jars / 'hadoop-aws.jar'}"]
+    assert spark_session.resolved_jars(tmp_path) == ()
+
+    # What Spark lists in spark.jars besides the resolved packages is not recorded.
+    spark_session.record_resolved_jars(tmp_path, [*resolved, "file:///elsewhere/app.jar", ""])
+
+    found = spark_session.resolved_jars(tmp_path)
+    assert found == tuple(resolved)
+    conf = render_spark_conf(SparkSettings(jars=found), {})
+    assert conf["spark.jars"] == ",".join(resolved)
+    assert "spark.jars.packages" not in conf and "spark.jars.ivy" not in conf
+
+
+def test_without_resolved_jars_the_packages_are_resolved(tmp_path: Path) -> None:
+    conf = render_spark_conf(SparkSettings(ivy_dir=tmp_path), {})
+
+    assert conf["spark.jars.packages"] == ",".join(spark_session.SPARK_PACKAGES)
+    assert conf["spark.jars.ivy"] == str(tmp_path)
+    assert "spark.jars" not in conf
+
+
+def test_a_recorded_jar_that_is_gone_sends_the_session_back_to_the_resolver(
+    tmp_path: Path,
+) -> None:
+    jars = tmp_path / "jars"
+    jars.mkdir()
+    (jars / "delta.jar").write_bytes(b"PK")
+    spark_session.record_resolved_jars(tmp_path, [str(jars / "delta.jar")])
+    assert spark_session.resolved_jars(tmp_path) == (str(jars / "delta.jar"),)
+
+    (jars / "delta.jar").unlink()
+
+    assert spark_session.resolved_jars(tmp_path) == ()

@@ -173,7 +173,9 @@ def run(
             if online is not None:
                 began = time.perf_counter()
                 written = publication.write_online(
-                    lambda: _write_online(online, offline_rows, plan, settings, observer, ingested)
+                    lambda: _write_online(
+                        online, offline_rows, plan, settings, observer, ingested, stats.entities
+                    )
                 )
                 result.rows_online, result.online_stale = written.written, written.stale
                 result.timings["online_write"] = time.perf_counter() - began
@@ -386,19 +388,31 @@ def _events(
 
 def _deduplicated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFrame:
     """One row per (keys, event time): the greatest created time wins, then (for full
-    ties) the greatest feature values, so the choice never depends on the input order."""
+    ties) the greatest feature values, so the choice never depends on the input order.
+
+    Entities are hashed into partitions and each (keys, event time) ranked in a window:
+    one shuffle and one sort. (The greatest ``struct`` of a ``groupBy`` would give the
+    same rows, but Spark aggregates a struct by sorting, on both sides of the shuffle.)
+    The rows come out partitioned by entity and sorted by keys and event time, which
+    :func:`_newest_per_entity` then needs no shuffle or sort for."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     keys = [name for name, _ in plan.keys]
     features = [name for name, _ in plan.features]
-    best = F.max(F.struct(F.col(CREATED), *[F.col(f) for f in features])).alias("__best")
-    grouped = events.groupBy(*keys, EVENT).agg(best, F.count(F.lit(1)).alias(_ROWS_READ))
-    return grouped.select(
-        *keys,
-        *[F.col(f"__best.{f}").alias(f) for f in features],
-        EVENT,
-        F.col(f"__best.{CREATED}").alias(CREATED),
-        _ROWS_READ,
+    ranked = Window.partitionBy(*[F.col(f"`{k}`") for k in keys], F.col(EVENT)).orderBy(
+        F.col(CREATED).desc_nulls_last(), *[F.col(f"`{f}`").desc_nulls_last() for f in features]
+    )
+    group = ranked.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    return (
+        events.repartition(*[F.col(f"`{k}`") for k in keys])
+        .select(
+            "*",
+            F.row_number().over(ranked).alias("__rank"),
+            F.count(F.lit(1)).over(group).alias(_ROWS_READ),
+        )
+        .where(F.col("__rank") == 1)
+        .select(*[F.col(f"`{n}`") for n in [*keys, *features, EVENT, CREATED, _ROWS_READ]])
     )
 
 
@@ -675,6 +689,8 @@ def _row_ddl(plan: planning.MaterializationPlan) -> str:
 class _Statistics:
     rows: int
     rows_read: int
+    entities: int
+    """Distinct entities, estimated (HyperLogLog, within a few percent)."""
     features: dict[str, report.FeatureStats]
     offending: list[int]
 
@@ -691,7 +707,13 @@ def _statistics(
 
     types = dict(plan.features)
     read = F.sum(_ROWS_READ) if _ROWS_READ in rows.columns else F.lit(0)
-    exprs: list[Column] = [F.count(F.lit(1)).alias("rows"), read.alias("read")]
+    keys = [F.col(f"`{name}`") for name, _ in plan.keys]
+    entities = F.approx_count_distinct(keys[0] if len(keys) == 1 else F.struct(*keys))
+    exprs: list[Column] = [
+        F.count(F.lit(1)).alias("rows"),
+        read.alias("read"),
+        entities.alias("entities"),
+    ]
     for index, (name, type_) in enumerate(plan.features):
         exprs.append(count_if(F.col(name).isNull()).alias(f"n{index}"))
         if type_ == "timestamp":
@@ -729,6 +751,7 @@ def _statistics(
     return _Statistics(
         rows=int(found["rows"]),
         rows_read=int(found["read"] or 0),
+        entities=int(found["entities"] or 0),
         features=stats,
         offending=[int(found[f"c{i}"] or 0) for i in range(len(checks))],
     )
@@ -898,34 +921,37 @@ def _write_online(
     settings: JobSettings,
     observer: Observer,
     ingested: dt.datetime,
+    entities: int,
 ) -> online_writer.OnlineWriteResult:
-    """Each entity's newest row, written in bulk."""
-    newest = _newest_per_entity(rows, plan).persist()
-    try:
-        entities = newest.count()
-        observer.phase("online", entities)
-        return online.write_bulk(
-            _arrow_chunks(newest, plan, entities, settings, None),
-            now=ingested,
-            on_progress=observer.advance,
-        )
-    finally:
-        newest.unpersist()
+    """Each entity's newest row, written in bulk, brought to the driver in chunks of
+    about ``chunk_rows`` by the estimate of the ``entities``: taken from the cached
+    rows without a shuffle, they are not cached themselves nor counted first."""
+    newest = _newest_per_entity(rows, plan)
+    observer.phase("online", entities)
+    return online.write_bulk(
+        _arrow_chunks(newest, plan, entities, settings, None),
+        now=ingested,
+        on_progress=observer.advance,
+    )
 
 
 def _newest_per_entity(rows: DataFrame, plan: planning.MaterializationPlan) -> DataFrame:
-    """Each entity's row with the greatest (event time, created time)."""
+    """Each entity's row with the greatest event time (the rows hold one per keys and
+    event time: deduplicated, or one per boundary): the last of its entity in event
+    time order, which rows of :func:`_deduplicated` already are in."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     keys = [name for name, _ in plan.keys]
     carried = [name for name, _ in plan.features]
     if plan.aggregation is not None:
         carried.append(LATEST)
-    newest = F.max(F.struct(F.col(EVENT), F.col(CREATED), *[F.col(c) for c in carried]))
+    order = Window.partitionBy(*[F.col(f"`{k}`") for k in keys]).orderBy(F.col(EVENT))
+    last = F.lead(F.col(EVENT)).over(order).isNull().alias("__last")
     return (
-        rows.groupBy(*keys)
-        .agg(newest.alias("__newest"))
-        .select(*keys, *[F.col(f"__newest.{c}").alias(c) for c in (*carried, EVENT, CREATED)])
+        rows.select("*", last)
+        .where(F.col("__last"))
+        .select(*[F.col(f"`{n}`") for n in [*keys, *carried, EVENT, CREATED]])
     )
 
 

@@ -1,5 +1,5 @@
 """Aggregations: a steady-state window of a view with 1-day and 30-day windows beside
-the same view with only the 1-day window, on the python engine.
+the same view with only the 1-day window, on the python engine and on Spark.
 
 A view on a 10-minute schedule computes one boundary per window. With tiles
 (sdk/featurekube/materialize/tiles.py) such a window reads the source only for its own
@@ -16,14 +16,21 @@ up and ``REPEAT`` consecutive 10-minute windows, each timed in this process from
 job's own ``read_compute`` time beside it. For scale, the same windows of the 1d+30d
 view are also computed without tiles, from the events of their whole read range (the
 job's path before tiles; compute only, nothing written).
+
+Engines: ``FEATUREKUBE_BENCH_AGGREGATION_ENGINES`` (default ``python,spark``). On Spark
+(one local session, started once and not timed) the same steps run through
+``spark_job.run``; its windows without tiles are run without an offline table (the
+Spark job's path before it kept tiles, statistics included, nothing written).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +43,7 @@ import pyarrow.parquet as pq
 from benchmarks import _harness, _moto
 from featurekube._platform import processes
 from featurekube.materialize import plan as planning
-from featurekube.materialize import python_job
+from featurekube.materialize import python_job, spark_job
 from featurekube.online import layout
 from featurekube.spec import v1alpha1
 
@@ -46,6 +53,11 @@ DAYS = 31
 REPEAT = 6
 WARM_UP = 2
 STEP = dt.timedelta(minutes=10)
+
+
+def _engines() -> list[str]:
+    text = os.environ.get("FEATUREKUBE_BENCH_AGGREGATION_ENGINES", "python,spark")
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _settings() -> tuple[int, int]:
@@ -111,8 +123,12 @@ def _view(name: str, source: str, windows: list[str]) -> v1alpha1.FeatureView:
     )
 
 
+Run = Callable[..., Any]
+"""``python_job.run``, or ``spark_job.run`` bound to a session."""
+
+
 def _steady_windows(
-    view: v1alpha1.FeatureView, tag: str
+    view: v1alpha1.FeatureView, tag: str, run: Run = python_job.run
 ) -> tuple[list[float], list[float], float, int]:
     """Seconds of each measured window, end to end and computing; of the backfill; and
     the rows the last window read."""
@@ -121,13 +137,13 @@ def _steady_windows(
     offline = f"s3://{BUCKET}/offline/{tag}"
     at = T0 + dt.timedelta(days=DAYS - 1)
     began = time.perf_counter()
-    python_job.run(view, at - dt.timedelta(hours=1), at, offline_uri=offline, online_table=table)
+    run(view, at - dt.timedelta(hours=1), at, offline_uri=offline, online_table=table)
     backfill = time.perf_counter() - began
     samples, computing = [], []
     rows_read = 0
     for i in range(WARM_UP + REPEAT):
         began = time.perf_counter()
-        result = python_job.run(view, at, at + STEP, offline_uri=offline, online_table=table)
+        result = run(view, at, at + STEP, offline_uri=offline, online_table=table)
         if i >= WARM_UP:
             samples.append(time.perf_counter() - began)
             computing.append(result.timings["read_compute"])
@@ -154,11 +170,33 @@ def _from_events(view: v1alpha1.FeatureView) -> tuple[list[float], int]:
     return samples, rows_read
 
 
+def _spark_from_events(run: Run, view: v1alpha1.FeatureView) -> tuple[list[float], int]:
+    """Seconds of the same windows on Spark without an offline table (so without
+    tiles: from the events of their read range), and the rows the last one read."""
+    at = T0 + dt.timedelta(days=DAYS - 1) + WARM_UP * STEP
+    samples, rows_read = [], 0
+    for _ in range(REPEAT):
+        result = run(view, at, at + STEP, offline_uri=None, online_table=None)
+        samples.append(result.timings["read_compute"])
+        rows_read = result.rows_read
+        at += STEP
+    return samples, rows_read
+
+
+def _spark_run() -> Run:
+    from featurekube import spark_session
+
+    session = spark_session.create_session(
+        spark_session.SparkSettings(app_name="featurekube-bench-aggregation")
+    )
+    return functools.partial(spark_job.run, session)
+
+
 def run() -> _harness.Report:
     report = _harness.Report(
         name="aggregation",
         description="a steady-state 10-minute window of a 1d+30d aggregation view beside "
-        "the 1d-only view, python engine (moto S3 and DynamoDB)",
+        "the 1d-only view, python engine and Spark (moto S3 and DynamoDB)",
         baseline="1d only",
     )
     entities, every = _settings()
@@ -172,17 +210,24 @@ def run() -> _harness.Report:
             filesystem, path = pyarrow.fs.FileSystem.from_uri(f"s3://{BUCKET}/raw/trips")
             pq.write_table(events, f"{path}/part-000.parquet", filesystem=filesystem)
             source = f"s3://{BUCKET}/raw/trips/"
-            for subject, windows in (("1d only", ["1d"]), ("1d and 30d", ["1d", "30d"])):
-                tag = subject.replace(" ", "-")
-                view = _view(f"trips-{tag}", source, windows)
-                samples, computing, backfill, rows_read = _steady_windows(view, tag)
-                report.add(subject, "steady window", "s", samples)
-                report.add(subject, "steady window: compute", "s", computing)
-                report.add(subject, "backfill of 1h (tiles of 30d)", "s", [backfill])
-                report.notes[f"{subject}: rows read by a steady window"] = str(rows_read)
-            samples, rows_read = _from_events(view)
-            report.add("1d and 30d without tiles", "steady window: compute", "s", samples)
-            report.notes["1d and 30d: rows read without tiles"] = str(rows_read)
+            for engine in _engines():
+                run_ = python_job.run if engine == "python" else _spark_run()
+                on = "" if engine == "python" else ", spark"
+                for subject, windows in (("1d only", ["1d"]), ("1d and 30d", ["1d", "30d"])):
+                    tag = f"{subject.replace(' ', '-')}-{engine}"
+                    view = _view(f"trips-{tag}", source, windows)
+                    samples, computing, backfill, rows_read = _steady_windows(view, tag, run_)
+                    report.add(subject + on, "steady window", "s", samples)
+                    report.add(subject + on, "steady window: compute", "s", computing)
+                    report.add(subject + on, "backfill of 1h (tiles of 30d)", "s", [backfill])
+                    report.notes[f"{subject}{on}: rows read by a steady window"] = str(rows_read)
+                    print(f"aggregation benchmark: {subject}{on}: {samples}", flush=True)
+                if engine == "python":
+                    samples, rows_read = _from_events(view)
+                else:
+                    samples, rows_read = _spark_from_events(run_, view)
+                report.add(f"1d and 30d without tiles{on}", "steady window: compute", "s", samples)
+                report.notes[f"1d and 30d{on}: rows read without tiles"] = str(rows_read)
         finally:
             processes.stop(pid)
     report.notes["data"] = (

@@ -130,8 +130,12 @@ def spark_type(duckdb_type: str) -> str:
 class PythonSettings:
     """Tuning of one run of the python engine."""
 
-    memory_limit: str = "1GB"
-    """DuckDB's memory limit; beyond it, it spills to a temporary directory."""
+    memory_limit: str = "512MB"
+    """DuckDB's memory limit while it reads, computes and writes the window; beyond it,
+    it spills to a temporary directory."""
+    statistics_memory_limit: str = "1GB"
+    """DuckDB's memory limit for the window's statistics, taken once the writes are done
+    and their buffers freed: quantiles hold their columns' values."""
     threads: int = 2
     """DuckDB's threads."""
     statistics_one_query_values: int = 64_000_000
@@ -216,6 +220,7 @@ def run(
             ingested,
         )
         one_query = rows_offline * len(plan.features) <= settings.statistics_one_query_values
+        connection.execute(f"SET memory_limit = {_literal(settings.statistics_memory_limit)}")
         monitor.record(
             plan,
             result,

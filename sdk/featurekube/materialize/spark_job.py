@@ -76,6 +76,10 @@ CREATED = offline_layout.CREATED_TIMESTAMP
 LATEST = offline_layout.LATEST_EVENT_TIMESTAMP
 _ROWS_READ = "__rows_read"
 _CHUNK = "__chunk"
+_BUCKETS = 1024
+"""Plain rows carry their entity's bucket of this many (``__chunk``), by which they
+are partitioned and sorted: a chunk fetched for the writers is a range of buckets,
+and the cache skips its batches outside that range rather than filter every row."""
 _SIDE = "__side"
 """In the tiled computation's frames: 0 an event (in) or an offline row (out), 1 a tile."""
 _EVENT_OUT = "__event_micros"
@@ -400,19 +404,22 @@ def _deduplicated(events: DataFrame, plan: planning.MaterializationPlan) -> Data
 
     keys = [name for name, _ in plan.keys]
     features = [name for name, _ in plan.features]
-    ranked = Window.partitionBy(*[F.col(f"`{k}`") for k in keys], F.col(EVENT)).orderBy(
+    key_columns = [F.col(f"`{k}`") for k in keys]
+    ranked = Window.partitionBy(F.col(_CHUNK), *key_columns, F.col(EVENT)).orderBy(
         F.col(CREATED).desc_nulls_last(), *[F.col(f"`{f}`").desc_nulls_last() for f in features]
     )
     group = ranked.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    bucket = F.pmod(F.xxhash64(*key_columns), F.lit(_BUCKETS)).alias(_CHUNK)
     return (
-        events.repartition(*[F.col(f"`{k}`") for k in keys])
+        events.select("*", bucket)
+        .repartition(F.col(_CHUNK))
         .select(
             "*",
             F.row_number().over(ranked).alias("__rank"),
             F.count(F.lit(1)).over(group).alias(_ROWS_READ),
         )
         .where(F.col("__rank") == 1)
-        .select(*[F.col(f"`{n}`") for n in [*keys, *features, EVENT, CREATED, _ROWS_READ]])
+        .select(*[F.col(f"`{n}`") for n in [*keys, *features, EVENT, CREATED, _ROWS_READ, _CHUNK]])
     )
 
 
@@ -946,12 +953,13 @@ def _newest_per_entity(rows: DataFrame, plan: planning.MaterializationPlan) -> D
     carried = [name for name, _ in plan.features]
     if plan.aggregation is not None:
         carried.append(LATEST)
-    order = Window.partitionBy(*[F.col(f"`{k}`") for k in keys]).orderBy(F.col(EVENT))
+    bucket = [_CHUNK] if _CHUNK in rows.columns else []
+    order = Window.partitionBy(*[F.col(f"`{k}`") for k in [*bucket, *keys]]).orderBy(F.col(EVENT))
     last = F.lead(F.col(EVENT)).over(order).isNull().alias("__last")
     return (
         rows.select("*", last)
         .where(F.col("__last"))
-        .select(*[F.col(f"`{n}`") for n in [*keys, *carried, EVENT, CREATED]])
+        .select(*[F.col(f"`{n}`") for n in [*keys, *carried, EVENT, CREATED, *bucket]])
     )
 
 
@@ -963,14 +971,29 @@ def _arrow_chunks(
     observer: Observer | None,
 ) -> Iterator[pa.RecordBatch]:
     """``frame`` (cached) at the driver as Arrow, ``chunk_rows`` rows or so at a time:
-    entities are hashed into chunks, each fetched with ``toArrow``."""
+    entities are hashed into chunks (by the buckets of :data:`_BUCKETS` when ``frame``
+    carries them), each fetched with ``toArrow``."""
     from pyspark.sql import functions as F
 
-    keys = [F.col(name) for name, _ in plan.keys]
+    keys = [F.col(f"`{name}`") for name, _ in plan.keys]
     chunks = max(1, math.ceil(total / settings.chunk_rows))
-    tagged = frame.withColumn(_CHUNK, F.pmod(F.xxhash64(*keys), F.lit(chunks)))
+    bucketed = _CHUNK in frame.columns
+    if bucketed:
+        chunks = min(chunks, _BUCKETS)
+        width = math.ceil(_BUCKETS / chunks)
+        tagged = frame
+    else:
+        tagged = frame.withColumn(_CHUNK, F.pmod(F.xxhash64(*keys), F.lit(chunks)))
     for chunk in range(chunks):
-        part = frame if chunks == 1 else tagged.where(F.col(_CHUNK) == chunk).drop(_CHUNK)
+        if chunks == 1:
+            part = frame
+        elif bucketed:
+            first = chunk * width
+            part = tagged.where((F.col(_CHUNK) >= first) & (F.col(_CHUNK) < first + width))
+        else:
+            part = tagged.where(F.col(_CHUNK) == chunk)
+        if _CHUNK in part.columns:
+            part = part.drop(_CHUNK)
         table = part.toArrow()
         yield from table.to_batches()
         if observer is not None:

@@ -118,6 +118,24 @@ def test_rows_of_one_entity_reduce_to_the_newest_and_arrow_input_works(table: st
     assert item is not None and layout.EXPIRES_AT not in item
 
 
+def test_a_bulk_write_prepares_before_its_first_item_and_calls_back_once(table: str) -> None:
+    # A window's pending record settles while the write takes its lease and builds
+    # items (materialize/publish.py): nothing of the window is stored before the call.
+    seen: list[tuple[bool, bool]] = []
+
+    def first_item() -> None:
+        seen.append((_stored(table, 1) is not None, _stored(table, 2999) is not None))
+
+    rows = [_row(d, 1, 1.0) for d in range(1, 3000)]
+    settings = writer.OnlineWriteSettings(chunk_entities=1000)
+    bulk = writer.OnlineWriter(table, _view(), settings=settings)
+
+    result = bulk.write_bulk(rows, before_first_item=first_item)
+
+    assert seen == [(False, False)] and result.written == 2999
+    assert _speed(table, 1) == 1.0 and _speed(table, 2999) == 1.0
+
+
 def test_a_held_lease_keeps_a_second_bulk_writer_out(table: str) -> None:
     settings = writer.OnlineWriteSettings(lease_wait_seconds=1.0)
     first = writer.OnlineWriter(table, _view())

@@ -13,17 +13,24 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
 
 from featurekube.monitoring import drift, stats
 
-__all__ = ["Column", "exact_moments", "profile", "window_statistics"]
+__all__ = ["Column", "ColumnValues", "exact_moments", "profile", "window_statistics"]
 
 Column = tuple[str, str, str]
 """A column to describe: (column name in the relation, feature name, value type)."""
+
+
+class ColumnValues(Protocol):
+    """The relation's rows, one column at a time: a ``pa.Table``, or a reader that
+    fetches only the column asked for, so a large window is never held whole."""
+
+    def column(self, name: str) -> pa.ChunkedArray: ...
 
 
 def window_statistics(
@@ -32,10 +39,10 @@ def window_statistics(
     columns: Sequence[Column],
     reference: drift.ReferenceProfile | None = None,
     *,
-    values: pa.Table | None = None,
+    values: ColumnValues | None = None,
 ) -> list[stats.FeatureStatistics]:
     """Each column's statistics over ``relation``, with its PSI against ``reference``
-    when that profiles the feature. ``values``: the relation's rows as Arrow, from
+    when that profiles the feature. ``values``: the relation's columns as Arrow, from
     which means and deviations are computed the same whatever order the rows come in
     (:func:`exact_moments`); None: DuckDB's floating-point sums."""
     exprs: list[str] = []

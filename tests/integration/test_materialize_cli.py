@@ -153,9 +153,13 @@ def test_a_run_keeps_spark_s_own_output_in_its_log(
 
     assert done.returncode == 0, done.stderr
     assert "read 2 rows, wrote 2 offline and 2 online" in done.stdout
+    # Spark's resolver speaks only in a session that resolves its jars (one that finds
+    # them listed from an earlier session does not), so its line is checked in stderr
+    # only.
     for noise in ("SLF4J", ":: resolving dependencies", "log4j", "WARN"):
         assert noise not in done.stderr
-        assert noise in log.read_text() or noise == "WARN"
+    for kept in ("SLF4J", "log4j"):
+        assert kept in log.read_text()
     assert len(done.stderr.splitlines()) < 15
 
 

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from chart_support import Helm, helm_binary
+
 if TYPE_CHECKING:
     import kubernetes.client
     from pyspark.sql import SparkSession
@@ -149,6 +151,12 @@ def node_platform(
             yield running
     finally:
         running.stop(force=True)
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """helm for the chart's tests (:mod:`chart_support`), its caches the run's own."""
+    return Helm(helm_binary(), tmp_path_factory.mktemp("helm-home"))
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ puts this folder on sys.path with its conftest)."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,6 +27,8 @@ __all__ = [
     "SERVICE",
     "STORED_VIEW",
     "VIEW",
+    "Clock",
+    "condition",
     "context",
     "create",
     "custom",
@@ -79,6 +82,16 @@ SERVICE: dict[str, Any] = {
 }
 
 
+class Clock:
+    """The operator's clock (``reconcile.Context``'s ``now``), which a test moves."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
 def context(kube_api: kubernetes.client.ApiClient, table_prefix: str) -> reconcile.Context:
     """The operator's context, on the test's API server and table prefix."""
     settings = OperatorSettings(table_prefix=table_prefix, server_image="featurekube/server:test")
@@ -125,9 +138,14 @@ def step(
     return outcome.status
 
 
-def ready(status: dict[str, Any]) -> dict[str, Any]:
-    (found,) = [c for c in status["conditions"] if c["type"] == "Ready"]
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The status's one condition of type ``kind``."""
+    (found,) = [c for c in status["conditions"] if c["type"] == kind]
     return found
+
+
+def ready(status: dict[str, Any]) -> dict[str, Any]:
+    return condition(status, "Ready")
 
 
 def plan(kube_api: kubernetes.client.ApiClient, namespace: str) -> dict[str, Any] | None:

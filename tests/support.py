@@ -4,9 +4,13 @@ pytest puts this folder on sys.path with its conftest)."""
 from __future__ import annotations
 
 import contextlib
+import copy
+import importlib.util
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import kubernetes.client
@@ -14,7 +18,66 @@ import kubernetes.config
 import pytest
 import yaml
 
-__all__ = ["eventually", "service_account_token", "token_reviewer"]
+__all__ = [
+    "STREAM_VIEW",
+    "eventually",
+    "example_data_generator",
+    "service_account_token",
+    "stream_view",
+    "token_reviewer",
+]
+
+REPO = Path(__file__).parents[1]
+
+STREAM_VIEW: dict[str, Any] = {
+    "apiVersion": "featurekube.dev/v1alpha1",
+    "kind": "FeatureView",
+    "metadata": {"name": "driver-trips", "namespace": "rides"},
+    "spec": {
+        "owner": "eta-team",
+        "entities": [{"name": "driver_id", "type": "int64"}],
+        "source": {
+            "batch": {"path": "s3://lake/raw/trips/"},
+            "stream": {
+                "kafka": {
+                    "topic": "trips",
+                    "fields": [
+                        {"name": "driver_id", "type": "int64"},
+                        {"name": "fare", "type": "float64"},
+                        {"name": "event_timestamp", "type": "timestamp"},
+                    ],
+                }
+            },
+        },
+        "features": [{"name": "fare", "type": "float64"}],
+    },
+}
+"""A streaming FeatureView: drivers' fares from the Kafka topic ``trips``, with the
+batch source of their history beside it. Copy it (:func:`stream_view`) to change it."""
+
+
+def stream_view(**kafka: Any) -> dict[str, Any]:
+    """A copy of :data:`STREAM_VIEW` whose ``source.stream.kafka`` takes ``kafka``'s
+    fields; a field given as None is removed."""
+    body = copy.deepcopy(STREAM_VIEW)
+    stream = body["spec"]["source"]["stream"]["kafka"]
+    stream.update(kafka)
+    for key in [k for k, v in kafka.items() if v is None]:
+        del stream[key]
+    return body
+
+
+def example_data_generator() -> ModuleType:
+    """``examples/generate_data.py``, imported once, by path (examples/ is not a
+    package)."""
+    name = "featurekube_examples_generate_data"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "examples" / "generate_data.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it loads
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def eventually(

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["STUCK_REASONS", "PodProblem", "find_problems", "summarize"]
+__all__ = ["STUCK_REASONS", "PodProblem", "find_problems", "rolled_out", "summarize"]
 
 STUCK_REASONS = frozenset(
     {
@@ -52,6 +52,30 @@ class PodProblem:
         if len(message) > _MESSAGE_CHARS:
             message = message[: _MESSAGE_CHARS - 3] + "..."
         return f"{where}: {self.reason}" + (f": {message}" if message else "")
+
+
+def rolled_out(deployment: Mapping[str, Any]) -> bool:
+    """Whether a Deployment (its body) has every pod of its current template available:
+    then none of its pods can be stuck, and they need not be listed.
+
+    >>> rolled_out({"metadata": {"generation": 2}, "spec": {"replicas": 2},
+    ...     "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+    ...                "availableReplicas": 2}})
+    True
+    >>> rolled_out({"metadata": {"generation": 3}, "spec": {"replicas": 2},
+    ...     "status": {"observedGeneration": 3, "replicas": 3, "updatedReplicas": 1,
+    ...                "availableReplicas": 2, "unavailableReplicas": 1}})
+    False
+    """
+    meta, spec, status = (deployment.get(k) or {} for k in ("metadata", "spec", "status"))
+    wanted = int(spec.get("replicas", 1))
+    return (
+        int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
+        and int(status.get("updatedReplicas") or 0) == wanted
+        and int(status.get("availableReplicas") or 0) >= wanted
+        and int(status.get("replicas") or 0) == wanted
+        and not status.get("unavailableReplicas")
+    )
 
 
 def find_problems(pods: Sequence[Mapping[str, Any]]) -> list[PodProblem]:

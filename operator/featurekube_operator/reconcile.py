@@ -1006,8 +1006,13 @@ def reconcile_feature_service(ctx: Context, body: Mapping[str, Any]) -> Outcome:
         )
     else:
         # Pods that cannot start (image missing, crash loop) say why, not a silent wait.
-        stuck = pods.find_problems(
-            ctx.kube.find("v1", "Pod", namespace, {naming.LABEL_FEATURE_SERVICE: name})
+        # Only a rollout in progress can have them: a settled one lists no pods.
+        stuck = (
+            []
+            if pods.rolled_out(deployment)
+            else pods.find_problems(
+                ctx.kube.find("v1", "Pod", namespace, {naming.LABEL_FEATURE_SERVICE: name})
+            )
         )
         found.append(_serving(available, pods.summarize(stuck) if stuck else None))
     return _finish(body, status, found, now)

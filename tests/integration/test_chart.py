@@ -34,6 +34,7 @@ import kubernetes.config
 import pytest
 import yaml
 
+from chart_support import Helm
 from featurekube._platform import platform as local
 from featurekube._platform.platform import Endpoints
 from support import eventually as _eventually
@@ -95,60 +96,6 @@ def _fill(value: Any, namespace: str) -> Any:
 
 
 # -- helm ------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Helm:
-    """helm, with its caches and settings in a directory of the test run's own."""
-
-    binary: Path
-    home: Path
-
-    def run(
-        self, *args: str, check: bool = True, kubeconfig: Path | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            "HELM_CACHE_HOME": str(self.home / "cache"),
-            "HELM_CONFIG_HOME": str(self.home / "config"),
-            "HELM_DATA_HOME": str(self.home / "data"),
-        }
-        if kubeconfig is not None:
-            env["KUBECONFIG"] = str(kubeconfig)
-        done = subprocess.run(
-            [str(self.binary), *args], capture_output=True, text=True, env=env, timeout=180
-        )
-        if check and done.returncode != 0:
-            pytest.fail(f"helm {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
-        return done
-
-    def template(
-        self,
-        values: dict[str, Any],
-        tmp_path: Path,
-        namespace: str = "featurekube",
-        release: str = "fk",
-        *extra: str,
-    ) -> list[dict[str, Any]]:
-        path = tmp_path / f"values-{release}-{len(list(tmp_path.iterdir()))}.yaml"
-        path.write_text(yaml.safe_dump(values))
-        out = self.run("template", release, str(CHART), "-n", namespace, "-f", str(path), *extra)
-        return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
-
-
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    """helm from ``$FEATUREKUBE_HELM``, else built (once, cached) by hack/helm/build.sh."""
-    if os.environ.get("FEATUREKUBE_HELM"):
-        binary = Path(os.environ["FEATUREKUBE_HELM"])
-    else:
-        built = subprocess.run(
-            [str(REPO / "hack" / "helm" / "build.sh")], stdout=subprocess.PIPE, text=True
-        )
-        assert built.returncode == 0, "hack/helm/build.sh failed: its output above says why"
-        binary = Path(built.stdout.strip().splitlines()[-1])
-    assert binary.is_file(), f"no helm at {binary}"
-    return Helm(binary, tmp_path_factory.mktemp("helm-home"))
 
 
 def _kinds(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from chart_support import helm_binary
 from featurekube_operator.settings import OperatorSettings
 
 REPO = Path(__file__).parents[2]
@@ -27,11 +28,7 @@ SECURED = {
 
 @pytest.fixture(scope="module")
 def helm() -> Path:
-    built = subprocess.run(
-        [str(REPO / "hack" / "helm" / "build.sh")], stdout=subprocess.PIPE, text=True
-    )
-    assert built.returncode == 0, "hack/helm/build.sh failed: its output above says why"
-    return Path(built.stdout.strip().splitlines()[-1])
+    return helm_binary()
 
 
 def _template(

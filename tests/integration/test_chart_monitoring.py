@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from chart_support import helm_binary
 from featurekube_operator import metrics as operator_metrics
 from featurekube_server import metrics as server_metrics
 from promql_names import dashboard_expressions, exported_names, metric_names
@@ -22,11 +23,7 @@ CHART = REPO / "charts" / "featurekube"
 
 @pytest.fixture(scope="module")
 def helm() -> Path:
-    built = subprocess.run(
-        [str(REPO / "hack" / "helm" / "build.sh")], stdout=subprocess.PIPE, text=True
-    )
-    assert built.returncode == 0, "hack/helm/build.sh failed: its output above says why"
-    return Path(built.stdout.strip().splitlines()[-1])
+    return helm_binary()
 
 
 def _render(helm: Path, tmp_path: Path, values: dict[str, Any]) -> list[dict[str, Any]]:

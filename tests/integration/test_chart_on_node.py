@@ -16,12 +16,9 @@ set going.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,10 +29,11 @@ from typing import Any
 import pytest
 import yaml
 
+from chart_support import Helm
 from featurekube._platform import node_config
 from featurekube._platform import platform as local
 from featurekube_operator import naming
-from support import eventually
+from support import eventually, example_data_generator
 
 # The module's first test waits for the run's node (images built, node started) and
 # the install; the materialization runs a Spark driver and executors on 2 busy cores.
@@ -75,50 +73,6 @@ class Release:
     installed_to_ready: float
 
 
-def _generate_data() -> Any:
-    """``examples/generate_data.py``, imported by path (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "featurekube_examples_generate_data_chart", REPO / "examples" / "generate_data.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass(frozen=True)
-class Helm:
-    """helm, with its caches and settings in a directory of the module's own."""
-
-    binary: Path
-    home: Path
-
-    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        env = {
-            **os.environ,
-            **{k: str(self.home / k.lower()) for k in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME")},
-            "HELM_DATA_HOME": str(self.home / "data"),
-        }
-        return subprocess.run(
-            [str(self.binary), *args], capture_output=True, text=True, env=env, timeout=timeout
-        )
-
-
-@pytest.fixture(scope="module")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    """helm (built once, cached, by hack/helm/build.sh)."""
-    if os.environ.get("FEATUREKUBE_HELM"):
-        binary = Path(os.environ["FEATUREKUBE_HELM"])
-    else:
-        built = subprocess.run(
-            [str(REPO / "hack" / "helm" / "build.sh")], stdout=subprocess.PIPE, text=True
-        )
-        assert built.returncode == 0, "hack/helm/build.sh failed: its output above says why"
-        binary = Path(built.stdout.strip().splitlines()[-1])
-    return Helm(binary, tmp_path_factory.mktemp("helm-home"))
-
-
 @pytest.fixture(scope="module")
 def release(
     node_platform: local.LocalPlatform, helm: Helm, tmp_path_factory: pytest.TempPathFactory
@@ -148,7 +102,7 @@ def release(
     )
     # Two days of driver exports up to today, so the last ones are within the view's
     # time to live when served.
-    gen = _generate_data()
+    gen = example_data_generator()
     today = dt.datetime.now(dt.UTC).date()
     drivers = gen.make_drivers(
         gen.Settings(start=today - dt.timedelta(days=2), days=2, drivers=8, riders=20)
@@ -195,7 +149,9 @@ def release(
     name = "fk"
     started = time.monotonic()
     helm_env = ["--kubeconfig", str(found.kubeconfig), "-n", namespace]
-    installed = helm.run("install", name, str(CHART), *helm_env, "-f", str(values_file))
+    installed = helm.run(
+        "install", name, str(CHART), *helm_env, "-f", str(values_file), check=False
+    )
     assert installed.returncode == 0, installed.stderr
     apps = kubernetes.client.AppsV1Api(api)
     operator = f"{name}-featurekube-operator"
@@ -212,7 +168,9 @@ def release(
         print(f"helm install -> operator Ready: {ready:.1f} s")
         yield Release(namespace, name, found.kubeconfig, api, drivers, ready)
     finally:
-        helm.run("uninstall", name, *helm_env, "--wait", "--timeout", "120s", timeout=180)
+        helm.run(
+            "uninstall", name, *helm_env, "--wait", "--timeout", "120s", check=False, timeout=180
+        )
         core.delete_namespace(namespace)
         api.close()
 
@@ -508,6 +466,7 @@ def _upgrade(release: Release, helm: Helm, *settings: str) -> None:
         "--wait",
         "--timeout",
         f"{OPERATOR_READY_SECONDS}s",
+        check=False,
         timeout=OPERATOR_READY_SECONDS + 60,
     )
     assert upgraded.returncode == 0, upgraded.stderr

@@ -10,8 +10,6 @@ sqlglot), which is enough to learn the columns and types they produce.
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +24,7 @@ import sqlglot
 from sqlglot import exp
 
 from featurekube.spec import loader, v1alpha1
+from support import example_data_generator
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "examples"
@@ -51,14 +50,7 @@ FILES = sorted({document.path for document in DOCUMENTS})
 
 def _generator() -> ModuleType:
     """``examples/generate_data.py``, imported once."""
-    name = "featurekube_examples_generate_data"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXAMPLES / "generate_data.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while it loads
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return example_data_generator()
 
 
 def _resources() -> list[loader.Resource]:

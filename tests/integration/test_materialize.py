@@ -8,12 +8,10 @@ featurekube's code (which is used only to decode the online items).
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import itertools
 import json
 import math
 import statistics
-import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +35,7 @@ from featurekube.materialize.errors import (
 )
 from featurekube.online import layout, values
 from featurekube.spec import v1alpha1
+from support import example_data_generator
 
 pytestmark = pytest.mark.spark
 
@@ -53,14 +52,7 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def gen() -> ModuleType:
     """``examples/generate_data.py``, imported once."""
-    name = "featurekube_examples_generate_data"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, EXAMPLES / "generate_data.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return example_data_generator()
 
 
 def _example(name: str, source: str) -> v1alpha1.FeatureView:

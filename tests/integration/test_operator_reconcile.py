@@ -26,6 +26,7 @@ from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
 from featurekube_operator.settings import OperatorSettings
+from operator_support import Clock
 from support import eventually
 
 UTC = dt.UTC
@@ -49,14 +50,6 @@ VIEW: dict[str, Any] = {
         "deletionPolicy": "Delete",
     },
 }
-
-
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture

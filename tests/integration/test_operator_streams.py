@@ -23,6 +23,8 @@ from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
 from featurekube_operator.settings import OperatorSettings
+from operator_support import Clock, condition, custom, step
+from support import stream_view
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 1, tzinfo=UTC)
@@ -30,38 +32,10 @@ H = dt.timedelta(hours=1)
 SPARK = ("sparkoperator.k8s.io", "v1beta2")
 NAME = "driver-trips"
 
-VIEW: dict[str, Any] = {
-    "apiVersion": "featurekube.dev/v1alpha1",
-    "kind": "FeatureView",
-    "metadata": {"name": NAME},
-    "spec": {
-        "owner": "eta-team",
-        "entities": [{"name": "driver_id", "type": "int64"}],
-        "source": {
-            "batch": {"path": "s3://featurekube-test/raw/trips/"},
-            "stream": {
-                "kafka": {
-                    "topic": "trips",
-                    "fields": [
-                        {"name": "driver_id", "type": "int64"},
-                        {"name": "fare", "type": "float64"},
-                        {"name": "event_timestamp", "type": "timestamp"},
-                    ],
-                }
-            },
-        },
-        "features": [{"name": "fare", "type": "float64"}],
-        "materialization": {"schedule": "@hourly", "startTime": "2026-03-01T00:00:00Z"},
-    },
-}
-
-
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
+VIEW: dict[str, Any] = stream_view()
+VIEW["metadata"] = {"name": NAME}
+VIEW["spec"]["source"]["batch"]["path"] = "s3://featurekube-test/raw/trips/"
+VIEW["spec"]["materialization"] = {"schedule": "@hourly", "startTime": "2026-03-01T00:00:00Z"}
 
 
 @pytest.fixture
@@ -85,30 +59,9 @@ def ctx(
     )
 
 
-def _custom(kube_api: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
-    return kubernetes.client.CustomObjectsApi(kube_api)
-
-
-def _step(ctx: reconcile.Context, kube_api: kubernetes.client.ApiClient, namespace: str) -> Any:
-    api = _custom(kube_api)
-    body = api.get_namespaced_custom_object(
-        "featurekube.dev", "v1alpha1", namespace, "featureviews", NAME
-    )
-    outcome = reconcile.reconcile_feature_view(ctx, body)
-    api.patch_namespaced_custom_object_status(
-        "featurekube.dev", "v1alpha1", namespace, "featureviews", NAME, {"status": outcome.status}
-    )
-    return outcome.status
-
-
 def _apps(kube_api: kubernetes.client.ApiClient, namespace: str) -> dict[str, dict[str, Any]]:
-    items = _custom(kube_api).list_namespaced_custom_object(*SPARK, namespace, "sparkapplications")
+    items = custom(kube_api).list_namespaced_custom_object(*SPARK, namespace, "sparkapplications")
     return {a["metadata"]["name"]: a for a in items["items"]}
-
-
-def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    (found,) = [c for c in status["conditions"] if c["type"] == kind]
-    return found
 
 
 def _sample(metrics: Metrics, name: str, namespace: str) -> float | None:
@@ -122,11 +75,11 @@ def test_a_streaming_view_gets_its_stream_and_batch_windows_up_to_its_start(
     ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
 ) -> None:
     body = copy.deepcopy(VIEW)
-    _custom(kube_api).create_namespaced_custom_object(
+    custom(kube_api).create_namespaced_custom_object(
         "featurekube.dev", "v1alpha1", namespace, "featureviews", body
     )
 
-    status = _step(ctx, kube_api, namespace)
+    status = step(ctx, kube_api, namespace, "featureviews", NAME)
 
     apps = _apps(kube_api, namespace)
     stream = apps.pop(f"{NAME}-v1-stream")
@@ -144,13 +97,13 @@ def test_a_streaming_view_gets_its_stream_and_batch_windows_up_to_its_start(
             "state": "Starting",
         }
     ]
-    assert _condition(status, "Streaming")["reason"] == "Starting"
+    assert condition(status, "Streaming")["reason"] == "Starting"
     core = kubernetes.client.CoreV1Api(kube_api)
     assert core.read_namespaced_config_map(f"{NAME}-v1-job", namespace).data
 
     # The driver runs and the job reports; hours later, the start has not moved and no
     # batch window reaches past it.
-    _custom(kube_api).patch_namespaced_custom_object_status(
+    custom(kube_api).patch_namespaced_custom_object_status(
         *SPARK,
         namespace,
         "sparkapplications",
@@ -176,9 +129,9 @@ def test_a_streaming_view_gets_its_stream_and_batch_windows_up_to_its_start(
             last_event_time="2026-03-01T05:24:00.000000Z",
         ),
     )
-    status = _step(ctx, kube_api, namespace)
+    status = step(ctx, kube_api, namespace, "featureviews", NAME)
 
-    assert _condition(status, "Streaming")["status"] == "True"
+    assert condition(status, "Streaming")["status"] == "True"
     (entry,) = status["streams"]
     assert entry["state"] == "Running" and entry["since"] == "2026-03-01T03:00:00Z"
     assert (entry["consumerLag"], entry["deadLetters"], entry["latencySeconds"]) == (12, 3, 1.5)
@@ -201,16 +154,16 @@ def test_a_streaming_view_gets_its_stream_and_batch_windows_up_to_its_start(
 def test_a_new_version_gets_a_stream_of_its_own_and_a_retired_ones_stops(
     ctx: reconcile.Context, clock: Clock, kube_api: kubernetes.client.ApiClient, namespace: str
 ) -> None:
-    api = _custom(kube_api)
+    api = custom(kube_api)
     api.create_namespaced_custom_object(
         "featurekube.dev", "v1alpha1", namespace, "featureviews", copy.deepcopy(VIEW)
     )
-    _step(ctx, kube_api, namespace)
+    step(ctx, kube_api, namespace, "featureviews", NAME)
     for name in _apps(kube_api, namespace):
         if not name.endswith("-stream"):
             _finish_window(kube_api, namespace, name, clock.now)
-    status = _step(ctx, kube_api, namespace)
-    assert status["version"] == 1 and _condition(status, "Ready")["status"] == "True"
+    status = step(ctx, kube_api, namespace, "featureviews", NAME)
+    assert status["version"] == 1 and condition(status, "Ready")["status"] == "True"
     current = api.get_namespaced_custom_object(
         "featurekube.dev", "v1alpha1", namespace, "featureviews", NAME
     )
@@ -220,7 +173,7 @@ def test_a_new_version_gets_a_stream_of_its_own_and_a_retired_ones_stops(
     )
     clock.now += H
 
-    status = _step(ctx, kube_api, namespace)
+    status = step(ctx, kube_api, namespace, "featureviews", NAME)
 
     apps = _apps(kube_api, namespace)
     assert {f"{NAME}-v1-stream", f"{NAME}-v2-stream"} <= set(apps), "v1 serves while v2 backfills"
@@ -236,7 +189,7 @@ def test_a_new_version_gets_a_stream_of_its_own_and_a_retired_ones_stops(
     api.replace_namespaced_custom_object(
         "featurekube.dev", "v1alpha1", namespace, "featureviews", NAME, current
     )
-    status = _step(ctx, kube_api, namespace)
+    status = step(ctx, kube_api, namespace, "featureviews", NAME)
     streaming = {n for n in _apps(kube_api, namespace) if n.endswith("-stream")}
     assert streaming == {f"{NAME}-v1-stream", f"{NAME}-v3-stream"}
     assert [e["version"] for e in status["streams"]] == [1, 3]
@@ -245,7 +198,7 @@ def test_a_new_version_gets_a_stream_of_its_own_and_a_retired_ones_stops(
 def _finish_window(
     kube_api: kubernetes.client.ApiClient, namespace: str, name: str, at: dt.datetime
 ) -> None:
-    _custom(kube_api).patch_namespaced_custom_object_status(
+    custom(kube_api).patch_namespaced_custom_object_status(
         *SPARK,
         namespace,
         "sparkapplications",
@@ -291,7 +244,7 @@ def test_the_api_server_refuses_a_bad_stream_source_with_the_same_message(
     change(body["spec"])
 
     with pytest.raises(kubernetes.client.exceptions.ApiException) as refused:
-        _custom(kube_api).create_namespaced_custom_object(
+        custom(kube_api).create_namespaced_custom_object(
             "featurekube.dev", "v1alpha1", namespace, "featureviews", body
         )
 
@@ -325,10 +278,10 @@ def test_the_application_the_operator_renders_runs_the_stream_to_an_online_value
     body["spec"]["source"]["stream"]["kafka"]["topic"] = kafka_topic
     body["spec"]["materialization"]["startTime"] = (now - 2 * H).strftime("%Y-%m-%dT%H:00:00Z")
     began = time.monotonic()
-    _custom(kube_api).create_namespaced_custom_object(
+    custom(kube_api).create_namespaced_custom_object(
         "featurekube.dev", "v1alpha1", namespace, "featureviews", body
     )
-    _step(ctx, kube_api, namespace)
+    step(ctx, kube_api, namespace, "featureviews", NAME)
     reconciled = time.monotonic()
     app = _apps(kube_api, namespace)[f"{NAME}-v1-stream"]
     config = kubernetes.client.CoreV1Api(kube_api).read_namespaced_config_map(
@@ -361,6 +314,6 @@ def test_the_application_the_operator_renders_runs_the_stream_to_an_online_value
         f"\napply -> first online value: {served - began:.1f} s (apply -> SparkApplication "
         f"{reconciled - began:.1f} s; job start, local mode, -> online {served - reconciled:.1f} s)"
     )
-    status = _step(ctx, kube_api, namespace)
+    status = step(ctx, kube_api, namespace, "featureviews", NAME)
     (entry,) = status["streams"]
     assert entry["lastEventTime"].startswith(now.strftime("%Y-%m-%dT%H:%M:%S"))

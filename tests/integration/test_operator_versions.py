@@ -19,6 +19,7 @@ from featurekube_operator.dynamo import OnlineTables
 from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
 from featurekube_operator.settings import OperatorSettings
+from operator_support import Clock
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 H = dt.timedelta(hours=1)
@@ -50,14 +51,6 @@ SERVICE: dict[str, Any] = {
         "server": {"replicas": 1},
     },
 }
-
-
-class Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 @pytest.fixture

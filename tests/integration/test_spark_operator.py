@@ -9,8 +9,6 @@ tests/conftest.py), which builds the images and installs the operator as
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from featurekube_operator import desired, jobspec, naming
 from featurekube_operator.credentials import Credentials
 from featurekube_operator.settings import OperatorSettings
 from featurekube_operator.windows import Window
+from support import example_data_generator
 
 # Building the images cold takes most of this; a run with them cached takes minutes.
 pytestmark = pytest.mark.timeout(3000)
@@ -286,7 +285,7 @@ def test_featurekubes_job_materializes_a_window_through_the_operator_into_s3_and
             },
         },
     )
-    gen = _generate_data()
+    gen = example_data_generator()
     drivers = gen.make_drivers(gen.Settings(days=2, drivers=8, riders=20))
     s3 = pyarrow.fs.S3FileSystem(
         endpoint_override=found.aws_endpoint_url,
@@ -342,15 +341,3 @@ def test_featurekubes_job_materializes_a_window_through_the_operator_into_s3_and
         i[layout.ENTITY_KEY]["S"] for i in items if i[layout.ENTITY_KEY]["S"].startswith("#")
     }
     assert entities == {f"driver_id:i:{d}" for d in in_window}
-
-
-def _generate_data() -> Any:
-    """``examples/generate_data.py``, imported by path (examples/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(
-        "featurekube_examples_generate_data", REPO / "examples" / "generate_data.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module

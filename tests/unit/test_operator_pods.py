@@ -132,3 +132,26 @@ def test_the_summary_shows_three_pods_then_counts_and_bounds_each_message() -> N
     assert len(message) < 3 * 300
     with pytest.raises(ValueError, match="no pod problems"):
         pods.summarize([])
+
+
+def _deployment(status: dict[str, int], generation: int = 1, wanted: int = 2) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": wanted},
+        "status": {"observedGeneration": generation, **status},
+    }
+
+
+def test_only_a_deployment_with_every_current_pod_available_is_rolled_out() -> None:
+    done = {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+    assert pods.rolled_out(_deployment(done))
+    # A new template whose pods cannot start: old pods still serve, new ones are stuck.
+    surging = {"replicas": 3, "updatedReplicas": 1, "availableReplicas": 2}
+    assert not pods.rolled_out(_deployment({**surging, "unavailableReplicas": 1}))
+    assert not pods.rolled_out(_deployment({**done, "availableReplicas": 1}))
+    # A change the controller has not seen yet.
+    stale = _deployment(done, generation=3)
+    stale["status"]["observedGeneration"] = 2
+    assert not pods.rolled_out(stale)
+    # No status at all: a Deployment just made.
+    assert not pods.rolled_out({"metadata": {"generation": 1}, "spec": {"replicas": 1}})

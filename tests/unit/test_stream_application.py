@@ -10,6 +10,7 @@ from featurekube.materialize import stream_plan
 from featurekube.spec import v1alpha1
 from featurekube_operator import naming, streams
 from featurekube_operator.settings import OperatorSettings
+from support import stream_view
 
 UTC = dt.UTC
 SINCE = dt.datetime(2026, 3, 1, 8, tzinfo=UTC)
@@ -22,30 +23,7 @@ OWNER = {
 
 
 def _view(**kafka: Any) -> v1alpha1.FeatureView:
-    return v1alpha1.FeatureView.model_validate(
-        {
-            "metadata": {"name": "driver-trips", "namespace": "rides"},
-            "spec": {
-                "owner": "eta-team",
-                "entities": [{"name": "driver_id", "type": "int64"}],
-                "source": {
-                    "batch": {"path": "s3://lake/raw/trips/"},
-                    "stream": {
-                        "kafka": {
-                            "topic": "trips",
-                            "fields": [
-                                {"name": "driver_id", "type": "int64"},
-                                {"name": "fare", "type": "float64"},
-                                {"name": "event_timestamp", "type": "timestamp"},
-                            ],
-                            **kafka,
-                        }
-                    },
-                },
-                "features": [{"name": "fare", "type": "float64"}],
-            },
-        }
-    )
+    return v1alpha1.FeatureView.model_validate(stream_view(**kafka))
 
 
 def test_the_doctests_hold() -> None:

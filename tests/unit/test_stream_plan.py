@@ -12,35 +12,13 @@ import pytest
 from featurekube.materialize import stream_plan
 from featurekube.materialize.errors import PlanError
 from featurekube.spec import v1alpha1
+from support import stream_view
 
 SINCE = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
 
 def _view(**kafka: Any) -> v1alpha1.FeatureView:
-    return v1alpha1.FeatureView.model_validate(
-        {
-            "metadata": {"name": "driver-trips", "namespace": "rides"},
-            "spec": {
-                "owner": "eta-team",
-                "entities": [{"name": "driver_id", "type": "int64"}],
-                "source": {
-                    "batch": {"path": "s3://lake/raw/trips/"},
-                    "stream": {
-                        "kafka": {
-                            "topic": "trips",
-                            "fields": [
-                                {"name": "driver_id", "type": "int64"},
-                                {"name": "fare", "type": "float64"},
-                                {"name": "event_timestamp", "type": "timestamp"},
-                            ],
-                            **kafka,
-                        }
-                    },
-                },
-                "features": [{"name": "fare", "type": "float64"}],
-            },
-        }
-    )
+    return v1alpha1.FeatureView.model_validate(stream_view(**kafka))
 
 
 def test_the_doctests_hold() -> None:

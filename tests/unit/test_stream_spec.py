@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import textwrap
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from featurekube import validation
 from featurekube.spec import v1alpha1
 from featurekube.validation import streams
+from support import STREAM_VIEW, stream_view
 
 AVRO = json.dumps(
     {
@@ -31,38 +31,6 @@ AVRO = json.dumps(
     }
 )
 
-VIEW: dict[str, Any] = {
-    "apiVersion": "featurekube.dev/v1alpha1",
-    "kind": "FeatureView",
-    "metadata": {"name": "driver-trips", "namespace": "rides"},
-    "spec": {
-        "owner": "eta-team",
-        "entities": [{"name": "driver_id", "type": "int64"}],
-        "source": {
-            "batch": {"path": "s3://lake/raw/trips/"},
-            "stream": {
-                "kafka": {
-                    "topic": "trips",
-                    "fields": [
-                        {"name": "driver_id", "type": "int64"},
-                        {"name": "fare", "type": "float64"},
-                        {"name": "event_timestamp", "type": "timestamp"},
-                    ],
-                }
-            },
-        },
-        "features": [{"name": "fare", "type": "float64"}],
-    },
-}
-
-
-def _view(**kafka: Any) -> dict[str, Any]:
-    body = copy.deepcopy(VIEW)
-    body["spec"]["source"]["stream"]["kafka"].update(kafka)
-    for key in [k for k, v in kafka.items() if v is None]:
-        del body["spec"]["source"]["stream"]["kafka"][key]
-    return body
-
 
 def _error(body: dict[str, Any]) -> str:
     with pytest.raises(pydantic.ValidationError) as failed:
@@ -71,7 +39,7 @@ def _error(body: dict[str, Any]) -> str:
 
 
 def test_a_json_stream_beside_a_batch_source_is_valid_with_defaults() -> None:
-    kafka = v1alpha1.FeatureView.model_validate(VIEW).spec.source.stream.kafka  # type: ignore[union-attr]
+    kafka = v1alpha1.FeatureView.model_validate(STREAM_VIEW).spec.source.stream.kafka  # type: ignore[union-attr]
 
     assert kafka.format == "json" and kafka.starting_offsets == "earliest"
     assert kafka.bootstrap_servers is None, "unset means the operator's brokers"
@@ -80,7 +48,7 @@ def test_a_json_stream_beside_a_batch_source_is_valid_with_defaults() -> None:
 
 
 def test_an_avro_stream_takes_its_fields_from_its_schema() -> None:
-    body = _view(format="avro", fields=None, avroSchema=AVRO)
+    body = stream_view(format="avro", fields=None, avroSchema=AVRO)
 
     kafka = v1alpha1.FeatureView.model_validate(body).spec.source.stream.kafka  # type: ignore[union-attr]
 
@@ -133,11 +101,11 @@ def test_an_avro_stream_takes_its_fields_from_its_schema() -> None:
 def test_a_bad_stream_source_is_refused_naming_its_field(
     kafka: dict[str, Any], expected: str
 ) -> None:
-    assert expected in _error(_view(**kafka))
+    assert expected in _error(stream_view(**kafka))
 
 
 def test_a_stream_needs_a_batch_source_for_its_history() -> None:
-    body = copy.deepcopy(VIEW)
+    body = stream_view()
     del body["spec"]["source"]["batch"]
     body["spec"]["source"]["push"] = {}
 
@@ -145,7 +113,7 @@ def test_a_stream_needs_a_batch_source_for_its_history() -> None:
 
 
 def test_a_stream_takes_plain_features_only_for_now() -> None:
-    body = copy.deepcopy(VIEW)
+    body = stream_view()
     del body["spec"]["features"]
     body["spec"]["aggregationInterval"] = "10m"
     body["spec"]["aggregations"] = [
@@ -164,7 +132,7 @@ def test_the_crd_carries_the_same_rules_as_cel() -> None:
 
 
 def test_fields_that_miss_the_keys_features_or_event_time_are_named() -> None:
-    body = _view(
+    body = stream_view(
         fields=[
             {"name": "driver_id", "type": "string"},
             {"name": "event_timestamp", "type": "string"},
@@ -181,7 +149,7 @@ def test_fields_that_miss_the_keys_features_or_event_time_are_named() -> None:
 
 
 def test_an_int_field_feeds_a_float_feature_and_a_transformation_frees_the_keys() -> None:
-    body = _view(
+    body = stream_view(
         fields=[
             {"name": "driver_id", "type": "int64"},
             {"name": "fare", "type": "int64"},

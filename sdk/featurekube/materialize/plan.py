@@ -51,7 +51,7 @@ from typing import Any
 import pydantic
 
 from featurekube.materialize import translate
-from featurekube.materialize.errors import PlanError
+from featurekube.materialize.errors import PlanError, SourceSchemaError
 from featurekube.spec import v1alpha1
 
 __all__ = [
@@ -375,6 +375,27 @@ def check_columns(plan: MaterializationPlan, found: Mapping[str, str]) -> list[s
                 f"(Spark {v1alpha1.SPARK_SQL_TYPES[column.value_type]}), found {spark_type}"
             )
     return list(dict.fromkeys(problems))
+
+
+def require_columns(
+    plan: MaterializationPlan, found: Mapping[str, str], *, stream: bool = False
+) -> None:
+    """Raise :class:`~featurekube.materialize.errors.SourceSchemaError` naming every
+    problem :func:`check_columns` finds, and where the columns came from: the source
+    (its path), the view's stream (``stream``), or the transformation over either."""
+    problems = check_columns(plan, found)
+    if not problems:
+        return
+    if plan.transformation:
+        where = "after spec.transformation.sql"
+    else:
+        where = "in the stream" if stream else "in the source"
+    read = "" if stream else f" ({plan.source_path})"
+    raise SourceSchemaError(
+        f"{plan.label}: the columns {where}{read} do not match the spec:\n"
+        + "\n".join(f"  - {p}" for p in problems),
+        problems,
+    )
 
 
 def _accepts(value_type: str, spark_type: str) -> bool:

@@ -57,7 +57,6 @@ from featurekube.materialize import (
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
     SourceError,
-    SourceSchemaError,
     TransformationError,
 )
 from featurekube.monitoring import drift, profiling
@@ -602,14 +601,7 @@ def _events_sql(
         raise TransformationError(
             f"{plan.label}: spec.transformation.sql failed: {_first_line(exc)}"
         ) from exc
-    problems = planning.check_columns(plan, found)
-    if problems:
-        where = "after spec.transformation.sql" if plan.transformation else "in the source"
-        raise SourceSchemaError(
-            f"{plan.label}: the columns {where} ({plan.source_path}) do not match the spec:\n"
-            + "\n".join(f"  - {p}" for p in problems),
-            problems,
-        )
+    planning.require_columns(plan, found)
     selected = [f"CAST({_q(name)} AS {_DUCKDB_TYPES[t]}) AS {_q(name)}" for name, t in plan.keys]
     if plan.aggregation is None:
         selected += [

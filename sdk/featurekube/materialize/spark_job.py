@@ -53,7 +53,6 @@ from featurekube.materialize import aggregate, monitor, publish, report, tile_st
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
     SourceError,
-    SourceSchemaError,
     TransformationError,
 )
 from featurekube.monitoring import drift
@@ -308,7 +307,7 @@ def _offline_rows(
     if plan.reads_nothing:
         return _Computed(spark.createDataFrame([], _row_ddl(plan)), None)
     if plan.aggregation is None:
-        return _Computed(_deduplicated(_events(spark, plan, ingested), plan), None)
+        return _Computed(deduplicated(_events(spark, plan, ingested), plan), None)
     if offline_uri is not None:
         tiled = _tiled(spark, plan, ingested, offline_uri, storage_options, settings)
         if tiled is not None:
@@ -334,9 +333,17 @@ def _read_source(spark: SparkSession, plan: planning.MaterializationPlan) -> Dat
 
 
 def _transformed(spark: SparkSession, plan: planning.MaterializationPlan) -> DataFrame:
+    return transformed(spark, _read_source(spark, plan), plan)
+
+
+def transformed(
+    spark: SparkSession, source: DataFrame, plan: planning.MaterializationPlan
+) -> DataFrame:
+    """``source`` through the view's transformation, which reads it as the temporary
+    view ``source``; ``source`` itself for a view without one. The stream's
+    micro-batches go through this too, so both paths run the same SQL the same way."""
     from pyspark.errors import AnalysisException, ParseException
 
-    source = _read_source(spark, plan)
     if plan.transformation is None:
         return source
     source.createOrReplaceTempView("source")
@@ -359,14 +366,7 @@ def _events(
 
     frame = _transformed(spark, plan)
     found = {field.name: field.dataType.simpleString() for field in frame.schema.fields}
-    problems = planning.check_columns(plan, found)
-    if problems:
-        where = "after spec.transformation.sql" if plan.transformation else "in the source"
-        raise SourceSchemaError(
-            f"{plan.label}: the columns {where} ({plan.source_path}) do not match the spec:\n"
-            + "\n".join(f"  - {p}" for p in problems),
-            problems,
-        )
+    planning.require_columns(plan, found)
     event = F.col(plan.timestamp_field).cast("timestamp")
     created = (
         F.coalesce(F.col(plan.created_field).cast("timestamp"), F.lit(ingested))
@@ -390,7 +390,7 @@ def _events(
     )
 
 
-def _deduplicated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFrame:
+def deduplicated(events: DataFrame, plan: planning.MaterializationPlan) -> DataFrame:
     """One row per (keys, event time): the greatest created time wins, then (for full
     ties) the greatest feature values, so the choice never depends on the input order.
 
@@ -945,7 +945,7 @@ def _write_online(
 def _newest_per_entity(rows: DataFrame, plan: planning.MaterializationPlan) -> DataFrame:
     """Each entity's row with the greatest event time (the rows hold one per keys and
     event time: deduplicated, or one per boundary): the last of its entity in event
-    time order, which rows of :func:`_deduplicated` already are in."""
+    time order, which rows of :func:`deduplicated` already are in."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 

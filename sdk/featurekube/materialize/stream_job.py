@@ -10,7 +10,8 @@
 2. makes the parsed events the temporary view ``source`` and applies the view's
    transformation, exactly as a batch window does over the batch source; keeps the
    events with event time at or after the stream's start (``since``), and deduplicates
-   them per (keys, event time) by greatest created time, as a batch window does;
+   them per (keys, event time) with the batch windows' own rule
+   (:func:`featurekube.materialize.spark_job.deduplicated`);
 3. writes each entity's newest row online with the batch windows' writer
    (:meth:`featurekube.writer.online.OnlineWriter.write_bulk`: newer event time wins,
    under the table's write lease, so a backfill window and the stream never race), and
@@ -52,8 +53,8 @@ import pyarrow.compute as pc
 import yaml
 
 from featurekube.materialize import plan as planning
-from featurekube.materialize import stream_plan
-from featurekube.materialize.errors import MaterializeError, PlanError, SourceSchemaError
+from featurekube.materialize import spark_job, stream_plan
+from featurekube.materialize.errors import MaterializeError, PlanError
 from featurekube.materialize.stream_plan import DeadLetterReason, StreamPlan, StreamProgress
 from featurekube.offline import layout as offline_layout
 from featurekube.spec import v1alpha1
@@ -262,7 +263,6 @@ class BatchWriter:
     ) -> DataFrame:
         """The good records as the (transformed) source's rows: keys, features, event and
         created times, and when each record was appended to Kafka."""
-        from pyspark.errors import AnalysisException, ParseException
         from pyspark.sql import functions as F
 
         plan, batch = self.plan, self.plan.batch
@@ -271,28 +271,9 @@ class BatchWriter:
             *[F.col(f"{_PARSED}.`{f.name}`").alias(f.name) for f in plan.fields],
             F.col("timestamp").alias(_APPENDED),
         )
-        if batch.transformation is None:
-            frame = source
-        else:
-            source.createOrReplaceTempView("source")
-            try:
-                frame = spark.sql(batch.transformation)
-                frame.schema  # noqa: B018 - analysis happens here, and its errors
-            except (AnalysisException, ParseException) as exc:
-                raise SourceSchemaError(
-                    f"{plan.label}: spec.transformation.sql failed over the stream's events: "
-                    f"{str(exc).strip().splitlines()[0]}",
-                    [],
-                ) from exc
+        frame = spark_job.transformed(spark, source, batch)
         found = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
-        problems = planning.check_columns(batch, found)
-        if problems:
-            where = "after spec.transformation.sql" if batch.transformation else "in the stream"
-            raise SourceSchemaError(
-                f"{plan.label}: the columns {where} do not match the spec:\n"
-                + "\n".join(f"  - {p}" for p in problems),
-                problems,
-            )
+        planning.require_columns(batch, found, stream=True)
         created: Column = (
             F.coalesce(F.col(batch.created_field).cast("timestamp"), F.lit(ingested))
             if batch.created_field
@@ -340,16 +321,8 @@ class BatchWriter:
                 planning.to_micros(r[0])
                 for r in mine.select(_APPENDED).where(F.col(_APPENDED).isNotNull()).collect()
             ]
-            best = F.max(F.struct(F.col(CREATED), *[F.col(f) for f in features])).alias("__best")
-            rows = (
-                mine.groupBy(*keys, EVENT)
-                .agg(best)
-                .select(
-                    *keys,
-                    *[F.col(f"__best.{f}").alias(f) for f in features],
-                    EVENT,
-                    F.col(f"__best.{CREATED}").alias(CREATED),
-                )
+            rows = spark_job.deduplicated(mine, batch).select(
+                *[F.col(f"`{n}`") for n in [*keys, *features, EVENT, CREATED]]
             )
             table = rows.toArrow()
         finally:

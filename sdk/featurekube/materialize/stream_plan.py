@@ -30,15 +30,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from featurekube import s3_prefixes
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import PlanError
+from featurekube.offline import layout as offline_layout
 from featurekube.spec import v1alpha1
 from featurekube.validation import streams as stream_checks
 
 __all__ = [
-    "DEAD_LETTERS_DIRECTORY",
     "KAFKA_ENV",
-    "STREAM_DIRECTORY",
     "DeadLetterReason",
     "StreamPlan",
     "StreamProgress",
@@ -54,10 +54,6 @@ __all__ = [
     "value_ddl",
 ]
 
-STREAM_DIRECTORY = "_stream"
-"""Where a version's stream keeps its checkpoint and progress, under its offline table."""
-DEAD_LETTERS_DIRECTORY = "_dead_letters"
-"""Where a version's dead letters live, under its offline table (a Delta table)."""
 PROGRESS_MAX_BYTES = 64 * 1024
 """The largest progress document read back; bounds what a reader trusts."""
 
@@ -79,18 +75,13 @@ def checkpoint_uri(offline_uri: str) -> str:
     >>> checkpoint_uri("s3://lake/offline/rides/trips/v2")
     's3a://lake/offline/rides/trips/v2/_stream/checkpoint'
     """
-    uri = offline_uri.rstrip("/")
-    if uri.startswith("s3://"):
-        uri = "s3a://" + uri.removeprefix("s3://")
-    return f"{uri}/{STREAM_DIRECTORY}/checkpoint"
+    uri = f"{offline_layout.stream_uri(s3_prefixes.normalize(offline_uri))}/checkpoint"
+    return "s3a://" + uri.removeprefix("s3://") if uri.startswith("s3://") else uri
 
 
 def progress_uri(offline_uri: str) -> str:
     """Where the stream writes its progress after each micro-batch (JSON)."""
-    uri = offline_uri.rstrip("/")
-    if uri.startswith("s3a://"):
-        uri = "s3://" + uri.removeprefix("s3a://")
-    return f"{uri}/{STREAM_DIRECTORY}/progress.json"
+    return f"{offline_layout.stream_uri(s3_prefixes.normalize(offline_uri))}/progress.json"
 
 
 def dead_letter_uri(offline_uri: str) -> str:
@@ -99,10 +90,7 @@ def dead_letter_uri(offline_uri: str) -> str:
     >>> dead_letter_uri("s3://lake/offline/rides/trips/v2")
     's3://lake/offline/rides/trips/v2/_dead_letters'
     """
-    uri = offline_uri.rstrip("/")
-    if uri.startswith("s3a://"):
-        uri = "s3://" + uri.removeprefix("s3a://")
-    return f"{uri}/{DEAD_LETTERS_DIRECTORY}"
+    return offline_layout.dead_letters_uri(s3_prefixes.normalize(offline_uri))
 
 
 def value_ddl(fields: Sequence[v1alpha1.StreamField], as_text: bool = False) -> str:

@@ -18,13 +18,16 @@ offline table's directory (:func:`tiles_uri`): a Delta reader of the offline tab
 never sees them (it reads only the files its log names), and they go with the version.
 So do its per-window statistics (:func:`stats_uri`) and the drift reference profiles
 its windows are compared with (:func:`references_uri`), see
-:mod:`featurekube.monitoring`.
+:mod:`featurekube.monitoring`, and a streaming version's checkpoint and progress
+(:func:`stream_uri`) and dead letters (:func:`dead_letters_uri`), see
+:mod:`featurekube.materialize.stream_plan`.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "CREATED_TIMESTAMP",
+    "DEAD_LETTERS_DIRECTORY",
     "EVENT_DATE",
     "EVENT_TIMESTAMP",
     "INGESTION_TIMESTAMP",
@@ -32,9 +35,12 @@ __all__ = [
     "REFERENCES_DIRECTORY",
     "RESERVED",
     "STATS_DIRECTORY",
+    "STREAM_DIRECTORY",
     "TILES_DIRECTORY",
+    "dead_letters_uri",
     "references_uri",
     "stats_uri",
+    "stream_uri",
     "table_uri",
     "tiles_uri",
     "view_directory",
@@ -55,6 +61,10 @@ STATS_DIRECTORY = "_stats"
 """Where a version's per-window statistics live, under its offline table."""
 REFERENCES_DIRECTORY = "_references"
 """Where a version's drift reference profiles live, under its offline table."""
+STREAM_DIRECTORY = "_stream"
+"""Where a version's stream keeps its checkpoint and progress, under its offline table."""
+DEAD_LETTERS_DIRECTORY = "_dead_letters"
+"""Where a version's dead letters live, under its offline table (a Delta table)."""
 
 
 def view_directory(root: str, namespace: str, view: str) -> str:
@@ -97,3 +107,22 @@ def references_uri(offline_uri: str) -> str:
     's3://lake/offline/rides/driver-trip-stats/v2/_references'
     """
     return f"{offline_uri.rstrip('/')}/{REFERENCES_DIRECTORY}"
+
+
+def stream_uri(offline_uri: str) -> str:
+    """The directory of the stream of the view version whose offline table is
+    ``offline_uri``: its checkpoint and its progress.
+
+    >>> stream_uri("s3://lake/offline/rides/driver-trips/v2")
+    's3://lake/offline/rides/driver-trips/v2/_stream'
+    """
+    return f"{offline_uri.rstrip('/')}/{STREAM_DIRECTORY}"
+
+
+def dead_letters_uri(offline_uri: str) -> str:
+    """The dead-letter table of the view version whose offline table is ``offline_uri``.
+
+    >>> dead_letters_uri("s3://lake/offline/rides/driver-trips/v2/")
+    's3://lake/offline/rides/driver-trips/v2/_dead_letters'
+    """
+    return f"{offline_uri.rstrip('/')}/{DEAD_LETTERS_DIRECTORY}"

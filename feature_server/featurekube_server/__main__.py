@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Prometheus metrics port, HTTP /metrics; 0 turns them off (default %(default)s)",
     )
     parser.add_argument(
+        "--health-port",
+        type=int,
+        default=0,
+        help="a plaintext port answering gRPC health checks alone, for the kubelet's "
+        "probes when the gRPC port takes TLS; 0: none (default %(default)s)",
+    )
+    parser.add_argument(
         "--store",
         choices=sorted(server.STORES),
         default="dynamodb",
@@ -147,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         host=args.host,
         metrics_port=args.metrics_port or None,
+        health_port=args.health_port or None,
         store=args.store,
         serving=servicer.ServingSettings(
             max_rows=args.max_rows,

@@ -12,8 +12,10 @@ Security: with a certificate and key (``tls_cert``, ``tls_key``, mounted from a 
 Secret) the gRPC port takes TLS only; with ``auth="tokenreview"`` every call of
 FeatureServing needs a ServiceAccount token the Kubernetes API accepts, from a caller
 the plan's access lists name (:mod:`.auth`). Health and reflection stay open to the
-kubelet's probes. Without them the port is plaintext and anyone may call: for local
-development only, and logged as such at start.
+kubelet's probes, which speak plaintext gRPC only: with TLS, a second, plaintext port
+(``health_port``) serves the health service and nothing else. Without them the port
+is plaintext and anyone may call: for local development only, and logged as such at
+start.
 
 Stopping: on SIGTERM (or SIGINT) health turns NOT_SERVING, new requests are refused,
 and in-flight ones get up to ``grace_period`` seconds to finish.
@@ -75,6 +77,9 @@ class ServerSettings:
     """Address to listen on."""
     metrics_port: int | None = 9090
     """Port of the Prometheus metrics (HTTP /metrics); None: not served."""
+    health_port: int | None = None
+    """A plaintext port serving gRPC health checking alone, for the kubelet's gRPC
+    probes when the gRPC port takes TLS; None: not served."""
     store: str = "dynamodb"
     """Online store backend, a key of :data:`STORES`."""
     serving: servicer.ServingSettings = field(default_factory=servicer.ServingSettings)
@@ -189,6 +194,16 @@ class FeatureServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
         self._readiness: asyncio.Task[None] | None = None
+        self._health_server: grpc.aio.Server | None = None
+
+    async def serve_health(self, address: str) -> int:
+        """Also answer health checks, and nothing else, in plaintext on ``address``
+        (the kubelet's gRPC probes cannot speak TLS); returns the port."""
+        self._health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+        port = self._health_server.add_insecure_port(address)
+        await self._health_server.start()
+        return port
 
     async def start(self, address: str = "127.0.0.1:0") -> int:
         """Listen on ``address`` and start answering; returns the port. Health turns
@@ -270,6 +285,8 @@ class FeatureServer:
         await self.health.enter_graceful_shutdown()
         started = time.perf_counter()
         await self._server.stop(grace)
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         log.info(
             "feature server stopped",
             extra={"fields": {"drained_seconds": round(time.perf_counter() - started, 3)}},
@@ -314,6 +331,8 @@ async def serve(settings: ServerSettings) -> None:
         if settings.metrics_port is not None:
             stack.callback(metrics.serve(server.metrics, settings.metrics_port))
         await server.start(f"{settings.host}:{settings.port}")
+        if settings.health_port is not None:
+            await server.serve_health(f"{settings.host}:{settings.health_port}")
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for number in (signal.SIGTERM, signal.SIGINT):

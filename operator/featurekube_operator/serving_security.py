@@ -21,6 +21,7 @@ from featurekube_operator import desired, naming
 
 __all__ = [
     "AUTH_MODES",
+    "HEALTH_PORT",
     "METRICS_PORT",
     "TLS_MOUNT",
     "allowed_namespaces",
@@ -34,6 +35,9 @@ TLS_MOUNT = "/etc/featurekube/tls"
 """Where a feature server's TLS Secret is mounted."""
 METRICS_PORT = 9090
 """The feature server's Prometheus port (HTTP /metrics)."""
+HEALTH_PORT = 9091
+"""The feature server's plaintext port of gRPC health checks alone, with TLS: the
+kubelet's gRPC probes speak no TLS, and fail a TLS port's handshake."""
 _NAMESPACE_LABEL = "kubernetes.io/metadata.name"
 
 
@@ -54,6 +58,10 @@ def secure_deployment(
         # The kubelet updates the files when the Secret changes (cert-manager renewing
         # it); the server takes a new certificate at the next handshake.
         pod["volumes"].append({"name": "tls", "secret": {"secretName": tls_secret}})
+        args += ["--health-port", str(HEALTH_PORT)]
+        container["ports"].append({"name": "health", "containerPort": HEALTH_PORT})
+        for probe in ("readinessProbe", "livenessProbe"):
+            container[probe]["grpc"] = {"port": HEALTH_PORT}
     args += ["--auth", auth]
     if auth == "tokenreview":
         # The server reviews tokens as its ServiceAccount (system:auth-delegator), with

@@ -142,6 +142,7 @@ class Target:
     accounts: Accounts
     authenticator: auth.Authenticator
     store: memory.MemoryStore
+    health_address: str
 
     def call(self, method: str, *args: Any, token: str | None = None, **kwargs: Any) -> Any:
         with client.OnlineClient(
@@ -181,9 +182,18 @@ async def target(
         serving, store, writer=store, health_interval=0.1, tls=tls, authenticator=authenticator
     )
     port = await feature_server.start("127.0.0.1:0")
+    health_port = await feature_server.serve_health("127.0.0.1:0")
     try:
         await asyncio.wait_for(feature_server.ready.wait(), 30)
-        yield Target(f"127.0.0.1:{port}", ca_path, other_ca, accounts, authenticator, store)
+        yield Target(
+            f"127.0.0.1:{port}",
+            ca_path,
+            other_ca,
+            accounts,
+            authenticator,
+            store,
+            f"127.0.0.1:{health_port}",
+        )
     finally:
         await feature_server.stop(0)
 
@@ -195,6 +205,32 @@ async def _refused(target: Target, method: str, *args: Any, **kwargs: Any) -> An
 
 
 READ = {"columns": {"driver_id": [1]}, "features": ["zone"]}
+
+
+@pytest.mark.asyncio
+async def test_the_plaintext_health_port_answers_health_checks_and_nothing_else(
+    target: Target,
+) -> None:
+    """What the kubelet's gRPC probe does: plaintext health checks, which the TLS port
+    refuses; the health port serves no features, with a token or without."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(target.health_address) as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=10
+        )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        features = channel.unary_unary(f"/{server.SERVICE_NAME}/GetOnlineFeatures")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await features(b"", timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    async with grpc.aio.insecure_channel(target.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=10
+            )
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 @pytest.mark.asyncio

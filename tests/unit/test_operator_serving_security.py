@@ -44,14 +44,20 @@ def test_a_secured_server_serves_tls_from_the_secret_and_checks_tokens() -> None
     secured = serving_security.secure_deployment(plain, "serving-tls", "tokenreview")
 
     container = _container(secured)
-    assert container["args"][-6:] == [
+    assert container["args"][-8:] == [
         "--tls-cert",
         "/etc/featurekube/tls/tls.crt",
         "--tls-key",
         "/etc/featurekube/tls/tls.key",
+        "--health-port",
+        "9091",
         "--auth",
         "tokenreview",
     ]
+    # The kubelet's gRPC probes speak plaintext: they call the health-only port.
+    assert {"name": "health", "containerPort": 9091} in container["ports"]
+    assert container["readinessProbe"]["grpc"] == {"port": 9091}
+    assert container["livenessProbe"]["grpc"] == {"port": 9091}
     assert {"name": "tls", "mountPath": "/etc/featurekube/tls", "readOnly": True} in container[
         "volumeMounts"
     ]
@@ -69,6 +75,7 @@ def test_an_open_server_is_asked_for_explicitly() -> None:
 
     assert _container(opened)["args"][-2:] == ["--auth", "none"]
     assert "--tls-cert" not in _container(opened)["args"]
+    assert _container(opened)["readinessProbe"]["grpc"] == {"port": 50052}
     assert len(opened["spec"]["template"]["spec"]["volumes"]) == 1
     assert "automountServiceAccountToken" not in opened["spec"]["template"]["spec"]
     with pytest.raises(ValueError, match="server auth 'mtls' is not one of tokenreview, none"):

@@ -565,7 +565,10 @@ class Runtime:
         port = processes.free_port()
         if "--port" in args:
             args[args.index("--port") + 1] = str(port)
+        # Processes share the machine's ports, and no kubelet probes them: no metrics
+        # port, nor the plaintext health port that TLS adds for the kubelet's probes.
         argv = [*self.server_command, *args, "--host", "127.0.0.1", "--metrics-port", "0"]
+        argv += ["--health-port", "0"]
         env = {**os.environ, **self._container_env(namespace, container.get("env") or ())}
         # A pod talks to the API server as its ServiceAccount or not at all: the
         # runtime's own (admin) kubeconfig never reaches it.

@@ -31,10 +31,10 @@ def cache() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "featurekube"
 
 
-def python(venv: Path, extras: str) -> Path:
+def python(venv: Path, extras: str, pins: tuple[str, ...] = ()) -> Path:
     """The Python of the virtualenv at ``venv`` holding ``feast[extras]`` at
-    :data:`VERSION`; made (a few minutes, needs the package index) when it is missing
-    or holds another version."""
+    :data:`VERSION` (and the requirements ``pins``, e.g. ``pyspark==4.2.0``); made (a
+    few minutes, needs the package index) when it is missing or holds another version."""
     executable = venv / "bin" / "python"
     installed = list(venv.glob(f"lib/python*/site-packages/feast-{VERSION}.dist-info"))
     if executable.exists() and installed:
@@ -42,7 +42,7 @@ def python(venv: Path, extras: str) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run(
         [str(executable), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         f"feast[{extras}]=={VERSION}"],
+         f"feast[{extras}]=={VERSION}", *pins],
         check=True,
     )  # fmt: skip
     return executable

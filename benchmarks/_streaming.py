@@ -21,8 +21,9 @@ __all__ = ["LagVerdict", "Probes", "judge_lag", "render_event"]
 GROWTH_LIMIT = 0.10
 """Lag is unbounded when, over a step's measured interval, it grows by more than this
 share of the producer's rate (records per second)."""
-BEHIND_LIMIT_SECONDS = 10.0
-"""... or ends more than this many seconds of the rate behind."""
+BEHIND_LIMIT_SECONDS = 60.0
+"""... or ends more than this many seconds of the rate behind: it fell behind without
+bound before the interval began (how fresh values are shows in the latencies)."""
 
 
 @dataclass

@@ -41,7 +41,7 @@ default 500,1000,2000,5000,10000,20000,50000), each for a warm-up then
 times a second: the topic's end offsets minus the offsets the query's last finished
 micro-batch read (Spark's progress). Over the measured interval, lag is *bounded*
 unless its troughs (right after each micro-batch) rise faster than 10% of the rate, or
-it ends more than 10 s of the rate behind, or no micro-batch finishes within its first
+it ends more than 60 s of the rate behind, or no micro-batch finishes within its first
 or last third (:func:`benchmarks._streaming.judge_lag`).
 The highest sustained rate is the last step with lag bounded before the first without;
 the ramp stops there (after it drains, 1000 and 10000 events/s are still run if they

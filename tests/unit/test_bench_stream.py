@@ -52,9 +52,11 @@ def test_lag_whose_troughs_rise_faster_than_a_tenth_of_the_rate_is_unbounded() -
 
 
 def test_lag_that_stays_far_behind_is_unbounded_even_when_flat() -> None:
-    verdict = _streaming.judge_lag([(float(t), 50_000) for t in range(20)], rate=1000)
+    samples = [(float(t), 100_000 - 1000 * (t % 2)) for t in range(20)]  # 100 s behind
+    verdict = _streaming.judge_lag(samples, rate=1000)
     assert not verdict.bounded
-    assert verdict.final_lag == 50_000
+    assert verdict.growth_per_second == 0
+    assert _streaming.judge_lag([(t, lag - 50_000) for t, lag in samples], rate=1000).bounded
 
 
 def test_lag_that_never_falls_in_a_third_of_the_interval_is_unbounded() -> None:

@@ -169,6 +169,12 @@ class Metrics:
             "Records the stream's current run has written to its dead-letter table.",
             ["version"],
         )
+        self.stream_late_events = _ViewGauges(
+            "featurekube_stream_late_events",
+            "Events the stream's current run found more than allowedLateness behind its "
+            "watermark and dead-lettered (aggregations; counted in the dead letters too).",
+            ["version"],
+        )
         for gauges in self.view_gauges:
             self.registry.register(gauges)
         self.expectation_violating_windows = Counter(
@@ -221,6 +227,7 @@ class Metrics:
             self.stream_latency,
             self.stream_last_event,
             self.stream_dead_letters,
+            self.stream_late_events,
         )
 
     def count_run_once(self, key: str) -> bool:

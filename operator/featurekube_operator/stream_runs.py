@@ -165,6 +165,7 @@ def _export(ctx: Context, namespace: str, name: str, states: list[streams.Stream
     latency: dict[tuple[str, ...], float] = {}
     last: dict[tuple[str, ...], float] = {}
     dead: dict[tuple[str, ...], float] = {}
+    late: dict[tuple[str, ...], float] = {}
     for state in states:
         key: tuple[str, ...] = (str(state.version),)
         running[key] = 1.0 if state.state == "Running" else 0.0
@@ -179,8 +180,10 @@ def _export(ctx: Context, namespace: str, name: str, states: list[streams.Stream
             moment = dt.datetime.fromisoformat(progress.last_event_time.replace("Z", "+00:00"))
             last[key] = moment.timestamp()
         dead[key] = float(progress.dead_letters)
+        late[key] = float(progress.late)
     metrics.stream_running.set_view(namespace, name, running)
     metrics.stream_consumer_lag.set_view(namespace, name, lag)
     metrics.stream_latency.set_view(namespace, name, latency)
     metrics.stream_last_event.set_view(namespace, name, last)
     metrics.stream_dead_letters.set_view(namespace, name, dead)
+    metrics.stream_late_events.set_view(namespace, name, late)

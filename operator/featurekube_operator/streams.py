@@ -307,6 +307,8 @@ def render_stream_status(state: StreamState) -> dict[str, Any]:
         if progress.latency_p50_seconds is not None:
             entry["latencySeconds"] = round(progress.latency_p50_seconds, 3)
         entry["deadLetters"] = progress.dead_letters
+        if progress.late:
+            entry["lateEvents"] = progress.late
         if progress.updated_at:
             entry["reportedAt"] = progress.updated_at
     return entry

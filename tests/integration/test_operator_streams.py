@@ -125,6 +125,7 @@ def test_a_streaming_view_gets_its_stream_and_batch_windows_up_to_its_start(
             updated_at=(clock.now - dt.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             consumer_lag=12,
             dead_letters=3,
+            late=2,
             latency_p50_seconds=1.5,
             last_event_time="2026-03-01T05:24:00.000000Z",
         ),
@@ -135,6 +136,7 @@ def test_a_streaming_view_gets_its_stream_and_batch_windows_up_to_its_start(
     (entry,) = status["streams"]
     assert entry["state"] == "Running" and entry["since"] == "2026-03-01T03:00:00Z"
     assert (entry["consumerLag"], entry["deadLetters"], entry["latencySeconds"]) == (12, 3, 1.5)
+    assert entry["lateEvents"] == 2
     assert entry["lastEventTime"].startswith("2026-03-01T05:24:00")
     windows = [a for n, a in _apps(kube_api, namespace).items() if not n.endswith("-stream")]
     assert max(a["metadata"]["annotations"][naming.ANNOTATION_WINDOW_END] for a in windows) == (
@@ -144,6 +146,7 @@ def test_a_streaming_view_gets_its_stream_and_batch_windows_up_to_its_start(
     assert _sample(metrics, "featurekube_stream_running", namespace) == 1.0
     assert _sample(metrics, "featurekube_stream_consumer_lag_records", namespace) == 12.0
     assert _sample(metrics, "featurekube_stream_dead_letters", namespace) == 3.0
+    assert _sample(metrics, "featurekube_stream_late_events", namespace) == 2.0
     assert _sample(metrics, "featurekube_stream_event_to_online_seconds", namespace) == 1.5
     assert _sample(metrics, "featurekube_stream_last_event_timestamp_seconds", namespace) == (
         dt.datetime(2026, 3, 1, 5, 24, tzinfo=UTC).timestamp()
@@ -213,6 +216,30 @@ def _finish_window(
     )
 
 
+def _aggregations(window: str) -> dict[str, Any]:
+    return {
+        "aggregationInterval": "10m",
+        "aggregations": [
+            {"name": "trips", "column": "fare", "function": "count", "window": window}
+        ],
+    }
+
+
+def test_the_api_server_takes_a_streaming_aggregation_of_up_to_30_days(
+    kube_api: kubernetes.client.ApiClient, namespace: str
+) -> None:
+    body = copy.deepcopy(VIEW)
+    del body["spec"]["features"]
+    body["spec"].update(_aggregations("30d"))
+    body["spec"]["source"]["stream"]["kafka"]["allowedLateness"] = "1h"
+
+    created = custom(kube_api).create_namespaced_custom_object(
+        "featurekube.dev", "v1alpha1", namespace, "featureviews", body
+    )
+
+    assert created["spec"]["source"]["stream"]["kafka"]["allowedLateness"] == "1h"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -231,6 +258,14 @@ def _finish_window(
         (
             lambda s: s["source"]["stream"]["kafka"].update(format="avro"),
             "an avro stream needs avroSchema",
+        ),
+        (
+            lambda s: s.pop("features") and s.update(_aggregations("31d")),
+            "a streaming aggregation's window is at most 30d",
+        ),
+        (
+            lambda s: s["source"]["stream"]["kafka"].update(allowedLateness="8d"),
+            "allowedLateness is at most 7d",
         ),
     ],
 )

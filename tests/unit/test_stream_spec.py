@@ -112,15 +112,59 @@ def test_a_stream_needs_a_batch_source_for_its_history() -> None:
     assert "a stream source needs source.batch beside it" in _error(body)
 
 
-def test_a_stream_takes_plain_features_only_for_now() -> None:
-    body = stream_view()
+def _aggregating(*aggregations: dict[str, Any], **kafka: Any) -> dict[str, Any]:
+    body = stream_view(**kafka)
     del body["spec"]["features"]
     body["spec"]["aggregationInterval"] = "10m"
-    body["spec"]["aggregations"] = [
-        {"name": "trips_1h", "column": "fare", "function": "count", "window": "1h"}
-    ]
+    body["spec"]["aggregations"] = list(aggregations)
+    return body
 
-    assert "streaming aggregations are not supported yet" in _error(body)
+
+def test_a_stream_takes_aggregations_over_windows_up_to_30_days() -> None:
+    body = _aggregating(
+        {"name": "trips_30d", "column": "fare", "function": "count", "window": "30d"},
+        {"name": "fare_1h", "column": "fare", "function": "sum", "window": "1h", "type": "float64"},
+    )
+    spec = v1alpha1.FeatureView.model_validate(body).spec
+    assert spec.source.stream is not None
+    assert spec.source.stream.kafka.allowed_lateness == "10m"
+    assert streams.check_stream_fields(spec) == []
+
+    body["spec"]["aggregations"][0]["window"] = "31d"
+    assert "a streaming aggregation's window is at most 30d" in _error(body)
+
+
+def test_the_allowed_lateness_is_bounded() -> None:
+    body = _aggregating(
+        {"name": "trips_1h", "column": "fare", "function": "count", "window": "1h"},
+        allowedLateness="8d",
+    )
+
+    assert "allowedLateness is at most 7d" in _error(body)
+
+
+def test_a_column_the_tiles_cannot_keep_or_a_missing_one_is_named() -> None:
+    body = _aggregating(
+        {"name": "last_seen", "column": "event_timestamp", "function": "mean", "window": "1h"},
+        {"name": "tips", "column": "tip", "function": "count", "window": "1h"},
+        {
+            "name": "seen",
+            "column": "event_timestamp",
+            "function": "max",
+            "window": "1h",
+            "type": "timestamp",
+        },
+    )
+
+    messages = streams.check_stream_fields(v1alpha1.FeatureView.model_validate(body).spec)
+
+    assert messages == [
+        "spec.aggregations[0] (last_seen): a stream cannot keep mean of the timestamp column "
+        "event_timestamp in its partial aggregates; use count or count_distinct or min or max "
+        "or last, or compute it from source.batch alone",
+        "spec.aggregations[1] (tips): the column tip is not among the fields: add it, or "
+        "compute it in spec.transformation",
+    ]
 
 
 def test_the_crd_carries_the_same_rules_as_cel() -> None:

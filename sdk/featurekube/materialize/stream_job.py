@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 import yaml
 
 from featurekube.materialize import plan as planning
-from featurekube.materialize import spark_job, stream_plan
+from featurekube.materialize import spark_job, stream_aggregation, stream_plan
 from featurekube.materialize.errors import MaterializeError, PlanError
 from featurekube.materialize.stream_plan import DeadLetterReason, StreamPlan, StreamProgress
 from featurekube.offline import layout as offline_layout
@@ -157,6 +157,20 @@ class BatchWriter:
             if online_table
             else None
         )
+        self._aggregator: stream_aggregation.StreamAggregator | None = None
+        if plan.batch.aggregation is not None:
+            if offline_uri is None:
+                raise PlanError(
+                    f"{plan.label}: a streaming aggregation keeps its partial aggregates "
+                    "beside the offline table: give it --offline-uri"
+                )
+            self._aggregator = stream_aggregation.StreamAggregator(
+                plan.batch,
+                plan.since,
+                plan.allowed_lateness,
+                offline_uri=offline_uri,
+                storage_options=storage_options,
+            )
         now = _now()
         self.progress = StreamProgress(started_at=_iso(now), since=_iso(plan.since))
         self._lock = threading.Lock()
@@ -170,14 +184,21 @@ class BatchWriter:
 
         spark = frame.sparkSession
         ingested = _now()
-        classified = _classify(self.plan, frame).persist()
+        classified = _classify(self.plan, frame)
+        if self._aggregator is not None:
+            classified = _late(self.plan, self._aggregator, classified, batch_id)
+        classified = classified.persist()
         try:
             counts = classified.agg(
                 F.count(F.lit(1)).alias("records"),
                 F.sum(F.when(F.col(_REASON).isNotNull(), 1).otherwise(0)).alias("bad"),
+                F.sum(
+                    F.when(F.col(_REASON).startswith(DeadLetterReason.LATE), 1).otherwise(0)
+                ).alias("late"),
             ).first()
             assert counts is not None
             records, bad = int(counts["records"]), int(counts["bad"] or 0)
+            late = int(counts["late"] or 0)
             if records == 0:
                 return
             app = self._app_id()
@@ -192,6 +213,9 @@ class BatchWriter:
                 progress.updated_at = _iso(_now())
                 progress.records += records
                 progress.dead_letters += bad
+                progress.late += late
+                if written.watermark is not None:
+                    progress.watermark = _iso(written.watermark)
                 progress.before_start += written.before_start
                 progress.unkeyed += written.unkeyed
                 progress.rows += written.rows
@@ -281,9 +305,18 @@ class BatchWriter:
         )
         # The transformation may drop the Kafka timestamp: then the latency is unknown.
         appended = F.col(_APPENDED) if _APPENDED in found else F.lit(None).cast("timestamp")
+        if batch.aggregation is None:
+            values = [
+                F.col(n).cast(v1alpha1.SPARK_SQL_TYPES[t]).alias(n) for n, t in batch.features
+            ]
+        else:  # every event counts: the aggregated columns, as a batch window reads them
+            values = [
+                (F.col(n) if t == "any" else F.col(n).cast(v1alpha1.SPARK_SQL_TYPES[t])).alias(n)
+                for n, t in planning.read_types(batch, found).items()
+            ]
         return frame.select(
             *[F.col(n).cast(v1alpha1.SPARK_SQL_TYPES[t]).alias(n) for n, t in batch.keys],
-            *[F.col(n).cast(v1alpha1.SPARK_SQL_TYPES[t]).alias(n) for n, t in batch.features],
+            *values,
             F.col(batch.timestamp_field).cast("timestamp").alias(EVENT),
             created.alias(CREATED),
             appended.alias(_APPENDED),
@@ -296,6 +329,8 @@ class BatchWriter:
         keys = [name for name, _ in batch.keys]
         features = [name for name, _ in batch.features]
         owned = F.col(EVENT) >= F.lit(plan.since)
+        if self._aggregator is not None:
+            owned = F.col(EVENT) > F.lit(self._aggregator.split_time)
         keyed = F.col(EVENT).isNotNull()
         for key in keys:
             keyed = keyed & F.col(key).isNotNull()
@@ -321,15 +356,19 @@ class BatchWriter:
                 planning.to_micros(r[0])
                 for r in mine.select(_APPENDED).where(F.col(_APPENDED).isNotNull()).collect()
             ]
-            rows = spark_job.deduplicated(mine, batch).select(
-                *[F.col(f"`{n}`") for n in [*keys, *features, EVENT, CREATED]]
-            )
-            table = rows.toArrow()
+            if self._aggregator is not None:
+                table = mine.drop("__owned", _APPENDED).toArrow()
+            else:
+                rows = spark_job.deduplicated(mine, batch).select(
+                    *[F.col(f"`{n}`") for n in [*keys, *features, EVENT, CREATED]]
+                )
+                table = rows.toArrow()
         finally:
             tagged.unpersist()
-        written = _Written(
-            before_start=int(summary["before"] or 0), unkeyed=unkeyed, rows=table.num_rows
-        )
+        written = _Written(before_start=int(summary["before"] or 0), unkeyed=unkeyed)
+        if self._aggregator is not None:
+            return self._write_aggregations(table, written, appended, batch_id, app, ingested)
+        written.rows = table.num_rows
         if table.num_rows:
             events_column = pc.max(table.column(EVENT)).as_py()
             written.last_event = planning.utc(events_column) if events_column else None
@@ -351,12 +390,61 @@ class BatchWriter:
         self._step("offline", batch_id)
         return written
 
+    def _write_aggregations(
+        self,
+        events: pa.Table,
+        written: _Written,
+        appended: list[int],
+        batch_id: int,
+        app: str,
+        ingested: dt.datetime,
+    ) -> _Written:
+        """Merge the events into the tiles, then write the affected entities' rows:
+        each one's newest online, all of them offline (:mod:`featurekube.materialize.
+        stream_aggregation`)."""
+        assert self._aggregator is not None
+        micros = {
+            EVENT: planning.EVENT_MICROS,
+            CREATED: planning.CREATED_MICROS,
+        }
+        columns = [
+            pc.cast(events.column(name), pa.int64()) if name in micros else events.column(name)
+            for name in events.column_names
+        ]
+        names = [micros.get(name, name) for name in events.column_names]
+        result = self._aggregator.apply(
+            pa.Table.from_arrays(columns, names=names), batch_id, app, ingested
+        )
+        written.rows = result.rows.num_rows
+        if result.watermark is not None:
+            written.watermark = planning.from_micros(result.watermark)
+            if events.num_rows:
+                written.last_event = written.watermark
+                written.appended = appended
+        if self._online is not None and result.newest.num_rows:
+            self._online.write_bulk(result.newest, now=ingested)
+            written.online_at = _now()
+        self._step("online", batch_id)
+        if self.offline_uri is not None and result.rows.num_rows:
+            _append_once(
+                self.offline_uri,
+                _offline_table(self.spec, result.rows, ingested, self.plan.label),
+                app,
+                batch_id,
+                self.storage_options,
+                partition_by=[offline_layout.EVENT_DATE],
+                attempts=self.settings.max_commit_attempts,
+            )
+        self._step("offline", batch_id)
+        return written
+
 
 @dataclass
 class _Written:
     before_start: int = 0
     unkeyed: int = 0
     rows: int = 0
+    watermark: dt.datetime | None = None
     last_event: dt.datetime | None = None
     online_at: dt.datetime | None = None
     appended: list[int] = field(default_factory=list)
@@ -409,6 +497,45 @@ def _classify(plan: StreamPlan, frame: DataFrame) -> DataFrame:
             F.lit(f"{DeadLetterReason.NO_KEY}: field {key} is missing or null"),
         )
     return parsed.withColumn(_REASON, reason)
+
+
+def _late(
+    plan: StreamPlan,
+    aggregator: stream_aggregation.StreamAggregator,
+    classified: DataFrame,
+    batch_id: int,
+) -> DataFrame:
+    """``classified`` with the events too late for micro-batch ``batch_id`` given the
+    reason ``late``: their event time (the record's) more than ``allowedLateness``
+    behind the watermark the batch is judged by. Events the batch windows own (at or
+    before the split) are never late: the batch source has them."""
+    from pyspark.sql import functions as F
+
+    cut = aggregator.late_before(batch_id)
+    if cut is None:
+        return classified
+    event = F.col(f"{_PARSED}.`{plan.batch.timestamp_field}`")
+    watermark = _iso(cut + plan.allowed_lateness)
+    is_late = (
+        F.col(_REASON).isNull() & (event < F.lit(cut)) & (event > F.lit(aggregator.split_time))
+    )
+    reason = F.concat(
+        F.lit(f"{DeadLetterReason.LATE}: event time "),
+        F.date_format(event, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'"),
+        F.lit(
+            f" is more than allowedLateness ({_duration(plan.allowed_lateness)}) before the "
+            f"stream's watermark {watermark}"
+        ),
+    )
+    return classified.withColumn(_REASON, F.when(is_late, reason).otherwise(F.col(_REASON)))
+
+
+def _duration(span: dt.timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _avro_as_json(plan: StreamPlan, frame: DataFrame) -> DataFrame:

@@ -14,12 +14,17 @@ split is by event time, not by arrival, so no event is written by both paths and
 event of either is lost: an event with ``E < since`` that arrives on the stream is
 counted (``before_start``) and left to the batch windows.
 
+For an aggregation view the split is at a boundary: batch windows own the boundaries
+before ``since`` and the stream the later ones, and with them the events after the
+last boundary before ``since`` (:mod:`featurekube.materialize.stream_windows`).
+
 Dead letters
 ------------
 A record whose value is not a JSON object (or not an Avro record of the schema), has a
 field of the wrong type, or lacks its event time or (without a transformation) a join
 key, is written with the reason to the version's dead-letter table
-(:func:`dead_letter_uri`) and counted; the stream goes on.
+(:func:`dead_letter_uri`) and counted; the stream goes on. So is, for an aggregation
+view, an event more than ``allowedLateness`` behind the stream's watermark (``late``).
 """
 
 from __future__ import annotations
@@ -166,6 +171,8 @@ class StreamPlan:
     """Options of Spark's Kafka source (subscribe, startingOffsets, ...)."""
     trigger_seconds: int
     """How often a micro-batch starts."""
+    allowed_lateness: dt.timedelta
+    """Aggregations: how far behind the watermark an event may be and still count."""
     batch: planning.MaterializationPlan
     """The batch plan of the view: columns, types, keys and features both paths share."""
 
@@ -233,6 +240,7 @@ def plan_stream(
         avro_schema=kafka.avro_schema,
         kafka_options=options,
         trigger_seconds=int(v1alpha1.parse_duration(kafka.trigger_interval).total_seconds()),
+        allowed_lateness=v1alpha1.parse_duration(kafka.allowed_lateness),
         batch=batch,
     )
 
@@ -246,6 +254,7 @@ class DeadLetterReason:
     WRONG_TYPE = "wrong type"
     NO_EVENT_TIME = "no event time"
     NO_KEY = "no join key"
+    LATE = "late"
 
 
 @dataclass
@@ -270,6 +279,11 @@ class StreamProgress:
     """Events before ``since`` seen on the stream and left to batch windows."""
     unkeyed: int = 0
     """Rows the transformation left without a join key or an event time, not written."""
+    late: int = 0
+    """Aggregations: events more than ``allowedLateness`` behind the watermark,
+    dead-lettered (and counted in ``dead_letters`` too) since this run started."""
+    watermark: str | None = None
+    """Aggregations: the greatest event time applied, which lateness is measured from."""
     last_event_time: str | None = None
     """The greatest event time written so far."""
     latency_p50_seconds: float | None = None

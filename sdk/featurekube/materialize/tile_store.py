@@ -61,8 +61,11 @@ class TileStore:
         except TableNotFoundError:
             return None
 
-    def load(self, keys: Iterable[tiles.TileKey]) -> pa.Table | None:
-        """The rows (tiles and markers) of ``keys``; None when there is no table."""
+    def load(
+        self, keys: Iterable[tiles.TileKey], where: pc.Expression | None = None
+    ) -> pa.Table | None:
+        """The rows (tiles and markers) of ``keys``; None when there is no table.
+        ``where``: only the rows it holds for (a stream reads its affected entities')."""
         keys = list(keys)  # read twice below
         table = self._open()
         self._table = table
@@ -84,6 +87,8 @@ class TileStore:
                 pa.array(sorted(ends), pa.int64())
             )
             condition = term if condition is None else condition | term
+        if where is not None and condition is not None:
+            condition = condition & where
         return dataset.to_table(filter=condition)
 
     def markers(self, keys: Iterable[tiles.TileKey]) -> set[tiles.TileKey] | None:
@@ -123,15 +128,26 @@ class TileStore:
         *,
         computed: Sequence[tiles.TileKey],
         cleared: Sequence[tuple[int, int, int]],
-    ) -> None:
+        transaction: tuple[str, int] | None = None,
+    ) -> bool:
         """In one commit: delete every tile and marker in ``cleared`` (size, first end,
         last end) and in ``computed``, then add ``rows`` and a marker for each
-        ``computed`` key."""
+        ``computed`` key. ``transaction``: (app id, version), a Delta app transaction
+        the commit carries; when that version or a later one is committed already, the
+        commit is skipped and False returned (a stream's micro-batch run again)."""
         schema = layout.schema()
         data = pa.concat_tables([rows.cast(schema), _markers(computed, schema)])
         # Sorted, in small row groups: a later read of a few ends skips the rest.
         data = data.sort_by([(tiles.TILE_SIZE, "ascending"), (tiles.TILE_END, "ascending")])
-        self._commit(lambda: data, layout, computed, cleared)
+        return self._commit(lambda: data, layout, computed, cleared, transaction)
+
+    def transaction_version(self, app_id: str) -> int | None:
+        """The latest version of the app transaction ``app_id`` committed; None: none."""
+        table = self._open()
+        if table is None:
+            return None
+        version: int | None = table.transaction_version(app_id)
+        return version
 
     def replace_batches(
         self,
@@ -165,7 +181,8 @@ class TileStore:
         layout: tiles.TileLayout,
         computed: Sequence[tiles.TileKey],
         cleared: Sequence[tuple[int, int, int]],
-    ) -> None:
+        transaction: tuple[str, int] | None = None,
+    ) -> bool:
         import deltalake
 
         schema = layout.schema()
@@ -176,8 +193,18 @@ class TileStore:
             "storage_options": self._options,
             "writer_properties": deltalake.WriterProperties(max_row_group_size=_ROW_GROUP),
         }
+        if transaction is not None:
+            options["commit_properties"] = deltalake.CommitProperties(
+                app_transactions=[
+                    deltalake.Transaction(app_id=transaction[0], version=transaction[1])
+                ]
+            )
         for attempt in range(1, self.max_commit_attempts + 1):
             target = self._table if self._table is not None else self._open()
+            if transaction is not None and target is not None:
+                done = target.transaction_version(transaction[0])
+                if done is not None and done >= transaction[1]:
+                    return False
             try:
                 if target is None:
                     deltalake.write_deltalake(self.uri, data(), mode="append", **options)
@@ -190,7 +217,7 @@ class TileStore:
                     deltalake.write_deltalake(
                         target, data(), mode="overwrite", predicate=predicate, **options
                     )
-                return
+                return True
             except Exception as exc:
                 text = f"{type(exc).__name__} {exc}"
                 if (
@@ -206,6 +233,7 @@ class TileStore:
                 )
                 self._table = None  # read the log again
                 time.sleep(random.uniform(0.1, 0.5 * attempt))
+        raise AssertionError("unreachable")
 
 
 def clear_span(

@@ -60,6 +60,7 @@ __all__ = [
     "complete",
     "decompose",
     "layout_for",
+    "merge_rows",
     "needed_tiles",
     "resolve",
     "runs",
@@ -634,6 +635,62 @@ def build_coarse(tiles: pa.Table, keys: Sequence[TileKey], layout: TileLayout) -
     return pa.Table.from_pylist(rows, schema=schema)
 
 
+def merge_rows(table: pa.Table, layout: TileLayout) -> pa.Table:
+    """``table``'s tiles with the rows of one entity, size and end merged into one:
+    the partials of the union of their events (a stream's micro-batch merges its
+    events' tiles into the stored ones). Marker rows are dropped."""
+    schema = layout.schema()
+    table = table.filter(~pc.field(MARKER)).select(schema.names).cast(schema)
+    if table.num_rows == 0:
+        return table
+    names = [k for k, _ in layout.keys]
+    group = [*names, TILE_SIZE, TILE_END]
+    counts = table.group_by(group).aggregate([(TILE_END, "count")])
+    twice = counts.filter(pc.greater(counts.column(f"{TILE_END}_count"), 1)).select(group)
+    if twice.num_rows == 0:
+        return table
+    # Joined by the group's columns and row numbers alone: a join carries no lists.
+    marked = table.select(group).append_column("__row", pa.array(np.arange(table.num_rows)))
+    repeated = marked.join(twice, group, join_type="inner").column("__row")
+    single = np.ones(table.num_rows, dtype=bool)
+    single[np.asarray(repeated.to_numpy(zero_copy_only=False), dtype=np.int64)] = False
+    rows: list[dict[str, Any]] = []
+    for _, entity in _by_entity(table.filter(pa.array(~single)), names):
+        found = _Tiles(entity, layout)
+        by_key: dict[TileKey, list[int]] = {}
+        sizes = entity.column(TILE_SIZE).to_pylist()
+        ends = entity.column(TILE_END).to_pylist()
+        for row, key in enumerate(zip(sizes, ends, strict=True)):
+            by_key.setdefault(key, []).append(row)
+        for (size, end), members in by_key.items():
+            out: dict[str, Any] = {k: entity.column(k)[0].as_py() for k in names}
+            out |= {TILE_SIZE: size, TILE_END: end, MARKER: False}
+            out[LATEST] = max(found.latest[r] for r in members)
+            for p in layout.partials:
+                merged = _merge(found, p, members)
+                if p.last and merged["n"]:
+                    merged.update(_last_of(found, p, members))
+                out[p.field("n")] = merged["n"]
+                for part, value in merged.items():
+                    if part != "n":
+                        out[p.field(part)] = value.to_text() if part == "moments" else value
+            rows.append(out)
+    merged_rows = pa.Table.from_pylist(rows, schema=schema)
+    return pa.concat_tables([table.filter(pa.array(single)), merged_rows])
+
+
+def _last_of(tiles: _Tiles, p: Partials, rows: list[int]) -> dict[str, Any]:
+    """The last value over ``rows``: the greatest (event, created) time, and among
+    rows equal in both (events of two micro-batches) the greatest value."""
+    events, created = tiles.values[p.field("last_event")], tiles.values[p.field("last_created")]
+    values = tiles.values[p.field("last")]
+    kept = [r for r in rows if tiles.values[p.field("n")][r]]
+    top = max((events[r], created[r]) for r in kept)
+    tied = [r for r in kept if (events[r], created[r]) == top]
+    best = max(tied, key=lambda r: (values[r] is not None, values[r]))
+    return {"last": values[best], "last_event": top[0], "last_created": top[1]}
+
+
 def complete(
     events: pa.Table,
     from_source: Sequence[int],
@@ -714,7 +771,13 @@ def _by_entity(table: pa.Table, keys: Sequence[str]) -> Iterable[tuple[int, pa.T
 # -- combining tiles into rows -------------------------------------------------------------
 
 
-def combine(tiles: pa.Table, plan: AggregationPlan, layout: TileLayout) -> pa.Table:
+def combine(
+    tiles: pa.Table,
+    plan: AggregationPlan,
+    layout: TileLayout,
+    *,
+    repeat_until: int | None = None,
+) -> pa.Table:
     """The aggregation rows at the boundaries ``plan`` owns, per entity: its keys, then
     the columns of :func:`~featurekube.materialize.aggregate.output_schema`, exactly as
     :func:`~featurekube.materialize.aggregate.aggregate_entity` gives them over the
@@ -739,7 +802,7 @@ def combine(tiles: pa.Table, plan: AggregationPlan, layout: TileLayout) -> pa.Ta
         if entering[g + 1] == entering[g]:
             continue
         entity = tiles.slice(begin, stop - begin)
-        rows = _combine_entity(_Tiles(entity, layout), plan, layout, spans)
+        rows = _combine_entity(_Tiles(entity, layout), plan, layout, spans, repeat_until)
         if not rows:
             continue
         table = pa.Table.from_pylist(rows, schema=_row_schema(out_schema))
@@ -790,6 +853,7 @@ def _combine_entity(
     plan: AggregationPlan,
     layout: TileLayout,
     spans: Callable[[int, int], Sequence[TileKey]],
+    repeat_until: int | None = None,
 ) -> list[dict[str, Any]]:
     assert plan.first_boundary is not None and plan.last_boundary is not None
     first, last, interval = plan.first_boundary, plan.last_boundary, plan.interval
@@ -818,8 +882,11 @@ def _combine_entity(
     for t in candidates:
         now = values(t)
         moved = (interval, t) in tiles.at  # an event in (t - S, t]: the latest event moved
-        if not moved and all(
-            aggregate._same(a, b) for a, b in zip(now, values(t - interval), strict=True)
+        repeated = repeat_until is not None and t <= repeat_until
+        if (
+            not moved
+            and not repeated
+            and all(aggregate._same(a, b) for a, b in zip(now, values(t - interval), strict=True))
         ):
             continue
         span = spans(t - interval - plan.longest_window, t)

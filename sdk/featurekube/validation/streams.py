@@ -10,7 +10,7 @@ checks before it reads a record (:mod:`featurekube.materialize.stream_job`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from featurekube.spec import v1alpha1
 from featurekube.validation import problems, schema
@@ -60,6 +60,7 @@ def check_stream_fields(spec: v1alpha1.FeatureViewSpec) -> list[str]:
             found.append(f"{role} field {name} is not among the fields: add it, typed timestamp")
         elif fields[name] != "timestamp":
             found.append(f"{role} field {name} is {fields[name]}: declare it timestamp")
+    found += _aggregation_problems(spec, fields)
     if spec.transformation is not None:
         return found
     wanted: list[tuple[str, str, str]] = [
@@ -74,6 +75,38 @@ def check_stream_fields(spec: v1alpha1.FeatureViewSpec) -> list[str]:
         elif fields[name] not in _CONVERTS[type_]:
             found.append(
                 f"field {name} is {fields[name]}, but the {role} is {type_}: declare it {type_}"
+            )
+    return found
+
+
+_UNTILED = {
+    "float64_array": ("count",),
+    "timestamp": ("count", "count_distinct", "min", "max", "last"),
+}
+"""Field types the stream keeps in its partial aggregates for some functions only."""
+
+
+def _aggregation_problems(spec: v1alpha1.FeatureViewSpec, fields: Mapping[str, str]) -> list[str]:
+    """A streaming aggregation keeps per-interval partial aggregates (tiles): a column
+    they cannot keep (an array under anything but count, a sum, mean or stddev of
+    times) is refused. Without a transformation the column must be a field."""
+    found = []
+    for index, aggregation in enumerate(spec.aggregations or ()):
+        at = f"spec.aggregations[{index}] ({aggregation.name})"
+        type_ = fields.get(aggregation.column)
+        if type_ is None:
+            if spec.transformation is None:
+                found.append(
+                    f"{at}: the column {aggregation.column} is not among the fields: add it, or "
+                    "compute it in spec.transformation"
+                )
+            continue
+        allowed = _UNTILED.get(type_)
+        if allowed is not None and aggregation.function not in allowed:
+            found.append(
+                f"{at}: a stream cannot keep {aggregation.function} of the {type_} column "
+                f"{aggregation.column} in its partial aggregates; use "
+                f"{' or '.join(allowed)}, or compute it from source.batch alone"
             )
     return found
 

@@ -40,6 +40,7 @@ from featurekube.spec.v1alpha1.stream import KafkaSource, StreamField, StreamSou
 
 __all__ = [
     "AGGREGATION_FUNCTIONS",
+    "STREAM_WINDOW_MAX_SECONDS",
     "Aggregation",
     "BackfillRange",
     "BatchSource",
@@ -65,6 +66,9 @@ __all__ = [
 ]
 
 _secs = durations.cel_seconds
+
+STREAM_WINDOW_MAX_SECONDS = 30 * 86400
+"""The longest aggregation window of a view with a stream source: 30 days."""
 
 NamespaceOrAll = Annotated[
     str, Field(pattern=r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$", max_length=63)
@@ -389,11 +393,16 @@ class FeatureViewSpec(SpecModel):
             field_path=".source",
         ),
         Rule(
-            cel="!has(self.source.stream) || !has(self.aggregations)",
-            message="a stream source takes plain features for now: streaming aggregations "
-            "are not supported yet; compute them from source.batch alone",
-            check=lambda s: s.source.stream is None or not s.aggregations,
-            field_path=".source.stream",
+            cel="!has(self.source.stream) || !has(self.aggregations) || "
+            f"self.aggregations.all(a, {_secs('a.window')} <= {STREAM_WINDOW_MAX_SECONDS})",
+            message="a streaming aggregation's window is at most 30d: the stream keeps its "
+            "partial aggregates per interval over that span",
+            check=lambda s: (
+                s.source.stream is None
+                or not s.aggregations
+                or all(_seconds(a.window) <= STREAM_WINDOW_MAX_SECONDS for a in s.aggregations)
+            ),
+            field_path=".aggregations",
         ),
     )
 

@@ -21,10 +21,12 @@ from typing import Annotated, Any, ClassVar, Literal
 import pydantic
 from pydantic import Field, field_validator
 
+from featurekube.spec.v1alpha1 import durations
 from featurekube.spec.v1alpha1._base import Duration, FeatureName, Rule, SpecModel, list_map
 from featurekube.spec.v1alpha1.common import ValueType
 
 __all__ = [
+    "ALLOWED_LATENESS_MAX_SECONDS",
     "AVRO_SCHEMA_MAX_LENGTH",
     "KafkaSource",
     "StreamField",
@@ -35,6 +37,9 @@ __all__ = [
 
 AVRO_SCHEMA_MAX_LENGTH = 65536
 """The longest Avro schema a view may carry, in characters."""
+
+ALLOWED_LATENESS_MAX_SECONDS = 7 * 86400
+"""The longest ``allowedLateness`` a stream may declare: 7 days."""
 
 SourceColumn = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 """A field of an event: letters, digits and underscores, not starting with a digit."""
@@ -156,6 +161,17 @@ class KafkaSource(SpecModel):
             check=lambda k: k.format != "avro" or (k.avro_schema is not None and not k.fields),
             field_path=".avroSchema",
         ),
+        Rule(
+            cel=f"{durations.cel_seconds('self.allowedLateness')} <= "
+            f"{ALLOWED_LATENESS_MAX_SECONDS}",
+            message="allowedLateness is at most 7d: a streaming aggregation rewrites the "
+            "values an event changes, and the lateness bounds how far back that reaches",
+            check=lambda k: (
+                durations.parse_duration(k.allowed_lateness).total_seconds()
+                <= ALLOWED_LATENESS_MAX_SECONDS
+            ),
+            field_path=".allowedLateness",
+        ),
     )
 
     bootstrap_servers: BootstrapServers | None = None
@@ -189,6 +205,11 @@ class KafkaSource(SpecModel):
     """At most this many records per micro-batch (unset: all that are there)."""
     trigger_interval: Duration = "1s"
     """How often a micro-batch starts when records are waiting, e.g. 1s, 10s."""
+    allowed_lateness: Duration = "10m"
+    """Aggregations: how far an event's time may lie behind the stream's watermark (the
+    greatest event time it has applied) and still be applied; a later event is
+    dead-lettered with reason ``late`` and counted. At most 7d. Plain features take
+    every event whenever it arrives."""
 
     @field_validator("avro_schema")
     @classmethod
@@ -230,5 +251,8 @@ class StreamStatus(SpecModel):
     """Record appended to Kafka -> its value online, median of the last micro-batch."""
     dead_letters: Annotated[int, Field(ge=0)] | None = None
     """Records dead-lettered since the stream's current run started."""
+    late_events: Annotated[int, Field(ge=0)] | None = None
+    """Aggregations: events dead-lettered as later than allowedLateness behind the
+    stream's watermark since its current run started (among deadLetters)."""
     reported_at: dt.datetime | None = None
     """When the stream last reported."""

@@ -1,0 +1,155 @@
+"""A streaming aggregation's pure parts: which events are too late for the watermark,
+which boundaries and intervals a micro-batch touches, where its tiles come from, and
+tiles of several micro-batches merged into exactly the tiles of all their events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from fractions import Fraction
+
+# pyarrow's first conversion of Python values imports pandas, seconds on a busy machine:
+# done here, at collection, rather than within a test's time limit.
+import pandas  # type: ignore[import-untyped]  # noqa: F401
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from test_tile_merge import EVERY_FUNCTION, HOUR, MINUTE, T0, _events, _table, _view
+
+from featurekube.materialize import moments, plan, stream_windows, tiles
+
+S = 10 * MINUTE
+
+
+def test_an_event_more_than_the_allowed_lateness_behind_the_watermark_is_late() -> None:
+    watermark = 100 * MINUTE
+    events = [watermark - 31 * MINUTE, watermark - 30 * MINUTE, watermark + MINUTE, 0]
+
+    assert stream_windows.late(events, watermark, 30 * MINUTE).tolist() == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert not stream_windows.late(events, None, 30 * MINUTE).any()
+
+
+def test_the_stream_owns_the_boundaries_after_the_last_one_before_its_start() -> None:
+    assert stream_windows.split_boundary(60 * MINUTE, S) == 50 * MINUTE
+    assert stream_windows.split_boundary(65 * MINUTE, S) == 60 * MINUTE
+    # No watermark yet: the stream stands at the split; then at ceil(watermark).
+    span = stream_windows.boundaries(None, 61 * MINUTE, 50 * MINUTE, S)
+    assert (span.before, span.after) == (50 * MINUTE, 70 * MINUTE)
+    # Never before the split, whatever the watermark.
+    assert stream_windows.boundaries(10 * MINUTE, 20 * MINUTE, 50 * MINUTE, S).after == 50 * MINUTE
+
+
+def test_intervals_leaving_a_window_at_each_boundary_the_stream_passes() -> None:
+    span = stream_windows.StreamBoundaries(before=60 * MINUTE, after=80 * MINUTE)
+
+    leaving = stream_windows.leaving_tiles([30 * MINUTE, HOUR], S, span)
+
+    # Boundaries 70 and 80: the 30m window drops the intervals ending at 40 and 50,
+    # the hour those ending at 10 and 20.
+    assert sorted(e // MINUTE for e in leaving) == [10, 20, 40, 50]
+    assert stream_windows.leaving_tiles([HOUR], S, stream_windows.StreamBoundaries(80, 80)) == set()
+
+
+def test_a_coarse_tile_holding_a_touched_interval_is_built_again() -> None:
+    sizes = tiles.tile_sizes(S)
+    hour = (HOUR, 2 * HOUR)
+    touched = {(S, 2 * HOUR - S)}
+    needed = {hour, (HOUR, HOUR), (S, 3 * HOUR)}
+    stored = {hour, (HOUR, HOUR), (S, 2 * HOUR - 2 * S)}
+
+    read, built = stream_windows.read_and_build(needed, touched, stored, sizes)
+
+    # The stale hour is built from its intervals: the touched one is merged, one is
+    # stored, the others have no events; the earlier hour is read as it is.
+    assert built == [hour]
+    assert read == {(HOUR, HOUR), (S, 2 * HOUR - 2 * S)}
+
+
+def _keys(table: pa.Table) -> list[tuple[int, int, int]]:
+    return sorted(
+        zip(
+            table.column("driver_id").to_pylist(),
+            table.column(tiles.TILE_SIZE).to_pylist(),
+            table.column(tiles.TILE_END).to_pylist(),
+            strict=True,
+        )
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_tiles_of_micro_batches_merged_are_the_tiles_of_all_their_events(seed: int) -> None:
+    rng = random.Random(seed)
+    view = _view(EVERY_FUNCTION)
+    start = T0 + (2 * 24 + 3) * dt.timedelta(hours=1)
+    agg = plan.plan_materialization(view, start, start + dt.timedelta(hours=1)).aggregation
+    assert agg is not None
+    lo = plan.to_micros(start)
+    events = _table(_events(rng, lo, lo + 3 * HOUR, 300, drivers=3))
+    layout = tiles.layout_for(agg, ["driver_id"], events.schema)
+    assert layout is not None
+    # Events in arrival order, split into micro-batches; equal (event, created) times
+    # across batches included.
+    order = list(range(events.num_rows))
+    rng.shuffle(order)
+    shuffled = events.take(pa.array(order))
+    merged = layout.schema().empty_table()
+    at = 0
+    while at < shuffled.num_rows:
+        size = rng.randrange(1, 60)
+        part = tiles.build_tiles(shuffled.slice(at, size), layout)
+        merged = tiles.merge_rows(pa.concat_tables([merged, part]), layout)
+        at += size
+
+    whole = tiles.build_tiles(events, layout)
+
+    assert _keys(merged) == _keys(whole)
+    ordered = [(k, "ascending") for k in ("driver_id", tiles.TILE_SIZE, tiles.TILE_END)]
+    a, b = merged.sort_by(ordered), whole.sort_by(ordered)
+    for name in layout.schema().names:
+        if name.endswith("#moments"):
+            # The same exact sums, whatever scale each text was written at.
+            left = [_moments(t) for t in a.column(name).to_pylist()]
+            assert left == [_moments(t) for t in b.column(name).to_pylist()], name
+        elif name.endswith("#distinct"):
+            assert [sorted(v, key=str) for v in a.column(name).to_pylist()] == [
+                sorted(v, key=str) for v in b.column(name).to_pylist()
+            ], name
+        else:
+            assert a.column(name).equals(b.column(name)) or _same_nan(a, b, name), name
+
+
+def _moments(text: str | None) -> tuple[Fraction, Fraction, bool, bool, bool] | None:
+    """A tile's exact sums as numbers, whatever scale its text was written at."""
+    if text is None:
+        return None
+    m = moments.Moments.from_text(text)
+    scale = Fraction(2) ** m.e
+    return m.s1 * scale, m.s2 * scale * scale, m.nan, m.pos_inf, m.neg_inf
+
+
+def _same_nan(a: pa.Table, b: pa.Table, name: str) -> bool:
+    x, y = a.column(name).to_pylist(), b.column(name).to_pylist()
+    return all(p == q or (p != p and q != q) for p, q in zip(x, y, strict=True))
+
+
+def test_each_entitys_newest_row() -> None:
+    rows = pa.table(
+        {
+            "driver_id": [1, 1, 2, 2, 2],
+            "event_timestamp": [10, 20, 5, 30, 7],
+            "n": [1, 2, 3, 4, 5],
+        }
+    )
+
+    newest = stream_windows.newest_rows(rows, ["driver_id"], "event_timestamp")
+
+    assert sorted(newest.to_pylist(), key=lambda r: r["driver_id"]) == [
+        {"driver_id": 1, "event_timestamp": 20, "n": 2},
+        {"driver_id": 2, "event_timestamp": 30, "n": 4},
+    ]
+    assert pc.sum(newest.column("n")).as_py() == 6

@@ -51,7 +51,8 @@ rate) ends the ramp too, and is noted: the sustained rate is then a lower bound.
 Run time: a few minutes per side (Spark's start, then each step's warm-up, interval
 and settling); shorten with ``FEATUREKUBE_BENCH_STREAM_RATES``,
 ``FEATUREKUBE_BENCH_STREAM_SECONDS``, ``FEATUREKUBE_BENCH_STREAM_WARMUP`` (default 5 s)
-and ``FEATUREKUBE_BENCH_STREAM_SUBJECTS`` (``featurekube,feast``). Feast's virtualenv
+and ``FEATUREKUBE_BENCH_STREAM_SUBJECTS`` (``featurekube,feast``: which run, in that
+order). Feast's virtualenv
 (``feast[aws,spark]`` and featurekube's pyspark) is made on first use.
 
     python -m benchmarks stream
@@ -145,7 +146,7 @@ def settings_from(environ: Mapping[str, str]) -> Settings:
     subjects = default.subjects
     text = environ.get("FEATUREKUBE_BENCH_STREAM_SUBJECTS")
     if text is not None:
-        subjects = tuple(part.strip() for part in text.split(",") if part.strip())
+        subjects = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
         unknown = set(subjects) - set(default.subjects)
         if not subjects or unknown:
             raise ValueError(
@@ -816,23 +817,22 @@ def run() -> _harness.Report:
         env = {**os.environ, "SPARK_LOCAL_DIRS": str(tmp / "spark-local")}
         try:
             with _kafka(tmp) as bootstrap:
-                if "featurekube" in settings.subjects:
-                    steps, poll = _measure(
-                        "featurekube",
+                starts: dict[str, tuple[str, Callable[[str], _Side]]] = {
+                    "featurekube": (
+                        FEATUREKUBE,
                         lambda topic: _start_featurekube(tmp, bootstrap, topic, env),
-                        bootstrap,
-                        settings,
-                    )
-                    found[FEATUREKUBE] = {**_add(report, FEATUREKUBE, steps), "poll_round": poll}
+                    ),
+                }
                 if feast_python is not None:
                     python = feast_python
-                    steps, poll = _measure(
-                        "feast",
+                    starts["feast"] = (
+                        FEAST,
                         lambda topic: _start_feast(tmp, python, bootstrap, topic, env),
-                        bootstrap,
-                        settings,
                     )
-                    found[FEAST] = {**_add(report, FEAST, steps), "poll_round": poll}
+                for name in settings.subjects:  # in the order given
+                    subject, start = starts[name]
+                    steps, poll = _measure(name, start, bootstrap, settings)
+                    found[subject] = {**_add(report, subject, steps), "poll_round": poll}
         finally:
             os.environ.clear()
             os.environ.update(saved)
@@ -850,6 +850,7 @@ def run() -> _harness.Report:
                 "trigger_seconds": TRIGGER_SECONDS,
                 "spark": "local[2], featurekube's Spark configuration, pyspark "
                 + importlib.metadata.version("pyspark"),
+                "order": settings.subjects,
                 "writes": "online only (featurekube: no offline store; Feast: PushMode.ONLINE)",
             }
         ),

@@ -97,6 +97,10 @@ def test_settings_default_to_the_full_ramp_and_both_subjects() -> None:
         }
     )
     assert (shorter.rates, shorter.seconds, shorter.subjects) == ((1000, 10000), 5.0, ("feast",))
+    reversed_ = bench_stream.settings_from(
+        {"FEATUREKUBE_BENCH_STREAM_SUBJECTS": "feast,featurekube,feast"}
+    )
+    assert reversed_.subjects == ("feast", "featurekube")  # run in this order, once each
 
 
 @pytest.mark.parametrize(

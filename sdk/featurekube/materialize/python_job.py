@@ -24,6 +24,12 @@ as :mod:`featurekube.materialize.spark_job`, step for step, and gives the same r
    one commit, through :mod:`featurekube.writer` as Spark's job does, in the order of
    :mod:`featurekube.materialize.publish`: the window is recorded as pending online
    before step 1, and the record removed after the commit.
+
+   A plain view's offline write starts with step 1: the source is read once, each
+   batch appended to a local file (:mod:`featurekube.materialize.spill`) that steps
+   2 and 3 read back, and handed to the offline write, whose commit waits as in
+   publish.py; rows that tie on (keys, event time) abandon that write (nothing is
+   committed) for one of the deduplicated rows.
 5. compute the window's statistics and drift and store them
    (:mod:`featurekube.materialize.monitor`), which never fails the published window.
 
@@ -39,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -50,6 +57,7 @@ from featurekube.materialize import (
     monitor,
     publish,
     report,
+    spill,
     tile_store,
     tiles,
     translate,
@@ -79,6 +87,10 @@ _NEWEST = "__newest"
 """The DuckDB table of each entity's newest row, for the online write."""
 _BATCH_ROWS = 131_072
 """Rows per record batch taken out of DuckDB: what bounds the memory of a write."""
+_TARGET_FILE_BYTES = 32 * 1024 * 1024
+"""The offline table's data files the python engine writes: delta-rs holds a file in
+memory until it uploads it whole, so smaller files bound the write's memory, and
+their uploads start sooner, beside the reading of the source."""
 
 _DUCKDB_TYPES: Mapping[str, str] = {
     "int64": "BIGINT",
@@ -137,10 +149,11 @@ class PythonSettings:
     and their buffers freed: quantiles hold their columns' values."""
     threads: int = 2
     """DuckDB's threads."""
-    statistics_one_query_values: int = 64_000_000
+    statistics_one_query_values: int = 8_000_000
     """Rows times features up to which a window's statistics are one query; beyond,
-    one query a feature, each quantile holding only its own column's values within
-    ``memory_limit`` (slower: the columns are no longer read side by side)."""
+    one query a feature, each quantile holding only its own column's values, so that
+    the memory they take does not grow with the number of features (a plain view's
+    rows are read from a local columnar file, a column at a time at little cost)."""
     online: online_writer.OnlineWriteSettings = field(
         default_factory=online_writer.OnlineWriteSettings
     )
@@ -190,13 +203,29 @@ def run(
         )
     began = time.perf_counter()
     observer.phase("compute")
-    # The window's rows live in DuckDB, which spills beyond its memory limit; they
-    # leave it only as bounded record batches, to each store and to the statistics.
+    # The window's rows live in DuckDB, which spills beyond its memory limit, or (a
+    # plain view written offline) in a local file read once from the source while the
+    # offline write uploads them; they leave either only as bounded record batches.
     with contextlib.ExitStack() as held:
+        offline_write = None
         with publication.before_writing():
             publication.check(online_table, plan.start, plan.end, plan.label)
-            connection = held.enter_context(_connection(settings))
-            rows_read = _load_rows(connection, plan, ingested, storage_options, offline_uri, source)
+            connection, scratch = held.enter_context(_connection(settings))
+            if offline_uri is not None and plan.aggregation is None and not plan.reads_nothing:
+                live = held.enter_context(contextlib.ExitStack())
+                offline_write, rows_read = _read_once(
+                    connection,
+                    view,
+                    plan,
+                    publication,
+                    live,
+                    _Destination(offline_uri, storage_options, ingested, scratch),
+                    source,
+                )
+            else:
+                rows_read = _load_rows(
+                    connection, plan, ingested, storage_options, offline_uri, source
+                )
             rows_offline = _count(connection, _ROWS)
             stats = _statistics(connection, _ROWS, plan, checks)
             newest = _newest_per_entity(connection, plan) if online_table else 0
@@ -217,6 +246,7 @@ def run(
             offline_uri,
             storage_options,
             ingested,
+            offline_write,
         )
         one_query = rows_offline * len(plan.features) <= settings.statistics_one_query_values
         connection.execute(f"SET memory_limit = {_literal(settings.statistics_memory_limit)}")
@@ -242,24 +272,24 @@ def _publish(
     offline_uri: str | None,
     storage_options: Mapping[str, str] | None,
     ingested: dt.datetime,
+    started: _OfflineWrite | None = None,
 ) -> None:
     """Write the computed window: online first, then the offline commit that publishes
-    it (publish.py). The offline files are written meanwhile, their commit held until
-    the online write has succeeded; the online write takes its lease and builds its
-    first items while the pending record settles."""
+    it (publish.py). The offline files are written meanwhile (``started``: an offline
+    write under way since the source was read), their commit held until the online
+    write has succeeded; the online write takes its lease and builds its first items
+    while the pending record settles."""
     online = publication.online
-    offline_write: publish.OfflineWrite[pa.RecordBatch, offline_writer.OfflineWriteResult] | None
-    offline_write = None
-    if offline_uri is not None:
-        writer = offline_writer.OfflineWriter(
-            offline_uri, view, storage_options=storage_options, label=plan.label
-        )
+    offline_write = started
+    if offline_write is None and offline_uri is not None:
+        writer = _offline_writer(view, plan, offline_uri, storage_options)
         offline_write = publication.prepare_offline(
             lambda gate: writer.replace_window(
                 lambda: gate(_batches(connection, _ROWS, plan)), plan.start, plan.end, now=ingested
             )
         )
-    with offline_write or contextlib.nullcontext():
+    entered = contextlib.nullcontext() if started is not None else offline_write
+    with entered or contextlib.nullcontext():
         if online is not None:
             began = time.perf_counter()
             observer.phase("online", newest)
@@ -283,8 +313,30 @@ def _publish(
     result.published = True
 
 
+_OfflineWrite = publish.OfflineWrite[pa.RecordBatch, offline_writer.OfflineWriteResult]
+
+
+def _offline_writer(
+    view: v1alpha1.FeatureView,
+    plan: planning.MaterializationPlan,
+    offline_uri: str,
+    storage_options: Mapping[str, str] | None,
+) -> offline_writer.OfflineWriter:
+    return offline_writer.OfflineWriter(
+        offline_uri,
+        view,
+        storage_options=storage_options,
+        label=plan.label,
+        target_file_bytes=_TARGET_FILE_BYTES,
+    )
+
+
 @contextlib.contextmanager
-def _connection(settings: PythonSettings) -> Iterator[duckdb.DuckDBPyConnection]:
+def _connection(
+    settings: PythonSettings,
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, Path]]:
+    """A DuckDB connection, and a scratch directory (its spill directory too) that
+    lives as long as it."""
     with tempfile.TemporaryDirectory(prefix="featurekube-python-job-") as spill:
         connection = duckdb.connect(
             config={
@@ -296,7 +348,7 @@ def _connection(settings: PythonSettings) -> Iterator[duckdb.DuckDBPyConnection]
         try:
             # GLOBAL: the cursors that stream rows out are connections of their own.
             connection.execute("SET GLOBAL TimeZone = 'UTC'").fetchall()
-            yield connection
+            yield connection, Path(spill)
         finally:
             connection.close()
 
@@ -397,6 +449,107 @@ def _scan(source: Any, plan: planning.MaterializationPlan, ranges: list[tuple[in
         fragment_readahead=1,
     )
     return scanner.to_reader()
+
+
+@dataclass(frozen=True)
+class _Destination:
+    """Where :func:`_read_once` writes: the offline table, and the local scratch
+    directory of the run."""
+
+    offline_uri: str
+    storage_options: Mapping[str, str] | None
+    ingested: dt.datetime
+    scratch: Path
+
+
+def _read_once(
+    connection: duckdb.DuckDBPyConnection,
+    view: v1alpha1.FeatureView,
+    plan: planning.MaterializationPlan,
+    publication: publish.Publication,
+    live: contextlib.ExitStack,
+    to: _Destination,
+    source: Any | None,
+) -> tuple[_OfflineWrite | None, int]:
+    """Read a plain view's window from the source once, making :data:`_ROWS` a view of
+    a local file of its rows (:mod:`featurekube.materialize.spill`) while an offline
+    write (entered on ``live``, its commit held) uploads them; return that write and the
+    rows read.
+
+    Deduplication (:func:`_deduplicated`) is rare and needs every row: when rows tie on
+    (keys, event time), the write under way is abandoned (``live`` closed: nothing is
+    committed), :data:`_ROWS` becomes a table of the deduplicated rows, and None is
+    returned for the caller to write those."""
+    sql = _events_sql(
+        connection,
+        plan,
+        to.ingested,
+        to.storage_options,
+        None,
+        source=source,
+        names=(EVENT, CREATED),
+    )
+    schema = row_codec.row_schema(plan.spec)
+    path = to.scratch / "rows.parquet"
+    feed = spill.Feed()
+
+    def rows() -> Iterator[pa.RecordBatch]:
+        # The first attempt takes the rows as they are read; a commit retried after a
+        # conflict reads them again from the file, complete by then.
+        return _batches(connection, _ROWS, plan) if feed.taken else iter(feed)
+
+    writer = _offline_writer(view, plan, to.offline_uri, to.storage_options)
+    offline_write: _OfflineWrite = publication.prepare_offline(
+        lambda gate: writer.replace_window(
+            lambda: gate(rows()), plan.start, plan.end, now=to.ingested
+        )
+    )
+    live.enter_context(offline_write)
+    try:
+        with spill.Spill(path, schema) as out:
+            for batch in connection.sql(sql).to_arrow_reader(_BATCH_ROWS):
+                if batch.num_rows:
+                    conformed = _conform_batch(batch, schema)
+                    out.write(conformed)
+                    feed.put(conformed)
+    except duckdb.Error as exc:
+        raise _failed_on_rows(plan, exc) from exc
+    finally:
+        connection.unregister("source")
+    feed.close()
+    connection.execute(f"CREATE VIEW __spilled AS FROM read_parquet({_literal(str(path))})")
+    if not _has_ties(connection, "__spilled", plan):
+        connection.execute(f"CREATE VIEW {_ROWS} AS FROM __spilled")
+        return offline_write, out.rows
+    live.close()  # the rows written hold ties: nothing of them is committed
+    _keep_one_per_event(connection, "__spilled", plan)
+    return None, out.rows
+
+
+def _has_ties(
+    connection: duckdb.DuckDBPyConnection, relation: str, plan: planning.MaterializationPlan
+) -> bool:
+    """Whether rows of ``relation`` tie on (keys, event time). Ties are rare: a hash
+    count finds whether there are any, which costs a fraction of ranking every row."""
+    group = ", ".join([*(_q(name) for name, _ in plan.keys), _q(EVENT)])
+    ((largest,),) = connection.execute(
+        f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {relation} GROUP BY {group})"
+    ).fetchall()
+    return bool(largest > 1)
+
+
+def _keep_one_per_event(
+    connection: duckdb.DuckDBPyConnection, relation: str, plan: planning.MaterializationPlan
+) -> None:
+    """Create :data:`_ROWS` from ``relation``: one row per (keys, event time), the
+    greatest created time winning, then the greatest feature values (a null lowest),
+    as Spark's ``max(struct)``."""
+    group = ", ".join([*(_q(name) for name, _ in plan.keys), _q(EVENT)])
+    order = [f"{_q(CREATED)} DESC"] + [f"{_q(f)} DESC NULLS LAST" for f, _ in plan.features]
+    connection.execute(
+        f"CREATE TABLE {_ROWS} AS SELECT * FROM {relation} "
+        f"QUALIFY row_number() OVER (PARTITION BY {group} ORDER BY {', '.join(order)}) = 1"
+    )
 
 
 def _load_rows(
@@ -658,22 +811,10 @@ def _deduplicated(
     finally:
         connection.unregister("source")
     rows_read = _count(connection, "__events")
-    keys = [_q(name) for name, _ in plan.keys]
-    features = [_q(name) for name, _ in plan.features]
-    group = ", ".join([*keys, _q(EVENT)])
-    # Ties on event time are rare: a hash count finds whether there are any, which costs
-    # a fraction of ranking every row.
-    ((largest,),) = connection.execute(
-        f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM __events GROUP BY {group})"
-    ).fetchall()
-    if largest <= 1:
+    if not _has_ties(connection, "__events", plan):
         connection.execute(f"ALTER TABLE __events RENAME TO {_ROWS}")
         return rows_read
-    order = [f"{_q(CREATED)} DESC"] + [f"{f} DESC NULLS LAST" for f in features]
-    connection.execute(
-        f"CREATE TABLE {_ROWS} AS SELECT * FROM __events "
-        f"QUALIFY row_number() OVER (PARTITION BY {group} ORDER BY {', '.join(order)}) = 1"
-    )
+    _keep_one_per_event(connection, "__events", plan)
     connection.execute("DROP TABLE __events")
     return rows_read
 

@@ -105,6 +105,7 @@ class OfflineWriter:
         storage_options: Mapping[str, str] | None = None,
         label: str | None = None,
         max_commit_attempts: int = 6,
+        target_file_bytes: int | None = None,
     ) -> None:
         self.uri = s3_prefixes.normalize(uri)  # Spark spells S3 s3a://; delta-rs s3://
         self.spec = view.spec if isinstance(view, v1alpha1.FeatureView) else view
@@ -112,6 +113,9 @@ class OfflineWriter:
         self.name = view.metadata.name if isinstance(view, v1alpha1.FeatureView) else None
         self.storage_options = storage_options_for(self.uri, storage_options)
         self.max_commit_attempts = max_commit_attempts
+        self.target_file_bytes = target_file_bytes
+        """The size data files are cut at (None: delta-rs' default, 100 MiB). delta-rs
+        holds a file in memory until it uploads it whole: this bounds a write's memory."""
         self.schema = offline_schema(self.spec)
         """The table's Arrow schema."""
 
@@ -176,6 +180,7 @@ class OfflineWriter:
                         partition_by=[layout.EVENT_DATE],
                         name=self.name,
                         storage_options=self.storage_options,
+                        target_file_size=self.target_file_bytes,
                     )
                 else:
                     deltalake.write_deltalake(
@@ -186,6 +191,7 @@ class OfflineWriter:
                         partition_by=[layout.EVENT_DATE],
                         name=self.name,
                         storage_options=self.storage_options,
+                        target_file_size=self.target_file_bytes,
                     )
             except Exception as exc:
                 if counter.error is not None:

@@ -40,6 +40,15 @@ class Helm:
     binary: Path
     home: Path
 
+    def environment(self) -> dict[str, str]:
+        """The process environment helm runs with: its caches and settings here."""
+        return {
+            **os.environ,
+            "HELM_CACHE_HOME": str(self.home / "cache"),
+            "HELM_CONFIG_HOME": str(self.home / "config"),
+            "HELM_DATA_HOME": str(self.home / "data"),
+        }
+
     def run(
         self,
         *args: str,
@@ -48,12 +57,7 @@ class Helm:
         timeout: float = 300,
     ) -> subprocess.CompletedProcess[str]:
         """``helm args``; with ``check``, a failure fails the test with helm's stderr."""
-        env = {
-            **os.environ,
-            "HELM_CACHE_HOME": str(self.home / "cache"),
-            "HELM_CONFIG_HOME": str(self.home / "config"),
-            "HELM_DATA_HOME": str(self.home / "data"),
-        }
+        env = self.environment()
         if kubeconfig is not None:
             env["KUBECONFIG"] = str(kubeconfig)
         done = subprocess.run(

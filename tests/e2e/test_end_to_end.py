@@ -1,54 +1,74 @@
-"""The whole system on the local platform: the real operator (a separate process), the
-local runtime running each window with spark-submit and each feature server as a
-process, the SDK, and the example feature repo with its generated data.
+"""The whole system on the real node: featurekube's chart installed by helm (the
+operator a pod of its image under the chart's ServiceAccount), each window run by the
+Kubeflow Spark Operator as a driver and executor pods, each feature server a Deployment
+of pods behind a Service, the SDK, and the example feature repo with its generated data.
 
 One backfill serves every test of this module: apply -> materialize -> serve -> query.
-The operator is set up as the chart sets it: feature servers take TLS only (a
-certificate from the namespace's TLS Secret) and ServiceAccount tokens, which they have
-the API server review as their own ServiceAccount (bound to system:auth-delegator);
-the test calls them with the CA and a token of a ServiceAccount of the namespace.
+The chart sets the feature servers up for TLS only (a certificate from the namespace's
+TLS Secret) and ServiceAccount tokens, which they have the API server review as their
+own ServiceAccount (bound to system:auth-delegator); the test reaches them from the
+machine through ``kubectl port-forward`` and calls them with the CA and a token of a
+ServiceAccount of the namespace.
+
+The faults are real ones: a Spark executor pod killed while its window runs (during the
+module's backfill), a feature-server pod killed, and the operator's pod killed
+mid-backfill; each test then checks the data, not only the status.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import itertools
-import json
 import math
 import os
 import subprocess
 import sys
-import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client
+import kubernetes.config
 import pytest
 import yaml
 
-from featurekube._platform import components, pki, processes
-from featurekube._platform.platform import Endpoints
-from featurekube._platform.runtime import Runtime
+from chart_support import CHART, Helm
+from conftest import IMAGE_BUILD_SECONDS
+from featurekube import errors
+from featurekube._platform import chart, node_config, pki
+from featurekube._platform import platform as local
 from featurekube.online.client import FeatureServerError, OnlineClient
 from featurekube.store import FeatureStore
+from featurekube_operator import naming
 from support import eventually
 
 _eventually = functools.partial(eventually, interval=1.0)
 REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "examples"
 VIEWS = ("driver-trip-stats", "driver-profile", "driver-location-live")
+EXECUTOR_VIEW = "driver-trip-stats"
+"""The view of the backfill whose Spark executor is killed while its window runs."""
 TIMEOUT = 900.0
+NODE_START_SECONDS = 900.0
+"""The node's start and the image imports, on a busy machine (warm: a few minutes)."""
+POD_SECONDS = 300.0
 TLS_SECRET = "featurekube-serving-tls"
-SERVER_ACCOUNTS = ("featurekube-feature-server", "eta-feature-server")
-"""The chart's ServiceAccount of feature servers, and the one the example's
-spec.server.serviceAccountName names."""
+RELEASE = "fk"
+GRPC_PORT = 50051
+SERVER_ACCOUNT = "eta-feature-server"
+"""The example's spec.server.serviceAccountName (the chart makes and binds its own
+default, featurekube-feature-server)."""
 CALLER_ACCOUNT = "eta-model-client"
-# pytest-timeout's limit must not cut the waits inside a test short: the first test
-# also pays for the module fixture's wait, and a test may then wait TIMEOUT itself.
-pytestmark = pytest.mark.timeout(2 * TIMEOUT + 120)
+SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
+# pytest-timeout's limit must not cut the waits inside a test short: the module's first
+# test may pay for building the images and starting the node, then for the module
+# fixture's wait, and a test may then wait TIMEOUT itself.
+pytestmark = pytest.mark.timeout(IMAGE_BUILD_SECONDS + NODE_START_SECONDS + 2 * TIMEOUT + 300)
 
 
 def _ready(body: dict[str, Any]) -> bool:
@@ -58,42 +78,49 @@ def _ready(body: dict[str, Any]) -> bool:
     )
 
 
-class System:
-    """The namespace under test, its operator process and its runtime thread."""
+@dataclasses.dataclass
+class ExecutorKill:
+    """A Spark executor pod killed while its window's driver ran."""
 
-    def __init__(self, api: kubernetes.client.ApiClient, namespace: str, root: Path) -> None:
+    pod: str
+    application: str
+    killed_at: float
+    completed_after: float | None = None
+    """Seconds from the kill to the window's SparkApplication COMPLETED."""
+    state: str = ""
+
+
+class System:
+    """The namespace under test on the node, with the chart installed in it."""
+
+    def __init__(
+        self,
+        api: kubernetes.client.ApiClient,
+        namespace: str,
+        root: Path,
+        kubectl: Path,
+        kubeconfig: Path,
+    ) -> None:
         self.api, self.namespace, self.root = api, namespace, root
+        self.kubectl, self.kubeconfig = kubectl, kubeconfig
         self.custom = kubernetes.client.CustomObjectsApi(api)
-        self.runtime = Runtime(api, root / "runtime", namespaces=frozenset({namespace}))
-        (root / "runtime").mkdir(parents=True, exist_ok=True)
-        self.operator: subprocess.Popen[bytes] | None = None
+        self.core = kubernetes.client.CoreV1Api(api)
         self.ca_file = self.token_file = root / "unset"
         self.binding = ""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run_runtime, daemon=True)
-        self._thread.start()
-
-    def _run_runtime(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.runtime.step()
-            except Exception as exc:  # keep serving the test; the next round retries
-                print(f"runtime: {exc}", file=sys.stderr)
-            self._stop.wait(0.5)
+        self.executor_kill: ExecutorKill | None = None
 
     def secure(self) -> None:
-        """What the chart and the platform team set up for feature servers in a
-        workload namespace, and a caller: the TLS Secret, the servers' ServiceAccounts
-        allowed to review tokens, and a token of a ServiceAccount of the namespace
-        (which spec.access, unset, lets read and push)."""
-        core = kubernetes.client.CoreV1Api(self.api)
+        """What the platform team sets up beside the chart for feature servers in a
+        workload namespace, and a caller: the TLS Secret, the example's own server
+        ServiceAccount allowed to review tokens, and a token of a ServiceAccount of the
+        namespace (which spec.access, unset, lets read and push)."""
         now = dt.datetime.now(dt.UTC)
         ca = pki.new_authority("featurekube-e2e-serving-ca", now)
         hosts = (f"*.{self.namespace}.svc", f"*.{self.namespace}.svc.cluster.local")
         pair = pki.issue_certificate(
             ca, hosts[0], now, hosts=(*hosts, "localhost", "127.0.0.1"), server=True
         )
-        core.create_namespaced_secret(
+        self.core.create_namespaced_secret(
             self.namespace,
             {
                 "metadata": {"name": TLS_SECRET},
@@ -107,9 +134,11 @@ class System:
         )
         self.ca_file = self.root / "ca.crt"
         self.ca_file.write_bytes(ca.pair.cert_pem)
-        for account in (*SERVER_ACCOUNTS, CALLER_ACCOUNT):
-            core.create_namespaced_service_account(self.namespace, {"metadata": {"name": account}})
-        self.binding = f"{self.namespace}-feature-server-auth-delegator"
+        for account in (SERVER_ACCOUNT, CALLER_ACCOUNT):
+            self.core.create_namespaced_service_account(
+                self.namespace, {"metadata": {"name": account}}
+            )
+        self.binding = f"{self.namespace}-eta-feature-server-auth-delegator"
         kubernetes.client.RbacAuthorizationV1Api(self.api).create_cluster_role_binding(
             {
                 "metadata": {"name": self.binding},
@@ -119,55 +148,58 @@ class System:
                     "name": "system:auth-delegator",
                 },
                 "subjects": [
-                    {"kind": "ServiceAccount", "name": account, "namespace": self.namespace}
-                    for account in SERVER_ACCOUNTS
+                    {"kind": "ServiceAccount", "name": SERVER_ACCOUNT, "namespace": self.namespace}
                 ],
             }
         )
         request = {"spec": {"expirationSeconds": 2 * 3600}}
-        answer = core.create_namespaced_service_account_token(
+        answer = self.core.create_namespaced_service_account_token(
             CALLER_ACCOUNT, self.namespace, request
         )
         self.token_file = self.root / "caller.token"
         self.token_file.write_text(answer.status.token)
 
-    def client(self, service: str = "eta-model", *, token: bool = True) -> OnlineClient:
-        """A client of ``service``'s server, over TLS, with the caller's token or none."""
-        return OnlineClient(
-            self.endpoint(service),
-            ca_file=self.ca_file,
-            token_file=self.token_file if token else None,
-        )
+    @contextlib.contextmanager
+    def client(self, service: str = "eta-model", *, token: bool = True) -> Iterator[OnlineClient]:
+        """A client of ``service``'s server through a port-forward to its Service, over
+        TLS, with the caller's token or none."""
+        with (
+            chart.PortForward(
+                self.kubectl, self.kubeconfig, self.namespace, service, GRPC_PORT
+            ) as forward,
+            OnlineClient(
+                forward.address,
+                ca_file=self.ca_file,
+                token_file=self.token_file if token else None,
+                timeout=60,
+            ) as online,
+        ):
+            yield online
 
-    def start_operator(self, offline_uri: str, table_prefix: str) -> None:
-        env = {
-            **os.environ,
-            **components.operator_environment(offline_uri, 0),
-            "FEATUREKUBE_TABLE_PREFIX": table_prefix,
-            "FEATUREKUBE_RECONCILE_INTERVAL_SECONDS": "2",
-            "FEATUREKUBE_SERVER_TLS_SECRET": TLS_SECRET,
-            "FEATUREKUBE_SERVER_AUTH": "tokenreview",
-        }
-        argv = [*components.operator_command(Path(sys.executable)), "--namespace", self.namespace]
-        log = (self.root / "operator.log").open("ab")
-        self.operator = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    def operator_pod(self) -> Any:
+        """The operator's running pod, None while there is not exactly one."""
+        pods = self.core.list_namespaced_pod(
+            self.namespace, label_selector=chart.OPERATOR_SELECTOR
+        ).items
+        running = [p for p in pods if p.metadata.deletion_timestamp is None]
+        return running[0] if len(running) == 1 else None
 
-    def kill_operator(self) -> None:
-        assert self.operator is not None
-        self.operator.kill()
-        self.operator.wait()
+    def kill_pod(self, name: str) -> None:
+        """Kill a pod as a node failure would: no grace period."""
+        self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
 
-    def stop(self) -> None:
-        if self.operator is not None and self.operator.poll() is None:
-            self.operator.terminate()
-            self.operator.wait(timeout=30)
-        self._stop.set()
-        self._thread.join(timeout=30)
-        self.runtime.stop()
-        if self.binding:
-            kubernetes.client.RbacAuthorizationV1Api(self.api).delete_cluster_role_binding(
-                self.binding
-            )
+    def pods(self, selector: str) -> list[Any]:
+        found: list[Any] = self.core.list_namespaced_pod(
+            self.namespace, label_selector=selector
+        ).items
+        return found
+
+    def operator_log(self) -> str:
+        pod = self.operator_pod()
+        if pod is None:
+            return "(no operator pod)"
+        log: str = self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace)
+        return log
 
     def apply(self, body: dict[str, Any]) -> None:
         plural = "featureviews" if body["kind"] == "FeatureView" else "featureservices"
@@ -197,70 +229,201 @@ class System:
         )
         return body
 
-    def endpoint(self, service: str) -> str:
-        servers = json.loads((self.root / "runtime" / "endpoints.json").read_text())
-        return str(servers[f"{self.namespace}/{service}"])
+    def spark_applications(self, view: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(
+            *SPARK[:2], self.namespace, SPARK[2]
+        )["items"]
+        return [
+            a
+            for a in items
+            if (a["metadata"].get("labels") or {}).get(naming.LABEL_FEATURE_VIEW) == view
+        ]
+
+    def kill_an_executor_mid_window(self) -> None:
+        """Once: kill a running executor of :data:`EXECUTOR_VIEW`'s window while its
+        driver runs; afterwards, note when that window's application completes."""
+        if self.executor_kill is not None:
+            if self.executor_kill.completed_after is None:
+                apps = {a["metadata"]["name"]: a for a in self.spark_applications(EXECUTOR_VIEW)}
+                app = apps.get(self.executor_kill.application)
+                state = ((app or {}).get("status") or {}).get("applicationState", {})
+                self.executor_kill.state = state.get("state", "")
+                if self.executor_kill.state in ("COMPLETED", "FAILED"):
+                    self.executor_kill.completed_after = (
+                        time.monotonic() - self.executor_kill.killed_at
+                    )
+            return
+        view = f"{naming.LABEL_FEATURE_VIEW}={EXECUTOR_VIEW}"
+        drivers = self.pods(f"spark-role=driver,{view}")
+        executors = self.pods(f"spark-role=executor,{view}")
+        running = [p for p in executors if p.status.phase == "Running"]
+        if not running or not any(d.status.phase == "Running" for d in drivers):
+            return
+        pod = running[0]
+        names = [a["metadata"]["name"] for a in self.spark_applications(EXECUTOR_VIEW)]
+        application = (pod.metadata.labels or {}).get("sparkoperator.k8s.io/app-name", "")
+        if application not in names:
+            # Without the Spark Operator's label: the view's newest application.
+            application = names[-1] if names else ""
+        self.kill_pod(pod.metadata.name)
+        self.executor_kill = ExecutorKill(pod.metadata.name, application, time.monotonic())
+        print(f"killed executor pod {pod.metadata.name} of {application} mid-window")
+
+
+def _pod_ready(pod: Any) -> bool:
+    statuses = pod.status.container_statuses or []
+    return bool(statuses) and all(c.ready for c in statuses)
 
 
 def _example(name: str, namespace: str, raw: str) -> dict[str, Any]:
+    """The example ``name`` in ``namespace``, reading raw data under ``raw``."""
     body: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
     body["metadata"]["namespace"] = namespace
     batch = body["spec"].get("source", {}).get("batch")
     if batch:
         batch["path"] = batch["path"].replace("s3://featurekube-demo/raw/", raw)
-    return body
+    # The node has two cores, which the Spark jobs need too.
+    return chart.fit_to_node(body)
 
 
 @pytest.fixture(scope="module")
 def system(
-    platform: Endpoints,
-    kube_api: kubernetes.client.ApiClient,
-    test_bucket: str,
-    tmp_path_factory: pytest.TempPathFactory,
+    node_platform: local.LocalPlatform, helm: Helm, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[System]:
-    namespace = f"e2e-{int(time.time()) % 100000}"
-    kubernetes.client.CoreV1Api(kube_api).create_namespace({"metadata": {"name": namespace}})
+    found = node_platform.endpoints()
+    assert found is not None and found.node == node_config.NODE_NAME
+    namespace = f"e2e-{uuid.uuid4().hex[:6]}"
+    api = kubernetes.config.new_client_from_config(config_file=str(found.kubeconfig))
+    core = kubernetes.client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespaced_secret(namespace, chart.namespace_aws_secret())
     root = tmp_path_factory.mktemp("e2e")
-    raw = f"s3://{test_bucket}/{namespace}/raw/"
+    kubectl = local.resolve_k8s_bin_dir(node_platform.settings) / "kubectl"
+    running = System(api, namespace, root, kubectl, found.kubeconfig)
+    raw = f"s3://featurekube/{namespace}/raw/"
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).date().isoformat()
     generate = [sys.executable, str(EXAMPLES / "generate_data.py"), "--out", raw, "--start", start]
-    subprocess.run(
-        [*generate, "--days", "2", "--drivers", "25", "--riders", "100", "--seed", "11"], check=True
-    )
-    running = System(kube_api, namespace, root)
-    running.secure()
-    running.start_operator(f"s3://{test_bucket}/{namespace}/offline", f"fk-{namespace}.")
-    try:
-        for name in (*VIEWS, "eta-model"):
-            running.apply(_example(name, namespace, raw))
-        _eventually(
-            lambda: (
-                all(_ready(running.get("featureviews", v)) for v in VIEWS)
-                and _ready(running.get("featureservices", "eta-model"))
-            ),
-            TIMEOUT,
-            "the views materialize and the eta-model server serves",
+    with pytest.MonkeyPatch.context() as env:
+        # The SDK, boto3 and deltalake of this process, on the node's platform.
+        for key, value in found.environment().items():
+            env.setenv(key, value)
+        subprocess.run(
+            [*generate, "--days", "2", "--drivers", "25", "--riders", "100", "--seed", "11"],
+            check=True,
+            env=dict(os.environ),
         )
-        yield running
-    finally:
-        running.stop()
-        print((root / "operator.log").read_text()[-5000:])
+        try:
+            running.secure()
+            values = chart.node_values(
+                found,
+                namespace,
+                offline_uri=f"s3://featurekube/{namespace}/offline",
+                table_prefix=f"fk-{namespace}.",
+                tls_secret=TLS_SECRET,
+                reconcile_seconds=2,
+            )
+            installed = time.monotonic()
+            chart.install(
+                [str(helm.binary)],
+                CHART,
+                RELEASE,
+                namespace,
+                found.kubeconfig,
+                values,
+                root / "values.yaml",
+                env=helm.environment(),
+            )
+            chart.wait_for_operator(api, namespace, RELEASE, POD_SECONDS)
+            print(f"helm install -> operator Ready: {time.monotonic() - installed:.1f} s")
+            for name in (*VIEWS, "eta-model"):
+                body = _example(name, namespace, raw)
+                if name == EXECUTOR_VIEW:
+                    # On Spark's executors, whatever the window's size (auto would
+                    # compute so small a window in the driver's Python).
+                    body["spec"]["materialization"]["engine"] = "spark"
+                running.apply(body)
+
+            def materialized() -> bool:
+                running.kill_an_executor_mid_window()
+                return all(_ready(running.get("featureviews", v)) for v in VIEWS) and _ready(
+                    running.get("featureservices", "eta-model")
+                )
+
+            _eventually(
+                materialized,
+                TIMEOUT,
+                "the views materialize and the eta-model server serves\n"
+                + chart.describe_pods(core, namespace),
+            )
+
+            def executor_window_ended() -> bool:
+                # The view may be Ready before the killed executor's application says
+                # COMPLETED.
+                running.kill_an_executor_mid_window()
+                kill = running.executor_kill
+                return kill is None or kill.completed_after is not None
+
+            _eventually(executor_window_ended, POD_SECONDS, "the killed executor's window ends")
+            yield running
+        finally:
+            print(running.operator_log()[-5000:])
+            helm.run(
+                "uninstall",
+                RELEASE,
+                "--kubeconfig",
+                str(found.kubeconfig),
+                "-n",
+                namespace,
+                "--wait",
+                "--timeout",
+                "120s",
+                check=False,
+                timeout=180,
+            )
+            if running.binding:
+                kubernetes.client.RbacAuthorizationV1Api(api).delete_cluster_role_binding(
+                    running.binding
+                )
+            core.delete_namespace(namespace)
+            api.close()
 
 
 def test_online_vectors_equal_the_training_frame_at_the_same_time(system: System) -> None:
     """Parity: after materializing up to the end of the last window, the online value of
     every entity equals the SDK's point-in-time value just before that end."""
-    drivers = list(range(1001, 1026))
+    compared = _compare_online_with_offline(system, ("driver-trip-stats", "driver-profile"))
+    assert compared >= 200
+
+
+DRIVERS = list(range(1001, 1026))
+
+
+def _served(system: System) -> dict[str, dict[str, Any]]:
     service = system.get("featureservices", "eta-model")
-    served = {f["name"]: f for f in service["status"]["resolvedFeatures"] if f.get("featureView")}
+    return {f["name"]: f for f in service["status"]["resolvedFeatures"] if f.get("featureView")}
+
+
+def _online(system: System, views: tuple[str, ...]) -> dict[str, list[Any]]:
+    """Every driver's online values of ``views``' features, from the eta-model server."""
+    served = _served(system)
     with system.client() as client:
-        online = client.get_online_features(
-            columns={"driver_id": drivers},
-            features=[n for n in served if served[n]["featureView"] != "driver-location-live"],
+        vector: dict[str, list[Any]] = client.get_online_features(
+            columns={"driver_id": DRIVERS},
+            features=[n for n in served if served[n]["featureView"] in views],
         ).to_dict(statuses=True)
+    return vector
+
+
+def _compare_online_with_offline(system: System, views: tuple[str, ...]) -> int:
+    """Check that each driver's online value of each feature of ``views`` equals the
+    SDK's point-in-time value just before the end of the view's last window; return
+    how many values were compared."""
+    drivers = DRIVERS
+    served = _served(system)
+    online = _online(system, views)
     store = FeatureStore.from_cluster(system.namespace)
     compared = 0
-    for view in ("driver-trip-stats", "driver-profile"):
+    for view in views:
         status = system.get("featureviews", view)["status"]
         end = status["lastMaterializedWindow"]["end"]
         # The last window's report, from its driver's (or Job's pod's) termination
@@ -291,7 +454,7 @@ def test_online_vectors_equal_the_training_frame_at_the_same_time(system: System
                         isinstance(got, float) and math.isclose(got, want, rel_tol=0, abs_tol=0)
                     ), f"{view}.{name} of driver {driver}: online {got!r} != offline {want!r}"
                 compared += 1
-    assert compared >= 200
+    return compared
 
 
 def _missing(value: Any) -> bool:
@@ -335,20 +498,85 @@ def test_a_feature_service_deleted_stops_its_server(system: System) -> None:
     extra["spec"]["server"] = {"replicas": 1}
     system.apply(extra)
     _eventually(
-        lambda: _ready(system.get("featureservices", "eta-model-canary")), 180, "the canary serves"
+        lambda: _ready(system.get("featureservices", "eta-model-canary")),
+        POD_SECONDS,
+        "the canary serves",
     )
-    (server,) = [s for key, s in system.runtime._servers.items() if key[1] == "eta-model-canary"]
+    selector = f"{naming.LABEL_FEATURE_SERVICE}=eta-model-canary"
+    assert system.pods(selector), "the canary serves from no pod"
+    apps = kubernetes.client.AppsV1Api(system.api)
 
     system.custom.delete_namespaced_custom_object(
         "featurekube.dev", "v1alpha1", system.namespace, "featureservices", "eta-model-canary"
     )
 
-    _eventually(lambda: not processes.is_running(server.pid), 120, "its server stops")
+    _eventually(
+        lambda: (
+            not system.pods(selector)
+            and not apps.list_namespaced_deployment(
+                system.namespace, field_selector="metadata.name=eta-model-canary"
+            ).items
+        ),
+        POD_SECONDS,
+        "its Deployment and pods gone",
+    )
+
+
+def test_a_killed_feature_server_pod_is_replaced_and_serves_the_same_values(
+    system: System,
+) -> None:
+    views = ("driver-trip-stats", "driver-profile")
+    before = _online(system, views)
+    selector = f"{naming.LABEL_FEATURE_SERVICE}=eta-model"
+    [pod] = system.pods(selector)
+
+    system.kill_pod(pod.metadata.name)
+    killed = time.monotonic()
+
+    def replaced() -> bool:
+        pods = [p for p in system.pods(selector) if p.metadata.name != pod.metadata.name]
+        return any(_pod_ready(p) for p in pods)
+
+    _eventually(replaced, POD_SECONDS, "a new server pod Ready")
+    after = _eventually(
+        lambda: _online(system, views),
+        POD_SECONDS,
+        "the new pod serves",
+        ignore=(FeatureServerError, errors.PlatformError),
+    )
+    print(f"feature-server pod killed -> vectors served again: {time.monotonic() - killed:.1f} s")
+    assert after == before
+    assert sum(s == "PRESENT" for k, v in after.items() if k.endswith("__status") for s in v)
+
+
+def test_a_spark_executor_killed_mid_window_the_window_completes_without_duplicates_or_gaps(
+    system: System,
+) -> None:
+    kill = system.executor_kill
+    assert kill is not None, f"no executor of {EXECUTOR_VIEW} ran while its driver did"
+    assert kill.state == "COMPLETED", kill
+    print(f"executor pod killed -> its window COMPLETED: {kill.completed_after:.1f} s")
+    status = system.get("featureviews", EXECUTOR_VIEW)["status"]
+    import deltalake
+
+    rows = deltalake.DeltaTable(status["offlineUri"]).to_pyarrow_table(
+        columns=["driver_id", "event_timestamp"]
+    )
+    keys = list(
+        zip(
+            rows.column("driver_id").to_pylist(),
+            rows.column("event_timestamp").to_pylist(),
+            strict=True,
+        )
+    )
+    assert keys and len(keys) == len(set(keys)), "duplicate offline rows"
+    # No gap online: every driver's value is the offline store's at the window's end.
+    assert _compare_online_with_offline(system, (EXECUTOR_VIEW,)) >= 25
 
 
 def test_a_failing_source_is_reported_on_the_view(system: System) -> None:
     broken = _example(
-        "driver-profile", system.namespace, f"s3://featurekube-test/{system.namespace}/nowhere/"
+        "driver-profile", system.namespace, f"s3://featurekube/{system.namespace}/nowhere/"
     )
     broken["metadata"]["name"] = "driver-profile-broken"
     system.apply(broken)
@@ -360,7 +588,7 @@ def test_a_failing_source_is_reported_on_the_view(system: System) -> None:
                 return str(condition["message"])
         return None
 
-    message = _eventually(degraded, 300, "the view reports its failed window")
+    message = _eventually(degraded, TIMEOUT, "the view reports its failed window")
     assert "failed" in message and "attempt 1" in message
 
 
@@ -405,16 +633,24 @@ def test_an_operator_killed_mid_backfill_resumes_without_duplicates_or_gaps(syst
             == body["metadata"]["name"]
         ]
 
-    _eventually(apps, 120, "the backfill starts")
-    system.kill_operator()
-    offline_uri = f"s3://featurekube-test/{system.namespace}/offline"
-    system.start_operator(offline_uri, f"fk-{system.namespace}.")
+    _eventually(apps, TIMEOUT, "the backfill starts")
+    old = system.operator_pod()
+    assert old is not None
+    system.kill_pod(old.metadata.name)
+    killed = time.monotonic()
 
+    def restarted() -> bool:
+        pod = system.operator_pod()
+        return pod is not None and pod.metadata.uid != old.metadata.uid and _pod_ready(pod)
+
+    _eventually(restarted, POD_SECONDS, "the Deployment's new operator pod Ready")
+    print(f"operator pod killed -> new operator pod Ready: {time.monotonic() - killed:.1f} s")
     _eventually(
         lambda: _ready(system.get("featureviews", "rider-features-restart")),
         TIMEOUT,
         "Ready after the restart",
     )
+    print(f"operator pod killed -> the view Ready: {time.monotonic() - killed:.1f} s")
     windows = sorted(
         (
             a["metadata"]["annotations"]["featurekube.dev/window-start"],

@@ -43,10 +43,12 @@ micro-batch read (Spark's progress). Over the measured interval, lag is *bounded
 unless its troughs (right after each micro-batch) rise faster than 10% of the rate, or
 it ends more than 60 s of the rate behind, or no micro-batch finishes within its first
 or last third (:func:`benchmarks._streaming.judge_lag`).
-The highest sustained rate is the last step with lag bounded before the first without;
-the ramp stops there (after it drains, 1000 and 10000 events/s are still run if they
-were not, for their latencies). A step the producer could not keep (under 95% of its
-rate) ends the ramp too, and is noted: the sustained rate is then a lower bound.
+After a step without bounded lag the ramp waits (up to 90 s) for lag to drain, and it
+ends at the second such step in a row (one alone can be a passing stall of a loaded
+machine); 1000 and 10000 events/s are still run if they were not, for their
+latencies. The highest sustained rate is the highest step with lag bounded. A step the
+producer could not keep (under 95% of its rate) ends the ramp too, and is noted: the
+sustained rate is then a lower bound.
 
 Run time: a few minutes per side (Spark's start, then each step's warm-up, interval
 and settling); shorten with ``FEATUREKUBE_BENCH_STREAM_RATES``,
@@ -529,21 +531,31 @@ def _epoch(text: str) -> float:
 
 def _ramp(watch: _Watch, bootstrap: str, topic: str, settings: Settings) -> list[_Step]:
     """Step through the rates (the first one's warm-up doubled: Spark's first batches
-    compile); stop after the first without bounded lag or not kept by the producer,
-    then still run the latency rates not run yet, once lag has drained."""
+    compile) until :func:`_ends_ramp`, letting lag drain after a step without bounded
+    lag; then still run the latency rates not run yet, once lag has drained."""
     _prime(watch, bootstrap, topic, settings)
     steps: list[_Step] = []
     stopped = False
     for rate in settings.rates:
-        if stopped and (rate not in LATENCY_RATES or not _drained(watch)):
+        if stopped and rate not in LATENCY_RATES:
             continue
+        if steps and not steps[-1].lag.bounded and not _drained(watch):
+            break
         warmup = settings.warmup * (2 if not steps else 1)
         step = _step(watch, bootstrap, topic, rate, settings, warmup)
         steps.append(step)
         print(f"  {watch.side.subject}: {json.dumps(step.summary())}", flush=True)
-        if not step.lag.bounded or not step.kept:
-            stopped = True
+        stopped = stopped or _ends_ramp(steps)
     return steps
+
+
+def _ends_ramp(steps: list[_Step]) -> bool:
+    """The ramp ends at a step the producer could not keep, or at the second step in a
+    row without bounded lag: one alone can be a passing stall of a loaded machine."""
+    last = steps[-1]
+    if not last.kept:
+        return True
+    return len(steps) >= 2 and not last.lag.bounded and not steps[-2].lag.bounded
 
 
 def _prime(watch: _Watch, bootstrap: str, topic: str, settings: Settings) -> None:
@@ -575,15 +587,16 @@ def _drained(watch: _Watch) -> bool:
 
 
 def _sustained(steps: list[_Step]) -> tuple[int | None, str]:
-    """The highest rate held with lag bounded before the first that was not, and what
+    """The highest rate held with lag bounded (and kept by the producer), and what
     ended the ramp."""
-    best = None
-    for step in steps:
-        if not step.kept:
-            return best, f"the producer could not keep {step.rate}/s (a lower bound)"
-        if not step.lag.bounded:
-            return best, f"lag grew without bound at {step.rate}/s"
-        best = step.rate
+    held = [s.rate for s in steps if s.kept and s.lag.bounded]
+    best = max(held) if held else None
+    short = [s.rate for s in steps if not s.kept]
+    if short:
+        return best, f"the producer could not keep {short[0]}/s (a lower bound)"
+    missed = [s.rate for s in steps if not s.lag.bounded]
+    if missed:
+        return best, "lag grew without bound at " + ", ".join(f"{r}/s" for r in missed)
     return best, "every rate was held (a lower bound)"
 
 

@@ -116,3 +116,44 @@ def test_settings_default_to_the_full_ramp_and_both_subjects() -> None:
 def test_a_bad_setting_is_named(name: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=f"FEATUREKUBE_BENCH_STREAM_{name}=.*{message}"):
         bench_stream.settings_from({f"FEATUREKUBE_BENCH_STREAM_{name}": value})
+
+
+def _step(rate: int, *, bounded: bool, kept: bool = True) -> bench_stream._Step:
+    seconds = 10.0
+    return bench_stream._Step(
+        rate=rate,
+        window=(0.0, seconds),
+        sent=int(rate * seconds * (1.0 if kept else 0.5)),
+        elapsed=seconds,
+        latencies=[1.0],
+        unseen=0,
+        lag=_streaming.LagVerdict(bounded, 0.0 if bounded else float(rate), 0),
+        batch_seconds=[1.0],
+    )
+
+
+def test_the_ramp_goes_on_past_one_stall_and_ends_at_the_second_in_a_row() -> None:
+    ramp = [_step(500, bounded=True), _step(1000, bounded=False)]
+    assert not bench_stream._ends_ramp(ramp)
+    ramp.append(_step(2000, bounded=True))
+    assert not bench_stream._ends_ramp(ramp)
+    ramp += [_step(5000, bounded=False), _step(10000, bounded=False)]
+    assert bench_stream._ends_ramp(ramp)
+    assert bench_stream._sustained(ramp) == (
+        2000,
+        "lag grew without bound at 1000/s, 5000/s, 10000/s",
+    )
+
+
+def test_a_rate_the_producer_cannot_keep_ends_the_ramp_with_a_lower_bound() -> None:
+    ramp = [_step(1000, bounded=True), _step(50000, bounded=True, kept=False)]
+    assert bench_stream._ends_ramp(ramp)
+    assert bench_stream._sustained(ramp) == (
+        1000,
+        "the producer could not keep 50000/s (a lower bound)",
+    )
+    assert bench_stream._sustained([_step(500, bounded=False)])[0] is None
+    assert bench_stream._sustained([_step(500, bounded=True)]) == (
+        500,
+        "every rate was held (a lower bound)",
+    )

@@ -334,6 +334,22 @@ class BatchWriter:
         keyed = F.col(EVENT).isNotNull()
         for key in keys:
             keyed = keyed & F.col(key).isNotNull()
+        if self._aggregator is not None:
+            # Every event counts, and a micro-batch is small: its rows leave Spark in one
+            # job, and the counts are taken from them.
+            frame = events.select("*", keyed.alias("__keyed"), (owned & keyed).alias("__owned"))
+            everything = frame.toArrow()
+            kept = everything.column("__keyed").fill_null(False)
+            mine_rows = everything.filter(everything.column("__owned").fill_null(False))
+            written = _Written(
+                before_start=everything.num_rows - mine_rows.num_rows - _false(kept),
+                unkeyed=_false(kept),
+            )
+            self._warn_unkeyed(batch_id, written.unkeyed)
+            stamps = mine_rows.column(_APPENDED).drop_null()
+            appended = [planning.to_micros(t) for t in stamps.to_pylist()]
+            table = mine_rows.drop_columns(["__keyed", "__owned", _APPENDED])
+            return self._write_aggregations(table, written, appended, batch_id, app, ingested)
         tagged = events.withColumn("__owned", owned & keyed).persist()
         try:
             summary = tagged.agg(
@@ -342,32 +358,19 @@ class BatchWriter:
             ).first()
             assert summary is not None
             unkeyed = int(summary["unkeyed"] or 0)
-            if unkeyed:
-                # Rows the transformation left without a key or an event time.
-                log.warning(
-                    "%s: batch %d: %d rows without a join key or event time after "
-                    "spec.transformation.sql, not written",
-                    plan.label,
-                    batch_id,
-                    unkeyed,
-                )
+            self._warn_unkeyed(batch_id, unkeyed)
             mine = tagged.where(F.col("__owned"))
             appended = [
                 planning.to_micros(r[0])
                 for r in mine.select(_APPENDED).where(F.col(_APPENDED).isNotNull()).collect()
             ]
-            if self._aggregator is not None:
-                table = mine.drop("__owned", _APPENDED).toArrow()
-            else:
-                rows = spark_job.deduplicated(mine, batch).select(
-                    *[F.col(f"`{n}`") for n in [*keys, *features, EVENT, CREATED]]
-                )
-                table = rows.toArrow()
+            rows = spark_job.deduplicated(mine, batch).select(
+                *[F.col(f"`{n}`") for n in [*keys, *features, EVENT, CREATED]]
+            )
+            table = rows.toArrow()
         finally:
             tagged.unpersist()
         written = _Written(before_start=int(summary["before"] or 0), unkeyed=unkeyed)
-        if self._aggregator is not None:
-            return self._write_aggregations(table, written, appended, batch_id, app, ingested)
         written.rows = table.num_rows
         if table.num_rows:
             events_column = pc.max(table.column(EVENT)).as_py()
@@ -389,6 +392,17 @@ class BatchWriter:
             )
         self._step("offline", batch_id)
         return written
+
+    def _warn_unkeyed(self, batch_id: int, unkeyed: int) -> None:
+        if unkeyed:
+            # Rows the transformation left without a key or an event time.
+            log.warning(
+                "%s: batch %d: %d rows without a join key or event time after "
+                "spec.transformation.sql, not written",
+                self.plan.label,
+                batch_id,
+                unkeyed,
+            )
 
     def _write_aggregations(
         self,
@@ -448,6 +462,11 @@ class _Written:
     last_event: dt.datetime | None = None
     online_at: dt.datetime | None = None
     appended: list[int] = field(default_factory=list)
+
+
+def _false(column: pa.ChunkedArray) -> int:
+    """How many of a boolean column's values are false."""
+    return len(column) - int(pc.sum(column.cast(pa.int64())).as_py() or 0)
 
 
 # -- parsing --------------------------------------------------------------------------------

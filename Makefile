@@ -101,9 +101,12 @@ down: venv ## Stop the local platform.
 clean: ## Remove the virtualenv and build outputs (caches under ~/.cache stay).
 	rm -rf $(VENV) bench-results .mypy_cache .ruff_cache .pytest_cache build *.egg-info
 
+# `make demo` runs on the real node and needs its parts built; LOCAL=1 needs none of them.
+DEMO_NODE_PARTS := $(if $(LOCAL),,node-bin debian-base images spark-operator helm)
+
 .PHONY: demo
-demo: venv platform-bin ## The whole loop on the local platform: define, materialize, serve, train.
-	$(BIN)/python hack/demo.py
+demo: venv platform-bin $(DEMO_NODE_PARTS) ## The whole loop on the local platform's real node: define, materialize, serve, train; LOCAL=1: the fast mode without a node.
+	$(BIN)/python hack/demo.py $(if $(LOCAL),--local)
 
 .PHONY: images
 images: venv debian-base ## Build the operator, feature-server and Spark images as OCI archives, without Docker (cached under ~/.cache/featurekube); LOAD=1 imports them into the running node.

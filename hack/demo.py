@@ -1,19 +1,32 @@
-"""`make demo`: the whole loop on the local platform, told as it happens.
+"""`make demo`: the whole loop on the local platform's real node, told as it happens.
 
-Starts the platform with the operator and the local runtime, writes the example raw
-data to S3, applies examples/, waits while the operator materializes each view with
-local Spark and runs the feature servers, then fetches an online feature vector over
-gRPC and a point-in-time training frame with the SDK.
+    python hack/demo.py [--local]
+
+Starts the platform with a node (`featurekube dev up --node`: the kubelet, containerd,
+CoreDNS and the Kubeflow Spark Operator) and loads featurekube's images into it, installs
+charts/featurekube with helm, writes the example raw data to S3, applies examples/,
+waits while the operator's SparkApplications materialize each view as Spark driver and
+executor pods and its feature servers start as pods behind Services, then fetches an
+online feature vector from the eta-model Service (through `kubectl port-forward`) and a
+point-in-time training frame with the SDK.
+
+``--local`` (`make demo LOCAL=1`) is the fast mode without the node: the operator as a
+process and the local runtime running each window with local Spark and each feature
+server as a process.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +34,13 @@ REPO = Path(__file__).resolve().parents[1]
 OFFLINE_URI = "s3://featurekube-demo/offline"
 NAMESPACE = "rides"
 TIMEOUT = 1200.0
+RELEASE = "fk"
+GRPC_PORT = 50051
+OPERATOR_SECONDS = 600.0
+SERVER_ACCOUNTS = ("eta-feature-server",)
+"""ServiceAccounts the examples' servers name (spec.server.serviceAccountName) besides
+the chart's own."""
+NODE_IMAGES = ("operator", "feature-server", "spark", "spark-operator")
 
 
 def say(text: str) -> None:
@@ -34,7 +54,134 @@ def _ready(body: dict[str, Any]) -> tuple[bool, str]:
     return False, "not reconciled yet"
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="the fast mode: the local runtime plays the kubelet and the Spark Operator",
+    )
+    args = parser.parse_args(argv)
+    return _local() if args.local else _node()
+
+
+def _node() -> int:
+    """The demo on the node: images loaded, the chart installed, the tour."""
+    from featurekube import errors
+    from featurekube._platform import chart
+    from featurekube._platform import platform as local_platform
+
+    say("building (or finding built) the images: operator, feature server, Spark, Spark Operator")
+    built = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "images" / "build.py"), *NODE_IMAGES],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    images = dict(zip(NODE_IMAGES, (Path(line) for line in built.stdout.split()), strict=True))
+
+    say("starting the local platform with a node: kubelet, containerd, CoreDNS, Spark Operator")
+    settings = local_platform.PlatformSettings(
+        node=True, runtime=False, image_dir=images["spark-operator"].parent
+    )
+    local = local_platform.LocalPlatform(settings)
+    running = local.endpoints()
+    if running is not None and not running.node:
+        print(f"    restarting the platform in {local.layout.root} with a node")
+        try:
+            local.stop()
+        except errors.PlatformInUseError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return 1
+    elif running is not None:
+        print(f"    reusing the platform with a node already running in {local.layout.root}")
+    endpoints = local.start()
+    os.environ.update(endpoints.environment())
+    print(f"    Kubernetes API {endpoints.apiserver_url}, S3/DynamoDB {endpoints.aws_endpoint_url}")
+    print(f"    node {endpoints.node}, Spark Operator {endpoints.spark_operator or 'missing'}")
+    if not endpoints.spark_operator:
+        print("demo: the Spark Operator is not installed: `make spark-operator`", file=sys.stderr)
+        return 1
+    local.load_images([images["operator"], images["feature-server"]])
+    kubectl = local_platform.resolve_k8s_bin_dir(local.settings) / "kubectl"
+    with local.hold():
+        status = _tour(
+            endpoints,
+            install=lambda api: _install_chart(api, endpoints),
+            reach=lambda: chart.PortForward(
+                kubectl, endpoints.kubeconfig, NAMESPACE, "eta-model", GRPC_PORT
+            ),
+            fit=chart.fit_to_node,
+        )
+        if status == 0:
+            say("explore further")
+            print('    eval "$(.venv/bin/featurekube dev env)"')
+            print(f"    {kubectl} -n {NAMESPACE} get features,sparkapplications,pods")
+            print(f"    {kubectl} -n {NAMESPACE} port-forward service/eta-model 50051:50051")
+            get = "--target 127.0.0.1:50051 --feature-service eta-model --entity driver_id=1001"
+            print(f"    .venv/bin/featurekube get {get}")
+            print(f"    platform logs: {endpoints.log_dir}")
+    print(
+        f"\nThe local platform and its node keep running in {local.layout.root}; stop them "
+        "with `make down` (or `.venv/bin/featurekube dev down`)."
+    )
+    return status
+
+
+def _install_chart(api: Any, endpoints: Any) -> None:
+    """helm install of charts/featurekube in the demo's namespace, with the values a
+    node needs; feature servers in plaintext and without token review (a laptop)."""
+    import kubernetes.client
+
+    from featurekube._platform import chart
+
+    say(f"helm install of charts/featurekube as {RELEASE} in namespace {NAMESPACE}")
+    core = kubernetes.client.CoreV1Api(api)
+    for account in SERVER_ACCOUNTS:
+        _create(lambda body: core.create_namespaced_service_account(NAMESPACE, body), account)
+    _create(
+        lambda body: core.create_namespaced_secret(NAMESPACE, body),
+        chart.AWS_SECRET,
+        chart.namespace_aws_secret(),
+    )
+    helm = subprocess.run(
+        [str(REPO / "hack" / "helm" / "build.sh")], stdout=subprocess.PIPE, text=True, check=True
+    ).stdout.split()[-1]
+    values = chart.node_values(
+        endpoints,
+        NAMESPACE,
+        offline_uri=OFFLINE_URI,
+        table_prefix="featurekube.",
+        server_auth="none",
+        tls_secret="",
+    )
+    state = endpoints.kubeconfig.parent
+    chart.install(
+        [helm],
+        REPO / "charts" / "featurekube",
+        RELEASE,
+        NAMESPACE,
+        endpoints.kubeconfig,
+        values,
+        state / "demo-values.yaml",
+    )
+    waited = chart.wait_for_operator(api, NAMESPACE, RELEASE, OPERATOR_SECONDS)
+    print(f"    the operator's pod Ready in {waited:.0f} s")
+
+
+def _create(create: Callable[[dict[str, Any]], Any], name: str, body: Any = None) -> None:
+    """Create ``body`` (by default an object with just its name), unless it exists."""
+    import kubernetes.client
+
+    try:
+        create(body or {"metadata": {"name": name}})
+    except kubernetes.client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
+def _local() -> int:
+    """The demo's fast mode: the operator and the local runtime as processes."""
     from featurekube import errors
     from featurekube._platform import platform
 
@@ -61,7 +208,9 @@ def main() -> int:
     # Held while the demo runs, so that a `featurekube dev down` elsewhere does not
     # stop the platform halfway; it keeps running afterwards, and says how to stop it.
     with local.hold():
-        status = _tour(local, endpoints)
+        status = _tour(endpoints, reach=lambda: _local_server(endpoints))
+        if status == 0:
+            _explore_local(local, endpoints)
     print(
         f"\nThe local platform keeps running in {local.layout.root}; stop it with "
         "`make down` (or `.venv/bin/featurekube dev down`)."
@@ -69,14 +218,33 @@ def main() -> int:
     return status
 
 
-def _tour(local: Any, endpoints: Any) -> int:
-    """Data, definitions, materialization, serving and training, on a started platform."""
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """Where a feature server is reached from this machine."""
+
+    address: str
+
+
+def _local_server(endpoints: Any) -> contextlib.AbstractContextManager[Server]:
+    """The eta-model server the local runtime runs, at the address it recorded."""
+    servers = json.loads((endpoints.kubeconfig.parent / "runtime" / "endpoints.json").read_text())
+    return contextlib.nullcontext(Server(servers[f"{NAMESPACE}/eta-model"]))
+
+
+def _tour(
+    endpoints: Any,
+    *,
+    reach: Callable[[], contextlib.AbstractContextManager[Any]],
+    install: Callable[[Any], None] = lambda api: None,
+    fit: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: body,
+) -> int:
+    """Data, definitions, materialization, serving and training, on a started platform:
+    ``install`` sets featurekube up in the namespace, ``fit`` adapts each example to the
+    platform, and ``reach`` gives the eta-model server's address (``.address``)."""
     import boto3
     import kubernetes.client
     import kubernetes.config
     import yaml
-
-    from featurekube._platform import platform
 
     say("writing the example raw data to s3://featurekube-demo/raw/ (examples/generate_data.py)")
     s3 = boto3.client("s3")
@@ -93,13 +261,14 @@ def _tour(local: Any, endpoints: Any) -> int:
     core, custom = kubernetes.client.CoreV1Api(api), kubernetes.client.CustomObjectsApi(api)
     if NAMESPACE not in [n.metadata.name for n in core.list_namespace().items]:
         core.create_namespace({"metadata": {"name": NAMESPACE}})
+    install(api)
     for path in sorted((REPO / "examples").glob("*.yaml")):
-        body = yaml.safe_load(path.read_text())
+        body = fit(yaml.safe_load(path.read_text()))
         plural = "featureviews" if body["kind"] == "FeatureView" else "featureservices"
         _apply(custom, plural, body)
         print(f"    {body['kind']}/{body['metadata']['name']}")
 
-    say("materializing: the operator starts one Spark job per view; the runtime runs them")
+    say("materializing: the operator starts one Spark job per view, and the feature servers")
     started, seen = time.monotonic(), {}
     while True:
         states = {}
@@ -125,25 +294,25 @@ def _tour(local: Any, endpoints: Any) -> int:
     from featurekube.online.client import OnlineClient
     from featurekube.store import FeatureStore
 
-    servers = json.loads((endpoints.kubeconfig.parent / "runtime" / "endpoints.json").read_text())
-    target = servers[f"{NAMESPACE}/eta-model"]
-    say(f"an online feature vector from the eta-model feature server ({target}, gRPC)")
     drivers = [1001, 1002, 1003]
-    with OnlineClient(target) as client:
-        client.push(
-            "driver-location-live",
-            {
-                "driver_id": drivers,
-                "current_zone_id": [12, 40, 7],
-                "current_speed_kmh": [31.5, 12.0, 48.2],
-                "event_timestamp": [dt.datetime.now(dt.UTC)] * 3,
-            },
-        )
-        vector = client.get_online_features(
-            columns={"driver_id": drivers},
-            feature_service="eta-model",
-            request_data={"trip_distance_km": [4.2, 9.0, 2.5], "pickup_hour": [8, 13, 18]},
-        )
+    with reach() as server:
+        target = server.address
+        say(f"an online feature vector from the eta-model feature server ({target}, gRPC)")
+        with OnlineClient(target) as client:
+            client.push(
+                "driver-location-live",
+                {
+                    "driver_id": drivers,
+                    "current_zone_id": [12, 40, 7],
+                    "current_speed_kmh": [31.5, 12.0, 48.2],
+                    "event_timestamp": [dt.datetime.now(dt.UTC)] * 3,
+                },
+            )
+            vector = client.get_online_features(
+                columns={"driver_id": drivers},
+                feature_service="eta-model",
+                request_data={"trip_distance_km": [4.2, 9.0, 2.5], "pickup_hour": [8, 13, 18]},
+            )
     table = vector.to_arrow(statuses=True).to_pandas().set_index("driver_id")
     values = table[[c for c in table.columns if not c.endswith("__status")]].T
     statuses = table[[c for c in table.columns if c.endswith("__status")]]
@@ -172,6 +341,14 @@ def _tour(local: Any, endpoints: Any) -> int:
         f"    ({len(frame.columns)} columns in all; the live location was pushed after these times)"
     )
 
+    return 0
+
+
+def _explore_local(local: Any, endpoints: Any) -> None:
+    from featurekube._platform import platform
+
+    servers = json.loads((endpoints.kubeconfig.parent / "runtime" / "endpoints.json").read_text())
+    target = servers[f"{NAMESPACE}/eta-model"]
     kubectl = platform.resolve_k8s_bin_dir(local.settings) / "kubectl"
     say("explore further")
     print('    eval "$(.venv/bin/featurekube dev env)"')
@@ -180,7 +357,6 @@ def _tour(local: Any, endpoints: Any) -> int:
     print(f"    .venv/bin/featurekube get {get}")
     print(f"    logs: {endpoints.log_dir} (operator.log, runtime.log)")
     print(f"    jobs and servers: {endpoints.kubeconfig.parent / 'runtime'}")
-    return 0
 
 
 def _apply(custom: Any, plural: str, body: dict[str, Any]) -> None:

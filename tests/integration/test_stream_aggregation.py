@@ -243,6 +243,7 @@ def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
     one = _run(spark, plan, offline, online)
     assert one.query.exception() is None, one.query.exception()
     assert one.writer.progress.before_start == 2 and one.writer.progress.late == 0
+    assert one.writer.progress.history_missing == 0  # the batch window stored the history
     watermark = max(e["event_timestamp"] for e in first)
 
     # 2. A late event within the allowed 30 minutes, and later ones.
@@ -350,6 +351,8 @@ def test_a_running_stream_serves_an_events_aggregate_within_seconds(
             latencies.append(time.monotonic() - produced)
     finally:
         run.query.stop()
+    # No batch window has stored the history before the stream's start: reported.
+    assert run.writer.progress.history_missing > 0
     record_property("event_to_online_aggregate_seconds", [round(s, 2) for s in latencies])
     print(
         "\nevent produced -> its aggregate online (trigger 1s): "

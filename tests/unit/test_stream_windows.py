@@ -62,12 +62,14 @@ def test_a_coarse_tile_holding_a_touched_interval_is_built_again() -> None:
     needed = {hour, (HOUR, HOUR), (S, 3 * HOUR)}
     stored = {hour, (HOUR, HOUR), (S, 2 * HOUR - 2 * S)}
 
-    read, built = stream_windows.read_and_build(needed, touched, stored, sizes)
+    read, built, absent = stream_windows.read_and_build(needed, touched, stored, sizes)
 
     # The stale hour is built from its intervals: the touched one is merged, one is
-    # stored, the others have no events; the earlier hour is read as it is.
+    # stored, the others are not (no events, or not computed yet); the earlier hour
+    # is read as it is.
     assert built == [hour]
     assert read == {(HOUR, HOUR), (S, 2 * HOUR - 2 * S)}
+    assert absent == {(S, HOUR + k * S) for k in (1, 2, 3, 6)} | {(S, 3 * HOUR)}
 
 
 def _keys(table: pa.Table) -> list[tuple[int, int, int]]:

@@ -62,6 +62,9 @@ class AggregatedBatch:
     """The stream's current boundary after the batch (µs)."""
     replayed: bool
     """The batch's tiles were committed by an earlier run of it."""
+    history_missing: int = 0
+    """Intervals before the split the batch's windows needed and the tile table does
+    not hold yet (the batch windows have not reached the stream's start)."""
 
 
 class StreamAggregator:
@@ -178,7 +181,20 @@ class StreamAggregator:
         rows_plan = stream_windows.row_plan(agg.steps, self.interval, first, span.after)
         needed = tiles.needed_tiles(rows_plan, self.sizes)
         stored = self.store.markers(needed | touched_keys) or set()
-        read, built = stream_windows.read_and_build(needed, touched_keys, stored, self.sizes)
+        read, built, absent = stream_windows.read_and_build(
+            needed, touched_keys, stored, self.sizes
+        )
+        # Intervals before the split are the batch windows': one not stored yet means
+        # they have not reached the stream's start, and the values lack its events.
+        history_missing = sum(1 for _, end in absent if end <= self.split)
+        if history_missing:
+            log.warning(
+                "%s: %d intervals before the stream's split (%s) are not in the tile table "
+                "yet: values lack their events until the batch windows reach the start",
+                plan.label,
+                history_missing,
+                self.split_time.isoformat(),
+            )
         # Coarse tiles are built for every entity (their marker says so), from their
         # parts: the merged intervals, and stored tiles read for every entity.
         parts = (
@@ -234,6 +250,7 @@ class StreamAggregator:
             after,
             span.after,
             replayed,
+            history_missing,
         )
 
     def _firsts(

@@ -216,6 +216,8 @@ class BatchWriter:
                 progress.late += late
                 if written.watermark is not None:
                     progress.watermark = _iso(written.watermark)
+                if self._aggregator is not None and written.aggregated:
+                    progress.history_missing = written.history_missing
                 progress.before_start += written.before_start
                 progress.unkeyed += written.unkeyed
                 progress.rows += written.rows
@@ -430,6 +432,8 @@ class BatchWriter:
             pa.Table.from_arrays(columns, names=names), batch_id, app, ingested
         )
         written.rows = result.rows.num_rows
+        written.aggregated = True
+        written.history_missing = result.history_missing
         if result.watermark is not None:
             written.watermark = planning.from_micros(result.watermark)
             if events.num_rows:
@@ -459,6 +463,8 @@ class _Written:
     unkeyed: int = 0
     rows: int = 0
     watermark: dt.datetime | None = None
+    aggregated: bool = False
+    history_missing: int = 0
     last_event: dt.datetime | None = None
     online_at: dt.datetime | None = None
     appended: list[int] = field(default_factory=list)

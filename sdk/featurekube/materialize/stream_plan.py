@@ -284,6 +284,10 @@ class StreamProgress:
     dead-lettered (and counted in ``dead_letters`` too) since this run started."""
     watermark: str | None = None
     """Aggregations: the greatest event time applied, which lateness is measured from."""
+    history_missing: int = 0
+    """Aggregations, of the last micro-batch: intervals before the stream's start its
+    windows needed that the batch windows have not stored yet (their events are
+    missing from its values until they have)."""
     last_event_time: str | None = None
     """The greatest event time written so far."""
     latency_p50_seconds: float | None = None

@@ -144,19 +144,19 @@ def read_and_build(
     touched: set[tiles.TileKey],
     stored: set[tiles.TileKey],
     sizes: Sequence[int],
-) -> tuple[set[tiles.TileKey], list[tiles.TileKey]]:
+) -> tuple[set[tiles.TileKey], list[tiles.TileKey], set[tiles.TileKey]]:
     """Where each ``needed`` tile comes from: ``touched`` intervals are merged by the
     batch; a coarse tile holding one is stale and built again from its parts, as is
     one not ``stored``; any other stored tile is read; an interval not stored has no
     events (the stream's) or was not computed (history before the split, which the
     batch windows store). Returns (tiles to read, coarse tiles to build, smaller
-    sizes first).
+    sizes first, and the intervals neither stored nor touched).
 
     >>> m = 60
-    >>> read, built = read_and_build({(60, 3600), (3600, 3600)}, {(60, 3600)},
+    >>> read, built, absent = read_and_build({(60, 3600), (3600, 3600)}, {(60, 3600)},
     ...     {(3600, 3600), (60, 60)}, (60, 3600))
-    >>> sorted(read), built
-    ([(60, 60)], [(3600, 3600)])
+    >>> sorted(read), built, len(absent)
+    ([(60, 60)], [(3600, 3600)], 58)
     """
     ends = {end for _, end in touched}
 
@@ -166,6 +166,7 @@ def read_and_build(
 
     read: set[tiles.TileKey] = set()
     built: set[tiles.TileKey] = set()
+    absent: set[tiles.TileKey] = set()
     pending = list(needed)
     seen: set[tiles.TileKey] = set()
     while pending:
@@ -176,14 +177,13 @@ def read_and_build(
         if key in touched:
             continue
         if key[0] == sizes[0]:
-            if key in stored:
-                read.add(key)
+            (read if key in stored else absent).add(key)
         elif key in stored and not is_stale(key):  # a coarse tile
             read.add(key)
         else:
             built.add(key)
             pending.extend(tiles.children(key, sizes))
-    return read, sorted(built)
+    return read, sorted(built), absent
 
 
 def newest_rows(rows: pa.Table, keys: Sequence[str], event: str) -> pa.Table:

@@ -84,6 +84,8 @@ class ExecutorKill:
 
     pod: str
     application: str
+    uid: str
+    """The application's uid: a retried window is a new object of the same name."""
     killed_at: float
     completed_after: float | None = None
     """Seconds from the kill to the window's SparkApplication COMPLETED."""
@@ -245,10 +247,13 @@ class System:
         if self.executor_kill is not None:
             if self.executor_kill.completed_after is None:
                 apps = {a["metadata"]["name"]: a for a in self.spark_applications(EXECUTOR_VIEW)}
-                app = apps.get(self.executor_kill.application)
-                state = ((app or {}).get("status") or {}).get("applicationState", {})
+                app = apps.get(self.executor_kill.application) or {}
+                state = (app.get("status") or {}).get("applicationState", {})
                 self.executor_kill.state = state.get("state", "")
-                if self.executor_kill.state in ("COMPLETED", "FAILED"):
+                if app.get("metadata", {}).get("uid") != self.executor_kill.uid:
+                    # The window failed, and the operator runs it again.
+                    self.executor_kill.state = "RETRIED"
+                if self.executor_kill.state in ("COMPLETED", "FAILED", "RETRIED"):
                     self.executor_kill.completed_after = (
                         time.monotonic() - self.executor_kill.killed_at
                     )
@@ -260,13 +265,18 @@ class System:
         if not running or not any(d.status.phase == "Running" for d in drivers):
             return
         pod = running[0]
-        names = [a["metadata"]["name"] for a in self.spark_applications(EXECUTOR_VIEW)]
+        uids = {
+            a["metadata"]["name"]: a["metadata"]["uid"]
+            for a in self.spark_applications(EXECUTOR_VIEW)
+        }
         application = (pod.metadata.labels or {}).get("sparkoperator.k8s.io/app-name", "")
-        if application not in names:
+        if application not in uids:
             # Without the Spark Operator's label: the view's newest application.
-            application = names[-1] if names else ""
+            application = list(uids)[-1] if uids else ""
         self.kill_pod(pod.metadata.name)
-        self.executor_kill = ExecutorKill(pod.metadata.name, application, time.monotonic())
+        self.executor_kill = ExecutorKill(
+            pod.metadata.name, application, uids.get(application, ""), time.monotonic()
+        )
         print(f"killed executor pod {pod.metadata.name} of {application} mid-window")
 
 
@@ -554,6 +564,7 @@ def test_a_spark_executor_killed_mid_window_the_window_completes_without_duplica
 ) -> None:
     kill = system.executor_kill
     assert kill is not None, f"no executor of {EXECUTOR_VIEW} ran while its driver did"
+    # Completed on its first attempt: Spark ran the lost executor's tasks again.
     assert kill.state == "COMPLETED", kill
     print(f"executor pod killed -> its window COMPLETED: {kill.completed_after:.1f} s")
     status = system.get("featureviews", EXECUTOR_VIEW)["status"]

@@ -160,7 +160,7 @@ def _from_events(view: v1alpha1.FeatureView) -> tuple[list[float], int]:
     samples, rows_read = [], 0
     for _ in range(REPEAT):
         window = planning.plan_materialization(view, at, at + STEP)
-        with python_job._connection(python_job.PythonSettings()) as connection:
+        with python_job._connection(python_job.PythonSettings()) as (connection, _):
             began = time.perf_counter()
             rows_read = python_job._load_rows(
                 connection, window, dt.datetime.now(dt.UTC), None, None

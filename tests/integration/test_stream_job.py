@@ -255,7 +255,9 @@ def test_bad_records_go_to_the_dead_letters_with_their_reason_and_the_stream_goe
         json.dumps({"driver_id": 7, "fare": 3.0, "event_timestamp": "yesterday"}).encode(),
         None,
     ]
+    future = {"driver_id": 7, "fare": 3.0, "event_timestamp": "2099-01-01T00:00:00Z"}
     records = [_json(good[0]), *bad[:4], _json(good[1]), *bad[4:], *(_json(e) for e in good[2:])]
+    records.append(json.dumps(future).encode())
     _produce(kafka_bootstrap_servers, kafka_topic, records)
     offline, online = f"{s3_prefix}offline/v1", _online_table(table_prefix)
     plan = stream_plan.plan_stream(view, T0, version=1)
@@ -275,9 +277,13 @@ def test_bad_records_go_to_the_dead_letters_with_their_reason_and_the_stream_goe
         (7, "no join key: field driver_id is missing or null"),
         (8, "wrong type: field event_timestamp is not timestamp: yesterday"),
         (9, "empty value"),
+        (14, found[-1][1]),
     ]
+    assert found[-1][1].startswith(
+        "in the future: event time 2099-01-01T00:00:00.000000Z is more than 5m after"
+    )
     assert letters.column("value").to_pylist()[0] == b"not json at all"
-    assert run.writer.progress.dead_letters == 8
+    assert run.writer.progress.dead_letters == 9
     rows = _offline(offline)
     assert len(rows) == len({(e["driver_id"], e["event_timestamp"]) for e in good})
     assert {r["event_timestamp"] for r in rows} == {e["event_timestamp"] for e in good}

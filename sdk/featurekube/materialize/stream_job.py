@@ -184,7 +184,7 @@ class BatchWriter:
 
         spark = frame.sparkSession
         ingested = _now()
-        classified = _classify(self.plan, frame)
+        classified = _future(self.plan, _classify(self.plan, frame), ingested)
         if self._aggregator is not None:
             classified = _late(self.plan, self._aggregator, classified, batch_id)
         classified = classified.persist()
@@ -522,6 +522,26 @@ def _classify(plan: StreamPlan, frame: DataFrame) -> DataFrame:
             F.lit(f"{DeadLetterReason.NO_KEY}: field {key} is missing or null"),
         )
     return parsed.withColumn(_REASON, reason)
+
+
+def _future(plan: StreamPlan, classified: DataFrame, ingested: dt.datetime) -> DataFrame:
+    """``classified`` with the events stamped more than ``MAX_FUTURE_SKEW`` after the
+    micro-batch was read given the reason ``in the future``: never served before
+    their time, and never the watermark of a streaming aggregation."""
+    from pyspark.sql import functions as F
+
+    limit = ingested + stream_plan.MAX_FUTURE_SKEW
+    event = F.col(f"{_PARSED}.`{plan.batch.timestamp_field}`")
+    reason = F.concat(
+        F.lit(f"{DeadLetterReason.FUTURE}: event time "),
+        F.date_format(event, "yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'"),
+        F.lit(
+            f" is more than {_duration(stream_plan.MAX_FUTURE_SKEW)} after the micro-batch "
+            f"was read ({_iso(ingested)})"
+        ),
+    )
+    is_future = F.col(_REASON).isNull() & (event > F.lit(limit))
+    return classified.withColumn(_REASON, F.when(is_future, reason).otherwise(F.col(_REASON)))
 
 
 def _late(

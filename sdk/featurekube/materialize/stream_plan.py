@@ -255,6 +255,13 @@ class DeadLetterReason:
     NO_EVENT_TIME = "no event time"
     NO_KEY = "no join key"
     LATE = "late"
+    FUTURE = "in the future"
+
+
+MAX_FUTURE_SKEW = dt.timedelta(minutes=5)
+"""How far after the moment it is read an event time may lie: clocks of producers
+drift, but an event stamped further ahead would be served before its time and, in a
+streaming aggregation, would push the watermark so far that every later event is late."""
 
 
 @dataclass

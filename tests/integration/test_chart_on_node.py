@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from chart_support import Helm
-from featurekube._platform import node_config
+from featurekube._platform import chart, node_config
 from featurekube._platform import platform as local
 from featurekube_operator import naming
 from support import eventually, example_data_generator
@@ -162,7 +162,7 @@ def release(
             ),
             OPERATOR_READY_SECONDS,
             f"the operator's Deployment {operator} Ready\n"
-            + _describe_pods(core, namespace, "app.kubernetes.io/component=operator"),
+            + chart.describe_pods(core, namespace, "app.kubernetes.io/component=operator"),
         )
         ready = time.monotonic() - started
         print(f"helm install -> operator Ready: {ready:.1f} s")
@@ -173,18 +173,6 @@ def release(
         )
         core.delete_namespace(namespace)
         api.close()
-
-
-def _describe_pods(core: Any, namespace: str, selector: str = "") -> str:
-    """The pods' phases and container states, for a failed wait's message."""
-    lines = []
-    for pod in core.list_namespaced_pod(namespace, label_selector=selector).items:
-        states = [
-            f"{s.name}: {s.state.waiting or s.state.terminated or 'running'}"
-            for s in pod.status.container_statuses or []
-        ]
-        lines.append(f"{pod.metadata.name} {pod.status.phase} {states}")
-    return "\n".join(lines)
 
 
 def _custom(release: Release) -> Any:
@@ -239,7 +227,7 @@ def test_a_view_applied_is_materialized_by_the_real_spark_operator(release: Rele
     eventually(
         driver_running,
         DRIVER_RUNNING_SECONDS,
-        "the first window's Spark driver Running\n" + _describe_pods(core, ns),
+        "the first window's Spark driver Running\n" + chart.describe_pods(core, ns),
     )
     to_driver = time.monotonic() - applied
     print(f"FeatureView apply -> first window's driver pod Running: {to_driver:.1f} s")
@@ -295,7 +283,7 @@ def test_the_feature_servers_pods_become_ready_behind_their_service(release: Rel
     eventually(
         ready,
         SERVER_READY_SECONDS,
-        "the feature server's pods Ready\n" + _describe_pods(core, ns),
+        "the feature server's pods Ready\n" + chart.describe_pods(core, ns),
         ignore=(kubernetes.client.ApiException,),
     )
     print(f"FeatureService apply -> server pods Ready: {time.monotonic() - applied:.1f} s")
@@ -395,7 +383,9 @@ def test_a_vector_is_fetched_from_another_pod_by_the_services_dns_name(
         phase: str = core.read_namespaced_pod("client", ns).status.phase
         return phase if phase in ("Succeeded", "Failed") else ""
 
-    phase = eventually(ended, CLIENT_SECONDS, "the client pod ended\n" + _describe_pods(core, ns))
+    phase = eventually(
+        ended, CLIENT_SECONDS, "the client pod ended\n" + chart.describe_pods(core, ns)
+    )
     log = core.read_namespaced_pod_log("client", ns)
     assert phase == "Succeeded", log[-3000:]
     vector = json.loads(log.strip().splitlines()[-1])
@@ -501,7 +491,7 @@ def test_a_driver_pod_that_cannot_start_shows_in_the_views_status(
     condition = eventually(
         degraded,
         DRIVER_RUNNING_SECONDS,
-        "the view Degraded by its driver's missing image\n" + _describe_pods(core, ns),
+        "the view Degraded by its driver's missing image\n" + chart.describe_pods(core, ns),
     )
     assert condition["status"] == "True"
     assert "a window's pod cannot start: pod driver-profile-missing-" in condition["message"]
@@ -557,7 +547,7 @@ def test_server_pods_that_cannot_start_show_in_the_services_status(
     condition = eventually(
         not_ready,
         SERVER_READY_SECONDS,
-        "the service not Ready for its server's missing image\n" + _describe_pods(core, ns),
+        "the service not Ready for its server's missing image\n" + chart.describe_pods(core, ns),
     )
     assert condition["status"] == "False"
     assert condition["message"].startswith(

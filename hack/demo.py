@@ -67,7 +67,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _node() -> int:
     """The demo on the node: images loaded, the chart installed, the tour."""
-    from featurekube import errors
     from featurekube._platform import chart
     from featurekube._platform import platform as local_platform
 
@@ -85,19 +84,9 @@ def _node() -> int:
         node=True, runtime=False, image_dir=images["spark-operator"].parent
     )
     local = local_platform.LocalPlatform(settings)
-    running = local.endpoints()
-    if running is not None and not running.node:
-        print(f"    restarting the platform in {local.layout.root} with a node")
-        try:
-            local.stop()
-        except errors.PlatformInUseError as exc:
-            print(f"demo: {exc}", file=sys.stderr)
-            return 1
-    elif running is not None:
-        print(f"    reusing the platform with a node already running in {local.layout.root}")
-    endpoints = local.start()
-    os.environ.update(endpoints.environment())
-    print(f"    Kubernetes API {endpoints.apiserver_url}, S3/DynamoDB {endpoints.aws_endpoint_url}")
+    endpoints = _start(local, lambda running: running.node, "a node")
+    if endpoints is None:
+        return 1
     print(f"    node {endpoints.node}, Spark Operator {endpoints.spark_operator or 'missing'}")
     if not endpoints.spark_operator:
         print("demo: the Spark Operator is not installed: `make spark-operator`", file=sys.stderr)
@@ -126,6 +115,29 @@ def _node() -> int:
         "with `make down` (or `.venv/bin/featurekube dev down`)."
     )
     return status
+
+
+def _start(local: Any, fits: Callable[[Any], bool], what: str) -> Any:
+    """Start ``local``, or reuse it when it runs as the demo needs (``fits``). One that
+    does not (say, started by `make up` without ``what``) is started again, unless
+    another process holds it: then stop() refuses, names that process, and this
+    returns None."""
+    from featurekube import errors
+
+    running = local.endpoints()
+    if running is not None and not fits(running):
+        print(f"    restarting the platform in {local.layout.root} with {what}")
+        try:
+            local.stop()
+        except errors.PlatformInUseError as exc:
+            print(f"demo: {exc}", file=sys.stderr)
+            return None
+    elif running is not None:
+        print(f"    reusing the platform with {what} already running in {local.layout.root}")
+    endpoints = local.start()
+    os.environ.update(endpoints.environment())
+    print(f"    Kubernetes API {endpoints.apiserver_url}, S3/DynamoDB {endpoints.aws_endpoint_url}")
+    return endpoints
 
 
 def _install_chart(api: Any, endpoints: Any) -> None:
@@ -182,7 +194,6 @@ def _create(create: Callable[[dict[str, Any]], Any], name: str, body: Any = None
 
 def _local() -> int:
     """The demo's fast mode: the operator and the local runtime as processes."""
-    from featurekube import errors
     from featurekube._platform import platform
 
     say("starting the local platform: Kubernetes API, S3 and DynamoDB, operator, runtime")
@@ -190,21 +201,9 @@ def _local() -> int:
         crd_dirs=(REPO / "crds",), operator_offline_uri=OFFLINE_URI
     )
     local = platform.LocalPlatform(settings)
-    running = local.endpoints()
-    if running is not None and "operator" not in running.pids:
-        # Started by `make up`, without the operator: start it again with the operator,
-        # unless another process holds it (then stop() refuses and names that process).
-        print(f"    restarting the platform in {local.layout.root} with the operator")
-        try:
-            local.stop()
-        except errors.PlatformInUseError as exc:
-            print(f"demo: {exc}", file=sys.stderr)
-            return 1
-    elif running is not None:
-        print(f"    reusing the platform already running in {local.layout.root}")
-    endpoints = local.start()
-    os.environ.update(endpoints.environment())
-    print(f"    Kubernetes API {endpoints.apiserver_url}, S3/DynamoDB {endpoints.aws_endpoint_url}")
+    endpoints = _start(local, lambda running: "operator" in running.pids, "the operator")
+    if endpoints is None:
+        return 1
     # Held while the demo runs, so that a `featurekube dev down` elsewhere does not
     # stop the platform halfway; it keeps running afterwards, and says how to stop it.
     with local.hold():

@@ -6,7 +6,6 @@ counted; a micro-batch run again after a crash counts nothing twice."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 import time
@@ -19,12 +18,12 @@ import pyarrow as pa
 import pyarrow.fs
 import pyarrow.parquet as pq
 import pytest
-from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 
 from featurekube.materialize import spark_job, stream_job, stream_plan
 from featurekube.online import layout, values
 from featurekube.spec import v1alpha1
+from stream_support import online_table, produce, run_available_now, to_json
 
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(1800)]
 
@@ -122,35 +121,10 @@ def _live(first: int, count: int, start: dt.datetime) -> list[dict[str, Any]]:
     return out
 
 
-def _json(event: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            k: v.isoformat().replace("+00:00", "Z") if isinstance(v, dt.datetime) else v
-            for k, v in event.items()
-        }
-    ).encode()
-
-
-def _produce(bootstrap: str, topic: str, events: Sequence[dict[str, Any]]) -> None:
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for event in events:
-        producer.produce(topic, key=b"k", value=_json(event))
-    assert producer.flush(60) == 0, "records still queued after a minute"
-
-
 def _write_source(uri: str, events: Sequence[dict[str, Any]]) -> None:
     filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
     table = pa.Table.from_pylist(list(events)).cast(SCHEMA)
     pq.write_table(table, f"{path.rstrip('/')}/part-0.parquet", filesystem=filesystem)
-
-
-def _online_table(name: str) -> str:
-    client = boto3.client("dynamodb")
-    client.create_table(**layout.table_definition(name, {}))
-    client.get_waiter("table_exists").wait(TableName=name)
-    return name
 
 
 def _online(table: str, view: v1alpha1.FeatureView) -> dict[str, Any]:
@@ -203,22 +177,6 @@ def _point_in_time(uri: str, drivers: Sequence[int], times: Sequence[dt.datetime
     return out
 
 
-def _run(
-    spark: SparkSession,
-    plan: stream_plan.StreamPlan,
-    offline: str,
-    online: str,
-    fault: stream_job.Fault | None = None,
-) -> stream_job.StreamRun:
-    run = stream_job.start(
-        spark, plan, offline_uri=offline, online_table=online, available_now=True, fault=fault
-    )
-    with contextlib.suppress(StreamingQueryException):  # query.exception() tells
-        run.query.awaitTermination(WAIT_SECONDS)
-    assert not run.query.isActive, "the availableNow run did not finish"
-    return run
-
-
 def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
     spark: SparkSession,
     kafka_bootstrap_servers: str,
@@ -230,7 +188,7 @@ def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
     history = _history()
     view = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/")
     _write_source(f"{s3_prefix}raw/", history)
-    offline, online = f"{s3_prefix}offline/v1", _online_table(f"{table_prefix}stream")
+    offline, online = f"{s3_prefix}offline/v1", online_table(f"{table_prefix}stream")
     # The version's batch windows before the stream's start: history and its tiles.
     spark_job.run(
         spark, view, T0 - dt.timedelta(days=1), SINCE, offline_uri=offline, online_table=online
@@ -239,8 +197,12 @@ def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
 
     # 1. Events after T0, and two the batch source holds (at or before T0): left to it.
     first = _live(100, 60, T0 + 2 * MIN)
-    _produce(kafka_bootstrap_servers, kafka_topic, [history[-1], history[-2], *first])
-    one = _run(spark, plan, offline, online)
+    produce(
+        kafka_bootstrap_servers,
+        kafka_topic,
+        [to_json(e) for e in [history[-1], history[-2], *first]],
+    )
+    one = run_available_now(spark, plan, offline, online, WAIT_SECONDS)
     assert one.query.exception() is None, one.query.exception()
     assert one.writer.progress.before_start == 2 and one.writer.progress.late == 0
     assert one.writer.progress.history_missing == 0  # the batch window stored the history
@@ -249,8 +211,8 @@ def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
     # 2. A late event within the allowed 30 minutes, and later ones.
     allowed = _event(300, watermark - 20 * MIN, driver=5)
     second = [allowed, *_live(200, 8, watermark + MIN)]
-    _produce(kafka_bootstrap_servers, kafka_topic, second)
-    two = _run(spark, plan, offline, online)
+    produce(kafka_bootstrap_servers, kafka_topic, [to_json(e) for e in second])
+    two = run_available_now(spark, plan, offline, online, WAIT_SECONDS)
     assert two.query.exception() is None, two.query.exception()
     assert two.writer.progress.late == 0 and two.writer.progress.dead_letters == 0
     watermark = max(e["event_timestamp"] for e in second)
@@ -259,15 +221,15 @@ def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
     # so its micro-batch runs again, with the same id, on its tiles already merged.
     too_late = _event(400, watermark - 2 * dt.timedelta(hours=1), driver=3)
     on_time = _event(401, watermark + 2 * MIN, driver=4)
-    _produce(kafka_bootstrap_servers, kafka_topic, [too_late, on_time])
+    produce(kafka_bootstrap_servers, kafka_topic, [to_json(too_late), to_json(on_time)])
 
     def crash(step: str, batch_id: int) -> None:
         if step == "online":
             raise RuntimeError(f"killed after the online write of batch {batch_id}")
 
-    crashed = _run(spark, plan, offline, online, fault=crash)
+    crashed = run_available_now(spark, plan, offline, online, WAIT_SECONDS, fault=crash)
     assert crashed.query.exception() is not None
-    three = _run(spark, plan, offline, online)
+    three = run_available_now(spark, plan, offline, online, WAIT_SECONDS)
     assert three.query.exception() is None, three.query.exception()
     assert three.writer.progress.late == 1 and three.writer.progress.dead_letters == 1
     letters = deltalake.DeltaTable(stream_plan.dead_letter_uri(offline)).to_pyarrow_table()
@@ -284,7 +246,7 @@ def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
     reference = f"{s3_prefix}reference/"
     _write_source(f"{reference}raw/", applied)
     reference_view = _view(kafka_topic, kafka_bootstrap_servers, f"{reference}raw/")
-    reference_online = _online_table(f"{table_prefix}batch")
+    reference_online = online_table(f"{table_prefix}batch")
     boundary = _ceil(on_time["event_timestamp"])
     spark_job.run(
         spark,
@@ -330,13 +292,13 @@ def test_a_running_stream_serves_an_events_aggregate_within_seconds(
 ) -> None:
     now = dt.datetime.now(UTC).replace(microsecond=0)
     view = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/")
-    offline, online = f"{s3_prefix}offline/v1", _online_table(f"{table_prefix}live")
+    offline, online = f"{s3_prefix}offline/v1", online_table(f"{table_prefix}live")
     plan = stream_plan.plan_stream(view, now - dt.timedelta(hours=1), version=1)
     run = stream_job.start(spark, plan, offline_uri=offline, online_table=online)
     latencies = []
     try:
         for i in range(3):
-            _produce(kafka_bootstrap_servers, kafka_topic, [_event(i, now, driver=7)])
+            produce(kafka_bootstrap_servers, kafka_topic, [to_json(_event(i, now, driver=7))])
             produced = time.monotonic()
             deadline = produced + WAIT_SECONDS
 

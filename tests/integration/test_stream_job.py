@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,12 @@ import pyarrow.fs
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 
 from featurekube.materialize import spark_job, stream_job, stream_plan
 from featurekube.online import layout, values
 from featurekube.spec import v1alpha1
+from stream_support import online_table, produce, run_available_now, to_json
 
 # Each stream run waits up to WAIT_SECONDS; the restart test makes four of them.
 pytestmark = [pytest.mark.spark, pytest.mark.timeout(1200)]
@@ -102,32 +102,6 @@ def _events(count: int, first: int = 0, start: dt.datetime = T0) -> list[dict[st
     return out
 
 
-def _json(event: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            k: v.isoformat().replace("+00:00", "Z") if isinstance(v, dt.datetime) else v
-            for k, v in event.items()
-        }
-    ).encode()
-
-
-def _produce(bootstrap: str, topic: str, values_: Sequence[bytes | None]) -> None:
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for value in values_:
-        producer.produce(topic, key=b"k", value=value)
-    assert producer.flush(60) == 0, "records still queued after a minute"
-
-
-def _online_table(table_prefix: str) -> str:
-    table = f"{table_prefix}trips"
-    client = boto3.client("dynamodb")
-    client.create_table(**layout.table_definition(table, {}))
-    client.get_waiter("table_exists").wait(TableName=table)
-    return table
-
-
 def _offline(uri: str) -> list[dict[str, Any]]:
     rows = deltalake.DeltaTable(uri).to_pyarrow_table().to_pylist()
     for row in rows:
@@ -156,22 +130,6 @@ def _decoded(items: dict[str, dict[str, Any]], features: dict[str, str]) -> dict
     }
 
 
-def _run_available_now(
-    spark: SparkSession,
-    plan: stream_plan.StreamPlan,
-    offline: str,
-    online: str,
-    fault: stream_job.Fault | None = None,
-) -> stream_job.StreamRun:
-    run = stream_job.start(
-        spark, plan, offline_uri=offline, online_table=online, available_now=True, fault=fault
-    )
-    with contextlib.suppress(StreamingQueryException):  # query.exception() tells
-        run.query.awaitTermination(WAIT_SECONDS)
-    assert not run.query.isActive, "the availableNow run did not finish"
-    return run
-
-
 def test_the_stream_and_a_batch_window_give_identical_rows_for_the_same_events(
     spark: SparkSession,
     kafka_bootstrap_servers: str,
@@ -196,8 +154,8 @@ def test_the_stream_and_a_batch_window_give_identical_rows_for_the_same_events(
     filesystem, path = pyarrow.fs.FileSystem.from_uri(raw)
     pq.write_table(table, f"{path.rstrip('/')}/part-0.parquet", filesystem=filesystem)
     view = _view(kafka_topic, kafka_bootstrap_servers, raw)
-    batch_online = _online_table(f"{table_prefix}b-")
-    stream_online = _online_table(f"{table_prefix}s-")
+    batch_online = online_table(f"{table_prefix}b-trips")
+    stream_online = online_table(f"{table_prefix}s-trips")
     batch_offline, stream_offline = f"{s3_prefix}batch/v1", f"{s3_prefix}stream/v1"
 
     spark_job.run(
@@ -208,9 +166,9 @@ def test_the_stream_and_a_batch_window_give_identical_rows_for_the_same_events(
         offline_uri=batch_offline,
         online_table=batch_online,
     )
-    _produce(kafka_bootstrap_servers, kafka_topic, [_json(e) for e in events])
+    produce(kafka_bootstrap_servers, kafka_topic, [to_json(e) for e in events])
     plan = stream_plan.plan_stream(view, T0, version=1)
-    run = _run_available_now(spark, plan, stream_offline, stream_online)
+    run = run_available_now(spark, plan, stream_offline, stream_online, WAIT_SECONDS)
 
     assert run.query.exception() is None, run.query.exception()
     batch_rows, stream_rows = _offline(batch_offline), _offline(stream_offline)
@@ -256,19 +214,25 @@ def test_bad_records_go_to_the_dead_letters_with_their_reason_and_the_stream_goe
         None,
     ]
     future = {"driver_id": 7, "fare": 3.0, "event_timestamp": "2099-01-01T00:00:00Z"}
-    records = [_json(good[0]), *bad[:4], _json(good[1]), *bad[4:], *(_json(e) for e in good[2:])]
+    records = [
+        to_json(good[0]),
+        *bad[:4],
+        to_json(good[1]),
+        *bad[4:],
+        *(to_json(e) for e in good[2:]),
+    ]
     records.append(json.dumps(future).encode())
-    _produce(kafka_bootstrap_servers, kafka_topic, records)
-    offline, online = f"{s3_prefix}offline/v1", _online_table(table_prefix)
+    produce(kafka_bootstrap_servers, kafka_topic, records)
+    offline, online = f"{s3_prefix}offline/v1", online_table(f"{table_prefix}trips")
     plan = stream_plan.plan_stream(view, T0, version=1)
 
-    run = _run_available_now(spark, plan, offline, online)
+    run = run_available_now(spark, plan, offline, online, WAIT_SECONDS)
 
     assert run.query.exception() is None, run.query.exception()
     letters = deltalake.DeltaTable(stream_plan.dead_letter_uri(offline)).to_pyarrow_table()
     offsets, reasons = letters.column("offset").to_pylist(), letters.column("reason").to_pylist()
     found = sorted(zip(offsets, reasons, strict=True))
-    assert found == [
+    assert found[:-1] == [
         (1, "not a JSON object"),
         (2, "not a JSON object"),
         (3, "wrong type: field driver_id is not int64: seven"),
@@ -277,8 +241,8 @@ def test_bad_records_go_to_the_dead_letters_with_their_reason_and_the_stream_goe
         (7, "no join key: field driver_id is missing or null"),
         (8, "wrong type: field event_timestamp is not timestamp: yesterday"),
         (9, "empty value"),
-        (14, found[-1][1]),
     ]
+    assert found[-1][0] == 14
     assert found[-1][1].startswith(
         "in the future: event time 2099-01-01T00:00:00.000000Z is more than 5m after"
     )
@@ -331,12 +295,12 @@ def test_avro_records_are_decoded_by_the_views_schema_and_bad_ones_dead_lettered
         {"driver_id": d, "zone": z, "fare": f, "event_timestamp": T0 + i * MIN}
         for i, (d, z, f) in enumerate([(1, "north", 12.5), (2, None, 30.0), (1, "east", 8.25)])
     ]
-    _produce(
+    produce(
         kafka_bootstrap_servers, kafka_topic, [encode(trips[0]), b"\x02", *map(encode, trips[1:])]
     )
-    offline, online = f"{s3_prefix}offline/v1", _online_table(table_prefix)
+    offline, online = f"{s3_prefix}offline/v1", online_table(f"{table_prefix}trips")
 
-    run = _run_available_now(spark, stream_plan.plan_stream(view, T0), offline, online)
+    run = run_available_now(spark, stream_plan.plan_stream(view, T0), offline, online, WAIT_SECONDS)
 
     assert run.query.exception() is None, run.query.exception()
     rows = _offline(offline)
@@ -369,22 +333,22 @@ def test_restarts_after_crashes_lose_no_event_and_count_none_twice(
     view = v1alpha1.FeatureView.model_validate(body)
     since = T0 + 5 * MIN
     events = _events(45)
-    offline, online = f"{s3_prefix}offline/v1", _online_table(table_prefix)
+    offline, online = f"{s3_prefix}offline/v1", online_table(f"{table_prefix}trips")
     plan = stream_plan.plan_stream(view, since, version=1)
-    _produce(kafka_bootstrap_servers, kafka_topic, [_json(e) for e in events[:30]])
+    produce(kafka_bootstrap_servers, kafka_topic, [to_json(e) for e in events[:30]])
 
     # Batch 1 (records 10-19) dies after its offline commit, before Spark records it.
-    crashed = _run_available_now(spark, plan, offline, online, _crash_at("offline", 1))
+    crashed = run_available_now(spark, plan, offline, online, WAIT_SECONDS, _crash_at("offline", 1))
     assert "crash after offline of batch 1" in str(crashed.query.exception())
     # Batch 0 went through: its five events before the stream's start were left out.
     assert crashed.writer.progress.before_start == 5
     # Batch 1 again, now dying after its online write and before its offline append.
-    crashed = _run_available_now(spark, plan, offline, online, _crash_at("online", 1))
+    crashed = run_available_now(spark, plan, offline, online, WAIT_SECONDS, _crash_at("online", 1))
     assert "crash after online of batch 1" in str(crashed.query.exception())
-    resumed = _run_available_now(spark, plan, offline, online)
+    resumed = run_available_now(spark, plan, offline, online, WAIT_SECONDS)
     assert resumed.query.exception() is None, resumed.query.exception()
-    _produce(kafka_bootstrap_servers, kafka_topic, [_json(e) for e in events[30:]])
-    finished = _run_available_now(spark, plan, offline, online)
+    produce(kafka_bootstrap_servers, kafka_topic, [to_json(e) for e in events[30:]])
+    finished = run_available_now(spark, plan, offline, online, WAIT_SECONDS)
     assert finished.query.exception() is None, finished.query.exception()
 
     rows = _offline(offline)
@@ -431,14 +395,14 @@ def test_a_running_stream_serves_a_new_event_within_seconds(
     record_property: Callable[[str, object], None],
 ) -> None:
     view = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/", transformation=False)
-    offline, online = f"{s3_prefix}offline/v1", _online_table(table_prefix)
+    offline, online = f"{s3_prefix}offline/v1", online_table(f"{table_prefix}trips")
     now = dt.datetime.now(UTC).replace(microsecond=0)
     plan = stream_plan.plan_stream(view, now - dt.timedelta(hours=1), version=1)
 
     began = time.monotonic()
     run = stream_job.start(spark, plan, offline_uri=offline, online_table=online)
     try:
-        _produce(kafka_bootstrap_servers, kafka_topic, [_json(_events(1, start=now)[0])])
+        produce(kafka_bootstrap_servers, kafka_topic, [to_json(_events(1, start=now)[0])])
         produced = time.monotonic()
         deadline = produced + WAIT_SECONDS
         while not _online(online) and time.monotonic() < deadline:
@@ -473,13 +437,13 @@ def test_the_entry_point_runs_a_snapshot_and_refuses_a_view_without_brokers(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     view = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/", transformation=False)
-    offline, online = f"{s3_prefix}offline/v4", _online_table(table_prefix)
+    offline, online = f"{s3_prefix}offline/v4", online_table(f"{table_prefix}trips")
     body = view.to_yaml_dict()
     del body["spec"]["source"]["stream"]["kafka"]["bootstrapServers"]
     snapshot = {**body, "resolved": {"version": 4, "offlineUri": offline, "onlineTable": online}}
     spec = tmp_path / "featureview.yaml"
     spec.write_text(yaml.safe_dump(snapshot))
-    _produce(kafka_bootstrap_servers, kafka_topic, [_json(e) for e in _events(5)])
+    produce(kafka_bootstrap_servers, kafka_topic, [to_json(e) for e in _events(5)])
     arguments = ["--spec", str(spec), "--since", "2026-03-01T00:00:00Z", "--available-now"]
 
     with pytest.MonkeyPatch.context() as env:
@@ -542,7 +506,7 @@ def test_a_killed_driver_resumes_from_its_checkpoint_without_loss_or_doubles(
     view = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/", transformation=False)
     body = view.to_yaml_dict()
     body["spec"]["source"]["stream"]["kafka"]["maxOffsetsPerTrigger"] = 10
-    offline, online = f"{s3_prefix}offline/v1", _online_table(table_prefix)
+    offline, online = f"{s3_prefix}offline/v1", online_table(f"{table_prefix}trips")
     snapshot = {**body, "resolved": {"version": 1, "offlineUri": offline, "onlineTable": online}}
     spec, log = tmp_path / "featureview.yaml", tmp_path / "job.log"
     spec.write_text(yaml.safe_dump(snapshot))
@@ -551,7 +515,7 @@ def test_a_killed_driver_resumes_from_its_checkpoint_without_loss_or_doubles(
         {**e, "event_timestamp": T0 + i * MIN, "created_timestamp": T0 + i * MIN}
         for i, e in enumerate(_events(100))
     ]
-    _produce(kafka_bootstrap_servers, kafka_topic, [_json(e) for e in events[:60]])
+    produce(kafka_bootstrap_servers, kafka_topic, [to_json(e) for e in events[:60]])
 
     def rows() -> int:
         try:
@@ -566,7 +530,7 @@ def test_a_killed_driver_resumes_from_its_checkpoint_without_loss_or_doubles(
         _kill(first)
     written_before = rows()
     assert written_before < 60, "killed before the stream had caught up"
-    _produce(kafka_bootstrap_servers, kafka_topic, [_json(e) for e in events[60:]])
+    produce(kafka_bootstrap_servers, kafka_topic, [to_json(e) for e in events[60:]])
 
     restarted = dt.datetime.now(UTC)
     second = _start_job(spec, log)

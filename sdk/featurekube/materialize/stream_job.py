@@ -378,21 +378,7 @@ class BatchWriter:
             events_column = pc.max(table.column(EVENT)).as_py()
             written.last_event = planning.utc(events_column) if events_column else None
             written.appended = appended
-        if self._online is not None and table.num_rows:
-            self._online.write_bulk(table, now=ingested)
-            written.online_at = _now()
-        self._step("online", batch_id)
-        if self.offline_uri is not None and table.num_rows:
-            _append_once(
-                self.offline_uri,
-                _offline_table(self.spec, table, ingested, plan.label),
-                app,
-                batch_id,
-                self.storage_options,
-                partition_by=[offline_layout.EVENT_DATE],
-                attempts=self.settings.max_commit_attempts,
-            )
-        self._step("offline", batch_id)
+        self._publish(table, table, written, batch_id, app, ingested)
         return written
 
     def _warn_unkeyed(self, batch_id: int, unkeyed: int) -> None:
@@ -439,14 +425,29 @@ class BatchWriter:
             if events.num_rows:
                 written.last_event = written.watermark
                 written.appended = appended
-        if self._online is not None and result.newest.num_rows:
-            self._online.write_bulk(result.newest, now=ingested)
+        self._publish(result.newest, result.rows, written, batch_id, app, ingested)
+        return written
+
+    def _publish(
+        self,
+        newest: pa.Table,
+        rows: pa.Table,
+        written: _Written,
+        batch_id: int,
+        app: str,
+        ingested: dt.datetime,
+    ) -> None:
+        """Write ``newest`` online (each entity's newest row wins) and append ``rows``
+        offline once per (``app``, ``batch_id``), in that order: a crash between the two
+        replays a batch whose online write is idempotent."""
+        if self._online is not None and newest.num_rows:
+            self._online.write_bulk(newest, now=ingested)
             written.online_at = _now()
         self._step("online", batch_id)
-        if self.offline_uri is not None and result.rows.num_rows:
+        if self.offline_uri is not None and rows.num_rows:
             _append_once(
                 self.offline_uri,
-                _offline_table(self.spec, result.rows, ingested, self.plan.label),
+                _offline_table(self.spec, rows, ingested, self.plan.label),
                 app,
                 batch_id,
                 self.storage_options,
@@ -454,7 +455,6 @@ class BatchWriter:
                 attempts=self.settings.max_commit_attempts,
             )
         self._step("offline", batch_id)
-        return written
 
 
 @dataclass

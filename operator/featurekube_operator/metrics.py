@@ -175,6 +175,13 @@ class Metrics:
             "watermark and dead-lettered (aggregations; counted in the dead letters too).",
             ["version"],
         )
+        self.stream_history_missing = _ViewGauges(
+            "featurekube_stream_history_missing_intervals",
+            "Intervals before the stream's start its windows reach back to that the batch "
+            "windows have not stored yet: the stream waits, reading nothing, while above 0 "
+            "(aggregations).",
+            ["version"],
+        )
         for gauges in self.view_gauges:
             self.registry.register(gauges)
         self.expectation_violating_windows = Counter(
@@ -228,6 +235,7 @@ class Metrics:
             self.stream_last_event,
             self.stream_dead_letters,
             self.stream_late_events,
+            self.stream_history_missing,
         )
 
     def count_run_once(self, key: str) -> bool:

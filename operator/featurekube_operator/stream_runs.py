@@ -44,6 +44,8 @@ class Planned:
     """The view as this version runs it."""
     since: dt.datetime
     application: Mapping[str, Any] | None
+    history_start: dt.datetime | None = None
+    """Where the version's batch windows start (the view's first window)."""
 
 
 def _version_view(
@@ -86,7 +88,7 @@ def observe(
         since = streams.read_since(app, status, version) or streams.stream_since(
             version_view.spec.materialization.schedule, first_start, now
         )
-        planned[version] = Planned(version_view, since, app)
+        planned[version] = Planned(version_view, since, app, first_start)
     return planned
 
 
@@ -123,7 +125,7 @@ def run(
             )
             ctx.kube.create(
                 streams.render_stream_application(
-                    item.view, version, item.since, settings, owner, access
+                    item.view, version, item.since, settings, owner, access, item.history_start
                 )
             )
         offline = naming.offline_uri(settings, namespace, name, version)
@@ -166,6 +168,7 @@ def _export(ctx: Context, namespace: str, name: str, states: list[streams.Stream
     last: dict[tuple[str, ...], float] = {}
     dead: dict[tuple[str, ...], float] = {}
     late: dict[tuple[str, ...], float] = {}
+    history: dict[tuple[str, ...], float] = {}
     for state in states:
         key: tuple[str, ...] = (str(state.version),)
         running[key] = 1.0 if state.state == "Running" else 0.0
@@ -181,9 +184,11 @@ def _export(ctx: Context, namespace: str, name: str, states: list[streams.Stream
             last[key] = moment.timestamp()
         dead[key] = float(progress.dead_letters)
         late[key] = float(progress.late)
+        history[key] = float(progress.history_missing if progress.waiting_for_history else 0)
     metrics.stream_running.set_view(namespace, name, running)
     metrics.stream_consumer_lag.set_view(namespace, name, lag)
     metrics.stream_latency.set_view(namespace, name, latency)
     metrics.stream_last_event.set_view(namespace, name, last)
     metrics.stream_dead_letters.set_view(namespace, name, dead)
     metrics.stream_late_events.set_view(namespace, name, late)
+    metrics.stream_history_missing.set_view(namespace, name, history)

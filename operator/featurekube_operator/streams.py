@@ -35,6 +35,7 @@ __all__ = [
     "KAFKA_CA_MOUNT",
     "LABEL_STREAM_OF",
     "RETRY_INTERVAL_SECONDS",
+    "WAITING_FOR_HISTORY",
     "StreamState",
     "application_name",
     "read_since",
@@ -55,6 +56,9 @@ RETRY_INTERVAL_SECONDS = 10
 """The Spark Operator waits this many seconds times the attempts so far before it
 submits a stopped stream again."""
 STALE_REPORT_SECONDS = 300
+WAITING_FOR_HISTORY = "WaitingForHistory"
+"""A streaming aggregation's state (and the ``Streaming`` condition's reason) while it
+waits for the batch windows' history before its start."""
 """A running stream that has not reported for this long is shown as not streaming."""
 
 
@@ -135,10 +139,13 @@ def render_stream_application(
     settings: OperatorSettings,
     owner: Mapping[str, Any],
     access: Credentials | None = None,
+    history_start: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """The SparkApplication that runs version ``version`` of ``view``'s stream from
     ``since``, restarted whenever it stops; its pods take the namespace's credentials
-    ``access`` and the operator's Kafka settings."""
+    ``access`` and the operator's Kafka settings. ``history_start``: where the
+    version's batch windows start, which tells a streaming aggregation whether to wait
+    for their history."""
     namespace = view.metadata.namespace or "default"
     name = view.metadata.name
     labels = {LABEL_STREAM_OF: name, naming.LABEL_VERSION: str(version)}
@@ -152,6 +159,8 @@ def render_stream_application(
         "--offline-uri",
         naming.offline_uri(settings, namespace, name, version),
     ]
+    if history_start is not None:
+        arguments += ["--history-start", _iso(history_start)]
     if view.spec.materialization.online:
         arguments += ["--online-table", naming.online_table(settings, namespace, name, version)]
     if settings.kafka_bootstrap_servers:
@@ -226,7 +235,7 @@ class StreamState:
     since: dt.datetime
     application: str
     state: str
-    """Running, Starting, Restarting or Failed."""
+    """Running, WaitingForHistory, Starting, Restarting or Failed."""
     message: str
     progress: stream_plan.StreamProgress | None
 
@@ -275,7 +284,22 @@ def stream_state(
             "the driver runs; the stream has not reported yet",
             progress,
         )
+    if progress is not None and progress.waiting_for_history:
+        return StreamState(
+            version, since, name, WAITING_FOR_HISTORY, _waiting_message(progress), progress
+        )
     return StreamState(version, since, name, "Running", "the stream is running", progress)
+
+
+def _waiting_message(progress: stream_plan.StreamProgress) -> str:
+    span = ""
+    if progress.history_missing_from and progress.history_missing_until:
+        span = f" (events from {progress.history_missing_from} to {progress.history_missing_until})"
+    return (
+        f"the stream waits for the batch windows to store the history its windows reach back "
+        f"to: {progress.history_missing} intervals before its start{span} are not in the tile "
+        "table yet; it reads the topic once they are, and writes nothing meanwhile"
+    )
 
 
 def stream_condition(states: list[StreamState]) -> Condition:

@@ -2,12 +2,15 @@
 the same events through the stream (after a batch window's history) and through one
 batch window give the same point-in-time values offline and the same values online,
 a late event within the allowed lateness included; a later one is dead-lettered and
-counted; a micro-batch run again after a crash counts nothing twice."""
+counted; a micro-batch run again after a crash counts nothing twice; a stream started
+before the batch windows have stored its history waits, writing nothing, and then
+gives the batch path's values."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,7 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
-from featurekube.materialize import spark_job, stream_job, stream_plan
+from featurekube.materialize import spark_job, stream_job, stream_plan, tile_store
+from featurekube.offline import layout as offline_layout
 from featurekube.online import layout, values
 from featurekube.spec import v1alpha1
 from stream_support import online_table, produce, run_available_now, to_json
@@ -193,7 +197,7 @@ def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
     spark_job.run(
         spark, view, T0 - dt.timedelta(days=1), SINCE, offline_uri=offline, online_table=online
     )
-    plan = stream_plan.plan_stream(view, SINCE, version=1)
+    plan = stream_plan.plan_stream(view, SINCE, version=1, history_start=T0 - dt.timedelta(days=1))
 
     # 1. Events after T0, and two the batch source holds (at or before T0): left to it.
     first = _live(100, 60, T0 + 2 * MIN)
@@ -205,7 +209,9 @@ def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
     one = run_available_now(spark, plan, offline, online, WAIT_SECONDS)
     assert one.query.exception() is None, one.query.exception()
     assert one.writer.progress.before_start == 2 and one.writer.progress.late == 0
-    assert one.writer.progress.history_missing == 0  # the batch window stored the history
+    # The batch window stored the history: nothing to wait for.
+    assert not one.writer.progress.waiting_for_history
+    assert one.writer.progress.history_missing == 0
     watermark = max(e["event_timestamp"] for e in first)
 
     # 2. A late event within the allowed 30 minutes, and later ones.
@@ -313,11 +319,124 @@ def test_a_running_stream_serves_an_events_aggregate_within_seconds(
             latencies.append(time.monotonic() - produced)
     finally:
         run.query.stop()
-    # No batch window has stored the history before the stream's start: reported.
-    assert run.writer.progress.history_missing > 0
+    # The view's history starts with the stream (no startTime, no batch window): there
+    # is none to wait for.
+    assert not run.writer.progress.waiting_for_history
     record_property("event_to_online_aggregate_seconds", [round(s, 2) for s in latencies])
     print(
         "\nevent produced -> its aggregate online (trigger 1s): "
         + ", ".join(f"{s:.2f} s" for s in latencies)
         + f"; the job's own p50 of the last batch {run.writer.progress.latency_p50_seconds} s"
     )
+
+
+def _progress(offline: str) -> stream_plan.StreamProgress | None:
+    uri = stream_plan.progress_uri(offline).removeprefix("s3://")
+    bucket, key = uri.split("/", 1)
+    try:
+        answer = boto3.client("s3").get_object(Bucket=bucket, Key=key)
+    except boto3.client("s3").exceptions.NoSuchKey:
+        return None
+    return stream_plan.read_progress(answer["Body"].read())
+
+
+def _objects(prefix: str) -> list[str]:
+    bucket, key = prefix.removeprefix("s3://").split("/", 1)
+    answer = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=key)
+    return [item["Key"] for item in answer.get("Contents", [])]
+
+
+def test_a_stream_started_before_its_history_waits_then_gives_the_batch_paths_values(
+    spark: SparkSession,
+    kafka_bootstrap_servers: str,
+    kafka_topic: str,
+    s3_prefix: str,
+    table_prefix: str,
+) -> None:
+    history = _history()
+    view = _view(kafka_topic, kafka_bootstrap_servers, f"{s3_prefix}raw/")
+    _write_source(f"{s3_prefix}raw/", history)
+    offline, online = f"{s3_prefix}offline/v1", online_table(f"{table_prefix}wait")
+    # The batch windows start a day before the stream; none has run yet.
+    plan = stream_plan.plan_stream(view, SINCE, version=1, history_start=T0 - dt.timedelta(days=1))
+    live = _live(100, 40, T0 + 2 * MIN)
+    produce(kafka_bootstrap_servers, kafka_topic, [to_json(e) for e in [history[-1], *live]])
+    settings = stream_job.StreamSettings(history_poll_seconds=1.0)
+    started: dict[str, Any] = {}
+
+    def start() -> None:
+        try:
+            started["run"] = stream_job.start(
+                spark,
+                plan,
+                offline_uri=offline,
+                online_table=online,
+                available_now=True,
+                settings=settings,
+            )
+        except BaseException as exc:  # handed to the test's thread
+            started["error"] = exc
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_SECONDS
+    waiting = _progress(offline)
+    while (waiting is None or not waiting.waiting_for_history) and time.monotonic() < deadline:
+        assert thread.is_alive(), started
+        time.sleep(0.5)
+        waiting = _progress(offline)
+
+    # It waits for the 30 days its longest window reaches back across the split, and
+    # meanwhile writes nothing anywhere, nor reads the topic.
+    assert waiting is not None and waiting.waiting_for_history, waiting
+    assert waiting.history_missing == 30 * 24 * 6
+    assert waiting.history_missing_from == "2026-01-30T00:00:00.000000Z"
+    assert waiting.history_missing_until == "2026-03-01T00:00:00.000000Z"
+    time.sleep(3 * settings.history_poll_seconds)
+    assert thread.is_alive() and "run" not in started
+    assert _online(online, view) == {}
+    assert _objects(f"{offline}/_delta_log/") == []
+    assert _objects(f"{offline}/_stream/checkpoint/") == []
+    tiles = tile_store.TileStore(offline_layout.tiles_uri(offline))
+    assert tiles.transaction_version("anything") is None  # no tile table yet
+
+    # The version's batch window up to the stream's start stores the history.
+    spark_job.run(
+        spark, view, T0 - dt.timedelta(days=1), SINCE, offline_uri=offline, online_table=online
+    )
+    thread.join(WAIT_SECONDS)
+    assert not thread.is_alive() and "error" not in started, started
+    run: stream_job.StreamRun = started["run"]
+    try:
+        run.query.awaitTermination(WAIT_SECONDS)
+    finally:
+        run.query.stop()
+    assert run.query.exception() is None, run.query.exception()
+    done = _progress(offline)
+    assert done is not None and not done.waiting_for_history and done.history_missing == 0
+    assert done.before_start == 1 and done.rows > 0
+
+    # The same events through one batch window: the same values offline and online.
+    reference = f"{s3_prefix}reference/"
+    _write_source(f"{reference}raw/", [*history, *live])
+    reference_view = _view(kafka_topic, kafka_bootstrap_servers, f"{reference}raw/")
+    reference_online = online_table(f"{table_prefix}wait-batch")
+    boundary = _ceil(max(e["event_timestamp"] for e in live))
+    spark_job.run(
+        spark,
+        reference_view,
+        T0 - dt.timedelta(days=1),
+        boundary + STEP,
+        offline_uri=f"{reference}offline/v1",
+        online_table=reference_online,
+    )
+    drivers = [1, 2, 3, 4, 5]
+    moments = [
+        T0 - dt.timedelta(days=1) + i * 5 * MIN
+        for i in range(int((boundary - T0 + dt.timedelta(days=1)) / (5 * MIN)) + 2)
+    ]
+    streamed = _point_in_time(offline, drivers, moments)
+    batched = _point_in_time(f"{reference}offline/v1", drivers, moments)
+    differing = [_difference(s, b) for s, b in zip(streamed, batched, strict=True) if s != b]
+    assert not differing, differing[:5]
+    assert _online(online, view) == _online(reference_online, reference_view)

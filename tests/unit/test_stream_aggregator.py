@@ -1,7 +1,8 @@
 """A streaming aggregation's micro-batches against a real tile table (delta-rs on local
 disk; no network, no JVM): events arriving out of order in batches of any size, the too-late ones
 left out, give at every boundary the point-in-time values the aggregation kernel
-computes from the applied events; a batch run again changes nothing."""
+computes from the applied events; a batch run again changes nothing; the stream waits
+for the history before its split, and a micro-batch that finds it gone writes nothing."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import pyarrow.compute as pc
 import pytest
 from test_tile_merge import EVERY_FUNCTION, HOUR, MINUTE, T0, _events, _table, _view
 
-from featurekube.materialize import aggregate, plan, stream_aggregation
+from featurekube.materialize import aggregate, plan, stream_aggregation, stream_windows, tiles
+from featurekube.materialize.errors import MaterializeError
 
 NAMES = [a["name"] for a in EVERY_FUNCTION]
 
@@ -119,3 +121,79 @@ def test_micro_batches_out_of_order_give_the_kernels_values_at_every_boundary(
                 )
             assert plan.to_micros(got["latest_event_timestamp"]) == want["latest_event_timestamp"]
     assert compared > 30
+
+
+def test_the_stream_waits_for_the_history_before_its_split_and_never_writes_without_it(
+    tmp_path: Path,
+) -> None:
+    view = _view(EVERY_FUNCTION)
+    since = T0 + dt.timedelta(days=3)
+    batch = plan.plan_materialization(view, since, since + dt.timedelta(seconds=1))
+    aggregator = stream_aggregation.StreamAggregator(
+        batch,
+        since,
+        dt.timedelta(minutes=30),
+        offline_uri=str(tmp_path / "offline"),
+        history_start=T0,
+    )
+    assert aggregator.history is not None
+    first, last = aggregator.history
+    interval = aggregator.interval
+    events = _table(_events(random.Random(3), last + 1, last + HOUR, 20, drivers=2))
+    layout = tiles.layout_for(aggregator.aggregation, ["driver_id"], events.schema)
+    assert layout is not None
+
+    def store(ends: list[int]) -> None:  # what a batch window stores: markers of intervals
+        aggregator.store.replace(
+            layout.schema().empty_table(),
+            layout,
+            computed=[(interval, end) for end in ends],
+            cleared=[],
+        )
+
+    # No tile table yet: every interval the windows reach back to is missing.
+    every = list(range(first, last + 1, interval))
+    assert aggregator.history_gap() == stream_windows.HistoryGap(len(every), first, last)
+    store(every[:-3])
+    reports: list[stream_windows.HistoryGap | None] = []
+    pauses: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the batch windows reach the stream's start
+        pauses.append(seconds)
+        store(every[-3:])
+
+    aggregator.wait_for_history(2.0, reports.append, sleep)
+
+    assert reports == [stream_windows.HistoryGap(3, every[-3], last), None]
+    assert pauses == [2.0]
+    with pytest.raises(ValueError, match="between 0 and 300 seconds"):
+        aggregator.wait_for_history(0, reports.append, sleep)
+
+    # The tile table loses an interval of the history (replaced meanwhile): the next
+    # micro-batch fails before it merges or writes anything.
+    aggregator.store.replace(
+        layout.schema().empty_table(),
+        layout,
+        computed=[],
+        cleared=[(interval, last - interval, last - interval)],
+    )
+    with pytest.raises(MaterializeError, match="no longer in the tile table"):
+        aggregator.apply(events, 0, "app", dt.datetime.now(dt.UTC))
+    assert aggregator.store.transaction_version("app-tiles") is None
+
+
+def test_a_stream_that_starts_with_its_views_history_waits_for_nothing(tmp_path: Path) -> None:
+    view = _view(EVERY_FUNCTION)
+    since = T0 + dt.timedelta(days=3)
+    batch = plan.plan_materialization(view, since, since + dt.timedelta(seconds=1))
+
+    aggregator = stream_aggregation.StreamAggregator(
+        batch, since, dt.timedelta(minutes=30), offline_uri=str(tmp_path / "offline")
+    )
+
+    # No startTime and no batch window before the stream: no interval before the split
+    # is ever stored, and the view counts the stream's events alone.
+    assert aggregator.history is None and aggregator.history_gap() is None
+    reports: list[stream_windows.HistoryGap | None] = []
+    aggregator.wait_for_history(1.0, reports.append, lambda _: None)
+    assert reports == [None]

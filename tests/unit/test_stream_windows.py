@@ -155,3 +155,77 @@ def test_each_entitys_newest_row() -> None:
         {"driver_id": 2, "event_timestamp": 30, "n": 4},
     ]
     assert pc.sum(newest.column("n")).as_py() == 6
+
+
+def _intervals(keys: set[tiles.TileKey], sizes: tuple[int, ...]) -> set[int]:
+    """The ends of the smallest tiles that ``keys`` consist of."""
+    out: set[int] = set()
+    pending = list(keys)
+    while pending:
+        key = pending.pop()
+        if key[0] == sizes[0]:
+            out.add(key[1])
+        else:
+            pending.extend(tiles.children(key, sizes))
+    return out
+
+
+@pytest.mark.parametrize("since_minutes", [0, 7, 10])
+def test_the_history_the_stream_waits_for_is_what_its_windows_read_and_the_batch_stores(
+    since_minutes: int,
+) -> None:
+    view = _view(EVERY_FUNCTION)
+    since = T0 + dt.timedelta(days=3, minutes=since_minutes)
+    agg = plan.plan_materialization(view, since, since + dt.timedelta(seconds=1)).aggregation
+    assert agg is not None
+    sizes = tiles.tile_sizes(S)
+    split = stream_windows.split_boundary(plan.to_micros(since), S)
+    history_start = plan.to_micros(T0)
+
+    history = stream_windows.history_range(split, S, agg.longest_window, history_start)
+
+    assert history is not None
+    wanted = set(range(history[0], history[1] + 1, S))
+    # The stream's windows at its first boundaries read exactly these intervals before
+    # the split, however far its first micro-batch moves it.
+    for last in (split + S, split + 7 * HOUR, split + 3 * 24 * HOUR):
+        rows = stream_windows.row_plan(agg.steps, S, split + S, last)
+        read = _intervals(tiles.needed_tiles(rows, sizes), sizes)
+        assert {end for end in read if end <= split} == wanted, last
+    # The batch windows from the history's start store every one of them: their first
+    # window its windows' reach back, the later ones their own intervals.
+    first = stream_windows.ceil_boundary(history_start, S)
+    batch = plan.AggregationPlan(
+        interval=S, first_boundary=first, last_boundary=split, steps=agg.steps
+    )
+    stored = tiles.resolve(tiles.needed_tiles(batch, sizes), (first, split), set(), sizes)
+    assert wanted <= set(stored.from_source)
+
+
+def test_no_history_is_waited_for_when_the_batch_windows_own_no_boundary() -> None:
+    split = 100 * S
+    longest = 2 * HOUR
+
+    # The batch windows start at or before the split: they own it, and store its reach.
+    assert stream_windows.history_range(split, S, longest, split) == (split - longest + S, split)
+    assert stream_windows.history_range(split, S, longest, split - S + 1) is not None
+    # They start after it (the stream starts where the view's history does): none.
+    assert stream_windows.history_range(split, S, longest, split + 1) is None
+    assert stream_windows.history_range(split, S, longest, split + S) is None
+
+
+def test_the_missing_history_is_the_intervals_without_a_marker() -> None:
+    history = (10 * S, 20 * S)
+    every = {(S, k * S) for k in range(10, 21)}
+
+    assert stream_windows.missing_history(history, every, S) is None
+    assert stream_windows.missing_history(history, set(), S) == stream_windows.HistoryGap(
+        11, 10 * S, 20 * S
+    )
+    # A coarse tile's marker is not an interval's: the stream builds coarse tiles
+    # holding its own intervals from their parts.
+    partial = (every - {(S, 12 * S), (S, 15 * S)}) | {(HOUR, 18 * S)}
+    assert stream_windows.missing_history(history, partial, S) == stream_windows.HistoryGap(
+        2, 12 * S, 15 * S
+    )
+    assert stream_windows.missing_history(None, set(), S) is None

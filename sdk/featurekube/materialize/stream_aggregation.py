@@ -12,6 +12,12 @@ tile commit carries a Delta app transaction (the stream's id, the batch id) and 
 skipped when that transaction is committed, and the rows are then computed from the
 tiles as they are. The watermark the batch judges lateness by is kept in the stream's
 state document with the batch id, so a batch run again judges by the same one.
+
+Its windows reach back across the split into the intervals the batch windows store:
+:meth:`StreamAggregator.wait_for_history` blocks, before the stream reads its topic,
+until every one of them is stored, and a micro-batch that finds one missing after all
+(the tile table replaced meanwhile) fails before it writes anything, so that no value
+lacking their events is ever written.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +38,7 @@ import pyarrow.compute as pc
 from featurekube import s3_prefixes
 from featurekube.materialize import plan as planning
 from featurekube.materialize import stream_windows, tile_store, tiles
-from featurekube.materialize.errors import PlanError
+from featurekube.materialize.errors import MaterializeError, PlanError
 from featurekube.offline import layout as offline_layout
 
 __all__ = ["AggregatedBatch", "StreamAggregator", "state_uri"]
@@ -40,6 +47,9 @@ log = logging.getLogger(__name__)
 
 STATE_MAX_BYTES = 4096
 """The largest state document read back."""
+MAX_HISTORY_POLL_SECONDS = 300.0
+"""The longest pause between two looks at the tile table while waiting for history:
+shorter than the operator's patience with a stream that does not report."""
 
 
 def state_uri(offline_uri: str) -> str:
@@ -62,9 +72,6 @@ class AggregatedBatch:
     """The stream's current boundary after the batch (µs)."""
     replayed: bool
     """The batch's tiles were committed by an earlier run of it."""
-    history_missing: int = 0
-    """Intervals before the split the batch's windows needed and the tile table does
-    not hold yet (the batch windows have not reached the stream's start)."""
 
 
 class StreamAggregator:
@@ -78,7 +85,11 @@ class StreamAggregator:
         *,
         offline_uri: str,
         storage_options: Mapping[str, str] | None = None,
+        history_start: dt.datetime | None = None,
     ) -> None:
+        """``history_start``: where the version's batch windows start (the operator's
+        first window); None: the view's ``materialization.startTime``, else ``since``
+        (no batch window before the stream)."""
         aggregation = batch.aggregation
         assert aggregation is not None
         self.batch = batch
@@ -88,6 +99,13 @@ class StreamAggregator:
         self.keys = [name for name, _ in batch.keys]
         self.split = stream_windows.split_boundary(planning.to_micros(since), self.interval)
         self.allowed = int(allowed_lateness.total_seconds() * 1_000_000)
+        start = history_start or batch.spec.materialization.start_time or since
+        self.history = stream_windows.history_range(
+            self.split,
+            self.interval,
+            aggregation.longest_window,
+            planning.to_micros(planning.utc(start)),
+        )
         self.offline_uri = offline_uri
         self.storage_options = dict(storage_options or {})
         self.store = tile_store.TileStore(
@@ -99,6 +117,49 @@ class StreamAggregator:
     def split_time(self) -> dt.datetime:
         """The last boundary batch windows own: the stream takes the events after it."""
         return planning.from_micros(self.split)
+
+    # -- the history before the split ------------------------------------------------
+
+    def history_gap(self) -> stream_windows.HistoryGap | None:
+        """The intervals before the split the stream's windows read that the tile table
+        does not hold yet (by their markers); None when every one is stored."""
+        if self.history is None:
+            return None
+        first, last = self.history
+        keys = {(self.interval, end) for end in range(first, last + 1, self.interval)}
+        stored = self.store.markers(keys) or set()
+        return stream_windows.missing_history(self.history, stored, self.interval)
+
+    def wait_for_history(
+        self,
+        poll_seconds: float,
+        report: Callable[[stream_windows.HistoryGap | None], None],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Return once every interval before the split the stream's windows read is
+        stored, looking every ``poll_seconds`` (at most
+        :data:`MAX_HISTORY_POLL_SECONDS`) and calling ``report`` with what is missing
+        after each look (None at the last)."""
+        if not 0 < poll_seconds <= MAX_HISTORY_POLL_SECONDS:
+            raise ValueError(
+                f"{self.batch.label}: the history poll is between 0 and "
+                f"{MAX_HISTORY_POLL_SECONDS:.0f} seconds, not {poll_seconds}"
+            )
+        while True:
+            gap = self.history_gap()
+            report(gap)
+            if gap is None:
+                return
+            log.info(
+                "%s: waiting for the batch windows to store the history before the "
+                "stream's split (%s): %d intervals from %s to %s are missing",
+                self.batch.label,
+                self.split_time.isoformat(),
+                gap.missing,
+                planning.from_micros(gap.first - self.interval).isoformat(),
+                planning.from_micros(gap.last).isoformat(),
+            )
+            sleep(poll_seconds)
 
     # -- the watermark ----------------------------------------------------------------
 
@@ -184,17 +245,21 @@ class StreamAggregator:
         read, built, absent = stream_windows.read_and_build(
             needed, touched_keys, stored, self.sizes
         )
-        # Intervals before the split are the batch windows': one not stored yet means
-        # they have not reached the stream's start, and the values lack its events.
-        history_missing = sum(1 for _, end in absent if end <= self.split)
-        if history_missing:
-            log.warning(
-                "%s: %d intervals before the stream's split (%s) are not in the tile table "
-                "yet: values lack their events until the batch windows reach the start",
-                plan.label,
-                history_missing,
-                self.split_time.isoformat(),
-            )
+        # Intervals before the split are the batch windows'. The stream waited for them
+        # before it read the topic; one missing now (the tile table replaced meanwhile)
+        # fails the batch before it writes a value lacking its events: the job starts
+        # again and waits.
+        if self.history is not None:
+            lacking = [end for _, end in absent if self.history[0] <= end <= self.split]
+            if lacking:
+                raise MaterializeError(
+                    f"{plan.label}: {len(lacking)} intervals before the stream's split "
+                    f"({self.split_time.isoformat()}), the latest ending "
+                    f"{planning.from_micros(max(lacking)).isoformat()}, are no longer in the "
+                    "tile table: the stream stops rather than write values without their "
+                    "events; it waits for them when it starts again (re-run the batch "
+                    "windows before the stream's start: featurekube backfill)"
+                )
         # Coarse tiles are built for every entity (their marker says so), from their
         # parts: the merged intervals, and stored tiles read for every entity.
         parts = (
@@ -250,7 +315,6 @@ class StreamAggregator:
             after,
             span.after,
             replayed,
-            history_missing,
         )
 
     def _firsts(

@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 import yaml
 
 from featurekube.materialize import plan as planning
-from featurekube.materialize import spark_job, stream_aggregation, stream_plan
+from featurekube.materialize import spark_job, stream_aggregation, stream_plan, stream_windows
 from featurekube.materialize.errors import MaterializeError, PlanError
 from featurekube.materialize.stream_plan import DeadLetterReason, StreamPlan, StreamProgress
 from featurekube.offline import layout as offline_layout
@@ -116,6 +116,8 @@ class StreamSettings:
     """How often the running job refreshes its progress (consumer lag) between batches."""
     max_commit_attempts: int = 6
     """Tries of one Delta append that conflicts with a concurrent commit."""
+    history_poll_seconds: float = 30.0
+    """Aggregations: how often a stream waiting for its history looks at the tile table."""
 
 
 Fault = Callable[[str, int], None]
@@ -170,6 +172,7 @@ class BatchWriter:
                 plan.allowed_lateness,
                 offline_uri=offline_uri,
                 storage_options=storage_options,
+                history_start=plan.history_start,
             )
         now = _now()
         self.progress = StreamProgress(started_at=_iso(now), since=_iso(plan.since))
@@ -216,8 +219,6 @@ class BatchWriter:
                 progress.late += late
                 if written.watermark is not None:
                     progress.watermark = _iso(written.watermark)
-                if self._aggregator is not None and written.aggregated:
-                    progress.history_missing = written.history_missing
                 progress.before_start += written.before_start
                 progress.unkeyed += written.unkeyed
                 progress.rows += written.rows
@@ -234,6 +235,31 @@ class BatchWriter:
             self._report()
         finally:
             classified.unpersist()
+
+    def wait_for_history(self) -> None:
+        """Aggregations: return once the batch windows have stored the intervals before
+        the split the stream's windows read, reporting the wait in the progress
+        (:meth:`~featurekube.materialize.stream_aggregation.StreamAggregator.
+        wait_for_history`)."""
+        if self._aggregator is None:
+            return
+        interval = self._aggregator.interval
+
+        def report(gap: stream_windows.HistoryGap | None) -> None:
+            with self._lock:
+                progress = self.progress
+                progress.updated_at = _iso(_now())
+                progress.waiting_for_history = gap is not None
+                progress.history_missing = gap.missing if gap is not None else 0
+                progress.history_missing_from = (
+                    _iso(planning.from_micros(gap.first - interval)) if gap else None
+                )
+                progress.history_missing_until = (
+                    _iso(planning.from_micros(gap.last)) if gap else None
+                )
+            self._report()
+
+        self._aggregator.wait_for_history(self.settings.history_poll_seconds, report)
 
     def _step(self, name: str, batch_id: int) -> None:
         if self.fault is not None:
@@ -418,8 +444,6 @@ class BatchWriter:
             pa.Table.from_arrays(columns, names=names), batch_id, app, ingested
         )
         written.rows = result.rows.num_rows
-        written.aggregated = True
-        written.history_missing = result.history_missing
         if result.watermark is not None:
             written.watermark = planning.from_micros(result.watermark)
             if events.num_rows:
@@ -463,8 +487,6 @@ class _Written:
     unkeyed: int = 0
     rows: int = 0
     watermark: dt.datetime | None = None
-    aggregated: bool = False
-    history_missing: int = 0
     last_event: dt.datetime | None = None
     online_at: dt.datetime | None = None
     appended: list[int] = field(default_factory=list)
@@ -801,6 +823,9 @@ def start(
     )
     if progress is not None:
         writer.on_progress = lambda snapshot: write_progress(progress, snapshot)
+    # Not a record is read before the history the stream's windows reach back to is
+    # stored: Kafka keeps the events from the split on meanwhile.
+    writer.wait_for_history()
     reader = spark.readStream.format("kafka")
     for key, value in plan.kafka_options.items():
         reader = reader.option(key, value)
@@ -872,6 +897,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", type=int, help="the view version, for the query's name")
     parser.add_argument(
+        "--history-start",
+        help="aggregations: where the version's batch windows start (ISO 8601); default "
+        "materialization.startTime, else --since",
+    )
+    parser.add_argument(
         "--available-now", action="store_true", help="read what is there now, then stop"
     )
     return parser
@@ -892,6 +922,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             bootstrap_servers=arguments.bootstrap_servers,
             client_options=stream_plan.kafka_client_options(os.environ),
             version=arguments.version or resolved.get("version"),
+            history_start=(
+                planning.parse_time(arguments.history_start) if arguments.history_start else None
+            ),
         )
     except (PlanError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -175,6 +175,10 @@ class StreamPlan:
     """Aggregations: how far behind the watermark an event may be and still count."""
     batch: planning.MaterializationPlan
     """The batch plan of the view: columns, types, keys and features both paths share."""
+    history_start: dt.datetime | None = None
+    """Aggregations: where the version's batch windows start (its first window), which
+    says whether they store the intervals before the split the stream's windows read;
+    None: ``materialization.startTime``, else ``since``."""
 
     @property
     def key_fields(self) -> tuple[str, ...]:
@@ -192,6 +196,7 @@ def plan_stream(
     bootstrap_servers: str = "",
     client_options: Mapping[str, str] | None = None,
     version: int | None = None,
+    history_start: dt.datetime | None = None,
 ) -> StreamPlan:
     """The plan of ``view``'s stream from ``since``; raises
     :class:`~featurekube.materialize.errors.PlanError` when it has no stream source,
@@ -242,6 +247,7 @@ def plan_stream(
         trigger_seconds=int(v1alpha1.parse_duration(kafka.trigger_interval).total_seconds()),
         allowed_lateness=v1alpha1.parse_duration(kafka.allowed_lateness),
         batch=batch,
+        history_start=planning.utc(history_start) if history_start is not None else None,
     )
 
 
@@ -291,10 +297,15 @@ class StreamProgress:
     dead-lettered (and counted in ``dead_letters`` too) since this run started."""
     watermark: str | None = None
     """Aggregations: the greatest event time applied, which lateness is measured from."""
+    waiting_for_history: bool = False
+    """Aggregations: the job waits, before it reads the topic, for the batch windows to
+    store the intervals before the split that the stream's windows read."""
     history_missing: int = 0
-    """Aggregations, of the last micro-batch: intervals before the stream's start its
-    windows needed that the batch windows have not stored yet (their events are
-    missing from its values until they have)."""
+    """Aggregations, while waiting: how many of those intervals are not stored yet."""
+    history_missing_from: str | None = None
+    """... the start of the earliest of them (ISO 8601, UTC)."""
+    history_missing_until: str | None = None
+    """... and the end of the latest."""
     last_event_time: str | None = None
     """The greatest event time written so far."""
     latency_p50_seconds: float | None = None

@@ -22,6 +22,10 @@ The stream owns the boundaries after ``split`` (:func:`split_boundary`), the las
 boundary before its start ``since``, and so the intervals ending after it: the events
 with E > split. The batch windows own the boundaries before ``since``, which read no
 event after ``split``.
+
+Its windows reach back across the split into the intervals the batch windows store
+(:func:`history_range`): the stream reads the topic only once every one of them is
+stored (:func:`missing_history`), so that no value it writes lacks their events.
 """
 
 from __future__ import annotations
@@ -37,11 +41,14 @@ from featurekube.materialize import tiles
 from featurekube.materialize.plan import AggregationPlan, AggregationStep
 
 __all__ = [
+    "HistoryGap",
     "StreamBoundaries",
     "boundaries",
     "ceil_boundary",
+    "history_range",
     "late",
     "leaving_tiles",
+    "missing_history",
     "newest_rows",
     "read_and_build",
     "row_plan",
@@ -67,6 +74,58 @@ def split_boundary(since: int, interval: int) -> int:
     (60, 120)
     """
     return ceil_boundary(since, interval) - interval
+
+
+def history_range(
+    split: int, interval: int, longest: int, history_start: int
+) -> tuple[int, int] | None:
+    """The ends (first, last) of the intervals before the split that the stream's
+    windows read, (split - longest, split]: the batch windows store them all, their
+    first window its windows' reach back too. None when the batch windows own no
+    boundary, their history starting (``history_start``) after the split: then no
+    interval before the split is ever stored, and the view counts the stream's events
+    alone.
+
+    >>> history_range(600, 60, 180, 0), history_range(600, 60, 180, 600)
+    ((480, 600), (480, 600))
+    >>> history_range(600, 60, 180, 601) is None
+    True
+    """
+    if ceil_boundary(history_start, interval) > split:
+        return None
+    return split - longest + interval, split
+
+
+@dataclass(frozen=True)
+class HistoryGap:
+    """The intervals of the history a stream needs that the tile table lacks."""
+
+    missing: int
+    """How many."""
+    first: int
+    """The end of the earliest (µs)."""
+    last: int
+    """The end of the latest (µs)."""
+
+
+def missing_history(
+    history: tuple[int, int] | None, stored: set[tiles.TileKey], interval: int
+) -> HistoryGap | None:
+    """Which intervals of ``history`` (:func:`history_range`) are not ``stored``
+    (their markers); None when none is missing.
+
+    >>> missing_history((60, 240), {(60, 60), (60, 240)}, 60)
+    HistoryGap(missing=2, first=120, last=180)
+    >>> missing_history(None, set(), 60) is None
+    True
+    """
+    if history is None:
+        return None
+    first, last = history
+    absent = [end for end in range(first, last + 1, interval) if (interval, end) not in stored]
+    if not absent:
+        return None
+    return HistoryGap(len(absent), absent[0], absent[-1])
 
 
 def late(events: Sequence[int] | np.ndarray, watermark: int | None, allowed: int) -> np.ndarray:

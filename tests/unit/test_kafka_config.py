@@ -53,6 +53,39 @@ def test_server_properties_suit_a_small_machine() -> None:
     assert props["group.initial.rebalance.delay.ms"] == "0"
 
 
+def test_with_a_node_the_broker_also_listens_where_pods_reach_the_machine() -> None:
+    pods = kafka.PodListener("10.250.0.1", 19094)
+
+    props = _properties(kafka.render_server_properties(LAYOUT, PORTS, pods))
+
+    # Each listener advertises itself: a pod bootstrapping from the link's address is
+    # sent on to that address, a client of the machine to loopback.
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:19092,NODE://10.250.0.1:19094,CONTROLLER://127.0.0.1:19093"
+    )
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092,NODE://10.250.0.1:19094"
+    assert props["listener.security.protocol.map"] == (
+        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,NODE:PLAINTEXT"
+    )
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert kafka.pods_bootstrap_servers(pods) == "10.250.0.1:19094"
+    assert "0.0.0.0" not in kafka.render_server_properties(LAYOUT, PORTS, pods)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "why"),
+    [
+        ("0.0.0.0", 19094, "every address"),
+        ("127.0.0.1", 19094, "loopback only"),
+        ("node.local", 19094, "not an IPv4 address"),
+        ("10.250.0.1", 0, "port 0"),
+    ],
+)
+def test_the_pods_listener_is_one_address_of_the_machine(host: str, port: int, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        kafka.PodListener(host, port)
+
+
 def test_bootstrap_servers_is_the_broker_listener() -> None:
     assert kafka.bootstrap_servers(PORTS) == "127.0.0.1:19092"
 
@@ -169,13 +202,31 @@ def test_environment_names_kafka_only_when_it_runs() -> None:
 
     assert with_kafka["FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
     assert "FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS" not in without
+    assert "FEATUREKUBE_KAFKA_PODS_BOOTSTRAP_SERVERS" not in with_kafka
+
+
+def test_with_a_node_the_environment_also_names_kafka_where_pods_reach_it() -> None:
+    env = _endpoints(
+        kafka_bootstrap_servers="127.0.0.1:19092",
+        kafka_pods_bootstrap_servers="10.250.0.1:19094",
+    ).environment()
+
+    # The machine's clients keep loopback; the pods' address is for the chart.
+    assert env["FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19092"
+    assert env["FEATUREKUBE_KAFKA_PODS_BOOTSTRAP_SERVERS"] == "10.250.0.1:19094"
 
 
 def test_endpoints_recorded_before_kafka_still_read() -> None:
-    recorded = _endpoints().to_json().replace(', "kafka_bootstrap_servers": ""', "")
+    recorded = (
+        _endpoints()
+        .to_json()
+        .replace(', "kafka_bootstrap_servers": ""', "")
+        .replace(', "kafka_pods_bootstrap_servers": ""', "")
+    )
 
     assert "kafka" not in recorded
-    assert platform.Endpoints.from_json(recorded).kafka_bootstrap_servers == ""
+    read = platform.Endpoints.from_json(recorded)
+    assert read.kafka_bootstrap_servers == read.kafka_pods_bootstrap_servers == ""
 
 
 def test_dev_up_runs_kafka_unless_told_not_to() -> None:

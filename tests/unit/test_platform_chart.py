@@ -3,6 +3,7 @@ cores (featurekube._platform.chart): pure builders, checked without a cluster.""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,24 @@ def test_the_node_values_point_the_operator_at_its_namespace_and_at_moto_where_p
     for key, value in values.items():
         if isinstance(value, dict):
             assert set(value) <= set(defaults[key]), key
+
+
+def test_the_node_values_point_the_operators_brokers_at_kafka_where_pods_reach_it() -> None:
+    with_kafka = dataclasses.replace(
+        _endpoints(),
+        kafka_bootstrap_servers="127.0.0.1:39092",
+        kafka_pods_bootstrap_servers="10.250.0.1:39094",
+    )
+
+    values = chart.node_values(with_kafka, "rides", offline_uri="s3://b/o", table_prefix="p.")
+    without = chart.node_values(_endpoints(), "rides", offline_uri="s3://b/o", table_prefix="p.")
+
+    # The pods' listener, never the machine's loopback one, which no pod reaches.
+    assert values["kafka"] == {"bootstrapServers": "10.250.0.1:39094"}
+    defaults = yaml.safe_load((REPO / "charts" / "featurekube" / "values.yaml").read_text())
+    assert set(values["kafka"]) <= set(defaults["kafka"])
+    # A platform without Kafka leaves the chart's own setting (none) alone.
+    assert "kafka" not in without
 
 
 def test_plaintext_servers_without_token_review_are_asked_for_explicitly() -> None:

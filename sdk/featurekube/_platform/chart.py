@@ -70,13 +70,14 @@ def node_values(
 ) -> dict[str, Any]:
     """The chart's values for an operator in ``namespace`` of the platform's node that
     reconciles that namespace, stores features under ``offline_uri`` and in tables
-    named ``table_prefix``..., reaches moto where the node's pods reach it, and runs
-    each view's backfill as one window. ``tls_secret`` '' serves plaintext."""
+    named ``table_prefix``..., reaches moto (and the platform's Kafka, when it runs
+    one) where the node's pods reach them, and runs each view's backfill as one window.
+    ``tls_secret`` '' serves plaintext."""
     if not endpoints.node:
         raise errors.PlatformError(
             "the platform runs no node: `featurekube dev up --node` starts one"
         )
-    return {
+    values: dict[str, Any] = {
         "operator": {"watchNamespaces": [namespace], "logFormat": "plain"},
         "store": {"offlineUri": offline_uri, "tablePrefix": table_prefix},
         "aws": {
@@ -104,6 +105,12 @@ def node_values(
         # lists, which the examples do not name.
         "parity": {"enabled": False},
     }
+    if endpoints.kafka_pods_bootstrap_servers:
+        # The operator's brokers, which a stream source without its own reads: the
+        # listener on the machine's end of the node's link (the loopback one is the
+        # machine's alone).
+        values["kafka"] = {"bootstrapServers": endpoints.kafka_pods_bootstrap_servers}
+    return values
 
 
 SERVER_RESOURCES: Mapping[str, Any] = {

@@ -1,5 +1,8 @@
 """The local platform's Kafka: one KRaft node (broker and controller in one JVM, no
-ZooKeeper) on loopback, run from Apache Kafka's Maven Central jars.
+ZooKeeper) on loopback, run from Apache Kafka's Maven Central jars. With a node, the
+broker also listens on the machine's end of the node's link (:class:`PodListener`), the
+address the node's pods reach the platform at, and tells clients that reach it there
+that address; the machine's clients keep the loopback listener.
 
 The first half is pure (what to fetch, the configuration files, the command lines,
 the wire bytes of the readiness probe); the second does I/O: it resolves the jars with
@@ -23,6 +26,7 @@ import base64
 import contextlib
 import hashlib
 import importlib.util
+import ipaddress
 import os
 import shutil
 import socket
@@ -43,6 +47,7 @@ __all__ = [
     "ClassArchives",
     "KafkaLayout",
     "KafkaPorts",
+    "PodListener",
     "api_versions_request",
     "bootstrap_servers",
     "broker_command",
@@ -51,6 +56,7 @@ __all__ = [
     "ivy_module",
     "new_cluster_id",
     "parse_api_versions_response",
+    "pods_bootstrap_servers",
     "prepare",
     "ready",
     "render_log4j2_properties",
@@ -120,9 +126,40 @@ class KafkaLayout:
         return self.root / "log4j2.properties"
 
 
+@dataclass(frozen=True)
+class PodListener:
+    """The broker's second listener, for the node's pods: ``host`` is one address of
+    this machine (the machine's end of the node's link), never a wildcard or loopback,
+    so the broker is reachable by the node and by nothing beyond the machine's own
+    addresses; ``port`` differs from the loopback listener's, as Kafka requires."""
+
+    host: str
+    port: int
+
+    def __post_init__(self) -> None:
+        try:
+            address = ipaddress.IPv4Address(self.host)
+        except ValueError:
+            raise ValueError(
+                f"Kafka's listener for the node's pods: {self.host!r} is not an IPv4 address"
+            ) from None
+        if address.is_unspecified or address.is_loopback:
+            raise ValueError(
+                f"Kafka's listener for the node's pods: {self.host} would listen on "
+                "every address or on loopback only; give the machine's end of the node's link"
+            )
+        if not 0 < self.port < 65536:
+            raise ValueError(f"Kafka's listener for the node's pods: port {self.port}")
+
+
 def bootstrap_servers(ports: KafkaPorts) -> str:
-    """What clients are given as ``bootstrap.servers``."""
+    """What the machine's clients are given as ``bootstrap.servers``."""
     return f"{LOOPBACK}:{ports.broker}"
+
+
+def pods_bootstrap_servers(listener: PodListener) -> str:
+    """What the node's pods are given as ``bootstrap.servers``."""
+    return f"{listener.host}:{listener.port}"
 
 
 def new_cluster_id(seed: bytes | None = None) -> str:
@@ -151,25 +188,32 @@ def ivy_module(version: str = KAFKA_VERSION) -> str:
 """
 
 
-def render_server_properties(layout: KafkaLayout, ports: KafkaPorts) -> str:
-    """``server.properties`` of a combined broker and controller on loopback.
+def render_server_properties(
+    layout: KafkaLayout, ports: KafkaPorts, pods: PodListener | None = None
+) -> str:
+    """``server.properties`` of a combined broker and controller on loopback, with
+    ``pods`` also a listener ``NODE`` there, advertised as itself: a client that
+    bootstraps from either address is sent on to the same one.
 
     Internal topics get one partition and one replica (the defaults of 50 offsets
     partitions would make the first consumer group wait seconds), new topics one
     partition, and a partition's log is kept in 16 MiB segments, at most 256 MiB or
     one day of it.
     """
-    broker = f"{LOOPBACK}:{ports.broker}"
+    broker = f"PLAINTEXT://{LOOPBACK}:{ports.broker}"
     controller = f"{LOOPBACK}:{ports.controller}"
+    node = [f"NODE://{pods_bootstrap_servers(pods)}"] if pods is not None else []
     settings: dict[str, str | int] = {
         "process.roles": "broker,controller",
         "node.id": NODE_ID,
         "controller.quorum.voters": f"{NODE_ID}@{controller}",
-        "listeners": f"PLAINTEXT://{broker},CONTROLLER://{controller}",
-        "advertised.listeners": f"PLAINTEXT://{broker}",
+        "listeners": ",".join([broker, *node, f"CONTROLLER://{controller}"]),
+        "advertised.listeners": ",".join([broker, *node]),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": ",".join(
+            ["CONTROLLER:PLAINTEXT", "PLAINTEXT:PLAINTEXT", *(["NODE:PLAINTEXT"] if node else [])]
+        ),
         "log.dirs": str(layout.data),
         "num.partitions": 1,
         "default.replication.factor": 1,
@@ -399,11 +443,13 @@ def prepare(
     libs: Path,
     log: Path,
     archive: ClassArchive | None = None,
+    pods: PodListener | None = None,
 ) -> None:
-    """Write the configuration and format an empty log directory with a new cluster id."""
+    """Write the configuration (``pods``: the listener for the node's pods, if any)
+    and format an empty log directory with a new cluster id."""
     shutil.rmtree(layout.root, ignore_errors=True)
     layout.data.mkdir(parents=True)
-    layout.server_properties.write_text(render_server_properties(layout, ports))
+    layout.server_properties.write_text(render_server_properties(layout, ports, pods))
     layout.log4j2_properties.write_text(render_log4j2_properties())
     argv = format_command(java, libs, layout, new_cluster_id(), archive)
     with log.open("ab") as out:

@@ -157,6 +157,9 @@ class Endpoints:
     """The name of the platform's node, '' when it runs none."""
     kafka_bootstrap_servers: str = ""
     """Kafka's ``host:port`` for clients' ``bootstrap.servers``, '' when it runs none."""
+    kafka_pods_bootstrap_servers: str = ""
+    """Kafka's ``host:port`` for the node's pods (the machine's end of the node's link),
+    '' without a node or Kafka."""
     spark_operator: str = ""
     """The version of the Spark Operator installed on the node, '' when none is."""
 
@@ -171,10 +174,13 @@ class Endpoints:
 
     def environment(self) -> dict[str, str]:
         """The variables that point kubectl, kopf, boto3, pyarrow, deltalake and Spark
-        here, and Kafka's clients to ``$FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS``."""
+        here, and Kafka's clients to ``$FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS``; with a
+        node, ``$FEATUREKUBE_KAFKA_PODS_BOOTSTRAP_SERVERS`` is the address its pods reach
+        Kafka at (the chart's ``kafka.bootstrapServers`` there)."""
         return {
             **_aws_environment(self.kubeconfig, self.aws_endpoint_url, self.region),
             **_kafka_environment(self.kafka_bootstrap_servers),
+            **_kafka_pods_environment(self.kafka_pods_bootstrap_servers),
         }
 
     def to_json(self) -> str:
@@ -276,13 +282,18 @@ class LocalPlatform:
             if self.settings.kafka
             else None
         )
+        kafka_pods = (
+            kafka.PodListener(node_config.HOST_IP, processes.free_port())
+            if kafka_ports is not None and self.settings.node
+            else None
+        )
         self._write_pki(ports)
         pids: dict[str, int] = {}
         spark_operator_version = ""
         try:
             if node_bin_dir is not None:
                 self._start_node_namespace(node_bin_dir, pids)
-            self._start_components(bin_dir, ports, pids, kafka_ports)
+            self._start_components(bin_dir, ports, pids, kafka_ports, kafka_pods)
             if node_bin_dir is not None:
                 self._start_node(bin_dir, node_bin_dir, pids)
                 spark_operator_version = self._start_spark_operator(bin_dir, node_bin_dir, pids)
@@ -302,6 +313,9 @@ class LocalPlatform:
             node=node_config.NODE_NAME if self.settings.node else "",
             kafka_bootstrap_servers=(
                 kafka.bootstrap_servers(kafka_ports) if kafka_ports is not None else ""
+            ),
+            kafka_pods_bootstrap_servers=(
+                kafka.pods_bootstrap_servers(kafka_pods) if kafka_pods is not None else ""
             ),
             spark_operator=spark_operator_version,
         )
@@ -462,13 +476,14 @@ class LocalPlatform:
         ports: components.Ports,
         pids: dict[str, int],
         kafka_ports: kafka.KafkaPorts | None,
+        kafka_pods: kafka.PodListener | None = None,
     ) -> None:
         # Leaving the block waits for the background start, so a failure anywhere still
         # finds Kafka's pid in `pids` to stop; `abandon` cuts that wait short.
         abandon = threading.Event()
         with concurrent.futures.ThreadPoolExecutor(1, "featurekube-kafka") as background:
             kafka_started = (
-                background.submit(self._start_kafka, kafka_ports, pids, abandon)
+                background.submit(self._start_kafka, kafka_ports, kafka_pods, pids, abandon)
                 if kafka_ports is not None
                 else None
             )
@@ -492,7 +507,11 @@ class LocalPlatform:
         return kafka.KafkaLayout(self.layout.root / "kafka")
 
     def _start_kafka(
-        self, kafka_ports: kafka.KafkaPorts, pids: dict[str, int], abandon: threading.Event
+        self,
+        kafka_ports: kafka.KafkaPorts,
+        kafka_pods: kafka.PodListener | None,
+        pids: dict[str, int],
+        abandon: threading.Event,
     ) -> None:
         log = self.layout.log("kafka")
         java = kafka.find_java()
@@ -509,6 +528,8 @@ class LocalPlatform:
             libs,
             log,
             kafka.ClassArchive(archives.format) if archives is not None else None,
+            # With a node, pods reach the broker where they reach moto.
+            pods=kafka_pods,
         )
         pids["kafka"] = kafka.spawn(
             self.kafka_layout,
@@ -832,6 +853,12 @@ def _aws_environment(kubeconfig: Path, aws_endpoint_url: str, region: str) -> di
 
 def _kafka_environment(bootstrap_servers: str) -> dict[str, str]:
     return {"FEATUREKUBE_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers} if bootstrap_servers else {}
+
+
+def _kafka_pods_environment(bootstrap_servers: str) -> dict[str, str]:
+    return (
+        {"FEATUREKUBE_KAFKA_PODS_BOOTSTRAP_SERVERS": bootstrap_servers} if bootstrap_servers else {}
+    )
 
 
 def _environment(layout: components.Layout, ports: components.Ports, region: str) -> dict[str, str]:

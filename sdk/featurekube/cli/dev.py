@@ -130,6 +130,11 @@ def _up(args: argparse.Namespace) -> int:
     print(f"# S3 and DynamoDB: {endpoints.aws_endpoint_url}", file=sys.stderr)
     if endpoints.kafka_bootstrap_servers:
         print(f"# Kafka: {endpoints.kafka_bootstrap_servers} (KRaft, one broker)", file=sys.stderr)
+        if endpoints.kafka_pods_bootstrap_servers:
+            print(
+                f"# Kafka for the node's pods: {endpoints.kafka_pods_bootstrap_servers}",
+                file=sys.stderr,
+            )
     elif local.settings.kafka:
         print(
             "# Kafka: not running (this platform was started without it; `featurekube dev "

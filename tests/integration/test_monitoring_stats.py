@@ -204,29 +204,6 @@ def test_both_engines_store_the_same_statistics(spark: SparkSession, s3_prefix: 
         assert _nan_safe(spark_row) == _nan_safe(python_row)
 
 
-def test_the_python_engine_stores_the_same_statistics_a_feature_at_a_time(
-    s3_prefix: str,
-) -> None:
-    # A large window's statistics are one query a feature, to keep each quantile's
-    # values within DuckDB's memory limit: the same figures, PSI included.
-    rows = _day(0, 0.0) + _day(1, 0.7)
-    period = {"start": T0.isoformat(), "end": (T0 + DAY).isoformat()}
-    view = _view(_source(s3_prefix, rows), {"reference": {"period": period}})
-    tables = {}
-    for name, limit in (("one query", 10**9), ("a feature at a time", 0)):
-        offline = f"{s3_prefix}{name.replace(' ', '-')}/v1"
-        settings = python_job.PythonSettings(statistics_one_query_values=limit)
-        for day in (0, 1):
-            start = T0 + day * DAY
-            python_job.run(
-                view, start, start + DAY, offline_uri=offline, online_table=None, settings=settings
-            )
-        tables[name] = stats_store.read_statistics(offline, since=T0 + DAY).to_pylist()
-    assert all(row["psi"] is not None for row in tables["one query"])
-    for ours, theirs in zip(tables["one query"], tables["a feature at a time"], strict=True):
-        assert _nan_safe(ours | {"written_at": None}) == _nan_safe(theirs | {"written_at": None})
-
-
 def _nan_safe(row: dict[str, Any]) -> dict[str, Any]:
     def fix(value: Any) -> Any:
         if isinstance(value, float) and math.isnan(value):

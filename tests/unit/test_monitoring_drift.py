@@ -8,6 +8,7 @@ import json
 import math
 import random
 import statistics
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -281,3 +282,45 @@ def test_means_and_deviations_do_not_depend_on_the_order_of_the_values() -> None
             connection, "rows", [("x", "x", "float64")], values=table
         )
     assert (found.mean, found.stddev) == (mean, deviation)
+
+
+def test_statistics_from_sorted_columns_are_duckdbs_quantiles_and_the_exact_moments() -> None:
+    # The python engine sorts each numeric column once for its mean, deviation and
+    # quantiles; they must be what DuckDB's quantile_disc and exact_moments give.
+    rng = random.Random(11)
+    special = [math.nan, math.inf, -math.inf, 1.5, None]
+    with duckdb.connect() as connection:
+        for trial in range(30):
+            n = rng.choice([1, 2, 19, 20, 21, 101, rng.randrange(1, 2000)])
+            if trial % 3 == 0:
+                type_ = "int64"
+                values = [rng.randrange(-(10**18), 10**18) for _ in range(n)]
+                data = pa.array(values, pa.int64())
+            else:
+                type_ = "float64"
+                mixed = [
+                    rng.choice(special) if rng.random() < 0.1 else rng.uniform(-9, 9)
+                    for _ in range(n)
+                ]
+                finite = [v for v in mixed if v is None or math.isfinite(v)]
+                data = pa.array(mixed if trial % 3 == 2 else finite, pa.float64())
+            table = pa.table({"x": data})
+            connection.register("rows", table)
+            (sorted_,) = profiling.window_statistics(
+                connection, "rows", [("x", "x", type_)], values=table
+            )
+            (duck,) = profiling.window_statistics(connection, "rows", [("x", "x", type_)])
+            connection.unregister("rows")
+            expected = (duck.count, duck.nulls, duck.min, duck.max, duck.quantiles)
+            found = (sorted_.count, sorted_.nulls, sorted_.min, sorted_.max, sorted_.quantiles)
+            assert _nan_safe(found) == _nan_safe(expected), (trial, type_, n)
+            moments = profiling.exact_moments(data)
+            assert _nan_safe((sorted_.mean, sorted_.stddev)) == _nan_safe(moments)
+
+
+def _nan_safe(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, list | tuple):
+        return [_nan_safe(v) for v in value]
+    return value

@@ -38,6 +38,7 @@ DuckDB runs in UTC, with a memory limit and a spill directory (:class:`PythonSet
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import datetime as dt
 import itertools
@@ -58,6 +59,7 @@ from featurekube.materialize import (
     publish,
     report,
     spill,
+    ties,
     tile_store,
     tiles,
     translate,
@@ -144,16 +146,8 @@ class PythonSettings:
     memory_limit: str = "512MB"
     """DuckDB's memory limit while it reads, computes and writes the window; beyond it,
     it spills to a temporary directory."""
-    statistics_memory_limit: str = "1GB"
-    """DuckDB's memory limit for the window's statistics, taken once the writes are done
-    and their buffers freed: quantiles hold their columns' values."""
     threads: int = 2
     """DuckDB's threads."""
-    statistics_one_query_values: int = 64_000_000
-    """Rows times features up to which a window's statistics are one query; beyond,
-    one query a feature, each quantile holding only its own column's values within
-    ``memory_limit`` (slower: at 10M rows of 5 features a feature at a time took a
-    quarter longer, for no lower peak)."""
     online: online_writer.OnlineWriteSettings = field(
         default_factory=online_writer.OnlineWriteSettings
     )
@@ -228,13 +222,16 @@ def run(
                 )
             rows_offline = _count(connection, _ROWS)
             stats = _statistics(connection, _ROWS, plan, checks)
-            newest = _newest_per_entity(connection, plan) if online_table else 0
             result.rows_read = rows_read
             result.rows_offline = rows_offline
             result.features = stats.features
             result.violations = report.evaluate_checks(checks, stats.offending)
             result.timings["read_compute"] = time.perf_counter() - began
             report.stop_on_failed_checks(result)
+            # The statistics of the rows to write are taken while they are written.
+            measuring = _measure(held, connection, plan, offline_uri, storage_options, ingested)
+            newest = _newest_per_entity(connection, plan) if online_table else 0
+            result.timings["read_compute"] = time.perf_counter() - began
         _publish(
             connection,
             view,
@@ -248,17 +245,38 @@ def run(
             ingested,
             offline_write,
         )
-        one_query = rows_offline * len(plan.features) <= settings.statistics_one_query_values
-        connection.execute(f"SET memory_limit = {_literal(settings.statistics_memory_limit)}")
-        monitor.record(
+        monitor.store(
             plan,
             result,
-            lambda reference: _window_statistics(connection, plan, reference, one_query),
+            measuring.result(),
             offline_uri=offline_uri,
             storage_options=storage_options,
             now=ingested,
         )
     return result
+
+
+def _measure(
+    held: contextlib.ExitStack,
+    connection: duckdb.DuckDBPyConnection,
+    plan: planning.MaterializationPlan,
+    offline_uri: str | None,
+    storage_options: Mapping[str, str] | None,
+    ingested: dt.datetime,
+) -> concurrent.futures.Future[monitor.Measured | None]:
+    """The window's statistics (:func:`monitor.measure`), taken in a thread of their
+    own through a cursor of their own, held on ``held``: mostly sorts of columns, which
+    leave the interpreter free for the writes."""
+    cursor = held.enter_context(contextlib.closing(connection.cursor()))
+    pool = held.enter_context(concurrent.futures.ThreadPoolExecutor(1))
+    return pool.submit(
+        monitor.measure,
+        plan,
+        lambda reference: _window_statistics(cursor, plan, reference),
+        offline_uri=offline_uri,
+        storage_options=storage_options,
+        now=ingested,
+    )
 
 
 def _publish(
@@ -505,20 +523,22 @@ def _read_once(
         )
     )
     live.enter_context(offline_write)
+    tie_filter = ties.TieFilter()
     try:
-        with spill.Spill(path, schema) as out:
+        with spill.Spill(path, schema) as out, contextlib.closing(connection.cursor()) as hashing:
             for batch in connection.sql(sql).to_arrow_reader(_BATCH_ROWS):
                 if batch.num_rows:
                     conformed = _conform_batch(batch, schema)
                     out.write(conformed)
                     feed.put(conformed)
+                    tie_filter.add(_tie_hashes(hashing, conformed, plan))
     except duckdb.Error as exc:
         raise _failed_on_rows(plan, exc) from exc
     finally:
         connection.unregister("source")
     feed.close()
     connection.execute(f"CREATE VIEW __spilled AS FROM read_parquet({_literal(str(path))})")
-    if not _has_ties(connection, "__spilled", plan):
+    if not _has_ties(connection, "__spilled", plan, tie_filter.suspects()):
         connection.execute(f"CREATE VIEW {_ROWS} AS FROM __spilled")
         return offline_write, out.rows
     live.close()  # the rows written hold ties: nothing of them is committed
@@ -527,15 +547,46 @@ def _read_once(
 
 
 def _has_ties(
-    connection: duckdb.DuckDBPyConnection, relation: str, plan: planning.MaterializationPlan
+    connection: duckdb.DuckDBPyConnection,
+    relation: str,
+    plan: planning.MaterializationPlan,
+    suspects: np.ndarray[Any, Any] | None = None,
 ) -> bool:
     """Whether rows of ``relation`` tie on (keys, event time). Ties are rare: a hash
-    count finds whether there are any, which costs a fraction of ranking every row."""
+    count finds whether there are any, which costs a fraction of ranking every row;
+    given ``suspects`` (:mod:`featurekube.materialize.ties`: the hashes of
+    :func:`_tie_hash` of every row that may tie), only those rows are counted."""
     group = ", ".join([*(_q(name) for name, _ in plan.keys), _q(EVENT)])
-    ((largest,),) = connection.execute(
-        f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {relation} GROUP BY {group})"
-    ).fetchall()
+    rows = relation
+    if suspects is not None:
+        if not suspects.size:
+            return False
+        connection.register("__suspects", pa.table({"h": pa.array(suspects, pa.uint64())}))
+        rows = f"(FROM {relation} WHERE {_tie_hash(plan)} IN (SELECT h FROM __suspects))"
+    try:
+        ((largest,),) = connection.execute(
+            f"SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM {rows} GROUP BY {group})"
+        ).fetchall()
+    finally:
+        if suspects is not None:
+            connection.unregister("__suspects")
     return bool(largest > 1)
+
+
+def _tie_hash(plan: planning.MaterializationPlan) -> str:
+    """The SQL of a row's 64-bit hash of (keys, event time), over the columns of the
+    row schema, typed alike whether a record batch or the spilled file is read."""
+    keys = [f"CAST({_q(name)} AS {_DUCKDB_TYPES[type_]})" for name, type_ in plan.keys]
+    return f"hash({', '.join(keys)}, epoch_us({_q(EVENT)}))"
+
+
+def _tie_hashes(
+    cursor: duckdb.DuckDBPyConnection, batch: pa.RecordBatch, plan: planning.MaterializationPlan
+) -> np.ndarray[Any, Any]:
+    """The :func:`_tie_hash` of each row of ``batch`` (in the row schema)."""
+    hashed = cursor.from_arrow(pa.Table.from_batches([batch])).project(f"{_tie_hash(plan)} AS h")
+    hashes: np.ndarray[Any, Any] = hashed.to_arrow_table().column(0).to_numpy()
+    return hashes
 
 
 def _keep_one_per_event(
@@ -958,23 +1009,14 @@ def _window_statistics(
     connection: duckdb.DuckDBPyConnection,
     plan: planning.MaterializationPlan,
     reference: drift.ReferenceProfile | None,
-    one_query: bool,
 ) -> list[monitoring_stats.FeatureStatistics]:
     """The statistics of the rows written offline (:data:`_ROWS`), for the statistics
-    table (:mod:`featurekube.materialize.monitor`), with PSI against ``reference``.
-
-    In one query, or (not ``one_query``) in one a feature: each feature's figures
-    depend on its own column only, and a quantile holds its column's values, so one
-    feature's at a time keep within DuckDB's memory limit where all of a large
-    window's at once would not."""
+    table (:mod:`featurekube.materialize.monitor`), with PSI against ``reference``: one
+    query of counts, bounds and bins, and each numeric column's mean, deviation and
+    quantiles from one sort of its values, fetched one column at a time."""
     columns = [(name, name, type_) for name, type_ in plan.features]
-    groups = [columns] if one_query else [[column] for column in columns]
     values = _ColumnReader(connection, _ROWS)
-    found: list[monitoring_stats.FeatureStatistics] = []
-    for group in groups:
-        with contextlib.closing(connection.cursor()) as cursor:
-            found += profiling.window_statistics(cursor, _ROWS, group, reference, values=values)
-    return found
+    return profiling.window_statistics(connection, _ROWS, columns, reference, values=values)
 
 
 class _ColumnReader:
@@ -987,8 +1029,7 @@ class _ColumnReader:
         self._table = table
 
     def column(self, name: str) -> pa.ChunkedArray:
-        with contextlib.closing(self._connection.cursor()) as cursor:
-            fetched = cursor.sql(f"SELECT {_q(name)} FROM {self._table}").to_arrow_table()
+        fetched = self._connection.sql(f"SELECT {_q(name)} FROM {self._table}").to_arrow_table()
         return fetched.column(0)
 
 

@@ -20,7 +20,14 @@ import pyarrow as pa
 
 from featurekube.monitoring import drift, stats
 
-__all__ = ["Column", "ColumnValues", "exact_moments", "profile", "window_statistics"]
+__all__ = [
+    "Column",
+    "ColumnValues",
+    "exact_moments",
+    "exact_summary",
+    "profile",
+    "window_statistics",
+]
 
 Column = tuple[str, str, str]
 """A column to describe: (column name in the relation, feature name, value type)."""
@@ -43,21 +50,23 @@ def window_statistics(
 ) -> list[stats.FeatureStatistics]:
     """Each column's statistics over ``relation``, with its PSI against ``reference``
     when that profiles the feature. ``values``: the relation's columns as Arrow, from
-    which means and deviations are computed the same whatever order the rows come in
-    (:func:`exact_moments`); None: DuckDB's floating-point sums."""
+    which means, deviations and quantiles are computed the same whatever order the
+    rows come in, from one sort of each numeric column, one column at a time
+    (:func:`exact_summary`); None: DuckDB's floating-point sums and quantiles, every
+    column's values held at once."""
     exprs: list[str] = []
     for column, feature, type_ in columns:
         c = _q(column)
         exprs += [f"count({c})", f"count(*) FILTER (WHERE {c} IS NULL)"]
         if stats.kind_of(type_) == "numeric":
-            levels = ", ".join(_double(level) for level in stats.PROBE_LEVELS)
-            exprs += [
-                f"CAST(min({c}) AS DOUBLE)",
-                f"CAST(max({c}) AS DOUBLE)",
-                f"avg(CAST({c} AS DOUBLE))",
-                f"stddev_samp(CAST({c} AS DOUBLE))",
-                f"CAST(quantile_disc({c}, [{levels}]) AS DOUBLE[])",
-            ]
+            exprs += [f"CAST(min({c}) AS DOUBLE)", f"CAST(max({c}) AS DOUBLE)"]
+            if values is None:
+                levels = ", ".join(_double(level) for level in stats.PROBE_LEVELS)
+                exprs += [
+                    f"avg(CAST({c} AS DOUBLE))",
+                    f"stddev_samp(CAST({c} AS DOUBLE))",
+                    f"CAST(quantile_disc({c}, [{levels}]) AS DOUBLE[])",
+                ]
         exprs += _bin_counts(c, _profile_of(reference, feature, type_))
     found = _one_row(connection, f"SELECT {', '.join(exprs) or '1'} FROM {relation}")
     top = _top_values(connection, relation, columns)
@@ -67,7 +76,7 @@ def window_statistics(
         count, nulls = int(next(cells)), int(next(cells))
         numbers: list[Any] = [None] * 5
         if stats.kind_of(type_) == "numeric":
-            numbers = [next(cells) for _ in range(5)]
+            numbers = [next(cells) for _ in range(2 if values is not None else 5)]
         feature_profile = _profile_of(reference, feature, type_)
         psi = None
         if feature_profile is not None:
@@ -76,8 +85,8 @@ def window_statistics(
             if categorical:
                 bins.append(count - sum(bins))
             psi = drift.psi(feature_profile.fractions, bins)
-        if values is not None and stats.kind_of(type_) == "numeric" and count:
-            numbers[2], numbers[3] = exact_moments(values.column(column))
+        if values is not None and stats.kind_of(type_) == "numeric":
+            numbers[2:] = exact_summary(values.column(column)) if count else [None] * 3
         out.append(
             stats.FeatureStatistics(
                 feature=feature,
@@ -169,6 +178,23 @@ def profile(
     return drift.ReferenceProfile(key, fingerprint, description, computed_at, features)
 
 
+def exact_summary(
+    column: pa.ChunkedArray | pa.Array,
+) -> tuple[float | None, float | None, list[float] | None]:
+    """The mean, sample standard deviation and the quantiles p0, p5, ..., p100 (nearest
+    rank, NaN above every number) of a numeric column's non-null values, from one sort
+    of them: :func:`exact_moments`' figures, and the values DuckDB's ``quantile_disc``
+    gives at :data:`~featurekube.monitoring.stats.PROBE_LEVELS` (the ranks of
+    :func:`~featurekube.monitoring.stats.nearest_rank`; where a rank falls among zeros
+    of both signs, either engine may give either)."""
+    ordered = _sorted_values(column)
+    if ordered.size == 0:
+        return None, None, None
+    ranks = [stats.nearest_rank(ordered.size, percent) - 1 for percent in stats.PERCENTS]
+    quantiles = [float(value) for value in ordered[ranks]]
+    return (*_moments_of_sorted(ordered), quantiles)
+
+
 def exact_moments(column: pa.ChunkedArray | pa.Array) -> tuple[float | None, float | None]:
     """The mean and sample standard deviation (n - 1; None below two values) of a
     numeric column's non-null values, summed in ascending order of the values
@@ -180,9 +206,21 @@ def exact_moments(column: pa.ChunkedArray | pa.Array) -> tuple[float | None, flo
     >>> exact_moments(pa.array([1.0, 2.0, None, 3.0, 4.0]))
     (2.5, 1.2909944487358056)
     """
+    return _moments_of_sorted(_sorted_values(column))
+
+
+def _sorted_values(column: pa.ChunkedArray | pa.Array) -> Any:
+    """The non-null values of ``column`` as float64, ascending (NaN last)."""
     import numpy as np
 
-    data = np.sort(np.asarray(column.drop_null().to_numpy(zero_copy_only=False), np.float64))
+    return np.sort(np.asarray(column.drop_null().to_numpy(zero_copy_only=False), np.float64))
+
+
+def _moments_of_sorted(data: Any) -> tuple[float | None, float | None]:
+    """:func:`exact_moments` of ``data``, sorted; squares the deviations in its place
+    (no copy of a large window's column: the same figures to the last bit)."""
+    import numpy as np
+
     n = data.size
     if n == 0:
         return None, None
@@ -192,7 +230,9 @@ def exact_moments(column: pa.ChunkedArray | pa.Array) -> tuple[float | None, flo
             return mean, None
         if not math.isfinite(mean):
             return mean, math.nan
-        return mean, math.sqrt(float(np.sum(np.square(data - mean))) / (n - 1))
+        np.subtract(data, mean, out=data)
+        np.square(data, out=data)
+        return mean, math.sqrt(float(np.sum(data)) / (n - 1))
 
 
 def _profile_of(
@@ -252,8 +292,8 @@ def _top_values(
 
 
 def _one_row(connection: duckdb.DuckDBPyConnection, sql: str) -> tuple[Any, ...]:
-    row = connection.execute(sql).fetchone()
-    assert row is not None
+    # fetchall: the result finished, so the connection can take the next query.
+    (row,) = connection.execute(sql).fetchall()
     return tuple(row)
 
 

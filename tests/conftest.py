@@ -15,6 +15,11 @@ with featurekube's images built and loaded, started once per run. A machine hold
 node at a time, so those tests run last (after ``tests/integration/test_node.py``,
 which starts and stops a node of its own).
 
+The end-to-end modules share one install of the chart on that node
+(:func:`node_system`), so they run after the other tests of the node; the node runs
+Kafka too (listening where its pods reach the machine) when a test of the run asks for
+:func:`node_kafka_bootstrap_servers`.
+
 A platform that cannot start fails the tests that need it, loudly: there is no skip.
 """
 
@@ -38,12 +43,15 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from featurekube._platform.platform import Endpoints, LocalPlatform
+    from node_system import System
 
 TESTS = Path(__file__).parent
 REPO = TESTS.parent
 UNIT_TIMEOUT_SECONDS = 10
 TEST_BUCKET = "featurekube-test"
 NODE_FIXTURE = "node_platform"
+CHART_FIXTURE = "node_system"
+NODE_KAFKA_FIXTURE = "node_kafka_bootstrap_servers"
 FREE_NODE_WAIT_SECONDS = 300
 # Built cold, the Spark image alone took 10 minutes on a loaded machine.
 IMAGE_BUILD_SECONDS = 2400
@@ -53,8 +61,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if (TESTS / "unit") in item.path.parents:
             item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_SECONDS))
-    # The run's node lives until the session ends: its users go last, in their order.
-    items.sort(key=lambda item: NODE_FIXTURE in getattr(item, "fixturenames", ()))
+
+    # The run's node lives until the session ends: its users go last, in their order,
+    # and of them the users of its one install of the chart, which lives as long.
+    def order(item: pytest.Item) -> tuple[bool, bool]:
+        names = getattr(item, "fixturenames", ())
+        return NODE_FIXTURE in names, CHART_FIXTURE in names
+
+    items.sort(key=order)
 
 
 def _unique(request: pytest.FixtureRequest, limit: int) -> str:
@@ -122,8 +136,9 @@ def node_platform(
     """A platform with a real node, started once per run after the images are built, as
     ``featurekube dev up --node`` starts it: the Spark Operator installed with the Spark
     image, and featurekube's operator and feature-server images loaded too. No local
-    runtime (the node runs everything), no Kafka, and none of featurekube's CRDs (a
-    test installs them, with the chart)."""
+    runtime (the node runs everything), Kafka only if a test of the run asks for it
+    (:func:`node_kafka_bootstrap_servers`), and none of featurekube's CRDs (a test
+    installs them, with the chart)."""
     from featurekube._platform import node_config, processes
     from featurekube._platform import platform as local
 
@@ -135,11 +150,14 @@ def node_platform(
         FREE_NODE_WAIT_SECONDS,
         interval=2,
     )
+    kafka = any(
+        NODE_KAFKA_FIXTURE in getattr(item, "fixturenames", ()) for item in request.session.items
+    )
     settings = local.PlatformSettings(
         state_dir=tmp_path_factory.mktemp("node-platform"),
         node=True,
         runtime=False,
-        kafka=False,
+        kafka=kafka,
         image_dir=node_images["spark-operator"].parent,
     )
     running = local.LocalPlatform(settings)
@@ -151,6 +169,29 @@ def node_platform(
             yield running
     finally:
         running.stop(force=True)
+
+
+@pytest.fixture(scope="session")
+def node_system(
+    node_platform: LocalPlatform, helm: Helm, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[System]:
+    """featurekube's chart installed on the run's node, in a namespace of its own, once
+    for every end-to-end module (:mod:`node_system`); the SDK, boto3 and deltalake of
+    this process pointed at the node's platform while it lives."""
+    import node_system
+
+    with node_system.installed(node_platform, helm, tmp_path_factory.mktemp("e2e")) as system:
+        yield system
+
+
+@pytest.fixture(scope="session")
+def node_kafka_bootstrap_servers(node_platform: LocalPlatform) -> str:
+    """The node platform's Kafka as the machine's clients reach it (loopback); its
+    pods reach it at ``kafka_pods_bootstrap_servers``, which the chart is given."""
+    found = node_platform.endpoints()
+    if found is None or not found.kafka_pods_bootstrap_servers:
+        pytest.fail("the node platform of this run was started without Kafka")
+    return found.kafka_bootstrap_servers
 
 
 @pytest.fixture(scope="session")

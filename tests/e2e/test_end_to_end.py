@@ -3,7 +3,9 @@ operator a pod of its image under the chart's ServiceAccount), each window run b
 Kubeflow Spark Operator as a driver and executor pods, each feature server a Deployment
 of pods behind a Service, the SDK, and the example feature repo with its generated data.
 
-One backfill serves every test of this module: apply -> materialize -> serve -> query.
+One backfill serves every test of this module: apply -> materialize -> serve -> query,
+in the namespace of the run's one install of the chart (``node_system`` in
+tests/conftest.py, :mod:`node_system`), which the stream's module on the node shares.
 The chart sets the feature servers up for TLS only (a certificate from the namespace's
 TLS Secret) and ServiceAccount tokens, which they have the API server review as their
 own ServiceAccount (bound to system:auth-delegator); the test reaches them from the
@@ -17,7 +19,6 @@ mid-backfill; each test then checks the data, not only the status.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -27,24 +28,21 @@ import os
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client
-import kubernetes.config
 import pytest
 import yaml
 
-from chart_support import CHART, Helm
 from conftest import IMAGE_BUILD_SECONDS
 from featurekube import errors
-from featurekube._platform import chart, node_config, pki
-from featurekube._platform import platform as local
-from featurekube.online.client import FeatureServerError, OnlineClient
+from featurekube._platform import chart
+from featurekube.online.client import FeatureServerError
 from featurekube.store import FeatureStore
 from featurekube_operator import naming
+from node_system import POD_SECONDS, System, pod_ready
+from node_system import ready as _ready
 from support import eventually
 
 _eventually = functools.partial(eventually, interval=1.0)
@@ -56,26 +54,10 @@ EXECUTOR_VIEW = "driver-trip-stats"
 TIMEOUT = 900.0
 NODE_START_SECONDS = 900.0
 """The node's start and the image imports, on a busy machine (warm: a few minutes)."""
-POD_SECONDS = 300.0
-TLS_SECRET = "featurekube-serving-tls"
-RELEASE = "fk"
-GRPC_PORT = 50051
-SERVER_ACCOUNT = "eta-feature-server"
-"""The example's spec.server.serviceAccountName (the chart makes and binds its own
-default, featurekube-feature-server)."""
-CALLER_ACCOUNT = "eta-model-client"
-SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
 # pytest-timeout's limit must not cut the waits inside a test short: the module's first
 # test may pay for building the images and starting the node, then for the module
 # fixture's wait, and a test may then wait TIMEOUT itself.
 pytestmark = pytest.mark.timeout(IMAGE_BUILD_SECONDS + NODE_START_SECONDS + 2 * TIMEOUT + 300)
-
-
-def _ready(body: dict[str, Any]) -> bool:
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in (body.get("status") or {}).get("conditions") or []
-    )
 
 
 @dataclasses.dataclass
@@ -92,161 +74,21 @@ class ExecutorKill:
     state: str = ""
 
 
-class System:
-    """The namespace under test on the node, with the chart installed in it."""
+@dataclasses.dataclass
+class Backfill:
+    """The module's backfill on the shared install, and the executor it killed."""
 
-    def __init__(
-        self,
-        api: kubernetes.client.ApiClient,
-        namespace: str,
-        root: Path,
-        kubectl: Path,
-        kubeconfig: Path,
-    ) -> None:
-        self.api, self.namespace, self.root = api, namespace, root
-        self.kubectl, self.kubeconfig = kubectl, kubeconfig
-        self.custom = kubernetes.client.CustomObjectsApi(api)
-        self.core = kubernetes.client.CoreV1Api(api)
-        self.ca_file = self.token_file = root / "unset"
-        self.binding = ""
-        self.executor_kill: ExecutorKill | None = None
-
-    def secure(self) -> None:
-        """What the platform team sets up beside the chart for feature servers in a
-        workload namespace, and a caller: the TLS Secret, the example's own server
-        ServiceAccount allowed to review tokens, and a token of a ServiceAccount of the
-        namespace (which spec.access, unset, lets read and push)."""
-        now = dt.datetime.now(dt.UTC)
-        ca = pki.new_authority("featurekube-e2e-serving-ca", now)
-        hosts = (f"*.{self.namespace}.svc", f"*.{self.namespace}.svc.cluster.local")
-        pair = pki.issue_certificate(
-            ca, hosts[0], now, hosts=(*hosts, "localhost", "127.0.0.1"), server=True
-        )
-        self.core.create_namespaced_secret(
-            self.namespace,
-            {
-                "metadata": {"name": TLS_SECRET},
-                "type": "kubernetes.io/tls",
-                "stringData": {
-                    "tls.crt": pair.cert_pem.decode(),
-                    "tls.key": pair.key_pem.decode(),
-                    "ca.crt": ca.pair.cert_pem.decode(),
-                },
-            },
-        )
-        self.ca_file = self.root / "ca.crt"
-        self.ca_file.write_bytes(ca.pair.cert_pem)
-        for account in (SERVER_ACCOUNT, CALLER_ACCOUNT):
-            self.core.create_namespaced_service_account(
-                self.namespace, {"metadata": {"name": account}}
-            )
-        self.binding = f"{self.namespace}-eta-feature-server-auth-delegator"
-        kubernetes.client.RbacAuthorizationV1Api(self.api).create_cluster_role_binding(
-            {
-                "metadata": {"name": self.binding},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "system:auth-delegator",
-                },
-                "subjects": [
-                    {"kind": "ServiceAccount", "name": SERVER_ACCOUNT, "namespace": self.namespace}
-                ],
-            }
-        )
-        request = {"spec": {"expirationSeconds": 2 * 3600}}
-        answer = self.core.create_namespaced_service_account_token(
-            CALLER_ACCOUNT, self.namespace, request
-        )
-        self.token_file = self.root / "caller.token"
-        self.token_file.write_text(answer.status.token)
-
-    @contextlib.contextmanager
-    def client(self, service: str = "eta-model", *, token: bool = True) -> Iterator[OnlineClient]:
-        """A client of ``service``'s server through a port-forward to its Service, over
-        TLS, with the caller's token or none."""
-        with (
-            chart.PortForward(
-                self.kubectl, self.kubeconfig, self.namespace, service, GRPC_PORT
-            ) as forward,
-            OnlineClient(
-                forward.address,
-                ca_file=self.ca_file,
-                token_file=self.token_file if token else None,
-                timeout=60,
-            ) as online,
-        ):
-            yield online
-
-    def operator_pod(self) -> Any:
-        """The operator's running pod, None while there is not exactly one."""
-        pods = self.core.list_namespaced_pod(
-            self.namespace, label_selector=chart.OPERATOR_SELECTOR
-        ).items
-        running = [p for p in pods if p.metadata.deletion_timestamp is None]
-        return running[0] if len(running) == 1 else None
-
-    def kill_pod(self, name: str) -> None:
-        """Kill a pod as a node failure would: no grace period."""
-        self.core.delete_namespaced_pod(name, self.namespace, grace_period_seconds=0)
-
-    def pods(self, selector: str) -> list[Any]:
-        found: list[Any] = self.core.list_namespaced_pod(
-            self.namespace, label_selector=selector
-        ).items
-        return found
-
-    def operator_log(self) -> str:
-        pod = self.operator_pod()
-        if pod is None:
-            return "(no operator pod)"
-        log: str = self.core.read_namespaced_pod_log(pod.metadata.name, self.namespace)
-        return log
-
-    def apply(self, body: dict[str, Any]) -> None:
-        plural = "featureviews" if body["kind"] == "FeatureView" else "featureservices"
-        name = body["metadata"]["name"]
-        try:
-            self.custom.create_namespaced_custom_object(
-                "featurekube.dev", "v1alpha1", self.namespace, plural, body
-            )
-        except kubernetes.client.exceptions.ApiException as exc:
-            if exc.status != 409:
-                raise
-            live = self.get(plural, name)
-            body = {
-                **body,
-                "metadata": {
-                    **body["metadata"],
-                    "resourceVersion": live["metadata"]["resourceVersion"],
-                },
-            }
-            self.custom.replace_namespaced_custom_object(
-                "featurekube.dev", "v1alpha1", self.namespace, plural, name, body
-            )
-
-    def get(self, plural: str, name: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.custom.get_namespaced_custom_object(
-            "featurekube.dev", "v1alpha1", self.namespace, plural, name
-        )
-        return body
-
-    def spark_applications(self, view: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.custom.list_namespaced_custom_object(
-            *SPARK[:2], self.namespace, SPARK[2]
-        )["items"]
-        return [
-            a
-            for a in items
-            if (a["metadata"].get("labels") or {}).get(naming.LABEL_FEATURE_VIEW) == view
-        ]
+    system: System
+    executor_kill: ExecutorKill | None = None
 
     def kill_an_executor_mid_window(self) -> None:
         """Once: kill a running executor of :data:`EXECUTOR_VIEW`'s window while its
         driver runs; afterwards, note when that window's application completes."""
         if self.executor_kill is not None:
             if self.executor_kill.completed_after is None:
-                apps = {a["metadata"]["name"]: a for a in self.spark_applications(EXECUTOR_VIEW)}
+                apps = {
+                    a["metadata"]["name"]: a for a in self.system.spark_applications(EXECUTOR_VIEW)
+                }
                 app = apps.get(self.executor_kill.application) or {}
                 state = (app.get("status") or {}).get("applicationState", {})
                 self.executor_kill.state = state.get("state", "")
@@ -259,30 +101,25 @@ class System:
                     )
             return
         view = f"{naming.LABEL_FEATURE_VIEW}={EXECUTOR_VIEW}"
-        drivers = self.pods(f"spark-role=driver,{view}")
-        executors = self.pods(f"spark-role=executor,{view}")
+        drivers = self.system.pods(f"spark-role=driver,{view}")
+        executors = self.system.pods(f"spark-role=executor,{view}")
         running = [p for p in executors if p.status.phase == "Running"]
         if not running or not any(d.status.phase == "Running" for d in drivers):
             return
         pod = running[0]
         uids = {
             a["metadata"]["name"]: a["metadata"]["uid"]
-            for a in self.spark_applications(EXECUTOR_VIEW)
+            for a in self.system.spark_applications(EXECUTOR_VIEW)
         }
         application = (pod.metadata.labels or {}).get("sparkoperator.k8s.io/app-name", "")
         if application not in uids:
             # Without the Spark Operator's label: the view's newest application.
             application = list(uids)[-1] if uids else ""
-        self.kill_pod(pod.metadata.name)
+        self.system.kill_pod(pod.metadata.name)
         self.executor_kill = ExecutorKill(
             pod.metadata.name, application, uids.get(application, ""), time.monotonic()
         )
         print(f"killed executor pod {pod.metadata.name} of {application} mid-window")
-
-
-def _pod_ready(pod: Any) -> bool:
-    statuses = pod.status.container_statuses or []
-    return bool(statuses) and all(c.ready for c in statuses)
 
 
 def _example(name: str, namespace: str, raw: str) -> dict[str, Any]:
@@ -297,105 +134,53 @@ def _example(name: str, namespace: str, raw: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def system(
-    node_platform: local.LocalPlatform, helm: Helm, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[System]:
-    found = node_platform.endpoints()
-    assert found is not None and found.node == node_config.NODE_NAME
-    namespace = f"e2e-{uuid.uuid4().hex[:6]}"
-    api = kubernetes.config.new_client_from_config(config_file=str(found.kubeconfig))
-    core = kubernetes.client.CoreV1Api(api)
-    core.create_namespace({"metadata": {"name": namespace}})
-    core.create_namespaced_secret(namespace, chart.namespace_aws_secret())
-    root = tmp_path_factory.mktemp("e2e")
-    kubectl = local.resolve_k8s_bin_dir(node_platform.settings) / "kubectl"
-    running = System(api, namespace, root, kubectl, found.kubeconfig)
+def backfill(node_system: System) -> Backfill:
+    """The example views and the eta-model service applied on the shared install, the
+    views backfilled (an executor of one killed mid-window) and the service serving."""
+    running = Backfill(node_system)
+    namespace = node_system.namespace
     raw = f"s3://featurekube/{namespace}/raw/"
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).date().isoformat()
     generate = [sys.executable, str(EXAMPLES / "generate_data.py"), "--out", raw, "--start", start]
-    with pytest.MonkeyPatch.context() as env:
-        # The SDK, boto3 and deltalake of this process, on the node's platform.
-        for key, value in found.environment().items():
-            env.setenv(key, value)
-        subprocess.run(
-            [*generate, "--days", "2", "--drivers", "25", "--riders", "100", "--seed", "11"],
-            check=True,
-            env=dict(os.environ),
+    subprocess.run(
+        [*generate, "--days", "2", "--drivers", "25", "--riders", "100", "--seed", "11"],
+        check=True,
+        env=dict(os.environ),
+    )
+    for name in (*VIEWS, "eta-model"):
+        body = _example(name, namespace, raw)
+        if name == EXECUTOR_VIEW:
+            # On Spark's executors, whatever the window's size (auto would compute so
+            # small a window in the driver's Python).
+            body["spec"]["materialization"]["engine"] = "spark"
+        node_system.apply(body)
+
+    def materialized() -> bool:
+        running.kill_an_executor_mid_window()
+        return all(_ready(node_system.get("featureviews", v)) for v in VIEWS) and _ready(
+            node_system.get("featureservices", "eta-model")
         )
-        try:
-            running.secure()
-            values = chart.node_values(
-                found,
-                namespace,
-                offline_uri=f"s3://featurekube/{namespace}/offline",
-                table_prefix=f"fk-{namespace}.",
-                tls_secret=TLS_SECRET,
-                reconcile_seconds=2,
-            )
-            installed = time.monotonic()
-            chart.install(
-                [str(helm.binary)],
-                CHART,
-                RELEASE,
-                namespace,
-                found.kubeconfig,
-                values,
-                root / "values.yaml",
-                env=helm.environment(),
-            )
-            chart.wait_for_operator(api, namespace, RELEASE, POD_SECONDS)
-            print(f"helm install -> operator Ready: {time.monotonic() - installed:.1f} s")
-            for name in (*VIEWS, "eta-model"):
-                body = _example(name, namespace, raw)
-                if name == EXECUTOR_VIEW:
-                    # On Spark's executors, whatever the window's size (auto would
-                    # compute so small a window in the driver's Python).
-                    body["spec"]["materialization"]["engine"] = "spark"
-                running.apply(body)
 
-            def materialized() -> bool:
-                running.kill_an_executor_mid_window()
-                return all(_ready(running.get("featureviews", v)) for v in VIEWS) and _ready(
-                    running.get("featureservices", "eta-model")
-                )
+    _eventually(
+        materialized,
+        TIMEOUT,
+        "the views materialize and the eta-model server serves\n"
+        + chart.describe_pods(node_system.core, namespace),
+    )
 
-            _eventually(
-                materialized,
-                TIMEOUT,
-                "the views materialize and the eta-model server serves\n"
-                + chart.describe_pods(core, namespace),
-            )
+    def executor_window_ended() -> bool:
+        # The view may be Ready before the killed executor's application says COMPLETED.
+        running.kill_an_executor_mid_window()
+        kill = running.executor_kill
+        return kill is None or kill.completed_after is not None
 
-            def executor_window_ended() -> bool:
-                # The view may be Ready before the killed executor's application says
-                # COMPLETED.
-                running.kill_an_executor_mid_window()
-                kill = running.executor_kill
-                return kill is None or kill.completed_after is not None
+    _eventually(executor_window_ended, POD_SECONDS, "the killed executor's window ends")
+    return running
 
-            _eventually(executor_window_ended, POD_SECONDS, "the killed executor's window ends")
-            yield running
-        finally:
-            print(running.operator_log()[-5000:])
-            helm.run(
-                "uninstall",
-                RELEASE,
-                "--kubeconfig",
-                str(found.kubeconfig),
-                "-n",
-                namespace,
-                "--wait",
-                "--timeout",
-                "120s",
-                check=False,
-                timeout=180,
-            )
-            if running.binding:
-                kubernetes.client.RbacAuthorizationV1Api(api).delete_cluster_role_binding(
-                    running.binding
-                )
-            core.delete_namespace(namespace)
-            api.close()
+
+@pytest.fixture
+def system(backfill: Backfill) -> System:
+    return backfill.system
 
 
 def test_online_vectors_equal_the_training_frame_at_the_same_time(system: System) -> None:
@@ -545,7 +330,7 @@ def test_a_killed_feature_server_pod_is_replaced_and_serves_the_same_values(
 
     def replaced() -> bool:
         pods = [p for p in system.pods(selector) if p.metadata.name != pod.metadata.name]
-        return any(_pod_ready(p) for p in pods)
+        return any(pod_ready(p) for p in pods)
 
     _eventually(replaced, POD_SECONDS, "a new server pod Ready")
     after = _eventually(
@@ -560,9 +345,10 @@ def test_a_killed_feature_server_pod_is_replaced_and_serves_the_same_values(
 
 
 def test_a_spark_executor_killed_mid_window_the_window_completes_without_duplicates_or_gaps(
-    system: System,
+    backfill: Backfill,
 ) -> None:
-    kill = system.executor_kill
+    system = backfill.system
+    kill = backfill.executor_kill
     assert kill is not None, f"no executor of {EXECUTOR_VIEW} ran while its driver did"
     # Completed on its first attempt: Spark ran the lost executor's tasks again.
     assert kill.state == "COMPLETED", kill
@@ -652,7 +438,7 @@ def test_an_operator_killed_mid_backfill_resumes_without_duplicates_or_gaps(syst
 
     def restarted() -> bool:
         pod = system.operator_pod()
-        return pod is not None and pod.metadata.uid != old.metadata.uid and _pod_ready(pod)
+        return pod is not None and pod.metadata.uid != old.metadata.uid and pod_ready(pod)
 
     _eventually(restarted, POD_SECONDS, "the Deployment's new operator pod Ready")
     print(f"operator pod killed -> new operator pod Ready: {time.monotonic() - killed:.1f} s")

@@ -26,7 +26,8 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 
-from featurekube.materialize import spark_job, stream_job, stream_plan
+from featurekube.materialize import plan as planning
+from featurekube.materialize import spark_job, stream_job, stream_plan, stream_rows
 from featurekube.online import layout, values
 from featurekube.spec import v1alpha1
 from stream_support import online_table, produce, run_available_now, to_json
@@ -564,3 +565,68 @@ def test_a_killed_driver_resumes_from_its_checkpoint_without_loss_or_doubles(
         f"driver_id:i:{d}": int((e["event_timestamp"] - EPOCH) / dt.timedelta(microseconds=1))
         for d, e in newest.items()
     }
+
+
+def test_the_stream_keeps_the_row_the_batch_windows_keep_of_rows_tying_on_keys_and_time(
+    spark: SparkSession,
+) -> None:
+    # The stream deduplicates in Arrow: the same rows as Spark's window on every kind
+    # of tie (created time, NaN, null, arrays element by element, strings by bytes).
+    view = v1alpha1.FeatureView.model_validate(
+        {
+            "metadata": {"name": "driver-trips", "namespace": "rides"},
+            "spec": {
+                "owner": "eta-team",
+                "entities": [{"name": "driver_id", "type": "int64"}],
+                "source": {"batch": {"path": "s3://unused/raw/"}},
+                "features": [
+                    {"name": "fare", "type": "float64"},
+                    {"name": "path", "type": "float64_array"},
+                    {"name": "zone", "type": "string"},
+                ],
+            },
+        }
+    )
+    plan = planning.plan_materialization(view, T0, T0 + MIN)
+    nan = float("nan")
+    ties: list[list[tuple[Any, ...]]] = [  # (fare, path, zone, created seconds), per driver
+        [(1.0, [1.0], "a", 0), (9.0, [1.0], "a", 1)],
+        [(None, [1.0], "a", 0), (-1.0, [1.0], "a", 0), (nan, None, "a", 0)],
+        [(2.0, [1.0, None], "a", 0), (2.0, [1.0], "z", 0), (2.0, [nan], "a", 0)],
+        [(2.0, [], "é", 0), (2.0, [], "z", 0), (2.0, None, "zz", 0)],
+        [(3.0, [5.0], None, 0)],
+    ]
+    rows = [
+        {
+            "driver_id": driver,
+            "fare": fare,
+            "path": path,
+            "zone": zone,
+            "event_timestamp": T0,
+            "created_timestamp": T0 + dt.timedelta(seconds=created),
+        }
+        for driver, group in enumerate(ties)
+        for fare, path, zone, created in group
+    ]
+    schema = pa.schema(
+        [
+            ("driver_id", pa.int64()),
+            ("fare", pa.float64()),
+            ("path", pa.list_(pa.float64())),
+            ("zone", pa.string()),
+            ("event_timestamp", pa.timestamp("us", tz="UTC")),
+            ("created_timestamp", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+    table = pa.Table.from_pylist(rows, schema=schema)
+    names = schema.names
+
+    by_spark = (
+        spark_job.deduplicated(spark.createDataFrame(table), plan)
+        .select(*names)
+        .toArrow()
+        .sort_by("driver_id")
+    )
+    by_stream = stream_rows.deduplicated(table, ["driver_id"], plan.features)
+
+    assert repr(by_stream.cast(schema).to_pylist()) == repr(by_spark.cast(schema).to_pylist())

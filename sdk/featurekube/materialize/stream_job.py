@@ -10,12 +10,18 @@
 2. makes the parsed events the temporary view ``source`` and applies the view's
    transformation, exactly as a batch window does over the batch source; keeps the
    events with event time at or after the stream's start (``since``), and deduplicates
-   them per (keys, event time) with the batch windows' own rule
-   (:func:`featurekube.materialize.spark_job.deduplicated`);
+   them per (keys, event time) by the batch windows' rule
+   (:func:`featurekube.materialize.stream_rows.deduplicated`, the rule of
+   :func:`featurekube.materialize.spark_job.deduplicated`);
 3. writes each entity's newest row online with the batch windows' writer
    (:meth:`featurekube.writer.online.OnlineWriter.write_bulk`: newer event time wins,
    under the table's write lease, so a backfill window and the stream never race), and
    appends the rows to the offline Delta table.
+
+A micro-batch leaves Spark in one job (two with a transformation: it runs over the
+good records in a second): the records' reasons, dead letters and events come out
+together as Arrow, and the counts, the deduplication and the latency are taken from
+them in the driver (:mod:`featurekube.materialize.stream_rows`).
 
 Restart loses nothing and counts nothing twice: Spark's checkpoint (on S3, under the
 version's offline table) records which offsets each micro-batch read, and a
@@ -53,7 +59,13 @@ import pyarrow.compute as pc
 import yaml
 
 from featurekube.materialize import plan as planning
-from featurekube.materialize import spark_job, stream_aggregation, stream_plan, stream_windows
+from featurekube.materialize import (
+    spark_job,
+    stream_aggregation,
+    stream_plan,
+    stream_rows,
+    stream_windows,
+)
 from featurekube.materialize.errors import MaterializeError, PlanError
 from featurekube.materialize.stream_plan import DeadLetterReason, StreamPlan, StreamProgress
 from featurekube.offline import layout as offline_layout
@@ -85,6 +97,7 @@ _AVRO_ERROR = "__avro_error"
 _APPENDED = "__appended"
 _PARSED = "__parsed"
 _RAW = "__raw"
+_LETTER = "__letter"
 REASON_MAX_CHARS = 1024
 """A dead letter's reason is cut to this length (a quoted value can be long)."""
 
@@ -183,58 +196,41 @@ class BatchWriter:
 
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
         """Write micro-batch ``batch_id`` (its Kafka records ``frame``)."""
-        from pyspark.sql import functions as F
-
-        spark = frame.sparkSession
         ingested = _now()
         classified = _future(self.plan, _classify(self.plan, frame), ingested)
         if self._aggregator is not None:
             classified = _late(self.plan, self._aggregator, classified, batch_id)
-        classified = classified.persist()
-        try:
-            counts = classified.agg(
-                F.count(F.lit(1)).alias("records"),
-                F.sum(F.when(F.col(_REASON).isNotNull(), 1).otherwise(0)).alias("bad"),
-                F.sum(
-                    F.when(F.col(_REASON).startswith(DeadLetterReason.LATE), 1).otherwise(0)
-                ).alias("late"),
-            ).first()
-            assert counts is not None
-            records, bad = int(counts["records"]), int(counts["bad"] or 0)
-            late = int(counts["late"] or 0)
-            if records == 0:
-                return
-            app = self._app_id()
-            if bad:
-                self._dead_letters(classified, batch_id, app, ingested)
-            self._step("dead_letters", batch_id)
-            events = self._events(spark, classified, ingested)
-            written = self._write(events, batch_id, app, ingested)
-            with self._lock:
-                progress = self.progress
-                progress.batch_id = batch_id
-                progress.updated_at = _iso(_now())
-                progress.records += records
-                progress.dead_letters += bad
-                progress.late += late
-                if written.watermark is not None:
-                    progress.watermark = _iso(written.watermark)
-                progress.before_start += written.before_start
-                progress.unkeyed += written.unkeyed
-                progress.rows += written.rows
-                if written.last_event is not None and (
-                    progress.last_event_time is None
-                    or _iso(written.last_event) > progress.last_event_time
-                ):
-                    progress.last_event_time = _iso(written.last_event)
-                if written.online_at is not None:
-                    progress.latency_p50_seconds, progress.latency_max_seconds = (
-                        stream_plan.latency_quantiles(written.online_at, written.appended)
-                    )
-                    progress.first_online_at = progress.first_online_at or _iso(written.online_at)
-            self._report()
-        finally:
-            classified.unpersist()
+        read = self._read(frame.sparkSession, classified, ingested)
+        if read.records == 0:
+            return
+        app = self._app_id()
+        if read.letters.num_rows:
+            self._dead_letters(read.letters, batch_id, app, ingested)
+        self._step("dead_letters", batch_id)
+        written = self._write(read.events, batch_id, app, ingested)
+        with self._lock:
+            progress = self.progress
+            progress.batch_id = batch_id
+            progress.updated_at = _iso(_now())
+            progress.records += read.records
+            progress.dead_letters += read.letters.num_rows
+            progress.late += read.late
+            if written.watermark is not None:
+                progress.watermark = _iso(written.watermark)
+            progress.before_start += written.before_start
+            progress.unkeyed += written.unkeyed
+            progress.rows += written.rows
+            if written.last_event is not None and (
+                progress.last_event_time is None
+                or _iso(written.last_event) > progress.last_event_time
+            ):
+                progress.last_event_time = _iso(written.last_event)
+            if written.online_at is not None:
+                progress.latency_p50_seconds, progress.latency_max_seconds = (
+                    stream_plan.latency_quantiles(written.online_at, written.appended)
+                )
+                progress.first_online_at = progress.first_online_at or _iso(written.online_at)
+        self._report()
 
     def wait_for_history(self) -> None:
         """Aggregations: return once the batch windows have stored the intervals before
@@ -271,26 +267,58 @@ class BatchWriter:
                 snapshot = StreamProgress(**vars(self.progress))
             self.on_progress(snapshot)
 
-    def _dead_letters(
-        self, classified: DataFrame, batch_id: int, app: str, ingested: dt.datetime
-    ) -> None:
+    def _read(self, spark: SparkSession, classified: DataFrame, ingested: dt.datetime) -> _Read:
+        """The micro-batch out of Spark: its dead letters and its events.
+
+        Without a transformation the events are columns of the records themselves, so
+        one projection holds everything and one Spark job (``toArrow``) reads, parses
+        and classifies the records once; a micro-batch's fixed cost is mostly its Spark
+        jobs. With one, a second job runs the transformation over the good records,
+        kept (persisted) from the first."""
         from pyspark.sql import functions as F
 
-        bad = classified.where(F.col(_REASON).isNotNull()).select(
-            "topic",
-            F.col("partition").cast("int").alias("partition"),
-            "offset",
-            F.col("timestamp").alias("kafka_timestamp"),
-            "key",
-            "value",
-            F.substring(F.col(_REASON), 1, REASON_MAX_CHARS).alias("reason"),
+        outcome = [F.col(_REASON), _letter()]
+        transforms = self.plan.batch.transformation is not None
+        if transforms:
+            classified = classified.persist()
+        try:
+            if transforms:
+                table = classified.select(*outcome).toArrow()
+            else:
+                source = _source(self.plan, classified, *outcome)
+                table = source.select(
+                    _REASON, _LETTER, *self._event_columns(source, ingested)
+                ).toArrow()
+            reasons = table.column(_REASON)
+            good = pc.is_null(reasons)
+            letters = table.filter(pc.invert(good)).column(_LETTER)
+            late = pc.sum(pc.starts_with(reasons, DeadLetterReason.LATE).cast(pa.int64()))
+            if transforms:
+                good_records = _source(self.plan, classified.where(F.col(_REASON).isNull()))
+                frame = spark_job.transformed(spark, good_records, self.plan.batch)
+                events = frame.select(*self._event_columns(frame, ingested)).toArrow()
+            else:
+                events = table.filter(good).drop_columns([_REASON, _LETTER])
+        finally:
+            if transforms:
+                classified.unpersist()
+        return _Read(
+            records=table.num_rows,
+            letters=pa.Table.from_struct_array(letters.combine_chunks())
+            if letters.length()
+            else pa.table({}),
+            late=int(late.as_py() or 0),
+            events=events,
         )
-        table = bad.toArrow()
-        table = table.append_column(
-            "batch_id", pa.array([batch_id] * table.num_rows, pa.int64())
+
+    def _dead_letters(
+        self, letters: pa.Table, batch_id: int, app: str, ingested: dt.datetime
+    ) -> None:
+        table = letters.append_column(
+            "batch_id", pa.array([batch_id] * letters.num_rows, pa.int64())
         ).append_column(
             "dead_lettered_at",
-            pa.array([ingested] * table.num_rows, pa.timestamp("us", tz="UTC")),
+            pa.array([ingested] * letters.num_rows, pa.timestamp("us", tz="UTC")),
         )
         if self.offline_uri is None:
             log.warning(
@@ -310,21 +338,18 @@ class BatchWriter:
             attempts=self.settings.max_commit_attempts,
         )
 
-    def _events(
-        self, spark: SparkSession, classified: DataFrame, ingested: dt.datetime
-    ) -> DataFrame:
-        """The good records as the (transformed) source's rows: keys, features, event and
-        created times, and when each record was appended to Kafka."""
+    def _event_columns(self, frame: DataFrame, ingested: dt.datetime) -> list[Column]:
+        """The events' columns over ``frame`` (the records' fields, or the
+        transformation's rows): keys, features, event and created times, and when each
+        record was appended to Kafka."""
         from pyspark.sql import functions as F
 
-        plan, batch = self.plan, self.plan.batch
-        good = classified.where(F.col(_REASON).isNull())
-        source = good.select(
-            *[F.col(f"{_PARSED}.`{f.name}`").alias(f.name) for f in plan.fields],
-            F.col("timestamp").alias(_APPENDED),
-        )
-        frame = spark_job.transformed(spark, source, batch)
-        found = {f.name: f.dataType.simpleString() for f in frame.schema.fields}
+        batch = self.plan.batch
+        found = {
+            f.name: f.dataType.simpleString()
+            for f in frame.schema.fields
+            if f.name not in (_REASON, _LETTER)
+        }
         planning.require_columns(batch, found, stream=True)
         created: Column = (
             F.coalesce(F.col(batch.created_field).cast("timestamp"), F.lit(ingested))
@@ -342,69 +367,37 @@ class BatchWriter:
                 (F.col(n) if t == "any" else F.col(n).cast(v1alpha1.SPARK_SQL_TYPES[t])).alias(n)
                 for n, t in planning.read_types(batch, found).items()
             ]
-        return frame.select(
+        return [
             *[F.col(n).cast(v1alpha1.SPARK_SQL_TYPES[t]).alias(n) for n, t in batch.keys],
             *values,
             F.col(batch.timestamp_field).cast("timestamp").alias(EVENT),
             created.alias(CREATED),
             appended.alias(_APPENDED),
-        )
+        ]
 
-    def _write(self, events: DataFrame, batch_id: int, app: str, ingested: dt.datetime) -> _Written:
-        from pyspark.sql import functions as F
-
+    def _write(self, events: pa.Table, batch_id: int, app: str, ingested: dt.datetime) -> _Written:
+        """Count the events the stream does not own, then write the others: each
+        (keys, event time) once, or merged into a streaming aggregation's tiles."""
         plan, batch = self.plan, self.plan.batch
         keys = [name for name, _ in batch.keys]
-        features = [name for name, _ in batch.features]
-        owned = F.col(EVENT) >= F.lit(plan.since)
-        if self._aggregator is not None:
-            owned = F.col(EVENT) > F.lit(self._aggregator.split_time)
-        keyed = F.col(EVENT).isNotNull()
-        for key in keys:
-            keyed = keyed & F.col(key).isNotNull()
-        if self._aggregator is not None:
-            # Every event counts, and a micro-batch is small: its rows leave Spark in one
-            # job, and the counts are taken from them.
-            frame = events.select("*", keyed.alias("__keyed"), (owned & keyed).alias("__owned"))
-            everything = frame.toArrow()
-            kept = everything.column("__keyed").fill_null(False)
-            mine_rows = everything.filter(everything.column("__owned").fill_null(False))
-            written = _Written(
-                before_start=everything.num_rows - mine_rows.num_rows - _false(kept),
-                unkeyed=_false(kept),
-            )
-            self._warn_unkeyed(batch_id, written.unkeyed)
-            stamps = mine_rows.column(_APPENDED).drop_null()
-            appended = [planning.to_micros(t) for t in stamps.to_pylist()]
-            table = mine_rows.drop_columns(["__keyed", "__owned", _APPENDED])
+        aggregated = self._aggregator is not None
+        since = self._aggregator.split_time if self._aggregator is not None else plan.since
+        mine = stream_rows.owned(events, keys, since, after=aggregated)
+        unkeyed = stream_rows.false_count(stream_rows.keyed(events, keys))
+        written = _Written(before_start=stream_rows.false_count(mine) - unkeyed, unkeyed=unkeyed)
+        self._warn_unkeyed(batch_id, unkeyed)
+        owned_rows = events.filter(mine)
+        appended = stream_rows.appended_micros(owned_rows.column(_APPENDED))
+        table = owned_rows.drop_columns([_APPENDED])
+        if aggregated:
             return self._write_aggregations(table, written, appended, batch_id, app, ingested)
-        tagged = events.withColumn("__owned", owned & keyed).persist()
-        try:
-            summary = tagged.agg(
-                F.sum(F.when(~F.col("__owned") & keyed, 1).otherwise(0)).alias("before"),
-                F.sum(F.when(~keyed, 1).otherwise(0)).alias("unkeyed"),
-            ).first()
-            assert summary is not None
-            unkeyed = int(summary["unkeyed"] or 0)
-            self._warn_unkeyed(batch_id, unkeyed)
-            mine = tagged.where(F.col("__owned"))
-            appended = [
-                planning.to_micros(r[0])
-                for r in mine.select(_APPENDED).where(F.col(_APPENDED).isNotNull()).collect()
-            ]
-            rows = spark_job.deduplicated(mine, batch).select(
-                *[F.col(f"`{n}`") for n in [*keys, *features, EVENT, CREATED]]
-            )
-            table = rows.toArrow()
-        finally:
-            tagged.unpersist()
-        written = _Written(before_start=int(summary["before"] or 0), unkeyed=unkeyed)
-        written.rows = table.num_rows
-        if table.num_rows:
-            events_column = pc.max(table.column(EVENT)).as_py()
-            written.last_event = planning.utc(events_column) if events_column else None
+        rows = stream_rows.deduplicated(table, keys, batch.features)
+        written.rows = rows.num_rows
+        if rows.num_rows:
+            newest = pc.max(rows.column(EVENT)).as_py()
+            written.last_event = planning.utc(newest) if newest else None
             written.appended = appended
-        self._publish(table, table, written, batch_id, app, ingested)
+        self._publish(stream_rows.newest(rows, keys), rows, written, batch_id, app, ingested)
         return written
 
     def _warn_unkeyed(self, batch_id: int, unkeyed: int) -> None:
@@ -492,9 +485,18 @@ class _Written:
     appended: list[int] = field(default_factory=list)
 
 
-def _false(column: pa.ChunkedArray) -> int:
-    """How many of a boolean column's values are false."""
-    return len(column) - int(pc.sum(column.cast(pa.int64())).as_py() or 0)
+@dataclass(frozen=True)
+class _Read:
+    """A micro-batch out of Spark."""
+
+    records: int
+    letters: pa.Table
+    """The dead letters: :data:`DEAD_LETTER_SCHEMA`'s columns up to ``reason``."""
+    late: int
+    """Of them, the events too late for a streaming aggregation."""
+    events: pa.Table
+    """The good records as events: keys, values, event and created times, and when
+    each record was appended to Kafka."""
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -511,11 +513,19 @@ def _classify(plan: StreamPlan, frame: DataFrame) -> DataFrame:
     else:
         decoded = frame
         text = F.col("value").cast("string")
-    parsed = decoded.select(
+    once = decoded.select("*", F.from_json(text, stream_plan.value_ddl(plan.fields)).alias(_PARSED))
+    # A record with every field parsed is an object of them with the right types: only
+    # the others are parsed again, to tell why (a second and third parse of every
+    # record were a third of a micro-batch's time).
+    suspect = F.col(_PARSED).isNull()
+    for item in plan.fields:
+        suspect = suspect | F.col(f"{_PARSED}.`{item.name}`").isNull()
+    parsed = once.select(
         "*",
-        F.from_json(text, stream_plan.value_ddl(plan.fields)).alias(_PARSED),
-        F.from_json(text, stream_plan.value_ddl(plan.fields, as_text=True)).alias(_RAW),
-        F.json_object_keys(text).isNull().alias("__not_object"),
+        F.when(suspect, F.from_json(text, stream_plan.value_ddl(plan.fields, as_text=True))).alias(
+            _RAW
+        ),
+        F.when(suspect, F.json_object_keys(text).isNull()).alias("__not_object"),
     )
     reason: Column = F.when(F.col("value").isNull(), F.lit(DeadLetterReason.EMPTY))
     if plan.format == "avro":
@@ -595,6 +605,37 @@ def _late(
         ),
     )
     return classified.withColumn(_REASON, F.when(is_late, reason).otherwise(F.col(_REASON)))
+
+
+def _letter() -> Column:
+    """A bad record's dead letter (:data:`DEAD_LETTER_SCHEMA` up to ``reason``) as a
+    struct, null for a good record: good records take nothing more out of Spark."""
+    from pyspark.sql import functions as F
+
+    return F.when(
+        F.col(_REASON).isNotNull(),
+        F.struct(
+            "topic",
+            F.col("partition").cast("int").alias("partition"),
+            "offset",
+            F.col("timestamp").alias("kafka_timestamp"),
+            "key",
+            "value",
+            F.substring(F.col(_REASON), 1, REASON_MAX_CHARS).alias("reason"),
+        ),
+    ).alias(_LETTER)
+
+
+def _source(plan: StreamPlan, classified: DataFrame, *extra: Column) -> DataFrame:
+    """The records as the transformation's ``source`` reads them: their fields by
+    name, and ``__appended``, when each was appended to Kafka; ``extra`` before them."""
+    from pyspark.sql import functions as F
+
+    return classified.select(
+        *extra,
+        *[F.col(f"{_PARSED}.`{f.name}`").alias(f.name) for f in plan.fields],
+        F.col("timestamp").alias(_APPENDED),
+    )
 
 
 def _duration(span: dt.timedelta) -> str:

@@ -90,16 +90,7 @@ def release(
     core = kubernetes.client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": namespace}})
     # The namespace's own AWS keys, which its jobs and feature servers take.
-    core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "featurekube-aws"},
-            "stringData": {
-                "AWS_ACCESS_KEY_ID": local.AWS_ACCESS_KEY_ID,
-                "AWS_SECRET_ACCESS_KEY": local.AWS_SECRET_ACCESS_KEY,
-            },
-        },
-    )
+    core.create_namespaced_secret(namespace, chart.namespace_aws_secret())
     # Two days of driver exports up to today, so the last ones are within the view's
     # time to live when served.
     gen = example_data_generator()
@@ -121,29 +112,19 @@ def release(
         aws_access_key_id=local.AWS_ACCESS_KEY_ID,
         aws_secret_access_key=local.AWS_SECRET_ACCESS_KEY,
     ).head_bucket(Bucket="featurekube")
-    values = {
-        "operator": {"watchNamespaces": [namespace], "logFormat": "plain"},
-        "store": {
-            "offlineUri": f"s3://featurekube/{namespace}/offline",
-            "tablePrefix": f"fk-{namespace}.",
-        },
-        "aws": {
-            "region": found.region,
-            # moto, on the machine's end of the node's link, which pods reach.
-            "endpointUrl": found.aws_endpoint_url,
-            "credentials": {
-                "source": "secret",
-                "accessKeyId": local.AWS_ACCESS_KEY_ID,
-                "secretAccessKey": local.AWS_SECRET_ACCESS_KEY,
-            },
-        },
-        # The whole backfill as one window, looked at every 5 s.
-        "materialization": {"reconcileIntervalSeconds": 5, "backfillWindowSeconds": 34560000},
-        # Plaintext and no token review: the client below has neither a certificate
-        # to check nor a token the servers would accept without an access list.
-        "featureServer": {"auth": "none", "tls": {"secretName": ""}},
-        "parity": {"enabled": False},
-    }
+    # The node's values (moto where pods reach it, the whole backfill as one window),
+    # looked at every 5 s; plaintext and no token review: the client below has neither
+    # a certificate to check nor a token the servers would accept without an access
+    # list.
+    values = chart.node_values(
+        found,
+        namespace,
+        offline_uri=f"s3://featurekube/{namespace}/offline",
+        table_prefix=f"fk-{namespace}.",
+        server_auth="none",
+        tls_secret="",
+        reconcile_seconds=5,
+    )
     values_file = tmp_path_factory.mktemp("chart-on-node") / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
     name = "fk"

@@ -20,6 +20,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -65,6 +66,8 @@ START_ORDER = (
 # full 15 s every time); the platform's data goes with it, so nothing is lost by not
 # waiting.
 _STOP_GRACE = {"kube-apiserver": 3.0}
+# How long a new CRD may go without any condition before `kubectl wait` can wait on it.
+_CRD_CONDITIONS_SECONDS = 60.0
 
 # moto accepts any credentials; these are the values its documentation uses.
 AWS_ACCESS_KEY_ID = "testing"
@@ -791,17 +794,15 @@ class LocalPlatform:
             if not any(crd_dir.glob("*.yaml")):
                 continue
             base = [str(kubectl), f"--kubeconfig={self.layout.kubeconfig}"]
-            for args in (
-                ["apply", "--server-side", "--force-conflicts", "-f", str(crd_dir)],
-                ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir)],
-            ):
-                done = subprocess.run([*base, *args], capture_output=True, text=True)
-                if done.returncode != 0:
-                    raise errors.ComponentStartError(
-                        "CRD installation",
-                        f"`kubectl {' '.join(args)}` exited with {done.returncode}",
-                        done.stdout + done.stderr,
-                    )
+            _kubectl(base, ["apply", "--server-side", "--force-conflicts", "-f", str(crd_dir)])
+            wait = ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd_dir)]
+            # A CRD read before the API server has set any condition has none at all,
+            # which `kubectl wait` reports as an error rather than waiting on.
+            deadline = time.monotonic() + _CRD_CONDITIONS_SECONDS
+            while (done := _kubectl(base, wait, check=False)).returncode != 0:
+                if "accessor error" not in done.stderr or time.monotonic() > deadline:
+                    raise _crd_error(wait, done)
+                time.sleep(1)
 
     # -- stopping --------------------------------------------------------------------
 
@@ -882,3 +883,24 @@ def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+
+
+def _kubectl(
+    base: Sequence[str], args: Sequence[str], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``kubectl`` (``base`` holds the binary and kubeconfig) with ``args``; with
+    ``check``, a failure raises the CRD installation's error."""
+    done = subprocess.run([*base, *args], capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise _crd_error(args, done)
+    return done
+
+
+def _crd_error(
+    args: Sequence[str], done: subprocess.CompletedProcess[str]
+) -> errors.ComponentStartError:
+    return errors.ComponentStartError(
+        "CRD installation",
+        f"`kubectl {' '.join(args)}` exited with {done.returncode}",
+        done.stdout + done.stderr,
+    )

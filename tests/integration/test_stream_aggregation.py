@@ -440,3 +440,80 @@ def test_a_stream_started_before_its_history_waits_then_gives_the_batch_paths_va
     differing = [_difference(s, b) for s, b in zip(streamed, batched, strict=True) if s != b]
     assert not differing, differing[:5]
     assert _online(online, view) == _online(reference_online, reference_view)
+
+
+def test_an_idle_streams_count_decays_online_and_offline_without_events(
+    spark: SparkSession,
+    kafka_bootstrap_servers: str,
+    kafka_topic: str,
+    s3_prefix: str,
+    table_prefix: str,
+) -> None:
+    view = v1alpha1.FeatureView.model_validate(
+        {
+            "metadata": {"name": "driver-trips", "namespace": "rides"},
+            "spec": {
+                "owner": "eta-team",
+                "entities": [{"name": "driver_id", "type": "int64"}],
+                "source": {
+                    "batch": {"path": f"{s3_prefix}raw/"},
+                    "stream": {
+                        "kafka": {
+                            "topic": kafka_topic,
+                            "bootstrapServers": kafka_bootstrap_servers,
+                            "fields": FIELDS,
+                            "allowedLateness": "1s",
+                            "triggerInterval": "1s",
+                        }
+                    },
+                },
+                "aggregationInterval": "1m",
+                "aggregations": [
+                    {"name": "trips_1m", "column": "fare", "function": "count", "window": "1m"}
+                ],
+            },
+        }
+    )
+    now = dt.datetime.now(UTC)
+    offline, online = f"{s3_prefix}offline/v1", online_table(f"{table_prefix}idle")
+    plan = stream_plan.plan_stream(view, now - dt.timedelta(hours=1), version=1)
+    settings = stream_job.StreamSettings(poll_seconds=1.0, idle_seconds=2.0)
+    run = stream_job.start(spark, plan, offline_uri=offline, online_table=online, settings=settings)
+    polling = threading.Thread(target=stream_job.run_until_stopped, args=(run, 1.0), daemon=True)
+    polling.start()
+    event = _event(0, now, driver=7)
+
+    def trips() -> int | None:
+        item = _online(online, view).get("driver_id:i:7")
+        return None if item is None else int(item[1]["trips_1m"])
+
+    try:
+        produce(kafka_bootstrap_servers, kafka_topic, [to_json(event)])
+        deadline = time.monotonic() + WAIT_SECONDS
+        while trips() != 1 and time.monotonic() < deadline:
+            assert run.query.exception() is None, run.query.exception()
+            time.sleep(0.2)
+        assert trips() == 1, "the event is not counted online within the wait"
+        # No more events: once the clock, less the allowed lateness, passes the boundary
+        # where the event leaves the minute's window, the count decays to 0.
+        while trips() != 0 and time.monotonic() < deadline:
+            assert run.query.exception() is None, run.query.exception()
+            time.sleep(0.5)
+        assert trips() == 0, "the idle stream's count did not decay online"
+    finally:
+        run.query.stop()
+        polling.join(60)
+    assert run.writer.progress.watermark is not None
+    assert run.writer.progress.watermark > _iso(now)
+    # Offline, the row where the window empties: the batch path's rows for the event.
+    minute = 60_000_000
+    boundary = dt.datetime.fromtimestamp(
+        -(-int(now.timestamp() * 1_000_000) // minute) * minute / 1e6, UTC
+    )
+    rows = deltalake.DeltaTable(offline).to_pyarrow_table().to_pylist()
+    values = {r["event_timestamp"]: r["trips_1m"] for r in rows if r["driver_id"] == 7}
+    assert values == {boundary: 1, boundary + dt.timedelta(minutes=1): 0}, values
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

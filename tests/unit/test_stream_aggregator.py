@@ -197,3 +197,101 @@ def test_a_stream_that_starts_with_its_views_history_waits_for_nothing(tmp_path:
     reports: list[stream_windows.HistoryGap | None] = []
     aggregator.wait_for_history(1.0, reports.append, lambda _: None)
     assert reports == [None]
+
+
+def test_an_idle_advance_writes_the_values_windows_emptied_by_the_time_passed(
+    tmp_path: Path,
+) -> None:
+    view = _view(EVERY_FUNCTION)
+    since = T0 + dt.timedelta(days=3)
+    batch = plan.plan_materialization(view, since, since + dt.timedelta(seconds=1))
+    allowed = dt.timedelta(minutes=30)
+    aggregator = stream_aggregation.StreamAggregator(
+        batch, since, allowed, offline_uri=str(tmp_path / "offline")
+    )
+    lo = plan.to_micros(since)
+    events = _table(_events(random.Random(7), lo, lo + HOUR, 40, drivers=3))
+    now = dt.datetime.now(dt.UTC)
+    assert aggregator.advance(since + dt.timedelta(hours=5)) is None  # nothing applied yet
+    first = aggregator.apply(events, 0, "app", now)
+    watermark = first.watermark
+    assert watermark is not None
+
+    # Not past a boundary yet: nothing.
+    assert aggregator.advance(plan.from_micros(watermark) + allowed) is None
+    # Idle for hours: the 30-minute and 1-hour windows empty, the others go on.
+    moment = since + dt.timedelta(hours=5)
+    idle = aggregator.advance(moment)
+
+    assert idle is not None
+    target = plan.to_micros(moment - allowed)
+    assert idle.watermark == target and idle.boundary == -(-target // (10 * MINUTE)) * 10 * MINUTE
+    agg = plan.plan_materialization(view, since, since + dt.timedelta(hours=8)).aggregation
+    assert agg is not None
+    rows = pa.concat_tables([first.rows, idle.rows]).to_pylist()
+    compared = 0
+    for driver in sorted(set(events.column("driver_id").to_pylist())):
+        mine = events.filter(pc.equal(events.column("driver_id"), driver))
+        expected = [
+            r | {"event": r["event_timestamp"], "order": (r["event_timestamp"], 0)}
+            for r in aggregate.aggregate_entity(mine, agg).to_pylist()
+        ]
+        streamed = [
+            r
+            | {
+                "event": plan.to_micros(r["event_timestamp"]),
+                "order": (
+                    plan.to_micros(r["event_timestamp"]),
+                    plan.to_micros(r["created_timestamp"]),
+                ),
+            }
+            for r in rows
+            if r["driver_id"] == driver
+        ]
+        for t in range(lo, idle.boundary + 1, 10 * MINUTE):
+            want, got = _point_in_time(expected, t), _point_in_time(streamed, t)
+            assert (want is None) == (got is None), (driver, t)
+            if want is None or got is None:
+                continue
+            compared += 1
+            assert {n: got[n] for n in NAMES} == {n: want[n] for n in NAMES} or any(
+                isinstance(want[n], float) and math.isnan(want[n]) for n in NAMES
+            ), (driver, t)
+        newest = [r for r in idle.newest.to_pylist() if r["driver_id"] == driver]
+        # Online: the value at the new boundary (from the last boundary it changed at).
+        (online,) = newest
+        assert plan.to_micros(online["event_timestamp"]) <= idle.boundary
+        assert online["n_30m"] == 0  # the window emptied without an event
+    assert compared > 30
+
+    # Kept once written: the next micro-batch is judged by it, a batch run again by its
+    # own watermark, and the same advance again moves nothing.
+    aggregator.record_advance(target)
+    assert aggregator.advance(moment) is None
+    assert aggregator.watermark_before(1) == target
+    assert aggregator.watermark_before(0) is None
+    again = aggregator.apply(events, 0, "app", now)
+    assert again.replayed and aggregator.watermark_before(1) == target
+    reopened = stream_aggregation.StreamAggregator(
+        batch, since, allowed, offline_uri=str(tmp_path / "offline")
+    )
+    assert reopened.watermark_before(1) == target
+
+    # An advance between a batch's lateness check and its merge: the batch keeps the
+    # watermark it was judged by (a run again judges alike) and stands at the advance.
+    cut = reopened.late_before(1)
+    assert cut == plan.from_micros(target) - allowed
+    later = moment + dt.timedelta(hours=1)
+    moved = reopened.advance(later)
+    assert moved is not None and moved.watermark is not None
+    reopened.record_advance(moved.watermark)
+    late = _table(_events(random.Random(8), target - 20 * MINUTE, target, 5, drivers=3))
+    out = reopened.apply(late, 1, "app", dt.datetime.now(dt.UTC))
+    assert out.boundary == moved.boundary and out.watermark == moved.watermark
+    # Online, each entity's row from the batch is at least as new as the advance's, so
+    # the conditional write replaces what the advance wrote without the late events.
+    advanced = {r["driver_id"]: r["event_timestamp"] for r in moved.newest.to_pylist()}
+    for row in out.newest.to_pylist():
+        assert row["event_timestamp"] >= advanced.get(row["driver_id"], row["event_timestamp"])
+    assert reopened.watermark_before(1) == target  # a run again of batch 1
+    assert reopened.watermark_before(2) == moved.watermark

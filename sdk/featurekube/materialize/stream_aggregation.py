@@ -22,6 +22,7 @@ lacking their events is ever written.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -45,8 +46,11 @@ __all__ = ["AggregatedBatch", "StreamAggregator", "state_uri"]
 
 log = logging.getLogger(__name__)
 
-STATE_MAX_BYTES = 4096
+STATE_MAX_BYTES = 64 * 1024
 """The largest state document read back."""
+MAX_ADVANCE = 24 * 3_600_000_000
+"""The furthest one idle advance moves the watermark (µs): a stream idle for longer
+catches up a day at a time, so that no advance computes more than a day of rows."""
 MAX_HISTORY_POLL_SECONDS = 300.0
 """The longest pause between two looks at the tile table while waiting for history:
 shorter than the operator's patience with a stream that does not report."""
@@ -112,6 +116,7 @@ class StreamAggregator:
             offline_layout.tiles_uri(offline_uri), storage_options, label=batch.label
         )
         self._state: dict[str, Any] | None = None
+        self._judged: tuple[int, int | None] | None = None
 
     @property
     def split_time(self) -> dt.datetime:
@@ -165,19 +170,23 @@ class StreamAggregator:
 
     def watermark_before(self, batch_id: int) -> int | None:
         """The watermark micro-batch ``batch_id`` is judged by: the one after the
-        previous batch (or, for a batch run again, the one it was judged by first)."""
+        previous batch or an idle advance since (or, for a batch run again, the one it
+        was judged by first)."""
         state = self._load_state()
         if not state:
             return None
         if int(state["batch_id"]) == batch_id:
             before: int | None = state.get("before")
             return before
-        after: int | None = state.get("after")
-        return after
+        marks = [m for m in (state.get("after"), state.get("idle")) if m is not None]
+        return max(marks) if marks else None
 
     def late_before(self, batch_id: int) -> dt.datetime | None:
-        """Events with an earlier time are too late for batch ``batch_id``."""
+        """Events with an earlier time are too late for batch ``batch_id``: judged by
+        the watermark this returns, which :meth:`apply` then keeps with the batch, even
+        if an idle advance moves it in between."""
         watermark = self.watermark_before(batch_id)
+        self._judged = (batch_id, watermark)
         if watermark is None:
             return None
         return planning.from_micros(watermark - self.allowed)
@@ -189,10 +198,51 @@ class StreamAggregator:
             self._state = parsed if isinstance(parsed, dict) else {}
         return self._state
 
-    def _save_state(self, batch_id: int, before: int | None, after: int | None) -> None:
-        state = {"batch_id": batch_id, "before": before, "after": after}
+    def _save_state(
+        self, batch_id: int, before: int | None, after: int | None, schema: pa.Schema
+    ) -> None:
+        # An idle advance is kept beside the batches' watermarks: a batch run again
+        # after it is judged as before, and the next one by the advance.
+        state = dict(self._load_state())
+        state |= {"batch_id": batch_id, "before": before, "after": after}
+        state["schema"] = base64.b64encode(schema.serialize().to_pybytes()).decode()
+        self._write_state(state)
+
+    def _write_state(self, state: dict[str, Any]) -> None:
         _write(state_uri(self.offline_uri), json.dumps(state).encode())
         self._state = state
+
+    # -- an idle stream --------------------------------------------------------------
+
+    def advance(self, now: dt.datetime) -> AggregatedBatch | None:
+        """The rows of moving an idle stream's watermark to ``now`` - allowedLateness,
+        at most :data:`MAX_ADVANCE` further (docs/semantics.md, "Streaming
+        aggregations"): those of the entities an
+        interval leaves a window of at a boundary it passes, created at ``now``. None
+        when it moves past no boundary, or the stream has applied no event yet.
+        Nothing is stored: write the rows, then :meth:`record_advance`."""
+        state = self._load_state()
+        if not state or "schema" not in state:
+            return None
+        current = self.watermark_before(int(state["batch_id"]) + 1)
+        if current is None:
+            return None
+        target = min(planning.to_micros(planning.utc(now)) - self.allowed, current + MAX_ADVANCE)
+        if target <= current:
+            return None
+        span = stream_windows.boundaries(current, target, self.split, self.interval)
+        if span.after <= span.before:
+            return None
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(state["schema"])))
+        return self._compute(schema.empty_table(), current, target, now, None)
+
+    def record_advance(self, watermark: int) -> None:
+        """Keep an idle advance to ``watermark`` (µs), once its rows are written: the
+        next micro-batch is judged by it."""
+        state = dict(self._load_state())
+        if state.get("idle") is None or watermark > state["idle"]:
+            state["idle"] = watermark
+            self._write_state(state)
 
     # -- a micro-batch -------------------------------------------------------------------
 
@@ -201,11 +251,34 @@ class StreamAggregator:
     ) -> AggregatedBatch:
         """Merge ``events`` (owned, not too late; keys, aggregated columns,
         ``EVENT_MICROS``, ``CREATED_MICROS``) into the tiles, and return the rows."""
-        plan, agg = self.batch, self.aggregation
-        before = self.watermark_before(batch_id)
+        judged = self.watermark_before(batch_id)
+        if self._judged is not None and self._judged[0] == batch_id:
+            judged = self._judged[1]
+        # The batch stands where the watermark is now: past the one it was judged by if
+        # an idle advance moved it since (docs/semantics.md, "Streaming aggregations").
+        marks = [m for m in (judged, self._load_state().get("idle")) if m is not None]
+        before = max(marks) if marks else None
         times = events.column(planning.EVENT_MICROS)
         newest = pc.max(times).as_py() if events.num_rows else None
         after = before if newest is None else max(newest, before if before is not None else newest)
+        result = self._compute(events, before, after, ingested, (f"{app_id}-tiles", batch_id))
+        self._save_state(batch_id, judged, after, events.schema)
+        self._judged = None
+        return result
+
+    def _compute(
+        self,
+        events: pa.Table,
+        before: int | None,
+        after: int | None,
+        ingested: dt.datetime,
+        transaction: tuple[str, int] | None,
+    ) -> AggregatedBatch:
+        """The rows of moving the watermark from ``before`` to ``after`` with
+        ``events``, merged into the tiles in a commit carrying ``transaction`` (none:
+        no events, and nothing stored)."""
+        plan, agg = self.batch, self.aggregation
+        times = events.column(planning.EVENT_MICROS)
         span = stream_windows.boundaries(before, after, self.split, self.interval)
         layout = tiles.layout_for(agg, self.keys, events.schema)
         if layout is None:
@@ -217,9 +290,10 @@ class StreamAggregator:
         touched = stream_windows.touched_ends(times.to_numpy(), self.interval)
         touched_keys = {(self.interval, end) for end in touched}
         leaving = stream_windows.leaving_tiles(agg.windows, self.interval, span)
-        app = f"{app_id}-tiles"
-        done = self.store.transaction_version(app)
-        replayed = done is not None and done >= batch_id
+        replayed = True
+        if transaction is not None:
+            done = self.store.transaction_version(transaction[0])
+            replayed = done is not None and done >= transaction[1]
         schema = layout.schema()
         loaded_touched = self.store.load(touched_keys) if touched_keys else None
         merged = _tiles_only(loaded_touched, schema)
@@ -236,7 +310,6 @@ class StreamAggregator:
             replayed,
         )
         if firsts.num_rows == 0 and not touched_keys:
-            self._save_state(batch_id, before, after)
             return empty
         first = min(pc.min(firsts.column("__first")).as_py() or span.after, span.after)
         rows_plan = stream_windows.row_plan(agg.steps, self.interval, first, span.after)
@@ -295,9 +368,8 @@ class StreamAggregator:
                 layout,
                 computed=sorted(touched_keys | set(built)),
                 cleared=cleared,
-                transaction=(app, batch_id),
+                transaction=transaction,
             )
-        self._save_state(batch_id, before, after)
         if firsts.num_rows == 0:
             return empty
         where = _entities(firsts, self.keys)

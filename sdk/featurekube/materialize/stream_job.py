@@ -131,6 +131,9 @@ class StreamSettings:
     """Tries of one Delta append that conflicts with a concurrent commit."""
     history_poll_seconds: float = 30.0
     """Aggregations: how often a stream waiting for its history looks at the tile table."""
+    idle_seconds: float = 60.0
+    """Aggregations: how long a stream with nothing to read waits before it moves its
+    watermark with the clock (:meth:`BatchWriter.advance_if_idle`)."""
 
 
 Fault = Callable[[str, int], None]
@@ -191,6 +194,9 @@ class BatchWriter:
         self.progress = StreamProgress(started_at=_iso(now), since=_iso(plan.since))
         self._lock = threading.Lock()
         self.on_progress: Callable[[StreamProgress], None] | None = None
+        # Aggregations: micro-batches and idle advances move the watermark one at a time.
+        self._aggregating = threading.Lock()
+        self._applied_at = time.monotonic()
 
     # -- the micro-batch ----------------------------------------------------------------
 
@@ -433,17 +439,47 @@ class BatchWriter:
             for name in events.column_names
         ]
         names = [micros.get(name, name) for name in events.column_names]
-        result = self._aggregator.apply(
-            pa.Table.from_arrays(columns, names=names), batch_id, app, ingested
-        )
-        written.rows = result.rows.num_rows
-        if result.watermark is not None:
-            written.watermark = planning.from_micros(result.watermark)
-            if events.num_rows:
-                written.last_event = written.watermark
-                written.appended = appended
-        self._publish(result.newest, result.rows, written, batch_id, app, ingested)
+        with self._aggregating:
+            result = self._aggregator.apply(
+                pa.Table.from_arrays(columns, names=names), batch_id, app, ingested
+            )
+            written.rows = result.rows.num_rows
+            if result.watermark is not None:
+                written.watermark = planning.from_micros(result.watermark)
+                if events.num_rows:
+                    written.last_event = written.watermark
+                    written.appended = appended
+            self._publish(result.newest, result.rows, written, batch_id, app, ingested)
+            self._applied_at = time.monotonic()
         return written
+
+    def advance_if_idle(self) -> None:
+        """Aggregations: once the stream has had nothing to read (consumer lag 0) for
+        ``idle_seconds`` since its last micro-batch, move its watermark to the clock
+        less allowedLateness and write the values of the entities whose windows that
+        empties, as a micro-batch would (:meth:`~featurekube.materialize.
+        stream_aggregation.StreamAggregator.advance`). Offline they are appended once
+        per boundary reached (app transaction ``<query id>-idle``)."""
+        if self._aggregator is None:
+            return
+        with self._lock:
+            lag = self.progress.consumer_lag
+        if lag != 0 or time.monotonic() - self._applied_at < self.settings.idle_seconds:
+            return
+        with self._aggregating:
+            now = _now()
+            result = self._aggregator.advance(now)
+            if result is None or result.watermark is None:
+                return
+            step = result.boundary // self._aggregator.interval
+            written = _Written()
+            self._publish(result.newest, result.rows, written, step, f"{self._app_id()}-idle", now)
+            self._aggregator.record_advance(result.watermark)
+        with self._lock:
+            self.progress.watermark = _iso(planning.from_micros(result.watermark))
+            self.progress.rows += result.rows.num_rows
+            self.progress.updated_at = _iso(_now())
+        self._report()
 
     def _publish(
         self,
@@ -909,6 +945,7 @@ def run_until_stopped(run: StreamRun, poll_seconds: float) -> None:
     while run.query.isActive:
         run.query.awaitTermination(max(1, round(poll_seconds)))
         run.refresh()
+        run.writer.advance_if_idle()
     failure = run.query.exception()
     if failure is not None:
         raise MaterializeError(f"{run.writer.plan.label}: the stream stopped: {failure}")

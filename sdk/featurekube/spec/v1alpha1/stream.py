@@ -242,7 +242,7 @@ class StreamStatus(SpecModel):
     application: Annotated[str, Field(max_length=253)]
     """The SparkApplication running it."""
     state: Annotated[str, Field(max_length=32)]
-    """Running, Starting, Restarting or Failed."""
+    """Running, WaitingForHistory, Starting, Restarting or Failed."""
     consumer_lag: Annotated[int, Field(ge=0)] | None = None
     """Records in the topic not yet read, at the stream's last report."""
     last_event_time: dt.datetime | None = None

@@ -249,17 +249,40 @@ def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
 
     # The same events, less the one too late, through one batch window.
     applied = [*history, *first, *second, on_time]
-    reference = f"{s3_prefix}reference/"
-    _write_source(f"{reference}raw/", applied)
-    reference_view = _view(kafka_topic, kafka_bootstrap_servers, f"{reference}raw/")
-    reference_online = online_table(f"{table_prefix}batch")
-    boundary = _ceil(on_time["event_timestamp"])
+    streamed = _assert_equal_to_one_batch_window(
+        spark,
+        view,
+        (offline, online),
+        applied,
+        (kafka_topic, kafka_bootstrap_servers),
+        (f"{s3_prefix}reference/", online_table(f"{table_prefix}batch")),
+    )
+    assert any(row is not None and row["driver_id"] == 5 for _, _, row in streamed)
+
+
+def _assert_equal_to_one_batch_window(
+    spark: SparkSession,
+    view: v1alpha1.FeatureView,
+    streamed_to: tuple[str, str],
+    events: list[dict[str, Any]],
+    kafka: tuple[str, str],
+    reference: tuple[str, str],
+) -> list[Any]:
+    """Run ``events`` through one batch window of the same view on a source under the
+    ``reference`` prefix (with its online table), and assert the stream's offline and
+    online tables (``streamed_to``) hold the same values: point in time every 5 minutes
+    for drivers 1-5, and online. ``kafka`` is the topic and bootstrap servers. Returns
+    the streamed point-in-time rows."""
+    (offline, online), (prefix, reference_online) = streamed_to, reference
+    _write_source(f"{prefix}raw/", events)
+    reference_view = _view(*kafka, f"{prefix}raw/")
+    boundary = _ceil(max(e["event_timestamp"] for e in events))
     spark_job.run(
         spark,
         reference_view,
         T0 - dt.timedelta(days=1),
         boundary + STEP,
-        offline_uri=f"{reference}offline/v1",
+        offline_uri=f"{prefix}offline/v1",
         online_table=reference_online,
     )
     drivers = [1, 2, 3, 4, 5]
@@ -268,11 +291,11 @@ def test_streamed_aggregates_equal_a_batch_windows_offline_and_online(
         for i in range(int((boundary - T0 + dt.timedelta(days=1)) / (5 * MIN)) + 2)
     ]
     streamed = _point_in_time(offline, drivers, moments)
-    batched = _point_in_time(f"{reference}offline/v1", drivers, moments)
+    batched = _point_in_time(f"{prefix}offline/v1", drivers, moments)
     differing = [_difference(s, b) for s, b in zip(streamed, batched, strict=True) if s != b]
     assert not differing, differing[:5]
-    assert any(row is not None and row["driver_id"] == 5 for _, _, row in streamed)
     assert _online(online, view) == _online(reference_online, reference_view)
+    return streamed
 
 
 def _difference(streamed: Any, batched: Any) -> Any:
@@ -417,29 +440,14 @@ def test_a_stream_started_before_its_history_waits_then_gives_the_batch_paths_va
     assert done.before_start == 1 and done.rows > 0
 
     # The same events through one batch window: the same values offline and online.
-    reference = f"{s3_prefix}reference/"
-    _write_source(f"{reference}raw/", [*history, *live])
-    reference_view = _view(kafka_topic, kafka_bootstrap_servers, f"{reference}raw/")
-    reference_online = online_table(f"{table_prefix}wait-batch")
-    boundary = _ceil(max(e["event_timestamp"] for e in live))
-    spark_job.run(
+    _assert_equal_to_one_batch_window(
         spark,
-        reference_view,
-        T0 - dt.timedelta(days=1),
-        boundary + STEP,
-        offline_uri=f"{reference}offline/v1",
-        online_table=reference_online,
+        view,
+        (offline, online),
+        [*history, *live],
+        (kafka_topic, kafka_bootstrap_servers),
+        (f"{s3_prefix}reference/", online_table(f"{table_prefix}wait-batch")),
     )
-    drivers = [1, 2, 3, 4, 5]
-    moments = [
-        T0 - dt.timedelta(days=1) + i * 5 * MIN
-        for i in range(int((boundary - T0 + dt.timedelta(days=1)) / (5 * MIN)) + 2)
-    ]
-    streamed = _point_in_time(offline, drivers, moments)
-    batched = _point_in_time(f"{reference}offline/v1", drivers, moments)
-    differing = [_difference(s, b) for s, b in zip(streamed, batched, strict=True) if s != b]
-    assert not differing, differing[:5]
-    assert _online(online, view) == _online(reference_online, reference_view)
 
 
 def test_an_idle_streams_count_decays_online_and_offline_without_events(

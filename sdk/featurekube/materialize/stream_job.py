@@ -21,7 +21,10 @@
 A micro-batch leaves Spark in one job (two with a transformation: it runs over the
 good records in a second): the records' reasons, dead letters and events come out
 together as Arrow, and the counts, the deduplication and the latency are taken from
-them in the driver (:mod:`featurekube.materialize.stream_rows`).
+them in the driver (:mod:`featurekube.materialize.stream_rows`). The parse and its
+reasons are planned once, on the streaming frame (:meth:`BatchWriter.prepare`); a
+micro-batch adds only the checks that depend on it (the clock, an aggregation's
+watermark).
 
 Restart loses nothing and counts nothing twice: Spark's checkpoint (on S3, under the
 version's offline table) records which offsets each micro-batch read, and a
@@ -200,10 +203,21 @@ class BatchWriter:
 
     # -- the micro-batch ----------------------------------------------------------------
 
+    def prepare(self, records: DataFrame) -> DataFrame:
+        """The stream's Kafka ``records`` parsed and classified (:func:`_classify`), the
+        frame whose micro-batches this writer is called with.
+
+        Built once on the streaming frame, not per micro-batch: a micro-batch arrives
+        as the rows of this plan, so it only adds what depends on the batch (the
+        clock, the watermark) and collects; building and analysing the parse per
+        micro-batch took about a quarter of a small batch's time."""
+        return _classify(self.plan, records)
+
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
-        """Write micro-batch ``batch_id`` (its Kafka records ``frame``)."""
+        """Write micro-batch ``batch_id`` (its Kafka records, as :meth:`prepare` made
+        them: ``frame``)."""
         ingested = _now()
-        classified = _future(self.plan, _classify(self.plan, frame), ingested)
+        classified = _future(self.plan, frame, ingested)
         if self._aggregator is not None:
             classified = _late(self.plan, self._aggregator, classified, batch_id)
         read = self._read(frame.sparkSession, classified, ingested)
@@ -907,7 +921,7 @@ def start(
     for key, value in plan.kafka_options.items():
         reader = reader.option(key, value)
     stream = (
-        reader.load()
+        writer.prepare(reader.load())
         .writeStream.queryName(plan.query_name)
         .foreachBatch(writer)
         .option("checkpointLocation", checkpoint)

@@ -100,6 +100,23 @@ def context(kube_api: kubernetes.client.ApiClient, table_prefix: str) -> reconci
     )
 
 
+def stream_context(
+    kube_api: kubernetes.client.ApiClient, table_prefix: str, clock: Clock, offline_uri: str
+) -> reconcile.Context:
+    """The operator's context for streaming views: the operator's own brokers, hourly
+    backfill windows under ``offline_uri``, and time from ``clock``."""
+    settings = OperatorSettings(
+        table_prefix=table_prefix,
+        offline_uri=offline_uri,
+        max_windows_in_flight=8,
+        backfill_window_seconds=3600,
+        kafka_bootstrap_servers="kafka.infra:9092",
+    )
+    return reconcile.Context(
+        settings, Kube(kube_api), OnlineTables(boto3.client("dynamodb")), Metrics(), clock
+    )
+
+
 def custom(kube_api: kubernetes.client.ApiClient) -> kubernetes.client.CustomObjectsApi:
     return kubernetes.client.CustomObjectsApi(kube_api)
 

@@ -19,11 +19,8 @@ import pytest
 
 from featurekube.materialize import stream_job, stream_plan
 from featurekube_operator import naming, reconcile, streams
-from featurekube_operator.dynamo import OnlineTables
-from featurekube_operator.kube import Kube
 from featurekube_operator.metrics import Metrics
-from featurekube_operator.settings import OperatorSettings
-from operator_support import Clock, condition, custom, step
+from operator_support import Clock, condition, custom, step, stream_context
 from support import stream_view
 
 UTC = dt.UTC
@@ -47,16 +44,7 @@ def clock() -> Clock:
 def ctx(
     kube_api: kubernetes.client.ApiClient, table_prefix: str, clock: Clock, test_bucket: str
 ) -> Iterator[reconcile.Context]:
-    settings = OperatorSettings(
-        table_prefix=table_prefix,
-        offline_uri=f"s3://{test_bucket}/offline-streams",
-        max_windows_in_flight=8,
-        backfill_window_seconds=3600,
-        kafka_bootstrap_servers="kafka.infra:9092",
-    )
-    yield reconcile.Context(
-        settings, Kube(kube_api), OnlineTables(boto3.client("dynamodb")), Metrics(), clock
-    )
+    yield stream_context(kube_api, table_prefix, clock, f"s3://{test_bucket}/offline-streams")
 
 
 def _apps(kube_api: kubernetes.client.ApiClient, namespace: str) -> dict[str, dict[str, Any]]:

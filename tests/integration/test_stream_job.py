@@ -413,8 +413,10 @@ def test_a_running_stream_serves_a_new_event_within_seconds(
             time.sleep(0.2)
         served = time.monotonic()
         assert _online(online), "no value online within the wait"
-        # Spark posts a micro-batch's progress (with the offsets) once it has finished.
-        while run.refresh().consumer_lag is None and time.monotonic() < deadline:
+        # Spark posts a micro-batch's progress (with the offsets) once it has finished;
+        # the job's first report (batch -1, lag 0) comes before any batch, so wait for
+        # the report of the batch that held the event.
+        while run.refresh().last_event_time is None and time.monotonic() < deadline:
             time.sleep(0.5)
         progress = run.refresh()
     finally:

@@ -80,6 +80,7 @@ def test_a_body_encoded_by_the_client_equals_botocores(validate: bool) -> None:
     client.batch_write_item(RequestItems=bodies.RequestItems(write))
 
     assert _sent_json(fast.sent[0]) == _sent_json(plain.sent[0])
+    assert b", " not in fast.sent[0].body  # json.dumps's compact body, not botocore's
     blob = _sent_json(fast.sent[0])["RequestItems"]["live"][0]["PutRequest"]["Item"]["path"]
     assert base64.b64decode(blob["B"]) == ITEM["path"]["B"]
     for header in ("X-Amz-Target", "Content-Type"):

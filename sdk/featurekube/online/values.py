@@ -61,12 +61,6 @@ def to_attributes(value_type: str, values: Sequence[Any]) -> list[dict[str, Any]
         return [None if v is None else {"N": str(int(v))} for v in values]
     if value_type == "float64":
         isfinite = math.isfinite
-        try:
-            finite = all(map(isfinite, values))  # in C; a None raises
-        except TypeError:
-            finite = False
-        if finite:  # the common column: no nulls, no NaN or infinities
-            return [{"N": text} for text in map(repr, map(float, values))]
         return [
             None
             if v is None

@@ -297,7 +297,9 @@ class OnlineWriter:
         self.client = client if client is not None else _default_client(self.settings.concurrency)
         # BatchWriteItem bodies encoded with json.dumps, not walked through botocore's
         # serializer: a fifth of the client's CPU per request (bodies.py).
-        self._own_bodies = bodies.install(self.client)
+        self._request_items: Callable[[dict[str, Any]], dict[str, Any]] = (
+            bodies.RequestItems if bodies.install(self.client) else dict
+        )
         self.label = labels.view_label(view, label)
         self._key_types = {e.name: e.type for e in self.spec.entities}
         self._features = self.spec.feature_types()
@@ -696,9 +698,7 @@ class OnlineWriter:
         for attempt in itertools.count(1):
             lease.check()
             try:
-                request = {self.table: pending}
-                if self._own_bodies:
-                    request = bodies.RequestItems(request)
+                request = self._request_items({self.table: pending})
                 answer = self.client.batch_write_item(RequestItems=request)
             except Exception as exc:
                 self._retry_or_raise(exc, _error_code(exc), attempt, "BatchWriteItem")

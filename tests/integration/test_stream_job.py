@@ -413,12 +413,13 @@ def test_a_running_stream_serves_a_new_event_within_seconds(
             time.sleep(0.2)
         served = time.monotonic()
         assert _online(online), "no value online within the wait"
-        # Spark posts a micro-batch's progress (with the offsets) once it has finished;
-        # the job's first report (batch -1, lag 0) comes before any batch, so wait for
-        # the report of the batch that held the event.
-        while run.refresh().last_event_time is None and time.monotonic() < deadline:
-            time.sleep(0.5)
+        # The writer records the event while its micro-batch runs; Spark posts that
+        # batch's progress (with the offsets the lag comes from) only once it has
+        # finished, so wait for Spark's report of the batch that wrote the event.
         progress = run.refresh()
+        while not _reported(run, progress) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            progress = run.refresh()
     finally:
         run.query.stop()
     record_property("start_to_first_online_seconds", round(served - began, 2))
@@ -430,6 +431,16 @@ def test_a_running_stream_serves_a_new_event_within_seconds(
     )
     assert progress.consumer_lag == 0, run.query.lastProgress
     assert progress.last_event_time == _iso(now) and progress.records == 1
+
+
+def _reported(run: stream_job.StreamRun, progress: stream_plan.StreamProgress) -> bool:
+    """Whether Spark has reported the micro-batch the writer last wrote."""
+    last = run.query.lastProgress
+    return (
+        progress.last_event_time is not None
+        and last is not None
+        and int(last["batchId"]) >= progress.batch_id
+    )
 
 
 def test_the_entry_point_runs_a_snapshot_and_refuses_a_view_without_brokers(

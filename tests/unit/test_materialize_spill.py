@@ -71,3 +71,15 @@ def test_a_spill_keeps_every_batch_in_order_one_row_group_each(tmp_path: Path) -
     read = pq.ParquetFile(path)
     assert read.metadata.num_row_groups == 3
     assert read.read().column("k").to_pylist() == list(range(9))
+
+
+def test_a_spill_file_reads_back_in_batches_of_at_most_the_size_asked(tmp_path: Path) -> None:
+    path = tmp_path / "rows.parquet"
+    with spill.Spill(path, SCHEMA) as out:
+        for start in range(0, 30, 3):
+            out.write(_batch(start))
+
+    batches = list(spill.read(path, 4))
+
+    assert max(b.num_rows for b in batches) <= 4
+    assert pa.Table.from_batches(batches).column("k").to_pylist() == list(range(30))

@@ -58,6 +58,7 @@ from featurekube.materialize import (
     monitor,
     publish,
     report,
+    row_groups,
     spill,
     ties,
     tile_store,
@@ -444,11 +445,10 @@ def _time_filter(
 
 
 def _scan(source: Any, plan: planning.MaterializationPlan, ranges: list[tuple[int, int]]) -> Any:
-    """The source as DuckDB reads it. Without a transformation: a scan of only the
-    columns the view reads, pruned to the event times read, one file and one batch
-    ahead; a dataset's own scan reads several files ahead, whose decoded row groups
-    were most of a large window's memory. With a transformation: the dataset (DuckDB
-    pushes down the columns the SQL names)."""
+    """The source as DuckDB reads it. Without a transformation: only the columns the
+    view reads, pruned to the event times read, one row group at a time
+    (:mod:`~featurekube.materialize.row_groups`). With a transformation: the dataset
+    (DuckDB pushes down the columns the SQL names)."""
     import pyarrow.dataset as pads
 
     if plan.transformation is not None or not isinstance(source, pads.Dataset) or not ranges:
@@ -459,14 +459,21 @@ def _scan(source: Any, plan: planning.MaterializationPlan, ranges: list[tuple[in
     columns = [name for name in source.schema.names if name.lower() in wanted]
     low = planning.from_micros(min(lo for lo, _ in ranges))
     high = planning.from_micros(max(hi for _, hi in ranges))
-    scanner = source.scanner(
-        columns=columns,
-        filter=_time_filter(source, plan, low, high),
-        batch_size=_BATCH_ROWS,
-        batch_readahead=1,
-        fragment_readahead=1,
-    )
-    return scanner.to_reader()
+    return row_groups.read(source, columns, _time_filter(source, plan, low, high), _BATCH_ROWS)
+
+
+def _each_batch(
+    connection: duckdb.DuckDBPyConnection, sql: str, scan: pa.RecordBatchReader
+) -> Iterator[pa.RecordBatch]:
+    """The rows of ``sql`` run on one batch of ``scan`` at a time, each registered as
+    ``source``. For a query that takes each row alone, as :func:`_events_sql`'s is
+    without a transformation, these are the rows of one query over the whole scan, in
+    memory bounded by a batch: DuckDB's Arrow export of a query holds its whole result
+    until the last batch is taken."""
+    for batch in scan:
+        if batch.num_rows:
+            connection.register("source", batch)
+            yield from connection.sql(sql).to_arrow_table().to_batches(_BATCH_ROWS)
 
 
 @dataclass(frozen=True)
@@ -498,7 +505,7 @@ def _read_once(
     (keys, event time), the write under way is abandoned (``live`` closed: nothing is
     committed), :data:`_ROWS` becomes a table of the deduplicated rows, and None is
     returned for the caller to write those."""
-    sql = _events_sql(
+    sql, scan = _events_sql(
         connection,
         plan,
         to.ingested,
@@ -507,6 +514,11 @@ def _read_once(
         source=source,
         names=(EVENT, CREATED),
     )
+    read = (
+        connection.sql(sql).to_arrow_reader(_BATCH_ROWS)
+        if plan.transformation is not None
+        else _each_batch(connection, sql, scan)
+    )
     schema = row_codec.row_schema(plan.spec)
     path = to.scratch / "rows.parquet"
     feed = spill.Feed()
@@ -514,7 +526,7 @@ def _read_once(
     def rows() -> Iterator[pa.RecordBatch]:
         # The first attempt takes the rows as they are read; a commit retried after a
         # conflict reads them again from the file, complete by then.
-        return _batches(connection, _ROWS, plan) if feed.taken else iter(feed)
+        return spill.read(path, _BATCH_ROWS) if feed.taken else iter(feed)
 
     writer = _offline_writer(view, plan, to.offline_uri, to.storage_options)
     offline_write: _OfflineWrite = publication.prepare_offline(
@@ -526,7 +538,7 @@ def _read_once(
     tie_filter = ties.TieFilter()
     try:
         with spill.Spill(path, schema) as out, contextlib.closing(connection.cursor()) as hashing:
-            for batch in connection.sql(sql).to_arrow_reader(_BATCH_ROWS):
+            for batch in read:
                 if batch.num_rows:
                     conformed = _conform_batch(batch, schema)
                     out.write(conformed)
@@ -757,7 +769,7 @@ def _events(
     """The source rows of the read range, or of ``ranges`` of event times [lo, hi)
     (µs): keys, the needed columns (cast to their types), and event and created times
     in microseconds."""
-    sql = _events_sql(
+    sql, _ = _events_sql(
         connection,
         plan,
         ingested,
@@ -782,14 +794,16 @@ def _events_sql(
     *,
     source: Any | None,
     names: tuple[str, str],
-) -> str:
+) -> tuple[str, Any]:
     """The query of :func:`_events`, its event and created times (µs) named ``names``,
-    the source registered and its columns checked against the spec."""
+    and the scan of the source (:func:`_scan`) it reads, registered as ``source``; the
+    source's columns checked against the spec."""
     if source is None:
         source = open_source(plan, storage_options)
     if ranges is None:
         ranges = [(planning.to_micros(plan.read_start), planning.to_micros(plan.read_end))]
-    connection.register("source", _scan(source, plan, ranges))
+    scan = _scan(source, plan, ranges)
+    connection.register("source", scan)
     query = "SELECT * FROM source"
     if plan.transformation is not None:
         query = translate.translate(plan.transformation, plan.label)
@@ -829,11 +843,12 @@ def _events_sql(
         f"{stamp} < CAST({_literal(_iso(planning.from_micros(hi)))} AS TIMESTAMPTZ))"
         for lo, hi in ranges
     )
-    return (
+    sql = (
         f"SELECT {', '.join(selected)}, {event} AS {_q(names[0])}, "
         f"{created} AS {_q(names[1])} FROM ({query}) AS transformed "
         f"WHERE {where or 'FALSE'}"
     )
+    return sql, scan
 
 
 def _failed_on_rows(plan: planning.MaterializationPlan, exc: duckdb.Error) -> TransformationError:
@@ -852,7 +867,7 @@ def _deduplicated(
     """Create :data:`_ROWS` from the source rows of the read range: one row per (keys,
     event time), the greatest created time winning, then (for full ties) the greatest
     feature values, a null lowest, as Spark's ``max(struct)``. Returns the rows read."""
-    sql = _events_sql(
+    sql, _ = _events_sql(
         connection, plan, ingested, storage_options, None, source=source, names=(EVENT, CREATED)
     )
     try:

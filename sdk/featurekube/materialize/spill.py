@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from types import TracebackType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["DEFAULT_DEPTH", "Feed", "Spill"]
+__all__ = ["DEFAULT_DEPTH", "Feed", "Spill", "read"]
 
 DEFAULT_DEPTH = 4
 """Batches a :class:`Feed` holds at most: what the reader may run ahead of the writer."""
@@ -118,3 +118,10 @@ class Spill:
         trace: TracebackType | None,
     ) -> None:
         self._writer.close()
+
+
+def read(path: Path, batch_size: int) -> Iterator[pa.RecordBatch]:
+    """The batches of the complete spill file at ``path``, at most ``batch_size`` rows
+    each, read as they are taken."""
+    with pq.ParquetFile(str(path)) as spilled:
+        yield from spilled.iter_batches(batch_size=batch_size)

@@ -467,9 +467,9 @@ def _each_batch(
 ) -> Iterator[pa.RecordBatch]:
     """The rows of ``sql`` run on one batch of ``scan`` at a time, each registered as
     ``source``. For a query that takes each row alone, as :func:`_events_sql`'s is
-    without a transformation, these are the rows of one query over the whole scan, in
-    memory bounded by a batch: DuckDB's Arrow export of a query holds its whole result
-    until the last batch is taken."""
+    without a transformation (when :func:`_scan` gives a reader), these are the rows
+    of one query over the whole scan, in memory bounded by a batch: DuckDB's Arrow
+    export of a query holds its whole result until the last batch is taken."""
     for batch in scan:
         if batch.num_rows:
             connection.register("source", batch)
@@ -515,9 +515,9 @@ def _read_once(
         names=(EVENT, CREATED),
     )
     read = (
-        connection.sql(sql).to_arrow_reader(_BATCH_ROWS)
-        if plan.transformation is not None
-        else _each_batch(connection, sql, scan)
+        _each_batch(connection, sql, scan)
+        if isinstance(scan, pa.RecordBatchReader)  # no transformation: rows taken alone
+        else connection.sql(sql).to_arrow_reader(_BATCH_ROWS)
     )
     schema = row_codec.row_schema(plan.spec)
     path = to.scratch / "rows.parquet"

@@ -1,11 +1,11 @@
 """A dataset read one parquet row group at a time, when its consumer asks; does I/O.
 
 The python engine reads a window's source through :func:`read` rather than pyarrow's
-scanner, which decodes ahead of a slower consumer whatever its readahead settings: a
-10M-row window held about 900 MB of decoded batches while its rows were written, so the
-job's memory grew with its rows. Here one row group is decoded at a time, in the order of
-the files and of their row groups, and a row group whose statistics rule out ``filter``
-is not read.
+scanner, which decodes ahead of a slower consumer even with a readahead of one batch and
+one file: reading 10M rows behind a consumer that took 20 batches a second, the scanner
+held up to 262 MB of Arrow memory (a peak RSS of 658 MB), this reader 105 MB (503 MB).
+Here one row group is decoded at a time, in the order of the files and of their row
+groups, and a row group whose statistics rule out ``filter`` is not read.
 """
 
 from __future__ import annotations

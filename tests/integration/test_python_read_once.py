@@ -26,21 +26,21 @@ DAY = dt.timedelta(days=1)
 MICROS = pa.timestamp("us", tz="UTC")
 
 
-def _view(source: str) -> v1alpha1.FeatureView:
+def _view(source: str, transformation: str | None = None) -> v1alpha1.FeatureView:
+    spec: dict[str, Any] = {
+        "owner": "tests",
+        "entities": [{"name": "driver_id", "type": "int64"}],
+        "source": {"batch": {"path": source, "createdTimestampField": "created"}},
+        "features": [
+            {"name": "rate", "type": "float64"},
+            {"name": "trips", "type": "int64"},
+        ],
+        "materialization": {"engine": "python"},
+    }
+    if transformation is not None:
+        spec["transformation"] = {"sql": transformation}
     return v1alpha1.FeatureView.model_validate(
-        {
-            "metadata": {"name": "driver-stats", "namespace": "rides"},
-            "spec": {
-                "owner": "tests",
-                "entities": [{"name": "driver_id", "type": "int64"}],
-                "source": {"batch": {"path": source, "createdTimestampField": "created"}},
-                "features": [
-                    {"name": "rate", "type": "float64"},
-                    {"name": "trips", "type": "int64"},
-                ],
-                "materialization": {"engine": "python"},
-            },
-        }
+        {"metadata": {"name": "driver-stats", "namespace": "rides"}, "spec": spec}
     )
 
 
@@ -157,3 +157,57 @@ def test_a_rerun_replaces_the_window_with_the_same_rows(s3_prefix: str) -> None:
     python_job.run(view, T0, T0 + DAY, offline_uri=offline, online_table=None)
 
     assert _offline_rows(offline) == _expected(rows)
+
+
+# Busy drivers' rates doubled; the others under keys of their own. Each output row comes
+# from one source row, the event time passed through: run one source batch at a time.
+ROW_WISE = """
+WITH busy AS (SELECT driver_id, event_timestamp, created, rate, trips FROM source
+              WHERE trips >= 30)
+SELECT driver_id, event_timestamp, created, rate * 2 AS rate, trips FROM busy
+UNION ALL
+SELECT driver_id + 1000 AS driver_id, event_timestamp, created, rate, trips FROM source
+WHERE trips < 30
+"""
+
+
+def _transformed(row: dict[str, Any]) -> dict[str, Any]:
+    if row["trips"] >= 30:
+        rate = None if row["rate"] is None else row["rate"] * 2
+        return {**row, "rate": rate}
+    return {**row, "driver_id": row["driver_id"] + 1000}
+
+
+@pytest.mark.parametrize(
+    ("sql", "per_batch"),
+    [(ROW_WISE, True), (f"SELECT DISTINCT * FROM ({ROW_WISE})", False)],
+    ids=["row-wise", "distinct"],
+)
+def test_a_transformation_gives_the_windows_rows_whether_or_not_it_runs_per_batch(
+    s3_prefix: str, monkeypatch: pytest.MonkeyPatch, sql: str, per_batch: bool
+) -> None:
+    rows = _rows(3_000, 40, ties=False, seed=5)
+    # The next day's rows, between the window's in the files: pruned, never written.
+    later = [
+        {**r, "event": r["event"] + DAY, "created": r["created"] + DAY}
+        for r in _rows(1_000, 40, ties=False, seed=6)
+    ]
+    source, offline = f"{s3_prefix}source/", f"{s3_prefix}offline"
+    _write_source(rows[:1_500] + later + rows[1_500:], source, files=4)
+    batched = []
+    each_batch = python_job._each_batch
+
+    def spied(*args: Any) -> Any:
+        batched.append(args[1])
+        return each_batch(*args)
+
+    monkeypatch.setattr(python_job, "_each_batch", spied)
+
+    result = python_job.run(
+        _view(source, sql), T0, T0 + DAY, offline_uri=offline, online_table=None
+    )
+
+    expected = _expected([_transformed(r) for r in rows])
+    assert result.rows_read == len(rows)
+    assert _offline_rows(offline) == expected
+    assert bool(batched) is per_batch

@@ -55,6 +55,7 @@ import pyarrow as pa
 
 from featurekube.materialize import (
     aggregate,
+    batchwise,
     monitor,
     publish,
     report,
@@ -444,22 +445,38 @@ def _time_filter(
     return (pc.field(field_) >= low) & (pc.field(field_) < high)
 
 
-def _scan(source: Any, plan: planning.MaterializationPlan, ranges: list[tuple[int, int]]) -> Any:
-    """The source as DuckDB reads it. Without a transformation: only the columns the
-    view reads, pruned to the event times read, one row group at a time
-    (:mod:`~featurekube.materialize.row_groups`). With a transformation: the dataset
-    (DuckDB pushes down the columns the SQL names)."""
+def _scan(
+    source: Any,
+    plan: planning.MaterializationPlan,
+    ranges: list[tuple[int, int]],
+    *,
+    per_batch: bool,
+) -> Any:
+    """The source as DuckDB reads it: a reader of the columns the view reads, pruned to
+    the event times read, one row group at a time
+    (:mod:`~featurekube.materialize.row_groups`), without a transformation, or with one
+    that may run one batch at a time (:mod:`~featurekube.materialize.batchwise`) when
+    the caller runs it so (``per_batch``: a reader is read once, and such a query may
+    name ``source`` twice). Otherwise the dataset, DuckDB pushing down the columns the
+    SQL names and the event times through it."""
     import pyarrow.dataset as pads
 
-    if plan.transformation is not None or not isinstance(source, pads.Dataset) or not ranges:
+    if not isinstance(source, pads.Dataset) or not ranges:
         return source
-    wanted = {name.lower() for name in plan.source_columns()}
-    # DuckDB matches names regardless of case; a column missing here is named by
-    # check_columns, as with the whole dataset.
-    columns = [name for name in source.schema.names if name.lower() in wanted]
     low = planning.from_micros(min(lo for lo, _ in ranges))
     high = planning.from_micros(max(hi for _, hi in ranges))
-    return row_groups.read(source, columns, _time_filter(source, plan, low, high), _BATCH_ROWS)
+    in_range = _time_filter(source, plan, low, high)
+    columns: list[str] | None = None
+    if plan.transformation is None:
+        wanted = {name.lower() for name in plan.source_columns()}
+        # DuckDB matches names regardless of case; a column missing here is named by
+        # check_columns, as with the whole dataset.
+        columns = [name for name in source.schema.names if name.lower() in wanted]
+    elif per_batch and in_range is not None:
+        columns = batchwise.columns(plan.transformation, source.schema.names, plan.timestamp_field)
+    if columns is None:
+        return source
+    return row_groups.read(source, columns, in_range, _BATCH_ROWS)
 
 
 def _each_batch(
@@ -467,7 +484,8 @@ def _each_batch(
 ) -> Iterator[pa.RecordBatch]:
     """The rows of ``sql`` run on one batch of ``scan`` at a time, each registered as
     ``source``. For a query that takes each row alone, as :func:`_events_sql`'s is
-    without a transformation (when :func:`_scan` gives a reader), these are the rows
+    without a transformation or with one :mod:`~featurekube.materialize.batchwise`
+    allows (when :func:`_scan` gives a reader), these are the rows
     of one query over the whole scan, in memory bounded by a batch: DuckDB's Arrow
     export of a query holds its whole result until the last batch is taken."""
     for batch in scan:
@@ -513,10 +531,11 @@ def _read_once(
         None,
         source=source,
         names=(EVENT, CREATED),
+        per_batch=True,
     )
     read = (
         _each_batch(connection, sql, scan)
-        if isinstance(scan, pa.RecordBatchReader)  # no transformation: rows taken alone
+        if isinstance(scan, pa.RecordBatchReader)  # a query taking each row alone
         else connection.sql(sql).to_arrow_reader(_BATCH_ROWS)
     )
     schema = row_codec.row_schema(plan.spec)
@@ -794,15 +813,17 @@ def _events_sql(
     *,
     source: Any | None,
     names: tuple[str, str],
+    per_batch: bool = False,
 ) -> tuple[str, Any]:
     """The query of :func:`_events`, its event and created times (µs) named ``names``,
     and the scan of the source (:func:`_scan`) it reads, registered as ``source``; the
-    source's columns checked against the spec."""
+    source's columns checked against the spec. ``per_batch``: the caller runs the query
+    on one batch of the scan at a time when the scan is a reader."""
     if source is None:
         source = open_source(plan, storage_options)
     if ranges is None:
         ranges = [(planning.to_micros(plan.read_start), planning.to_micros(plan.read_end))]
-    scan = _scan(source, plan, ranges)
+    scan = _scan(source, plan, ranges, per_batch=per_batch)
     connection.register("source", scan)
     query = "SELECT * FROM source"
     if plan.transformation is not None:

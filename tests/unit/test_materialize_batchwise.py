@@ -77,6 +77,9 @@ def test_a_query_taking_each_row_alone_and_passing_the_event_time_through_runs_p
         "SELECT driver_id, event_timestamp FROM source UNION ALL "
         "SELECT driver_id, created FROM source",
         "SELECT * FROM (SELECT driver_id, event_timestamp AS ts FROM source) t",
+        # Outside the allowlist: never run per batch, whatever else holds.
+        "SELECT driver_id, event_timestamp, ROW_NUMBER() OVER (PARTITION BY driver_id "
+        "ORDER BY event_timestamp) AS trips FROM source",
         # What cannot be told is run as before.
         "SELECT FROM WHERE (",
         "SELECT driver_id, event_timestamp, no_such_column FROM source",

@@ -10,12 +10,13 @@ gives the same rows when each of its output rows comes from one source row alone
 - no query nested anywhere but in ``FROM``, a ``WITH`` or an operand of ``UNION ALL``
   (``x IN (SELECT ...)`` and scalar subqueries read other rows).
 
-The allowlist (:mod:`featurekube.validation.sql`) already leaves out aggregates, window
-functions, joins, ``ORDER BY`` and ``LIMIT``. The source batches are then read pruned
-to the window's event times, as DuckDB prunes the whole query's scan, so the event-time
-column must also pass from the source to the output unchanged: a plain reference to the
-source's column of that name, in every branch. A transformation that is not both runs
-once over the source, as before.
+The query is parsed through the allowlist
+(:func:`featurekube.materialize.translate.check`), which already leaves out aggregates,
+window functions, joins, ``ORDER BY`` and ``LIMIT``; a query outside it never runs per
+batch. The source batches are read pruned to the window's event times, as DuckDB prunes
+the whole query's scan, so the event-time column must also pass from the source to the
+output unchanged: a plain reference to the source's column of that name, in every
+branch. A transformation that is not both runs once over the source, as before.
 
     >>> columns("SELECT driver_id, fare * 2 AS fare2, event_timestamp FROM source "
     ...         "WHERE fare > 0", ["driver_id", "fare", "tip", "event_timestamp"],
@@ -31,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from featurekube.materialize import translate
+from featurekube.materialize.errors import TransformationError
 from featurekube.validation.sql import SOURCE_TABLE
 
 if TYPE_CHECKING:
@@ -43,21 +46,26 @@ def columns(sql: str, source_columns: Sequence[str], timestamp_field: str) -> li
     """The columns of the source (among ``source_columns``, in their order) that ``sql``
     (Spark SQL over ``source``) reads, when it may run one batch of the source at a time
     with the batches pruned by the source's ``timestamp_field``; None when it may not,
-    or when that cannot be told (a query that does not parse or qualify)."""
-    import sqlglot
+    or when that cannot be told (a query outside the allowlist, or that does not
+    qualify against the source's columns)."""
     import sqlglot.errors
+    from sqlglot import exp
     from sqlglot.optimizer.qualify import qualify
 
     # Column types play no part in which columns a query reads.
     schema: dict[str, object] = {SOURCE_TABLE: dict.fromkeys(source_columns, "string")}
     try:
-        query = sqlglot.parse_one(sql, read="spark")
-        if not _takes_rows_alone(query) or not _passes_through(query, timestamp_field, schema):
+        # The allowlist's parse: what it leaves out is what this module need not look for.
+        query = translate.check(sql)
+        if not _takes_rows_alone(query):
             return None
-        qualified = qualify(query.copy(), schema=schema, dialect="spark")
-    except (sqlglot.errors.SqlglotError, RecursionError):
+        # Unquoted, so that lineage names the source's columns as they are spelled.
+        qualified = qualify(query, schema=schema, dialect="spark", identify=False)
+        if not _passes_through(qualified, timestamp_field, schema):
+            return None
+    except (TransformationError, sqlglot.errors.SqlglotError, RecursionError):
         return None
-    named = {column.name.lower() for column in qualified.find_all(sqlglot.exp.Column)}
+    named = {column.name.lower() for column in qualified.find_all(exp.Column)}
     # A superset at worst (a CTE's column named as a source column is read for nothing).
     return [name for name in source_columns if name.lower() in named]
 
@@ -88,13 +96,16 @@ def _nested_as_rows(node: exp.Expr) -> bool:
     return isinstance(parent, exp.From | exp.CTE | exp.Union)
 
 
-def _passes_through(query: exp.Expr, timestamp_field: str, schema: dict[str, object]) -> bool:
+def _passes_through(qualified: exp.Expr, timestamp_field: str, schema: dict[str, object]) -> bool:
     """Whether the output's ``timestamp_field`` is the source's column of that name, by
-    plain references only, in every branch."""
+    plain references only, in every branch of the ``qualified`` query."""
     from sqlglot import exp
     from sqlglot.lineage import lineage
+    from sqlglot.optimizer.scope import build_scope
 
-    root = lineage(timestamp_field, query.copy(), schema=schema, dialect="spark")
+    # Given the scope of the query qualified once, lineage does not qualify it again.
+    scope = build_scope(qualified)
+    root = lineage(timestamp_field, qualified, schema=schema, dialect="spark", scope=scope)
     for node in root.walk():
         if node.downstream:
             if not isinstance(node.expression.unalias(), exp.Column):

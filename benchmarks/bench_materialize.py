@@ -28,7 +28,11 @@ benchmarks/_memory.py):
 
 Before the sizes, a steady state: a view on a 10-minute schedule whose windows hold
 10k rows each (of 10k entities), each engine running one window untimed and then the
-next ones, each timed from the job's start to its exit (the window published).
+next ones, each timed from the job's start to its exit (the window published). A few
+thousand items are all such a window writes, and moto takes most of its time serving
+them; so the python engine's windows, and their bare loop, run a second time with the
+online table on dynalite (benchmarks/_dynalite.py, when Node is there), a DynamoDB
+that does not share the job's interpreter.
 
 Every Python process runs from compiled bytecode, as the images ship it (they install
 with ``--compile-bytecode``): the subjects get ``PYTHONPYCACHEPREFIX`` under
@@ -65,7 +69,7 @@ import pyarrow.fs
 import pyarrow.parquet as pq
 import yaml
 
-from benchmarks import _harness, _memory, _moto
+from benchmarks import _dynalite, _harness, _memory, _moto
 from benchmarks.peers import feast as feast_peer
 from featurekube._platform import processes
 from featurekube.online import keys, layout, values
@@ -84,6 +88,8 @@ VEHICLES = np.array(["sedan", "suv", "hatchback", "electric", "van"])
 STEADY_ROWS = 10_000
 """Rows of one steady-state window (and the entities they are drawn from)."""
 STEADY_STEP = dt.timedelta(minutes=10)
+DYNAMODB_ENDPOINT = "AWS_ENDPOINT_URL_DYNAMODB"
+"""botocore's endpoint for DynamoDB alone, ahead of ``AWS_ENDPOINT_URL``."""
 TTL_SECONDS = 2 * 86_400
 """The view's TTL (``2d``): the bare loop's items carry its expiry, as featurekube's do."""
 
@@ -469,44 +475,21 @@ def run() -> _harness.Report:
 
 def _steady_state(report: _harness.Report, tmp: Path, env: dict[str, str]) -> None:
     """Each engine's steady windows, after one untimed (which also warms the bytecode
-    cache), into a table that holds the earlier windows; then Feast once untimed over
-    the same rows, for its bytecode."""
+    cache), into a table that holds the earlier windows, with the bare loop's floor;
+    the python engine's again with its online table on dynalite; then Feast once
+    untimed over the same rows, for its bytecode."""
     timed = _steady_windows()
     local, source = tmp / "data-steady", f"s3://{BUCKET}/raw/steady/"
     _write_steady_data(timed + 1, local, source)
-    label = f"steady {STEADY_ROWS // 1000}k-row window"
     for engine in _engines():
-        subject = f"featurekube ({engine})"
-        table = f"fk-bench-steady-{engine}"
-        boto3.client("dynamodb").create_table(**layout.table_definition(table, {}))
-        samples: list[float] = []
-        phases: dict[str, list[float]] = {}
+        _steady_windows_of(report, tmp, source, env, engine, f"featurekube ({engine})")
+    _steady_floor(report, "bare BatchWriteItem loop", timed)
+    if "python" in _engines():
         try:
-            for index in range(timed + 1):
-                window = (T0 + index * STEADY_STEP, T0 + (index + 1) * STEADY_STEP)
-                tag = f"steady-{engine}"
-                elapsed, _, job = _featurekube(tmp, source, tag, env, engine, window, table)
-                print(f"  {subject}: {label} #{index}: {elapsed:.3f} s {job['timingsSeconds']}")
-                if index:
-                    samples.append(elapsed)
-                    for phase, seconds in job["timingsSeconds"].items():
-                        phases.setdefault(phase, []).append(seconds)
-        finally:
-            boto3.client("dynamodb").delete_table(TableName=table)
-        if samples:
-            report.add(subject, f"{label} end-to-end", "s", samples)
-            for phase, seconds_ in phases.items():
-                report.add(subject, f"{label} {phase}", "s", seconds_)
-            report.notes[f"{subject} {label} rows"] = json.dumps(job["rows"])
-    if timed:
-        # The floor of the online write: the last window's items (those of its entities
-        # newer than the earlier windows wrote, which in this data is all of them) in
-        # a bare loop into an empty table.
-        items = _newest_items_of([_steady_table(timed)])
-        bare = _bare_batch_writes(items, "steady")
-        report.add("bare BatchWriteItem loop", f"{label} online_write", "s", [bare])
-        report.notes[f"bare BatchWriteItem loop {label} items"] = str(len(items))
-        print(f"  bare BatchWriteItem loop: {label}, {len(items)} items: {bare:.3f} s")
+            _steady_on_dynalite(report, tmp, source, env, timed)
+        except Exception as exc:  # keep what moto measured
+            report.notes["failed: steady state on dynalite"] = f"{exc}"[:2000]
+            print(f"materialize benchmark: the steady state on dynalite failed: {exc}")
     print("materialize benchmark: Feast, once untimed (its bytecode)", flush=True)
     _feast(tmp, local, "steady", env)
     import shutil
@@ -514,6 +497,88 @@ def _steady_state(report: _harness.Report, tmp: Path, env: dict[str, str]) -> No
     shutil.rmtree(local, ignore_errors=True)
     boto3.resource("s3").Bucket(BUCKET).objects.filter(Prefix="raw/steady/").delete()
     boto3.resource("s3").Bucket(BUCKET).objects.filter(Prefix="offline/steady").delete()
+
+
+def _steady_windows_of(
+    report: _harness.Report,
+    tmp: Path,
+    source: str,
+    env: dict[str, str],
+    engine: str,
+    subject: str,
+) -> None:
+    """``engine``'s steady windows, one untimed first, reported as ``subject``."""
+    label = f"steady {STEADY_ROWS // 1000}k-row window"
+    tag = subject.removeprefix("featurekube (").rstrip(")").replace(", ", "-")
+    table = f"fk-bench-steady-{tag}"
+    boto3.client("dynamodb").create_table(**layout.table_definition(table, {}))
+    samples: list[float] = []
+    phases: dict[str, list[float]] = {}
+    try:
+        for index in range(_steady_windows() + 1):
+            window = (T0 + index * STEADY_STEP, T0 + (index + 1) * STEADY_STEP)
+            elapsed, _, job = _featurekube(tmp, source, f"steady-{tag}", env, engine, window, table)
+            print(f"  {subject}: {label} #{index}: {elapsed:.3f} s {job['timingsSeconds']}")
+            if index:
+                samples.append(elapsed)
+                for phase, seconds in job["timingsSeconds"].items():
+                    phases.setdefault(phase, []).append(seconds)
+    finally:
+        boto3.client("dynamodb").delete_table(TableName=table)
+    if samples:
+        report.add(subject, f"{label} end-to-end", "s", samples)
+        for phase, seconds_ in phases.items():
+            report.add(subject, f"{label} {phase}", "s", seconds_)
+        report.notes[f"{subject} {label} rows"] = json.dumps(job["rows"])
+
+
+def _steady_floor(report: _harness.Report, subject: str, timed: int) -> None:
+    """The floor of the steady windows' online write: the last window's items (those
+    of its entities newer than the earlier windows wrote, which in this data is all
+    of them) in a bare loop into an empty table."""
+    if not timed:
+        return
+    label = f"steady {STEADY_ROWS // 1000}k-row window"
+    items = _newest_items_of([_steady_table(timed)])
+    bare = _bare_batch_writes(items, "steady")
+    report.add(subject, f"{label} online_write", "s", [bare])
+    report.notes[f"{subject} {label} items"] = str(len(items))
+    print(f"  {subject}: {label}, {len(items)} items: {bare:.3f} s")
+
+
+def _steady_on_dynalite(
+    report: _harness.Report, tmp: Path, source: str, env: dict[str, str], timed: int
+) -> None:
+    """The python engine's steady windows and their floor with the online table on
+    dynalite (benchmarks/_dynalite.py), the rest still on moto: how far the window's
+    time is the store's."""
+    missing = _dynalite.available()
+    if missing:
+        report.notes["steady state on dynalite"] = f"not measured: {missing}"
+        return
+    pid, endpoint = _dynalite.start(tmp)
+    saved = os.environ.get(DYNAMODB_ENDPOINT)
+    os.environ[DYNAMODB_ENDPOINT] = endpoint
+    try:
+        on_dynalite = {**env, DYNAMODB_ENDPOINT: endpoint}
+        _steady_windows_of(
+            report, tmp, source, on_dynalite, "python", "featurekube (python, dynalite)"
+        )
+        _steady_floor(report, "bare BatchWriteItem loop (dynalite)", timed)
+    finally:
+        if saved is None:
+            os.environ.pop(DYNAMODB_ENDPOINT, None)
+        else:
+            os.environ[DYNAMODB_ENDPOINT] = saved
+        processes.stop(pid)
+    report.notes["dynalite"] = (
+        f"dynalite {_dynalite.VERSION} (Node {_node_version()}), tables in memory: the "
+        "online table of the '(dynalite)' subjects; their source and offline table stay on moto"
+    )
+
+
+def _node_version() -> str:
+    return subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
 
 
 def _drop_data(tmp: Path, rows: int, entities: int) -> None:

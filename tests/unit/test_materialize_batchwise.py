@@ -4,6 +4,8 @@ source columns it then reads (featurekube.materialize.batchwise)."""
 from __future__ import annotations
 
 import doctest
+import subprocess
+import sys
 
 import pytest
 
@@ -91,3 +93,17 @@ def test_any_other_query_runs_once_over_the_source(sql: str) -> None:
 
 def test_the_modules_examples_hold() -> None:
     assert doctest.testmod(batchwise).failed == 0
+
+
+def test_the_python_engine_loads_sqlglot_only_for_a_view_with_sql() -> None:
+    # sqlglot takes a fifth of a second to import: a window of a plain view, which runs
+    # no SQL of the user's, should not pay for it.
+    code = (
+        "import sys, featurekube.materialize.python_job\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlglot'))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert loaded.stdout.strip() == "[]"

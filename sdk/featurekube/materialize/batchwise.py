@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 
 from featurekube.materialize import translate
 from featurekube.materialize.errors import TransformationError
-from featurekube.validation.sql import SOURCE_TABLE
 
 if TYPE_CHECKING:
     from sqlglot import exp
@@ -48,9 +47,12 @@ def columns(sql: str, source_columns: Sequence[str], timestamp_field: str) -> li
     with the batches pruned by the source's ``timestamp_field``; None when it may not,
     or when that cannot be told (a query outside the allowlist, or that does not
     qualify against the source's columns)."""
+    # Imported here, as translate.py imports sqlglot: only a view with SQL pays for it.
     import sqlglot.errors
     from sqlglot import exp
     from sqlglot.optimizer.qualify import qualify
+
+    from featurekube.validation.sql import SOURCE_TABLE
 
     # Column types play no part in which columns a query reads.
     schema: dict[str, object] = {SOURCE_TABLE: dict.fromkeys(source_columns, "string")}
@@ -102,6 +104,8 @@ def _passes_through(qualified: exp.Expr, timestamp_field: str, schema: dict[str,
     from sqlglot import exp
     from sqlglot.lineage import lineage
     from sqlglot.optimizer.scope import build_scope
+
+    from featurekube.validation.sql import SOURCE_TABLE
 
     # Given the scope of the query qualified once, lineage does not qualify it again.
     scope = build_scope(qualified)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -21,6 +21,9 @@ from featurekube_operator import naming, prefixes
 from featurekube_operator.credentials import Credentials
 from featurekube_operator.settings import OperatorSettings
 from featurekube_operator.windows import Window
+
+if TYPE_CHECKING:
+    from featurekube.writer.online import PendingWindow
 
 __all__ = [
     "ResolvedView",
@@ -157,9 +160,14 @@ RESTRICTED_CONTAINER: Mapping[str, Any] = {
 
 
 def _job_arguments(
-    view: v1alpha1.FeatureView, version: int, window: Window, settings: OperatorSettings
+    view: v1alpha1.FeatureView,
+    version: int,
+    window: Window,
+    settings: OperatorSettings,
+    pending: PendingWindow | None = None,
 ) -> list[str]:
-    """The arguments of ``python -m featurekube.materialize`` for one window."""
+    """The arguments of ``python -m featurekube.materialize`` for one window, whose
+    pending record the operator wrote (``pending``) or leaves to the job (None)."""
     namespace = view.metadata.namespace or "default"
     name = view.metadata.name
     arguments = [
@@ -176,6 +184,10 @@ def _job_arguments(
     ]
     if not view.spec.materialization.online:
         arguments.append("--no-online")
+    elif pending is not None:
+        arguments += ["--pending-run", pending.run]
+        if pending.superseded is not None:
+            arguments += ["--pending-superseded", pending.superseded]
     if not view.spec.materialization.offline:
         arguments.append("--no-offline")
     return arguments
@@ -231,11 +243,13 @@ def render_spark_application(
     attempt: int = 1,
     run: str = "",
     access: Credentials | None = None,
+    pending: PendingWindow | None = None,
 ) -> dict[str, Any]:
     """The SparkApplication that materializes one window of one version of a view:
     attempt ``attempt`` of its scheduled run, or of the backfill ``run``; its driver and
-    executors take the namespace's credentials ``access``."""
-    arguments = _job_arguments(view, version, window, settings)
+    executors take the namespace's credentials ``access``; ``pending``: the window's
+    pending record, when the operator wrote it (the job takes it over)."""
+    arguments = _job_arguments(view, version, window, settings, pending)
     labels = _run_labels(view, version)
     env = _job_env(view, settings, access)
     return {
@@ -293,6 +307,7 @@ def render_materialize_job(
     attempt: int = 1,
     run: str = "",
     access: Credentials | None = None,
+    pending: PendingWindow | None = None,
 ) -> dict[str, Any]:
     """The Job that materializes one window on the python engine: the same job, name,
     labels, annotations and credentials as :func:`render_spark_application`, in one pod
@@ -307,7 +322,7 @@ def render_materialize_job(
         "name": JOB_CONTAINER,
         "image": settings.python_image or settings.spark_image,
         "command": [JOB_PYTHON, "-m", "featurekube.materialize"],
-        "args": [*_job_arguments(view, version, window, settings), "--engine", "python"],
+        "args": [*_job_arguments(view, version, window, settings, pending), "--engine", "python"],
         "env": [*env, {"name": report.REPORT_FILE_ENV, "value": report.TERMINATION_LOG}],
         "resources": {
             "requests": {"cpu": settings.python_cpu, "memory": settings.python_memory},

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import ClientError
 
 from featurekube.online import layout
 
+if TYPE_CHECKING:
+    from featurekube.spec import v1alpha1
+    from featurekube.writer.online import PendingWindow
+
 __all__ = ["OnlineTables"]
+
+log = logging.getLogger(__name__)
 
 
 class OnlineTables:
-    """The operator's side of the online store: the tables, not their items."""
+    """The operator's side of the online store: the tables and their windows' pending
+    records, not their items."""
 
     def __init__(self, client: Any | None = None) -> None:
         self.client = client or boto3.client("dynamodb")
@@ -66,3 +75,21 @@ class OnlineTables:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ResourceNotFoundException":
                 raise
+
+    def open_window(
+        self, name: str, view: v1alpha1.FeatureView, start: dt.datetime, end: dt.datetime
+    ) -> PendingWindow | None:
+        """Record the window [start, end) of ``view`` as pending in its table ``name``,
+        as its job would (:meth:`~featurekube.writer.online.OnlineWriter.open_window`),
+        before the job is started: the job takes the record over (``--pending-run``),
+        and the time the record must stand before the window's first item passes while
+        the job's pod starts. None when the store did not take it: the job then records
+        the window itself, as it always may."""
+        from featurekube.writer import online as online_writer
+
+        writer = online_writer.OnlineWriter(name, view, self.client)
+        try:
+            return writer.open_window(start, end)
+        except Exception as exc:  # the job can do without
+            log.warning("%s: the job will record the window itself: %s", writer.label, exc)
+            return None

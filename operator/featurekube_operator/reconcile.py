@@ -665,8 +665,11 @@ def _start(
 ) -> set[str]:
     """Create the SparkApplications or Jobs of the attempts ``decision`` starts, each
     replacing any other of the same name (an earlier attempt, another run of the window,
-    of either kind); returns their names."""
+    of either kind), each window recorded as pending in the online table first (the
+    job takes the record over, and its settle time passes while the pod starts);
+    returns their names."""
     names = set()
+    namespace = view.metadata.namespace or "default"
     by_name: dict[str, list[runs.Run]] = {}
     for app in apps:
         by_name.setdefault(app.name, []).append(app)
@@ -678,6 +681,19 @@ def _start(
             python_max_rows=ctx.settings.python_max_rows,
             attempt=attempt.attempt,
         )
+        app_name = naming.run_name(view.metadata.name, version, attempt.window)
+        names.add(app_name)
+        there = by_name.get(app_name, [])
+        if any(
+            (a.kind, a.window, a.run_id, a.attempt)
+            == (kind, attempt.window, attempt.run, attempt.attempt)
+            for a in there
+        ):
+            continue
+        pending = None
+        if view.spec.materialization.online:
+            table = naming.online_table(ctx.settings, namespace, view.metadata.name, version)
+            pending = ctx.tables.open_window(table, view, attempt.window.start, attempt.window.end)
         render = (
             desired.render_materialize_job
             if kind == engines.JOB
@@ -692,18 +708,10 @@ def _start(
             attempt.attempt,
             attempt.run,
             access=access,
+            pending=pending,
         )
-        app_name = body["metadata"]["name"]
-        names.add(app_name)
-        there = by_name.get(app_name, [])
-        if any(
-            (a.kind, a.window, a.run_id, a.attempt)
-            == (kind, attempt.window, attempt.run, attempt.attempt)
-            for a in there
-        ):
-            continue
         for other in there:
-            ctx.kube.delete(*RUN_APIS[other.kind], body["metadata"]["namespace"], app_name)
+            ctx.kube.delete(*RUN_APIS[other.kind], namespace, app_name)
         ctx.kube.create(body)
     return names
 

@@ -26,7 +26,14 @@ from featurekube.materialize import publish, python_job, spark_job
 from featurekube.online import client, keys, layout, windows
 from featurekube.spec import v1alpha1
 from featurekube.store import FeatureStore
-from featurekube.writer import OfflineWriter, OnlineWriteError, OnlineWriter, OnlineWriteSettings
+from featurekube.writer import (
+    OfflineWriter,
+    OnlineWriteError,
+    OnlineWriter,
+    OnlineWriteSettings,
+    PendingWindow,
+)
+from featurekube_operator.dynamo import OnlineTables
 from featurekube_server import errors, plan, server
 from featurekube_server.stores import dynamodb
 from featurekube_server.stores import writer as pushing
@@ -361,6 +368,46 @@ def test_a_run_that_fails_before_writing_puts_the_pending_record_back(
     (owner,) = record[windows.PENDING]["M"].values()
     assert dead.pending is not None
     assert owner == {"S": dead.pending.run}
+
+
+def test_a_job_takes_over_the_record_the_operator_wrote_when_it_started_the_job(
+    s3_prefix: str, table_prefix: str
+) -> None:
+    view, _, _, online = _setup(s3_prefix, table_prefix)
+    writer = OnlineWriter(online, view, settings=OnlineWriteSettings(settle_seconds=0))
+    tables = OnlineTables(boto3.client("dynamodb"))
+    dead = writer.open_window(*W1)  # an earlier run, which died after writing
+
+    launched = tables.open_window(online, view, *W1)
+    assert launched is not None and launched.superseded == dead.run
+    taken = writer.open_window(*W1, run=launched.run, superseded=launched.superseded)
+    assert taken == PendingWindow(*W1, launched.run, dead.run, launched=True)
+    assert _owner(online) == launched.run
+
+    # The job fails before writing: the dead run's record is back, its writes hidden.
+    job = publish.Publication(
+        writer, *W1, pending_run=launched.run, pending_superseded=dead.run, started_at=0.0
+    )
+    assert job.pending is not None and job.pending.launched
+    with pytest.raises(RuntimeError, match="source"), job.before_writing():
+        raise RuntimeError("the source could not be read")
+    assert _owner(online) == dead.run
+
+    # Run with the same arguments again, the job no longer finds its record: it writes
+    # it again, as a run of its own would (and waits out the settle from now).
+    again = writer.open_window(*W1, run=launched.run, superseded=dead.run)
+    assert again == PendingWindow(*W1, launched.run, dead.run, launched=False)
+    assert writer.close_window(again) is True
+    assert windows.pending_ranges(_record(online)) == ()
+
+    # A store that refuses the operator's record leaves it to the job.
+    assert tables.open_window(f"{online}-missing", view, *W1) is None
+
+
+def _owner(table: str) -> str:
+    (owner,) = _record(table)[windows.PENDING]["M"].values()
+    found: str = owner["S"]
+    return found
 
 
 def test_a_failed_push_leaves_its_rows_online_and_none_offline_until_sent_again(

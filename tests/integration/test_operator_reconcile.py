@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from featurekube._platform import runtime
-from featurekube.online import layout
+from featurekube.online import layout, windows
 from featurekube.spec import v1alpha1
 from featurekube_operator import naming, reconcile
 from featurekube_operator.dynamo import OnlineTables
@@ -729,6 +729,18 @@ def test_a_python_view_runs_each_window_as_a_job(
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["args"][-2:] == ["--engine", "python"]
     assert job["metadata"]["ownerReferences"][0]["kind"] == "FeatureView"
+    # The window was recorded as pending before the job was made; the job takes the
+    # record over.
+    args = container["args"]
+    run = args[args.index("--pending-run") + 1]
+    record = boto3.client("dynamodb").get_item(
+        TableName=args[args.index("--online-table") + 1],
+        Key={layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}},
+        ConsistentRead=True,
+    )["Item"]
+    first = windows.window_id(1_767_225_600_000_000, 1_767_229_200_000_000)  # 00:00-01:00
+    assert record[windows.PENDING]["M"][first] == {"S": run}
+    assert "--pending-superseded" not in args
 
     for name in sorted(jobs):
         _end_job(kube_api, namespace, name, 0, _report(12))

@@ -389,6 +389,37 @@ def test_the_entry_point_fails_before_spark_on_a_push_view(tmp_path, capsys) -> 
         entry.main([*arguments[:4], "--end", "yesterday", *arguments[6:]])
 
 
+def test_the_entry_point_takes_only_run_ids_for_a_pending_record(capsys) -> None:
+    from featurekube.materialize import __main__ as entry
+
+    window = ["--spec", "v.yaml", "--start", "2026-01-01", "--end", "2026-01-02"]
+    stores = ["--offline-uri", "s3://bucket/o", "--online-table", "t"]
+    parsed = entry.build_parser().parse_args(
+        [*window, *stores, "--pending-run", "a" * 32, "--pending-superseded", "b" * 32]
+    )
+    assert (parsed.pending_run, parsed.pending_superseded) == ("a" * 32, "b" * 32)
+
+    for refused in ("A" * 32, "a" * 31, "a" * 33, "../" + "a" * 29, ""):
+        with pytest.raises(SystemExit):
+            entry.main([*window, *stores, "--pending-run", refused])
+        assert "not a run id" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        entry.main([*window, *stores, "--pending-superseded", "b" * 32])
+    assert "--pending-superseded needs --pending-run" in capsys.readouterr().err
+
+
+def test_the_process_start_is_read_from_the_kernel_and_is_not_in_the_future() -> None:
+    import time
+
+    from featurekube.materialize import __main__ as entry
+
+    started = entry.process_started()
+    # This interpreter began after the machine booted, and well before this test: it
+    # has imported pytest and this module since (the fallback, "now", fails this).
+    assert time.monotonic() - time.clock_gettime(time.CLOCK_BOOTTIME) <= started
+    assert started < time.monotonic() - 0.1
+
+
 def test_the_report_says_what_was_checked_and_found() -> None:
     from featurekube.materialize import report
 

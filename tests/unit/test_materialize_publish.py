@@ -24,13 +24,24 @@ class _Writer:
 
     label = "FeatureView rides/speed"
 
-    def __init__(self, settle_seconds: float = 0.0) -> None:
+    def __init__(self, settle_seconds: float = 0.0, holds: str | None = None) -> None:
         self.settings = OnlineWriteSettings(settle_seconds=settle_seconds)
         self.calls: list[str] = []
+        self.holds = holds
+        """The run id the store's record holds before the run opens it."""
 
-    def open_window(self, start: dt.datetime, end: dt.datetime) -> PendingWindow:
+    def open_window(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        run: str | None = None,
+        superseded: str | None = None,
+    ) -> PendingWindow:
         self.calls.append("open")
-        return PendingWindow(start, end, "run-2", "run-1")
+        if run is not None and run == self.holds:
+            return PendingWindow(start, end, run, superseded, launched=True)
+        return PendingWindow(start, end, run or "run-2", self.holds or "run-1")
 
     def close_window(self, window: PendingWindow) -> bool:
         self.calls.append(f"close {window.run}")
@@ -110,6 +121,30 @@ def test_a_settling_write_prepares_at_once_and_waits_only_before_its_first_item(
     began = time.monotonic()
     publication.write_online_settling(lambda settle: settle())
     assert time.monotonic() - began < 0.1
+
+
+def test_a_record_the_launcher_wrote_has_settled_by_the_time_the_job_is_ready() -> None:
+    # The operator wrote it before creating the job: it has stood since before the
+    # process began, and the settle counts from then.
+    started = time.monotonic() - 0.3
+    writer = _Writer(settle_seconds=0.3, holds="a" * 32)
+    online: Any = writer
+    publication = publish.Publication(
+        online, START, END, pending_run="a" * 32, pending_superseded="b" * 32, started_at=started
+    )
+    began = time.monotonic()
+    publication.write_online(lambda: None)
+    assert time.monotonic() - began < 0.1
+    assert publication.pending == PendingWindow(START, END, "a" * 32, "b" * 32, launched=True)
+
+    # Withdrawn since (the store holds another run's id, or none): written again now,
+    # and it must stand the whole settle time from now.
+    online = _Writer(settle_seconds=0.3, holds="c" * 32)
+    publication = publish.Publication(online, START, END, pending_run="a" * 32, started_at=started)
+    opened = time.monotonic()
+    publication.write_online(lambda: None)
+    assert time.monotonic() - opened >= 0.3
+    assert publication.pending == PendingWindow(START, END, "a" * 32, "c" * 32)
 
 
 def test_without_an_online_table_the_offline_commit_alone_publishes() -> None:

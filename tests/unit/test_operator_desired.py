@@ -5,6 +5,7 @@ import datetime as dt
 from typing import Any
 
 from featurekube.spec import v1alpha1
+from featurekube.writer.online import PendingWindow
 from featurekube_operator import conditions, desired, naming
 from featurekube_operator.settings import OperatorSettings
 from featurekube_operator.windows import Window
@@ -199,6 +200,32 @@ def test_the_python_job_runs_the_same_job_as_the_spark_application() -> None:
     (volume,) = pod["volumes"]
     assert mount["mountPath"] == desired.SPEC_MOUNT and volume["name"] == mount["name"]
     assert volume["configMap"]["name"] == app["spec"]["driver"]["configMaps"][0]["name"]
+
+
+def test_a_pending_record_the_operator_wrote_is_handed_to_the_job() -> None:
+    """The job takes the record over rather than writing its own: its settle time has
+    passed while the pod started."""
+    launched = PendingWindow(WINDOW.start, WINDOW.end, "a" * 32, "b" * 32)
+    first = PendingWindow(WINDOW.start, WINDOW.end, "c" * 32, None)
+
+    app = desired.render_spark_application(
+        VIEW, 2, WINDOW, SETTINGS, OWNER, 3, "ab12", pending=launched
+    )
+    job = desired.render_materialize_job(VIEW, 2, WINDOW, SETTINGS, OWNER, 3, "", pending=first)
+    offline_only = desired.render_materialize_job(
+        _with(materialization={"online": False}), 2, WINDOW, SETTINGS, OWNER, pending=first
+    )
+    left_to_the_job = desired.render_materialize_job(VIEW, 2, WINDOW, SETTINGS, OWNER)
+
+    assert app["spec"]["arguments"][-4:] == [
+        "--pending-run", "a" * 32, "--pending-superseded", "b" * 32,
+    ]  # fmt: skip
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"][-4:] == ["--pending-run", "c" * 32, "--engine", "python"]
+    # A job that writes no online table has no record to take over.
+    for body in (offline_only, left_to_the_job):
+        (container,) = body["spec"]["template"]["spec"]["containers"]
+        assert not any(arg.startswith("--pending") for arg in container["args"])
 
 
 def test_the_python_job_takes_its_image_and_resources_from_settings() -> None:

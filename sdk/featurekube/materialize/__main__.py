@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sys
 import time
 import traceback
@@ -49,6 +50,29 @@ def time_argument(text: str) -> dt.datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def process_started() -> float:
+    """When this process began, on the monotonic clock: a pending record its launcher
+    wrote (``--pending-run``) has stood since before then, imports included. From
+    the kernel's start time (Linux, to its clock tick, rounded down), else now."""
+    try:
+        # /proc/self/stat's 22nd field, counted after the parenthesised command name.
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        began = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return time.monotonic() - (time.clock_gettime(time.CLOCK_BOOTTIME) - began)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
+
+
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def run_id(text: str) -> str:
+    """``--pending-run``/``--pending-superseded``: a run id, 32 hex digits."""
+    if not _RUN_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a run id (32 lowercase hex digits): {text[:80]!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The job's arguments, exactly as the operator's SparkApplication passes them."""
     parser = argparse.ArgumentParser(
@@ -69,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="what computes the window (default: the spec's materialization.engine)",
     )
     parser.add_argument(
+        "--pending-run",
+        type=run_id,
+        help="the id the launcher recorded the window as pending under, before starting "
+        "this job (default: the job records it)",
+    )
+    parser.add_argument(
+        "--pending-superseded",
+        type=run_id,
+        help="with --pending-run: the id of the run whose record the launcher replaced",
+    )
+    parser.add_argument(
         "--python-max-rows",
         type=int,
         default=engines.DEFAULT_PYTHON_MAX_ROWS,
@@ -87,7 +122,10 @@ def emit(result: report.MaterializationReport) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.pending_superseded and not args.pending_run:
+        parser.error("--pending-superseded needs --pending-run")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     label = str(args.spec)
     started: dict[str, float] = {}
@@ -111,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         online_table = None if args.no_online else args.online_table
         # The window is recorded as pending first, so that the wait for the record to
         # settle (publish.py) passes while the engine is chosen and starts.
-        publication = open_publication(view, window, online_table)
+        publication = open_publication(
+            view, window, online_table, args.pending_run, args.pending_superseded
+        )
         with publication.before_writing():
             engine, source = choose(window, args.engine, args.python_max_rows, started)
             if engine == "spark":
@@ -162,12 +202,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def open_publication(
-    view: v1alpha1.FeatureView, window: plan.MaterializationPlan, online_table: str | None
+    view: v1alpha1.FeatureView,
+    window: plan.MaterializationPlan,
+    online_table: str | None,
+    pending_run: str | None = None,
+    pending_superseded: str | None = None,
 ) -> publish.Publication:
     """The window's publication (publish.py), its pending record written when there is
-    an online table; the engines write through it."""
+    an online table (taken over when the launcher wrote it: ``pending_run``); the
+    engines write through it."""
     return publish.Publication.open(
-        view, online_table, window.start, window.end, label=window.label
+        view,
+        online_table,
+        window.start,
+        window.end,
+        label=window.label,
+        pending_run=pending_run,
+        pending_superseded=pending_superseded,
+        started_at=process_started(),
     )
 
 

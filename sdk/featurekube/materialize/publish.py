@@ -77,7 +77,14 @@ class Publication:
     """
 
     def __init__(
-        self, online: online_writer.OnlineWriter | None, start: dt.datetime, end: dt.datetime
+        self,
+        online: online_writer.OnlineWriter | None,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        pending_run: str | None = None,
+        pending_superseded: str | None = None,
+        started_at: float | None = None,
     ) -> None:
         self.online = online
         self.start = start
@@ -90,8 +97,14 @@ class Publication:
         """Seconds the online write waited for the pending record to settle: what the
         run's preparation did not cover."""
         if online is not None:
-            self.pending = online.open_window(start, end)
+            self.pending = online.open_window(
+                start, end, run=pending_run, superseded=pending_superseded
+            )
+            # A record the launcher wrote has stood since before this process started
+            # (``started_at``, on the monotonic clock): the settle counts from then.
             self._opened_at = time.monotonic()
+            if self.pending.launched and started_at is not None:
+                self._opened_at = started_at
 
     @classmethod
     def open(
@@ -104,9 +117,15 @@ class Publication:
         client: Any | None = None,
         settings: online_writer.OnlineWriteSettings | None = None,
         label: str | None = None,
+        pending_run: str | None = None,
+        pending_superseded: str | None = None,
+        started_at: float | None = None,
     ) -> Publication:
         """The window's publication, through a writer of ``online_table`` (None: the
-        run writes no online table)."""
+        run writes no online table). ``pending_run`` and ``pending_superseded``: the
+        pending record as the run's launcher wrote it, before ``started_at`` (this
+        process's start, on the monotonic clock); see
+        :meth:`~featurekube.writer.online.OnlineWriter.open_window`."""
         online = (
             None
             if online_table is None
@@ -114,7 +133,14 @@ class Publication:
                 online_table, view, client, settings=settings, label=label
             )
         )
-        return cls(online, start, end)
+        return cls(
+            online,
+            start,
+            end,
+            pending_run=pending_run,
+            pending_superseded=pending_superseded,
+            started_at=started_at,
+        )
 
     def check(
         self, online_table: str | None, start: dt.datetime, end: dt.datetime, label: str

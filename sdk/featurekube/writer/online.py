@@ -165,6 +165,10 @@ class PendingWindow:
     """This run's id, the record's value while this run owns it."""
     superseded: str | None
     """The id of the run whose record this one replaced, if any."""
+    launched: bool = False
+    """Whether the record already held :attr:`run` when this run opened it: its
+    launcher wrote it before starting the run, so it has stood since before the run
+    began."""
 
 
 @dataclass(frozen=True)
@@ -402,11 +406,23 @@ class OnlineWriter:
                         future.cancel()
         return result
 
-    def open_window(self, start: dt.datetime, end: dt.datetime) -> PendingWindow:
+    def open_window(
+        self,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        run: str | None = None,
+        superseded: str | None = None,
+    ) -> PendingWindow:
         """Record the window [start, end) as pending: readers hide the items it writes
         until :meth:`close_window`. A run of the same window still recorded (under way,
-        or dead) is superseded: only the latest run's close publishes the window."""
-        run = uuid.uuid4().hex
+        or dead) is superseded: only the latest run's close publishes the window.
+
+        ``run``: the id the run's launcher (the operator) recorded the window under
+        before starting the run, with the id it ``superseded``; the record is written
+        again under it, as it may have been withdrawn since, and is ``launched`` when
+        it still held it. None: a new id."""
+        run = run or uuid.uuid4().hex
         name = windows.window_id(_to_micros(start), _to_micros(end))
         key = {layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}}
         # Two updates: a map entry cannot be set in the same expression that makes
@@ -424,10 +440,13 @@ class OnlineWriter:
             UpdateExpression="SET #p.#w = :run",
             ExpressionAttributeNames={"#p": windows.PENDING, "#w": name},
             ExpressionAttributeValues={":run": {"S": run}},
-            ReturnValues="UPDATED_OLD",
+            # UPDATED_OLD may leave out an entry set to the value it held (moto does).
+            ReturnValues="ALL_OLD",
         )
         old = (answer or {}).get("Attributes", {}).get(windows.PENDING, {}).get("M", {})
         previous = old.get(name, {}).get("S")
+        if previous == run:
+            return PendingWindow(start, end, run, superseded, launched=True)
         return PendingWindow(start, end, run, previous)
 
     def close_window(self, window: PendingWindow) -> bool:

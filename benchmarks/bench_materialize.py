@@ -13,9 +13,10 @@ benchmarks/_memory.py):
   engine: ``spark`` (local Spark, its start included) and ``python`` (one process, no
   JVM; what ``auto`` picks for windows of at most 10M input rows), each started as the
   operator starts it, the window's pending record written first (untimed) and taken
-  over by the job. The job's report gives where the time went. At sizes of at most 10k entities, the python engine also
-  runs a transformed view (:data:`TRANSFORMATION`: the same features computed by SQL,
-  run one source batch at a time), whose memory should match the plain view's.
+  over by the job. The job's report gives where the time went. At sizes of at most
+  10k entities, the python engine also runs a transformed view
+  (:data:`TRANSFORMATION`: the same features computed by SQL, run one source batch at
+  a time), whose memory should match the plain view's.
 - Feast: ``FeatureStore.materialize`` of the same rows (read from local parquet files:
   Feast's file offline store) into DynamoDB, from a virtualenv of its own
   (``$FEATUREKUBE_CACHE/bench/feast-<version>``, made on first use), with

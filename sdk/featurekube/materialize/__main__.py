@@ -5,15 +5,18 @@ SparkApplication runs it; does I/O.
         --start 2026-01-01T00:00:00Z --end 2026-01-01T01:00:00Z \\
         --offline-uri s3://bucket/offline/rides/driver-profile/v1 \\
         --online-table featurekube.rides.driver-profile.v1 [--no-online] [--no-offline] \\
-        [--engine auto|spark|python] [--python-max-rows N]
+        [--engine auto|spark|python] [--python-max-rows N] \\
+        [--pending-run RUN [--pending-superseded RUN]]
 
 ``--spec`` is the view's snapshot (a FeatureView, optionally with the operator's
 ``resolved`` section). ``--engine`` (default: the spec's ``materialization.engine``)
 chooses what computes the window (:mod:`featurekube.materialize.engines`); ``auto``
-counts the window's input first. The run's report (see :mod:`featurekube.materialize.report`) is
-printed on stdout as one JSON line, and written to ``$FEATUREKUBE_REPORT_FILE`` when
-that is set (the operator sets the driver's termination-message path, so the report
-is cut to the 4 KiB Kubernetes keeps there). Exit status: 0 done, 1 failed (the
+counts the window's input first. ``--pending-run``: the operator recorded the window as
+pending before it started the job (publish.py), and the job takes the record over.
+The run's report (see :mod:`featurekube.materialize.report`) is printed on stdout as
+one JSON line, and written to ``$FEATUREKUBE_REPORT_FILE`` when that is set (the
+operator sets the driver's termination-message path, so the report is cut to the
+4 KiB Kubernetes keeps there). Exit status: 0 done, 1 failed (the
 message on stderr; the report says what was published), 2 bad arguments.
 """
 

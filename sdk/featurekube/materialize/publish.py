@@ -4,7 +4,8 @@ through :mod:`featurekube.writer`. Shared by both engines.
 
 1. Before computing, the window is recorded as pending in its online table
    (:meth:`~featurekube.writer.online.OnlineWriter.open_window`): the feature server
-   hides items with event times in the window from then on.
+   hides items with event times in the window from then on. The operator writes the
+   record before it starts the job, which takes it over (``pending_run``).
 2. Its online values are written (idempotent: only newer values replace stored ones,
    so a retry is safe).
 3. Its offline rows are committed, in one Delta commit: the publish point. An offline

@@ -63,6 +63,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 import numpy as np
@@ -500,7 +501,7 @@ def _steady_state(report: _harness.Report, tmp: Path, env: dict[str, str]) -> No
     local, source = tmp / "data-steady", f"s3://{BUCKET}/raw/steady/"
     _write_steady_data(timed + 1, local, source)
     for engine in _engines():
-        _steady_windows_of(report, tmp, source, env, engine, f"featurekube ({engine})")
+        _steady_windows_of(report, tmp, source, env, engine, engine, f"featurekube ({engine})")
     _steady_floor(report, "bare BatchWriteItem loop", timed)
     if "python" in _engines():
         try:
@@ -523,11 +524,12 @@ def _steady_windows_of(
     source: str,
     env: dict[str, str],
     engine: str,
+    tag: str,
     subject: str,
 ) -> None:
-    """``engine``'s steady windows, one untimed first, reported as ``subject``."""
+    """``engine``'s steady windows, one untimed first, into tables named by ``tag``,
+    reported as ``subject``."""
     label = f"steady {STEADY_ROWS // 1000}k-row window"
-    tag = subject.removeprefix("featurekube (").rstrip(")").replace(", ", "-")
     table = f"fk-bench-steady-{tag}"
     boto3.client("dynamodb").create_table(**layout.table_definition(table, {}))
     samples: list[float] = []
@@ -575,19 +577,21 @@ def _steady_on_dynalite(
         report.notes["steady state on dynalite"] = f"not measured: {missing}"
         return
     pid, endpoint = _dynalite.start(tmp)
-    saved = os.environ.get(DYNAMODB_ENDPOINT)
-    os.environ[DYNAMODB_ENDPOINT] = endpoint
+    on_dynalite = {DYNAMODB_ENDPOINT: endpoint}
     try:
-        on_dynalite = {**env, DYNAMODB_ENDPOINT: endpoint}
-        _steady_windows_of(
-            report, tmp, source, on_dynalite, "python", "featurekube (python, dynalite)"
-        )
-        _steady_floor(report, "bare BatchWriteItem loop (dynalite)", timed)
+        # The jobs' environment, and this process's for its tables and bare loop.
+        with mock.patch.dict(os.environ, on_dynalite):
+            _steady_windows_of(
+                report,
+                tmp,
+                source,
+                {**env, **on_dynalite},
+                "python",
+                "python-dynalite",
+                "featurekube (python, dynalite)",
+            )
+            _steady_floor(report, "bare BatchWriteItem loop (dynalite)", timed)
     finally:
-        if saved is None:
-            os.environ.pop(DYNAMODB_ENDPOINT, None)
-        else:
-            os.environ[DYNAMODB_ENDPOINT] = saved
         processes.stop(pid)
     report.notes["dynalite"] = (
         f"dynalite {_dynalite.VERSION} (Node {_node_version()}), tables in memory: the "

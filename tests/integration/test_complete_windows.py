@@ -380,14 +380,12 @@ def test_a_job_takes_over_the_record_the_operator_wrote_when_it_started_the_job(
 
     launched = tables.open_window(online, view, *W1)
     assert launched is not None and launched.superseded == dead.run
-    taken = writer.open_window(*W1, run=launched.run, superseded=launched.superseded)
+    taken = writer.open_window(*W1, recorded=launched)
     assert taken == PendingWindow(*W1, launched.run, dead.run, launched=True)
     assert _owner(online) == launched.run
 
     # The job fails before writing: the dead run's record is back, its writes hidden.
-    job = publish.Publication(
-        writer, *W1, pending_run=launched.run, pending_superseded=dead.run, started_at=0.0
-    )
+    job = publish.Publication(writer, *W1, recorded=launched, started_at=0.0)
     assert job.pending is not None and job.pending.launched
     with pytest.raises(RuntimeError, match="source"), job.before_writing():
         raise RuntimeError("the source could not be read")
@@ -395,7 +393,7 @@ def test_a_job_takes_over_the_record_the_operator_wrote_when_it_started_the_job(
 
     # Run with the same arguments again, the job no longer finds its record: it writes
     # it again, as a run of its own would (and waits out the settle from now).
-    again = writer.open_window(*W1, run=launched.run, superseded=dead.run)
+    again = writer.open_window(*W1, recorded=launched)
     assert again == PendingWindow(*W1, launched.run, dead.run, launched=False)
     assert writer.close_window(again) is True
     assert windows.pending_ranges(_record(online)) == ()

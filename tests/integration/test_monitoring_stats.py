@@ -184,7 +184,7 @@ def test_both_engines_store_the_same_statistics(spark: SparkSession, s3_prefix: 
     tables = {}
     # Spark computes a small window's statistics at the driver with DuckDB, a large
     # one's in Spark: both must agree with the python engine.
-    in_spark = spark_job.JobSettings(driver_statistics_max_values=0)
+    in_spark = spark_job.JobSettings(driver_statistics_max_rows=0)
     for engine, settings in (("spark", None), ("in-spark", in_spark), ("python", None)):
         offline = f"{s3_prefix}{engine}/v1"
         _run(spark, engine.removeprefix("in-"), view, 0, offline, settings)

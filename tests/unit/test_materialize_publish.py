@@ -35,13 +35,13 @@ class _Writer:
         start: dt.datetime,
         end: dt.datetime,
         *,
-        run: str | None = None,
-        superseded: str | None = None,
+        recorded: PendingWindow | None = None,
     ) -> PendingWindow:
         self.calls.append("open")
-        if run is not None and run == self.holds:
-            return PendingWindow(start, end, run, superseded, launched=True)
-        return PendingWindow(start, end, run or "run-2", self.holds or "run-1")
+        if recorded is not None and recorded.run == self.holds:
+            return PendingWindow(start, end, recorded.run, recorded.superseded, launched=True)
+        run = recorded.run if recorded is not None else "run-2"
+        return PendingWindow(start, end, run, self.holds or "run-1")
 
     def close_window(self, window: PendingWindow) -> bool:
         self.calls.append(f"close {window.run}")
@@ -130,7 +130,11 @@ def test_a_record_the_launcher_wrote_has_settled_by_the_time_the_job_is_ready() 
     writer = _Writer(settle_seconds=0.3, holds="a" * 32)
     online: Any = writer
     publication = publish.Publication(
-        online, START, END, pending_run="a" * 32, pending_superseded="b" * 32, started_at=started
+        online,
+        START,
+        END,
+        recorded=PendingWindow(START, END, "a" * 32, "b" * 32),
+        started_at=started,
     )
     began = time.monotonic()
     publication.write_online(lambda: None)
@@ -140,7 +144,9 @@ def test_a_record_the_launcher_wrote_has_settled_by_the_time_the_job_is_ready() 
     # Withdrawn since (the store holds another run's id, or none): written again now,
     # and it must stand the whole settle time from now.
     online = _Writer(settle_seconds=0.3, holds="c" * 32)
-    publication = publish.Publication(online, START, END, pending_run="a" * 32, started_at=started)
+    publication = publish.Publication(
+        online, START, END, recorded=PendingWindow(START, END, "a" * 32, None), started_at=started
+    )
     opened = time.monotonic()
     publication.write_online(lambda: None)
     assert time.monotonic() - opened >= 0.3

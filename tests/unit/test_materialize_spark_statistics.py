@@ -1,5 +1,5 @@
 """Where the Spark engine computes a window's statistics: at the driver, a feature
-column at a time, up to ``driver_statistics_max_values`` rows; in Spark above."""
+column at a time, up to ``driver_statistics_max_rows`` rows; in Spark above."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_the_driver_takes_windows_of_up_to_the_limit_in_rows(
     monkeypatch.setattr(spark_job, "_driver_statistics", lambda *_: ran.append("driver") or [])
     monkeypatch.setattr(spark_job, "_spark_statistics", lambda *_: ran.append("spark") or [])
     plan = SimpleNamespace(features=FEATURES * 5)  # 20 features: rows, not values, count
-    settings = spark_job.JobSettings(driver_statistics_max_values=1000)
+    settings = spark_job.JobSettings(driver_statistics_max_rows=1000)
 
     spark_job._window_statistics(None, plan, None, count, settings)  # type: ignore[arg-type]
 

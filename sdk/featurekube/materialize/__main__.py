@@ -41,6 +41,7 @@ from featurekube import errors, s3_prefixes
 from featurekube.materialize import engines, plan, publish, report
 from featurekube.materialize.errors import ExpectationFailedError
 from featurekube.spec import v1alpha1
+from featurekube.writer import online as online_writer
 
 __all__ = ["build_parser", "main", "time_argument"]
 
@@ -152,9 +153,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         online_table = None if args.no_online else args.online_table
         # The window is recorded as pending first, so that the wait for the record to
         # settle (publish.py) passes while the engine is chosen and starts.
-        publication = open_publication(
-            view, window, online_table, args.pending_run, args.pending_superseded
-        )
+        recorded = None
+        if args.pending_run:
+            recorded = online_writer.PendingWindow(
+                window.start, window.end, args.pending_run, args.pending_superseded
+            )
+        publication = open_publication(view, window, online_table, recorded)
         with publication.before_writing():
             engine, source = choose(window, args.engine, args.python_max_rows, started)
             if engine == "spark":
@@ -208,20 +212,18 @@ def open_publication(
     view: v1alpha1.FeatureView,
     window: plan.MaterializationPlan,
     online_table: str | None,
-    pending_run: str | None = None,
-    pending_superseded: str | None = None,
+    recorded: online_writer.PendingWindow | None = None,
 ) -> publish.Publication:
     """The window's publication (publish.py), its pending record written when there is
-    an online table (taken over when the launcher wrote it: ``pending_run``); the
-    engines write through it."""
+    an online table (taken over when the launcher wrote it: ``recorded``); the engines
+    write through it."""
     return publish.Publication.open(
         view,
         online_table,
         window.start,
         window.end,
         label=window.label,
-        pending_run=pending_run,
-        pending_superseded=pending_superseded,
+        recorded=recorded,
         started_at=process_started(),
     )
 

@@ -5,7 +5,7 @@ through :mod:`featurekube.writer`. Shared by both engines.
 1. Before computing, the window is recorded as pending in its online table
    (:meth:`~featurekube.writer.online.OnlineWriter.open_window`): the feature server
    hides items with event times in the window from then on. The operator writes the
-   record before it starts the job, which takes it over (``pending_run``).
+   record before it starts the job, which takes it over (``recorded``).
 2. Its online values are written (idempotent: only newer values replace stored ones,
    so a retry is safe).
 3. Its offline rows are committed, in one Delta commit: the publish point. An offline
@@ -83,8 +83,7 @@ class Publication:
         start: dt.datetime,
         end: dt.datetime,
         *,
-        pending_run: str | None = None,
-        pending_superseded: str | None = None,
+        recorded: online_writer.PendingWindow | None = None,
         started_at: float | None = None,
     ) -> None:
         self.online = online
@@ -98,9 +97,7 @@ class Publication:
         """Seconds the online write waited for the pending record to settle: what the
         run's preparation did not cover."""
         if online is not None:
-            self.pending = online.open_window(
-                start, end, run=pending_run, superseded=pending_superseded
-            )
+            self.pending = online.open_window(start, end, recorded=recorded)
             # A record the launcher wrote has stood since before this process started
             # (``started_at``, on the monotonic clock): the settle counts from then.
             self._opened_at = time.monotonic()
@@ -118,15 +115,13 @@ class Publication:
         client: Any | None = None,
         settings: online_writer.OnlineWriteSettings | None = None,
         label: str | None = None,
-        pending_run: str | None = None,
-        pending_superseded: str | None = None,
+        recorded: online_writer.PendingWindow | None = None,
         started_at: float | None = None,
     ) -> Publication:
         """The window's publication, through a writer of ``online_table`` (None: the
-        run writes no online table). ``pending_run`` and ``pending_superseded``: the
-        pending record as the run's launcher wrote it, before ``started_at`` (this
-        process's start, on the monotonic clock); see
-        :meth:`~featurekube.writer.online.OnlineWriter.open_window`."""
+        run writes no online table). ``recorded``: the pending record as the run's
+        launcher wrote it, before ``started_at`` (this process's start, on the
+        monotonic clock); see :meth:`~featurekube.writer.online.OnlineWriter.open_window`."""
         online = (
             None
             if online_table is None
@@ -134,14 +129,7 @@ class Publication:
                 online_table, view, client, settings=settings, label=label
             )
         )
-        return cls(
-            online,
-            start,
-            end,
-            pending_run=pending_run,
-            pending_superseded=pending_superseded,
-            started_at=started_at,
-        )
+        return cls(online, start, end, recorded=recorded, started_at=started_at)
 
     def check(
         self, online_table: str | None, start: dt.datetime, end: dt.datetime, label: str

@@ -94,7 +94,7 @@ class JobSettings:
 
     chunk_rows: int = 500_000
     """Rows brought to the driver at once for writing; bounds the driver's memory."""
-    driver_statistics_max_values: int = 20_000_000
+    driver_statistics_max_rows: int = 20_000_000
     """Rows of a window up to which its statistics are computed at the driver, with
     DuckDB exactly as the python engine computes them, its feature columns fetched as
     Arrow one at a time (so the driver holds at most this many values); above, in
@@ -774,8 +774,8 @@ def _window_statistics(
 ) -> list[monitoring_stats.FeatureStatistics]:
     """The statistics of the ``count`` rows written offline (cached), with PSI against
     ``reference``: at the driver when they are few enough
-    (``settings.driver_statistics_max_values``), else in Spark."""
-    if count <= settings.driver_statistics_max_values:
+    (``settings.driver_statistics_max_rows``), else in Spark."""
+    if count <= settings.driver_statistics_max_rows:
         return _driver_statistics(rows, plan, reference)
     return _spark_statistics(rows, plan, reference)
 

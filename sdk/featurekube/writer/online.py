@@ -411,18 +411,16 @@ class OnlineWriter:
         start: dt.datetime,
         end: dt.datetime,
         *,
-        run: str | None = None,
-        superseded: str | None = None,
+        recorded: PendingWindow | None = None,
     ) -> PendingWindow:
         """Record the window [start, end) as pending: readers hide the items it writes
         until :meth:`close_window`. A run of the same window still recorded (under way,
         or dead) is superseded: only the latest run's close publishes the window.
 
-        ``run``: the id the run's launcher (the operator) recorded the window under
-        before starting the run, with the id it ``superseded``; the record is written
-        again under it, as it may have been withdrawn since, and is ``launched`` when
-        it still held it. None: a new id."""
-        run = run or uuid.uuid4().hex
+        ``recorded``: the record as the run's launcher (the operator) wrote it before
+        starting the run; it is written again under its run id, as it may have been
+        withdrawn since, and is ``launched`` when it still held that id. None: a new id."""
+        run = recorded.run if recorded is not None else uuid.uuid4().hex
         name = windows.window_id(_to_micros(start), _to_micros(end))
         key = {layout.ENTITY_KEY: {"S": windows.WINDOWS_KEY}}
         # Two updates: a map entry cannot be set in the same expression that makes
@@ -445,8 +443,8 @@ class OnlineWriter:
         )
         old = (answer or {}).get("Attributes", {}).get(windows.PENDING, {}).get("M", {})
         previous = old.get(name, {}).get("S")
-        if previous == run:
-            return PendingWindow(start, end, run, superseded, launched=True)
+        if recorded is not None and previous == run:
+            return PendingWindow(start, end, run, recorded.superseded, launched=True)
         return PendingWindow(start, end, run, previous)
 
     def close_window(self, window: PendingWindow) -> bool:

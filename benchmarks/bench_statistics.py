@@ -12,6 +12,10 @@ Everything runs against one moto server the benchmark starts (S3):
   :func:`featurekube.monitoring.profiling.window_statistics`), beside pandas'
   ``describe`` with the same 21 percentiles and ``value_counts`` of the categorical
   columns (the baseline);
+- the quantiles in Spark (with ``spark`` among the engines): the numeric features'
+  quantiles as Spark's job finds them for a window too large for its driver
+  (:mod:`featurekube.materialize.spark_quantiles`), beside Spark's ``percentile_disc``
+  over the same cached rows (its failure, as at 10M rows in a 2 GiB driver, is noted);
 - the table: the rows of :data:`WINDOWS` windows of a 10-feature view written one
   window (one commit) at a time, as the job writes them; the bytes on S3 then, and
   after ``optimize.compact()`` and a vacuum.
@@ -142,6 +146,8 @@ def _window(report: _harness.Report) -> None:
     view = _view(source)
     for engine in ENGINES:
         _engine_window(report, engine, view)
+    if "spark" in ENGINES:
+        _spark_quantiles(report, table, view)
 
     import duckdb
 
@@ -168,6 +174,51 @@ def _window(report: _harness.Report) -> None:
     metric = f"statistics of {ROWS // 1000}k rows, 5 features"
     report.add("featurekube (DuckDB)", metric, "s", _harness.timed(ours, REPEAT))
     report.add("pandas describe", metric, "s", _harness.timed(pandas_describe, REPEAT))
+
+
+def _spark_quantiles(report: _harness.Report, table: pa.Table, view: v1alpha1.FeatureView) -> None:
+    """The quantiles of the numeric features as Spark finds them for windows too
+    large for its driver (featurekube.materialize.spark_quantiles), beside Spark's
+    ``percentile_disc`` over the same cached rows, in the window's session."""
+    from pyspark.sql import functions as F
+
+    from featurekube import spark_session
+    from featurekube.materialize import spark_quantiles
+    from featurekube.monitoring import stats
+
+    numeric = [(n, t) for n, t in view.spec.feature_types().items() if t in stats.NUMERIC_TYPES]
+    session = spark_session.create_session(
+        spark_session.SparkSettings(app_name="featurekube-bench-statistics")
+    )
+    # Partitions of about 1M rows, as a window's cached rows are cut.
+    rows = session.createDataFrame(table.select([n for n, _ in numeric]))
+    rows = rows.repartition(max(2, ROWS // 1_000_000)).cache()
+    rows.count()
+    levels = ", ".join(f"{level!r}D" for level in stats.PROBE_LEVELS)
+    by_spark = [
+        F.expr(f"percentile_disc(array({levels})) WITHIN GROUP (ORDER BY `{n}`)").alias(n)
+        for n, _ in numeric
+    ]
+    found: dict[str, Any] = {}
+
+    def ours() -> None:
+        found.update(spark_quantiles.quantiles(rows, numeric, spark_quantiles.QuantileSettings()))
+
+    def percentile_disc() -> None:
+        row = rows.agg(*by_spark).first()
+        assert row is not None
+        for name, _ in numeric:
+            if [float(v) for v in row[name]] != found[name]:
+                raise AssertionError(f"{name}: percentile_disc and the search disagree")
+
+    metric = f"quantiles of {ROWS // 1000}k rows, {len(numeric)} features, in Spark"
+    report.add("featurekube (Spark, narrowing)", metric, "s", _harness.timed(ours, REPEAT))
+    try:
+        peer = _harness.timed(percentile_disc, REPEAT)
+    except Exception as exc:  # an OutOfMemoryError is what this measures
+        report.notes["Spark percentile_disc"] = f"failed: {exc}"[:500]
+    else:
+        report.add("Spark percentile_disc", metric, "s", peer)
 
 
 def _table_size(report: _harness.Report) -> None:

@@ -1,4 +1,5 @@
-"""Materializes one window of a view with Spark; does I/O. The only module of
+"""Materializes one window of a view with Spark; does I/O. With
+:mod:`~featurekube.materialize.spark_quantiles`, the only module of
 :mod:`featurekube.materialize` that imports pyspark.
 
 :func:`run` executes a :class:`~featurekube.materialize.plan.MaterializationPlan`:
@@ -49,7 +50,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from featurekube.materialize import aggregate, monitor, publish, report, tile_store, tiles
+from featurekube.materialize import (
+    aggregate,
+    monitor,
+    publish,
+    report,
+    spark_quantiles,
+    tile_store,
+    tiles,
+)
 from featurekube.materialize import plan as planning
 from featurekube.materialize.errors import (
     SourceError,
@@ -100,6 +109,10 @@ class JobSettings:
     Arrow one at a time (so the driver holds at most this many values); above, in
     Spark, by the same definitions. At 10M rows of five features, Spark's
     ``percentile_disc`` took 144 s, the driver 5.6 s (benchmarks/bench_materialize.py)."""
+    quantiles: spark_quantiles.QuantileSettings = field(
+        default_factory=spark_quantiles.QuantileSettings
+    )
+    """How the quantiles of windows above ``driver_statistics_max_rows`` are searched."""
     online: online_writer.OnlineWriteSettings = field(
         default_factory=online_writer.OnlineWriteSettings
     )
@@ -777,7 +790,7 @@ def _window_statistics(
     (``settings.driver_statistics_max_rows``), else in Spark."""
     if count <= settings.driver_statistics_max_rows:
         return _driver_statistics(rows, plan, reference)
-    return _spark_statistics(rows, plan, reference)
+    return _spark_statistics(rows, plan, reference, settings.quantiles)
 
 
 def _driver_statistics(
@@ -809,9 +822,11 @@ def _spark_statistics(
     rows: DataFrame,
     plan: planning.MaterializationPlan,
     reference: drift.ReferenceProfile | None,
+    quantile_settings: spark_quantiles.QuantileSettings,
 ) -> list[monitoring_stats.FeatureStatistics]:
-    """The statistics computed in Spark: one aggregate over the rows, and one grouped
-    query for the top values of categorical features — the definitions and results of
+    """The statistics computed in Spark: one aggregate over the rows, one grouped
+    query for the top values of categorical features, and the quantiles' search
+    (:mod:`~featurekube.materialize.spark_quantiles`) — the definitions and results of
     :func:`featurekube.monitoring.profiling.window_statistics` (mean and deviation
     to float rounding)."""
     from pyspark.sql import functions as F
@@ -819,7 +834,6 @@ def _spark_statistics(
     def count_if(condition: Column) -> Column:
         return F.sum(F.when(condition, 1).otherwise(0))
 
-    levels = ", ".join(f"{level!r}D" for level in monitoring_stats.PROBE_LEVELS)
     exprs: list[Column] = [F.count(F.lit(1)).alias("rows")]
     profiles: dict[str, drift.FeatureProfile] = {}
     for index, (name, type_) in enumerate(plan.features):
@@ -828,15 +842,11 @@ def _spark_statistics(
         exprs += [F.count(column).alias(f"c{index}"), count_if(column.isNull()).alias(f"n{index}")]
         if kind == "numeric":
             number = column.cast("double")
-            quoted = "`" + name.replace("`", "``") + "`"
             exprs += [
                 F.min(column).cast("double").alias(f"lo{index}"),
                 F.max(column).cast("double").alias(f"hi{index}"),
                 F.avg(number).alias(f"mean{index}"),
                 F.stddev_samp(number).alias(f"sd{index}"),
-                F.expr(f"percentile_disc(array({levels})) WITHIN GROUP (ORDER BY {quoted})").alias(
-                    f"q{index}"
-                ),
             ]
         found = reference.features.get(name) if reference is not None else None
         if found is None or found.type != type_:
@@ -862,12 +872,17 @@ def _spark_statistics(
     row = rows.agg(*exprs).first()
     assert row is not None
     top = _top_values(rows, plan)
+    found_quantiles = spark_quantiles.quantiles(
+        rows,
+        [(n, t) for n, t in plan.features if monitoring_stats.kind_of(t) == "numeric"],
+        quantile_settings,
+    )
     out = []
     for index, (name, type_) in enumerate(plan.features):
         kind = monitoring_stats.kind_of(type_)
         count = int(row[f"c{index}"] or 0)
         numeric = kind == "numeric"
-        quantiles = row[f"q{index}"] if numeric else None
+        quantiles = found_quantiles.get(name)
         psi = None
         profile = profiles.get(name)
         if profile is not None:
@@ -886,7 +901,7 @@ def _spark_statistics(
                 max=row[f"hi{index}"] if numeric else None,
                 mean=row[f"mean{index}"] if numeric else None,
                 stddev=row[f"sd{index}"] if numeric else None,
-                quantiles=None if quantiles is None else [float(q) for q in quantiles],
+                quantiles=quantiles,
                 top_values=top.get(name) if kind == "categorical" else None,
                 psi=psi,
             )

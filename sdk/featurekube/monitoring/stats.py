@@ -17,6 +17,8 @@ every number — always one of the values, never an interpolation. Engines compu
 ``q·n`` in floating point, where ``0.55·100`` is not 55; asked for :data:`PROBE_LEVELS`
 (each level less 10⁻¹², which moves no rank of a window under 5·10¹⁰ rows), DuckDB's
 ``quantile_disc`` and Spark's ``percentile_disc`` both give exactly the ranks above.
+Spark's windows too large for its driver find the ranks by :func:`nearest_rank`
+itself (:mod:`featurekube.monitoring.rank_search`).
 """
 
 from __future__ import annotations

@@ -304,7 +304,9 @@ def test_statistics_from_sorted_columns_are_duckdbs_quantiles_and_the_exact_mome
                 ]
                 finite = [v for v in mixed if v is None or math.isfinite(v)]
                 data = pa.array(mixed if trial % 3 == 2 else finite, pa.float64())
-            table = pa.table({"x": data})
+            # In chunks, as a column fetched from DuckDB comes.
+            cut = rng.randrange(0, n + 1)
+            table = pa.table({"x": pa.chunked_array([data.slice(0, cut), data.slice(cut)])})
             connection.register("rows", table)
             (sorted_,) = profiling.window_statistics(
                 connection, "rows", [("x", "x", type_)], values=table

@@ -1,12 +1,15 @@
 """`featurekube materialize` against the platform's S3 and DynamoDB: what it refuses
 before Spark starts leaves nothing made, in one line; and a run keeps Spark's own
-output (Ivy, SLF4J, log4j) out of the terminal unless --verbose."""
+output (Ivy, SLF4J, log4j) out of the terminal unless --verbose. The job's own entry
+point (``python -m featurekube.materialize``) reports when it published."""
 
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -169,3 +172,26 @@ def test_the_platform_has_the_bucket_materialize_writes_to_by_default(platform: 
     bucket = materialize.DEFAULT_OFFLINE_ROOT.removeprefix("s3://").split("/")[0]
 
     boto3.client("s3").head_bucket(Bucket=bucket)  # raises when it is missing
+
+
+def test_the_job_reports_the_seconds_from_its_start_to_the_publication(
+    s3_prefix: str, tmp_path: Path
+) -> None:
+    source = f"{s3_prefix}raw/"
+    _put_parquet(source, nanoseconds=False)
+    job = [sys.executable, "-m", "featurekube.materialize", "--spec"]
+    job += [str(_view_file(tmp_path, source)), "--start", "2026-01-01", "--end", "2026-01-02"]
+    job += ["--offline-uri", f"{s3_prefix}offline/v1", "--online-table", "unused", "--no-online"]
+    job += ["--engine", "python"]
+
+    began = time.monotonic()
+    done = subprocess.run(job, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - began
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["published"] is True
+    timings = report["timingsSeconds"]
+    # From the process's start, imports included: more than its phases after them, and
+    # less than the whole run seen from outside.
+    assert timings["read_compute"] + timings["offline_write"] < timings["published"] < elapsed

@@ -64,9 +64,14 @@ def test_a_window_is_recorded_then_written_online_then_committed_then_completed(
         writer.calls.append("compute")
     assert publication.write_online(lambda: writer.calls.append("online") or 3) == 3
     publication.commit_offline(lambda: writer.calls.append("offline"))
+    assert publication.completed_at is None
+    before = time.monotonic()
     publication.complete()
 
     assert writer.calls == ["open", "compute", "online", "offline", "close run-2"]
+    # When it was published, for the job's report (timingsSeconds.published).
+    assert publication.completed_at is not None
+    assert before <= publication.completed_at <= time.monotonic()
 
 
 def test_a_failure_before_writing_withdraws_the_record_and_one_after_leaves_it() -> None:

@@ -204,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         traceback.print_exc()
         return 1
     result.timings = {**started, **result.timings}
+    if publication.completed_at is not None:
+        # The whole of a window's wait, from before the interpreter's first import.
+        result.timings["published"] = publication.completed_at - process_started()
     emit(result)
     return 0
 

@@ -96,6 +96,8 @@ class Publication:
         self.settle_waited = 0.0
         """Seconds the online write waited for the pending record to settle: what the
         run's preparation did not cover."""
+        self.completed_at: float | None = None
+        """When :meth:`complete` published the window, on the monotonic clock."""
         if online is not None:
             self.pending = online.open_window(start, end, recorded=recorded)
             # A record the launcher wrote has stood since before this process started
@@ -193,15 +195,15 @@ class Publication:
 
     def complete(self) -> None:
         """Remove the pending record: the window is complete in both stores."""
-        if self.online is None or self.pending is None:
-            return
-        if not self.online.close_window(self.pending):
+        online, pending = self.online, self.pending
+        if online is not None and pending is not None and not online.close_window(pending):
             log.info(
                 "%s: another run of [%s, %s) began since this one; it publishes the window",
-                self.online.label,
+                online.label,
                 self.start.isoformat(),
                 self.end.isoformat(),
             )
+        self.completed_at = time.monotonic()
 
 
 class OfflineWrite(Generic[B, T]):

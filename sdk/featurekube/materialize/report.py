@@ -27,6 +27,10 @@ no rows at all); ``rows.offline`` the rows written to the offline table;
 ``rows.online`` the entities written online. Statistics and checks are over the
 rows written offline.
 
+``timingsSeconds`` holds the seconds of each phase of the run, and ``published`` the
+seconds from the job's process start to the window's publication (both stores
+written, the pending record removed), when it was published.
+
 ``drift`` is null unless the view declares ``spec.monitoring.drift`` and its reference
 profile was found: then it maps each feature with a PSI
 (:mod:`featurekube.monitoring.drift`) to it, rounded to 4 decimals; a feature the

@@ -1,5 +1,6 @@
 """Where the Spark engine computes a window's statistics: at the driver, a feature
-column at a time, up to ``driver_statistics_max_rows`` rows; in Spark above."""
+column at a time, up to ``driver_statistics_max_rows`` rows; in Spark above, with
+quantile settings under which the search ends."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from featurekube.materialize import spark_job
+from featurekube.materialize import spark_job, spark_quantiles
 from featurekube.monitoring import profiling
 
 FEATURES = [("speed", "float64"), ("trips", "int64"), ("zone", "string"), ("open", "bool")]
@@ -65,3 +66,9 @@ def test_the_driver_takes_windows_of_up_to_the_limit_in_rows(
     spark_job._window_statistics(None, plan, None, count, settings)  # type: ignore[arg-type]
 
     assert ran == [where]
+
+
+def test_settings_that_could_not_end_are_refused() -> None:
+    for buckets, fetch in ((1, 10), (4, -1)):
+        with pytest.raises(ValueError, match="2 buckets or more and a fetch of 0 values or more"):
+            spark_quantiles.QuantileSettings(buckets=buckets, fetch_max_values=fetch)

@@ -50,6 +50,13 @@ class QuantileSettings:
     fetch_max_values: int = 4_000_000
     """Values of one feature fetched to the driver at most (32 MB)."""
 
+    def __post_init__(self) -> None:
+        if self.buckets < 2 or self.fetch_max_values < 0:
+            raise ValueError(
+                f"quantile settings need 2 buckets or more and a fetch of 0 values or more, "
+                f"not {self.buckets} and {self.fetch_max_values}"
+            )
+
 
 def quantiles(
     rows: DataFrame, features: Sequence[tuple[str, str]], settings: QuantileSettings

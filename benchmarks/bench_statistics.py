@@ -190,7 +190,7 @@ def _spark_quantiles(report: _harness.Report, table: pa.Table, view: v1alpha1.Fe
     session = spark_session.create_session(
         spark_session.SparkSettings(app_name="featurekube-bench-statistics")
     )
-    # Partitions of about 1M rows, as a window's cached rows are cut.
+    # Partitions of 1M rows (at least 2).
     rows = session.createDataFrame(table.select([n for n, _ in numeric]))
     rows = rows.repartition(max(2, ROWS // 1_000_000)).cache()
     rows.count()
@@ -202,7 +202,11 @@ def _spark_quantiles(report: _harness.Report, table: pa.Table, view: v1alpha1.Fe
     found: dict[str, Any] = {}
 
     def ours() -> None:
-        found.update(spark_quantiles.quantiles(rows, numeric, spark_quantiles.QuantileSettings()))
+        # Its counts taken alone: in the job they join the window's other statistics.
+        counted = rows.agg(*spark_quantiles.counts(numeric)).first()
+        assert counted is not None
+        settings = spark_quantiles.QuantileSettings()
+        found.update(spark_quantiles.quantiles(rows, numeric, counted, settings))
 
     def percentile_disc() -> None:
         row = rows.agg(*by_spark).first()

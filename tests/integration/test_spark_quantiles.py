@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import pytest
@@ -41,7 +41,7 @@ SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def columns(spark: SparkSession) -> DataFrame:
+def columns(spark: SparkSession) -> Iterator[DataFrame]:
     from pyspark.sql.types import DoubleType, LongType, StructField, StructType
 
     fields = [StructField(n, DoubleType()) for n in DOUBLES]
@@ -50,14 +50,16 @@ def columns(spark: SparkSession) -> DataFrame:
     height = max(len(v) for v in values)
     rows = [tuple(v[i] if i < len(v) else None for v in values) for i in range(height)]
     # Spread over partitions, as a window's cached rows are.
-    return spark.createDataFrame(rows, StructType(fields)).repartition(4).cache()
+    frame = spark.createDataFrame(rows, StructType(fields)).repartition(4).cache()
+    yield frame
+    frame.unpersist()
 
 
 @pytest.mark.parametrize("settings", SETTINGS.values(), ids=SETTINGS.keys())
 def test_the_quantiles_are_the_nearest_ranks(columns: DataFrame, settings: object) -> None:
     assert isinstance(settings, spark_quantiles.QuantileSettings)
     features = [(n, "float64") for n in DOUBLES] + [(n, "int64") for n in INTEGERS]
-    found = spark_quantiles.quantiles(columns, features, settings)
+    found = _quantiles(columns, features, settings)
     for name, values in DOUBLES.items():
         expected = stats.quantiles_of(values)
         assert expected is not None
@@ -69,11 +71,27 @@ def test_the_quantiles_are_the_nearest_ranks(columns: DataFrame, settings: objec
         assert found[name] == [float(ordered[r - 1]) for r in ranks], name
 
 
+def test_values_fetched_in_one_piece_are_picked_too(columns: DataFrame) -> None:
+    # One partition gives one Arrow chunk, which numpy sees read-only.
+    whole = columns.coalesce(1)
+    found = _quantiles(whole, [("skewed", "float64")], SETTINGS["defaults"])
+    assert found["skewed"] == stats.quantiles_of(DOUBLES["skewed"])
+
+
 def test_a_feature_without_values_has_none(spark: SparkSession) -> None:
     from pyspark.sql.types import DoubleType, StructField, StructType
 
     empty = spark.createDataFrame([(None,)] * 3, StructType([StructField("x", DoubleType())]))
-    assert spark_quantiles.quantiles(empty, [("x", "float64")], SETTINGS["narrow"]) == {"x": None}
+    assert _quantiles(empty, [("x", "float64")], SETTINGS["narrow"]) == {"x": None}
+
+
+def _quantiles(
+    rows: DataFrame, features: list[tuple[str, str]], settings: spark_quantiles.QuantileSettings
+) -> dict[str, list[float] | None]:
+    """The search, from an aggregate of its counts alone (the job's holds more)."""
+    counted = rows.agg(*spark_quantiles.counts(features)).first()
+    assert counted is not None
+    return spark_quantiles.quantiles(rows, features, counted, settings)
 
 
 def _nan_safe(values: list[float] | None) -> list[object]:

@@ -132,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--pending-superseded needs --pending-run")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     label = str(args.spec)
+    began = process_started()
     started: dict[str, float] = {}
     try:
         body = yaml.safe_load(args.spec.read_text(encoding="utf-8"))
@@ -158,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             recorded = online_writer.PendingWindow(
                 window.start, window.end, args.pending_run, args.pending_superseded
             )
-        publication = open_publication(view, window, online_table, recorded)
+        publication = open_publication(view, window, online_table, recorded, began)
         with publication.before_writing():
             engine, source = choose(window, args.engine, args.python_max_rows, started)
             if engine == "spark":
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result.timings = {**started, **result.timings}
     if publication.completed_at is not None:
         # The whole of a window's wait, from before the interpreter's first import.
-        result.timings["published"] = publication.completed_at - process_started()
+        result.timings["published"] = publication.completed_at - began
     emit(result)
     return 0
 
@@ -215,11 +216,12 @@ def open_publication(
     view: v1alpha1.FeatureView,
     window: plan.MaterializationPlan,
     online_table: str | None,
-    recorded: online_writer.PendingWindow | None = None,
+    recorded: online_writer.PendingWindow | None,
+    started_at: float,
 ) -> publish.Publication:
     """The window's publication (publish.py), its pending record written when there is
     an online table (taken over when the launcher wrote it: ``recorded``); the engines
-    write through it."""
+    write through it. ``started_at``: when this process began (:func:`process_started`)."""
     return publish.Publication.open(
         view,
         online_table,
@@ -227,7 +229,7 @@ def open_publication(
         window.end,
         label=window.label,
         recorded=recorded,
-        started_at=process_started(),
+        started_at=started_at,
     )
 
 

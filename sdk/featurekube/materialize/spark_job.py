@@ -107,8 +107,9 @@ class JobSettings:
     """Rows of a window up to which its statistics are computed at the driver, with
     DuckDB exactly as the python engine computes them, its feature columns fetched as
     Arrow one at a time (so the driver holds at most this many values); above, in
-    Spark, by the same definitions. At 10M rows of five features, Spark's
-    ``percentile_disc`` took 144 s, the driver 5.6 s (benchmarks/bench_materialize.py)."""
+    Spark, by the same definitions (the quantiles by
+    :mod:`~featurekube.materialize.spark_quantiles`' search; mean and deviation to
+    float rounding)."""
     quantiles: spark_quantiles.QuantileSettings = field(
         default_factory=spark_quantiles.QuantileSettings
     )
@@ -869,14 +870,11 @@ def _spark_statistics(
                 assert condition is not None
                 conditions.append(condition)
         exprs += [count_if(c).alias(f"b{index}_{i}") for i, c in enumerate(conditions)]
-    row = rows.agg(*exprs).first()
+    searched = [(n, t) for n, t in plan.features if monitoring_stats.kind_of(t) == "numeric"]
+    row = rows.agg(*exprs, *spark_quantiles.counts(searched)).first()
     assert row is not None
     top = _top_values(rows, plan)
-    found_quantiles = spark_quantiles.quantiles(
-        rows,
-        [(n, t) for n, t in plan.features if monitoring_stats.kind_of(t) == "numeric"],
-        quantile_settings,
-    )
+    found_quantiles = spark_quantiles.quantiles(rows, searched, row, quantile_settings)
     out = []
     for index, (name, type_) in enumerate(plan.features):
         kind = monitoring_stats.kind_of(type_)

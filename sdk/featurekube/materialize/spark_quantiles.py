@@ -6,8 +6,9 @@ distinct doubles it overran a 2 GiB heap, and at 10M rows of five features it to
 144 s. Here the ranks of :mod:`featurekube.monitoring.stats` are found by
 :mod:`featurekube.monitoring.rank_search`:
 
-1. one aggregate over the rows counts each feature's non-null values, NaN and
-   infinities, with the least and greatest finite value;
+1. the caller's aggregate over the rows counts each feature's non-null values, NaN
+   and infinities, with the least and greatest finite value (:func:`counts`, beside
+   the window's other statistics: no scan of its own);
 2. while a feature's open ranges hold more than ``fetch_max_values`` values, one
    grouped aggregate per feature counts them in ``buckets`` buckets each (at most
    ``buckets`` groups a range), and each rank keeps the bucket that holds it;
@@ -15,10 +16,10 @@ distinct doubles it overran a 2 GiB heap, and at 10M rows of five features it to
    sorted, and the ranks picked.
 
 Spark holds at most ``buckets`` groups a range, and the driver ``fetch_max_values``
-values, whatever the rows. Uniform values need one pass of step 2 at any size a
-window has: 4,096 buckets cut 1,000M values into ranges of about 250k, and 21 of them
-fit the fetch. Columns built to defeat equal-width buckets take more passes, never
-more memory (:mod:`~featurekube.monitoring.rank_search` bounds them).
+values, whatever the rows. Uniform values need one pass of step 2 up to about 780M
+values (4,096 buckets of n / 4,096 values, and 21 of them fit a 4M fetch), two beyond.
+Columns built to defeat equal-width buckets take more passes, never more memory
+(:mod:`~featurekube.monitoring.rank_search` bounds them).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from featurekube.monitoring import stats as monitoring_stats
 from featurekube.monitoring.rank_search import Bucket, Range, Scale, Search
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, Row
 
-__all__ = ["QuantileSettings", "quantiles"]
+__all__ = ["QuantileSettings", "counts", "quantiles"]
 
 _LONG_MAX = 2**63 - 1
 
@@ -58,68 +59,73 @@ class QuantileSettings:
             )
 
 
+def counts(features: Sequence[tuple[str, str]]) -> list[Column]:
+    """The aggregate columns :func:`quantiles` starts from, of each of ``features``
+    (name, ``int64`` or ``float64``), for the caller's aggregate over the rows."""
+    from pyspark.sql import functions as F
+
+    out: list[Column] = []
+    for index, (name, type_) in enumerate(features):
+        column = _column(name)
+        if type_ == "int64":
+            finite = column.isNotNull()
+            nan = negative = positive = F.lit(0)
+        else:
+            # NaN is above every number in Spark's comparisons, +inf included.
+            finite = (column > F.lit(-math.inf)) & (column < F.lit(math.inf))
+            nan, negative, positive = (
+                F.count_if(condition)
+                for condition in (
+                    F.isnan(column),
+                    column == F.lit(-math.inf),
+                    column == F.lit(math.inf),
+                )
+            )
+        inside = F.when(finite, column)
+        out += [
+            F.count(column).alias(f"__q_n{index}"),
+            F.count(inside).alias(f"__q_f{index}"),
+            F.min(inside).alias(f"__q_lo{index}"),
+            F.max(inside).alias(f"__q_hi{index}"),
+            nan.alias(f"__q_nan{index}"),
+            negative.alias(f"__q_ni{index}"),
+            positive.alias(f"__q_pi{index}"),
+        ]
+    return out
+
+
 def quantiles(
-    rows: DataFrame, features: Sequence[tuple[str, str]], settings: QuantileSettings
+    rows: DataFrame,
+    features: Sequence[tuple[str, str]],
+    counted: Row,
+    settings: QuantileSettings,
 ) -> dict[str, list[float] | None]:
     """The quantiles (:data:`~featurekube.monitoring.stats.PERCENTS`, as floats) of each
-    of ``features`` (name, ``int64`` or ``float64``) over ``rows``; None for a feature
-    without non-null values."""
-    if not features:
-        return {}
-    counted = rows.agg(*[e for i, (n, t) in enumerate(features) for e in _counts(i, n, t)]).first()
-    assert counted is not None
+    of ``features`` (name, ``int64`` or ``float64``) over ``rows``, ``counted`` the row
+    of an aggregate over them that held :func:`counts` of the same features; None for a
+    feature without non-null values."""
     out: dict[str, list[float] | None] = {}
     for index, (name, type_) in enumerate(features):
-        non_null = int(counted[f"n{index}"] or 0)
+        non_null = int(counted[f"__q_n{index}"] or 0)
         if not non_null:
             out[name] = None
             continue
-        finite = int(counted[f"f{index}"] or 0)
-        negative = int(counted[f"ni{index}"] or 0)
+        finite = int(counted[f"__q_f{index}"] or 0)
+        negative = int(counted[f"__q_ni{index}"] or 0)
         search = Search.start(
             [monitoring_stats.nearest_rank(non_null, p) for p in monitoring_stats.PERCENTS],
             finite=(
-                Range(counted[f"lo{index}"], counted[f"hi{index}"], finite, negative)
+                Range(counted[f"__q_lo{index}"], counted[f"__q_hi{index}"], finite, negative)
                 if finite
                 else None
             ),
             negative_infinite=negative,
-            positive_infinite=int(counted[f"pi{index}"] or 0),
-            nan=int(counted[f"nan{index}"] or 0),
+            positive_infinite=int(counted[f"__q_pi{index}"] or 0),
+            nan=int(counted[f"__q_nan{index}"] or 0),
         )
         search = _narrowed(rows, name, type_ == "int64", search, settings)
         out[name] = [float(value) for value in search.values()]
     return out
-
-
-def _counts(index: int, name: str, type_: str) -> list[Column]:
-    from pyspark.sql import functions as F
-
-    column = _column(name)
-    if type_ == "int64":
-        finite = column.isNotNull()
-        nan = negative = positive = F.lit(0)
-    else:
-        # NaN is above every number in Spark's comparisons, +inf included.
-        finite = (column > F.lit(-math.inf)) & (column < F.lit(math.inf))
-        nan, negative, positive = (
-            F.count_if(condition)
-            for condition in (
-                F.isnan(column),
-                column == F.lit(-math.inf),
-                column == F.lit(math.inf),
-            )
-        )
-    inside = F.when(finite, column)
-    return [
-        F.count(column).alias(f"n{index}"),
-        F.count(inside).alias(f"f{index}"),
-        F.min(inside).alias(f"lo{index}"),
-        F.max(inside).alias(f"hi{index}"),
-        nan.alias(f"nan{index}"),
-        negative.alias(f"ni{index}"),
-        positive.alias(f"pi{index}"),
-    ]
 
 
 def _narrowed(
@@ -189,8 +195,8 @@ def _fetched(rows: DataFrame, name: str, search: Search, ranges: list[Range]) ->
 
     column = _column(name)
     inside = reduce(lambda a, b: a | b, (_inside(column, r) for r in ranges))
-    values = rows.where(inside).select(column).toArrow().column(0).to_numpy()
-    values.sort()
+    # A copy: one Arrow chunk (one partition) comes to numpy read-only.
+    values = np.sort(rows.where(inside).select(column).toArrow().column(0).to_numpy())
     for range_ in ranges:
         start = int(np.searchsorted(values, range_.low, "left"))
         stop = int(np.searchsorted(values, range_.high, "right"))

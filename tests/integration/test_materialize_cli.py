@@ -196,3 +196,27 @@ def test_the_job_reports_the_seconds_from_its_start_to_the_publication(
     # publication (the offline write runs from the read's start, beside it, to its
     # commit), and less than the whole run seen from outside.
     assert max(timings["read_compute"], timings["offline_write"]) < timings["published"] < elapsed
+
+
+def test_a_pending_record_the_store_refuses_fails_the_job_before_anything_is_committed(
+    s3_prefix: str, table_prefix: str, tmp_path: Path
+) -> None:
+    # The record is written while the source is read; the store refusing it (here: no
+    # such table) stops the job at its first write, with the offline table unwritten.
+    source, offline = f"{s3_prefix}raw/", f"{s3_prefix}offline/v1"
+    _put_parquet(source, nanoseconds=False)
+    table = f"{table_prefix}missing"
+    job = [sys.executable, "-m", "featurekube.materialize", "--spec"]
+    job += [str(_view_file(tmp_path, source)), "--start", "2026-01-01", "--end", "2026-01-02"]
+    job += ["--offline-uri", offline, "--online-table", table, "--engine", "python"]
+
+    done = subprocess.run(job, capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 1, done.stderr
+    assert table in done.stderr and "pending" in done.stderr, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["published"] is False
+    bucket, _, key = offline.removeprefix("s3://").partition("/")
+    listed = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{key}/_delta_log/")
+    assert listed.get("KeyCount", 0) == 0
+    assert table not in _tables()

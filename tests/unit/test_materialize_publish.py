@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -23,12 +24,23 @@ class _Writer:
     """Records the calls the publication makes of an OnlineWriter."""
 
     label = "FeatureView rides/speed"
+    table = "featurekube.rides.speed.v1"
 
-    def __init__(self, settle_seconds: float = 0.0, holds: str | None = None) -> None:
+    def __init__(
+        self,
+        settle_seconds: float = 0.0,
+        holds: str | None = None,
+        opens: threading.Event | None = None,
+        refuses: bool = False,
+    ) -> None:
         self.settings = OnlineWriteSettings(settle_seconds=settle_seconds)
         self.calls: list[str] = []
         self.holds = holds
         """The run id the store's record holds before the run opens it."""
+        self.opens = opens
+        """Set when the store answers the record's write (None: at once)."""
+        self.refuses = refuses
+        """Whether the store refuses the record."""
 
     def open_window(
         self,
@@ -37,6 +49,10 @@ class _Writer:
         *,
         recorded: PendingWindow | None = None,
     ) -> PendingWindow:
+        if self.opens is not None:
+            assert self.opens.wait(10)
+        if self.refuses:
+            raise errors.OnlineWriteError("DynamoDB is unavailable")
         self.calls.append("open")
         if recorded is not None and recorded.run == self.holds:
             return PendingWindow(start, end, recorded.run, recorded.superseded, launched=True)
@@ -234,3 +250,85 @@ def test_the_job_records_its_window_before_it_loads_arrow_duckdb_or_delta() -> N
     )
 
     assert loaded.stdout.strip() == "[]"
+
+
+def _opening(writer: _Writer, **kwargs: Any) -> publish.Publication:
+    online: Any = writer
+    return publish.Publication.opening(writer.table, lambda: online, START, END, **kwargs)
+
+
+def test_a_record_written_in_the_background_comes_before_every_write() -> None:
+    # The job reads its source while its client is made and the record written.
+    opens = threading.Event()
+    writer = _Writer(opens=opens)
+    publication = _opening(writer)
+    with publication.before_writing():
+        writer.calls.append("compute")
+        publication.check(writer.table, START, END, "view")
+    offline = publication.prepare_offline(_offline_write(writer, [1]))
+    with offline:
+        deadline = time.monotonic() + 5  # the files need no record: they are not committed
+        while "row 1" not in writer.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # The online write waits for the record.
+        threading.Timer(0.2, opens.set).start()
+        publication.write_online(lambda: writer.calls.append("online"))
+        offline.commit()
+    publication.complete()
+
+    assert writer.calls == ["compute", "row 1", "open", "online", "commit", "close run-2"]
+
+
+def test_a_record_the_store_refused_in_the_background_stops_the_run_before_any_write() -> None:
+    writer = _Writer(refuses=True)
+    publication = _opening(writer)
+    with publication.before_writing():
+        writer.calls.append("compute")
+    offline = publication.prepare_offline(_offline_write(writer, [1]))
+    with pytest.raises(errors.OnlineWriteError, match="unavailable"), offline:
+        publication.write_online(lambda: writer.calls.append("online"))
+    assert writer.calls == ["compute", "row 1"]  # no online write, no commit
+
+    # A settling write never starts its preparation (lease, watermark) either.
+    publication = _opening(_Writer(refuses=True))
+    with pytest.raises(errors.OnlineWriteError, match="unavailable"):
+        publication.write_online_settling(lambda settle: writer.calls.append("prepared"))
+    assert "prepared" not in writer.calls
+
+
+def test_a_failure_before_writing_withdraws_a_record_still_being_written() -> None:
+    opens = threading.Event()
+    writer = _Writer(opens=opens)
+    publication = _opening(writer)
+    threading.Timer(0.2, opens.set).start()
+    with pytest.raises(ValueError, match="source"), publication.before_writing():
+        raise ValueError("the source is unreadable")
+    assert writer.calls == ["open", "withdraw run-2"]
+
+    # Refused: nothing to put back, and the run's own error is the one raised.
+    publication = _opening(_Writer(refuses=True))
+    with pytest.raises(ValueError, match="source"), publication.before_writing():
+        raise ValueError("the source is unreadable")
+
+
+def test_a_record_written_in_the_background_settles_from_when_it_was_written() -> None:
+    opens = threading.Event()
+    writer = _Writer(settle_seconds=0.3, opens=opens)
+    publication = _opening(writer)
+    time.sleep(0.2)
+    opened = time.monotonic()
+    opens.set()
+    publication.write_online(lambda: None)
+    assert time.monotonic() - opened >= 0.3
+
+    # The launcher's, still standing: from the process's start, as when written at once.
+    writer = _Writer(settle_seconds=0.3, holds="a" * 32)
+    publication = _opening(
+        writer,
+        recorded=PendingWindow(START, END, "a" * 32, None),
+        started_at=time.monotonic() - 0.3,
+    )
+    began = time.monotonic()
+    publication.write_online(lambda: None)
+    assert time.monotonic() - began < 0.1
+    assert publication.pending == PendingWindow(START, END, "a" * 32, None, launched=True)

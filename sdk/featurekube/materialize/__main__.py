@@ -221,7 +221,11 @@ def open_publication(
 ) -> publish.Publication:
     """The window's publication (publish.py), its pending record written when there is
     an online table (taken over when the launcher wrote it: ``recorded``); the engines
-    write through it. ``started_at``: when this process began (:func:`process_started`)."""
+    write through it. ``started_at``: when this process began (:func:`process_started`).
+
+    The online client is made and the record written in the background: making a
+    DynamoDB client is a tenth of a second of botocore's loading, which the read of
+    the source covers."""
     return publish.Publication.open(
         view,
         online_table,
@@ -230,6 +234,7 @@ def open_publication(
         label=window.label,
         recorded=recorded,
         started_at=started_at,
+        background=True,
     )
 
 

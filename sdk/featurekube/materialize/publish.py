@@ -2,10 +2,11 @@
 that is not complete in both (docs/semantics.md, "Materialization windows"); does I/O
 through :mod:`featurekube.writer`. Shared by both engines.
 
-1. Before computing, the window is recorded as pending in its online table
+1. Before anything is written, the window is recorded as pending in its online table
    (:meth:`~featurekube.writer.online.OnlineWriter.open_window`): the feature server
    hides items with event times in the window from then on. The operator writes the
-   record before it starts the job, which takes it over (``recorded``).
+   record before it starts the job, which takes it over (``recorded``), in a thread
+   of its own while it reads its source (:meth:`Publication.opening`).
 2. Its online values are written (idempotent: only newer values replace stored ones,
    so a retry is safe).
 3. Its offline rows are committed, in one Delta commit: the publish point. An offline
@@ -52,6 +53,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -86,25 +88,18 @@ class Publication:
         recorded: online_writer.PendingWindow | None = None,
         started_at: float | None = None,
     ) -> None:
-        self.online = online
         self.start = start
         self.end = end
-        self.pending: online_writer.PendingWindow | None = None
-        """This run's pending record of the window (None without an online writer)."""
-        self._opened_at = 0.0
+        self.table = None if online is None else online.table
+        """The online table the run writes (None: none)."""
         self._written = False
         self.settle_waited = 0.0
         """Seconds the online write waited for the pending record to settle: what the
         run's preparation did not cover."""
         self.completed_at: float | None = None
         """When :meth:`complete` published the window, on the monotonic clock."""
-        if online is not None:
-            self.pending = online.open_window(start, end, recorded=recorded)
-            # A record the launcher wrote has stood since before this process started
-            # (``started_at``, on the monotonic clock): the settle counts from then.
-            self._opened_at = time.monotonic()
-            if self.pending.launched and started_at is not None:
-                self._opened_at = started_at
+        self._opened: concurrent.futures.Future[_Opened] = concurrent.futures.Future()
+        self._opened.set_result(_Opened.record(online, start, end, recorded, started_at))
 
     @classmethod
     def open(
@@ -119,27 +114,69 @@ class Publication:
         label: str | None = None,
         recorded: online_writer.PendingWindow | None = None,
         started_at: float | None = None,
+        background: bool = False,
     ) -> Publication:
         """The window's publication, through a writer of ``online_table`` (None: the
         run writes no online table). ``recorded``: the pending record as the run's
         launcher wrote it, before ``started_at`` (this process's start, on the
-        monotonic clock); see :meth:`~featurekube.writer.online.OnlineWriter.open_window`."""
-        online = (
-            None
-            if online_table is None
-            else online_writer.OnlineWriter(
+        monotonic clock); see :meth:`~featurekube.writer.online.OnlineWriter.open_window`.
+        ``background``: the writer made and the record written as :meth:`opening` does."""
+
+        if online_table is None:
+            return cls(None, start, end)
+
+        def writer() -> online_writer.OnlineWriter:
+            return online_writer.OnlineWriter(
                 online_table, view, client, settings=settings, label=label
             )
+
+        if background:
+            return cls.opening(
+                online_table, writer, start, end, recorded=recorded, started_at=started_at
+            )
+        return cls(writer(), start, end, recorded=recorded, started_at=started_at)
+
+    @classmethod
+    def opening(
+        cls,
+        table: str,
+        writer: Callable[[], online_writer.OnlineWriter],
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        recorded: online_writer.PendingWindow | None = None,
+        started_at: float | None = None,
+    ) -> Publication:
+        """The publication of [start, end) through ``table``, whose writer ``writer()``
+        makes (a client's making takes a while) and whose pending record it writes in a
+        thread of their own, while the run reads its source. Every write waits for the
+        record first (and raises what writing it raised); a failure before writing
+        withdraws it once written."""
+        publication = cls(None, start, end)
+        publication.table = table
+        publication._opened = _in_thread(
+            lambda: _Opened.record(writer(), start, end, recorded, started_at)
         )
-        return cls(online, start, end, recorded=recorded, started_at=started_at)
+        return publication
+
+    @property
+    def online(self) -> online_writer.OnlineWriter | None:
+        """The run's online writer (None: no online table), once the window's pending
+        record is written: waits for it, and raises what writing it raised."""
+        return self._opened.result().writer
+
+    @property
+    def pending(self) -> online_writer.PendingWindow | None:
+        """This run's pending record of the window (None without an online writer);
+        waits as :attr:`online` does."""
+        return self._opened.result().pending
 
     def check(
         self, online_table: str | None, start: dt.datetime, end: dt.datetime, label: str
     ) -> None:
         """Raise ValueError unless this is the publication of [start, end) through
         ``online_table``: a run given one opened by its caller writes through it."""
-        table = self.online.table if self.online is not None else None
-        if table != online_table or (self.start, self.end) != (start, end):
+        if self.table != online_table or (self.start, self.end) != (start, end):
             raise ValueError(f"{label}: the publication given is of another window or online table")
 
     @contextlib.contextmanager
@@ -150,12 +187,21 @@ class Publication:
         try:
             yield
         except BaseException:
-            if self.online is not None and self.pending is not None and not self._written:
-                try:
-                    self.online.withdraw_window(self.pending)
-                except Exception as exc:
-                    log.warning("%s: the window stays pending: %s", self.online.label, exc)
+            if not self._written:
+                self._withdraw()
             raise
+
+    def _withdraw(self) -> None:
+        try:
+            opened = self._opened.result()  # a record being written is waited for
+        except Exception:
+            return  # not written: nothing to put back
+        online, pending = opened.writer, opened.pending
+        if online is not None and pending is not None:
+            try:
+                online.withdraw_window(pending)
+            except Exception as exc:
+                log.warning("%s: the window stays pending: %s", online.label, exc)
 
     def write_online(self, write: Callable[[], T]) -> T:
         """Run ``write`` (the online write), once the pending record has stood for the
@@ -175,8 +221,9 @@ class Publication:
         return write(self._settle)
 
     def _settle(self) -> None:
-        assert self.online is not None
-        wait = self.online.settings.settle_seconds - (time.monotonic() - self._opened_at)
+        opened = self._opened.result()
+        assert opened.writer is not None
+        wait = opened.writer.settings.settle_seconds - (time.monotonic() - opened.at)
         if wait > 0:
             time.sleep(wait)
             self.settle_waited += wait
@@ -204,6 +251,48 @@ class Publication:
                 self.end.isoformat(),
             )
         self.completed_at = time.monotonic()
+
+
+@dataclass(frozen=True)
+class _Opened:
+    """A publication's online side, once its pending record is written."""
+
+    writer: online_writer.OnlineWriter | None
+    pending: online_writer.PendingWindow | None
+    at: float
+    """Since when the record has stood, on the monotonic clock: when it was written,
+    or (one its launcher wrote, still standing) when the run's process began."""
+
+    @classmethod
+    def record(
+        cls,
+        writer: online_writer.OnlineWriter | None,
+        start: dt.datetime,
+        end: dt.datetime,
+        recorded: online_writer.PendingWindow | None,
+        started_at: float | None,
+    ) -> _Opened:
+        """Record [start, end) as pending through ``writer`` (None: nothing to record)."""
+        if writer is None:
+            return cls(None, None, time.monotonic())
+        pending = writer.open_window(start, end, recorded=recorded)
+        launched = started_at if pending.launched and started_at is not None else None
+        return cls(writer, pending, time.monotonic() if launched is None else launched)
+
+
+def _in_thread(task: Callable[[], T]) -> concurrent.futures.Future[T]:
+    """``task()`` run in a thread of its own. A daemon: a run that fails without
+    waiting for it (before it could write anything) does not wait for the store."""
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(task())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="pending-record", daemon=True).start()
+    return future
 
 
 class OfflineWrite(Generic[B, T]):

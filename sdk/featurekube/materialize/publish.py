@@ -121,7 +121,6 @@ class Publication:
         launcher wrote it, before ``started_at`` (this process's start, on the
         monotonic clock); see :meth:`~featurekube.writer.online.OnlineWriter.open_window`.
         ``background``: the writer made and the record written as :meth:`opening` does."""
-
         if online_table is None:
             return cls(None, start, end)
 

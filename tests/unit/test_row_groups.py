@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -68,3 +73,110 @@ def test_nothing_is_read_before_it_is_asked_for(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError):
         reader.read_all()
+
+
+class _SlowFiles(pafs.FileSystemHandler):  # type: ignore[misc]  # untyped
+    """The local filesystem, each file's opening taking ``delay`` seconds, as a request
+    to an object store does; counts the openings under way at once."""
+
+    def __init__(self, delay: float) -> None:
+        self.local = pafs.LocalFileSystem()
+        self.delay = delay
+        self.lock = threading.Lock()
+        self.open = self.most = 0
+
+    def open_input_file(self, path: str) -> Any:
+        with self.lock:
+            self.open += 1
+            self.most = max(self.most, self.open)
+        try:
+            time.sleep(self.delay)
+            return self.local.open_input_file(path)
+        finally:
+            with self.lock:
+                self.open -= 1
+
+    def get_type_name(self) -> str:
+        return "slow"
+
+    def normalize_path(self, path: str) -> str:
+        return path
+
+    def get_file_info(self, paths: list[str]) -> Any:
+        return self.local.get_file_info(paths)
+
+    def get_file_info_selector(self, selector: Any) -> Any:
+        return self.local.get_file_info(selector)
+
+    def open_input_stream(self, path: str) -> Any:
+        return self.local.open_input_stream(path)
+
+    def __getattr__(self, name: str) -> Any:  # writes: not used by a read
+        raise NotImplementedError(name)
+
+    create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = None
+    delete_file = move = copy_file = open_output_stream = open_append_stream = None
+
+
+def _windows(root: Path, files: _SlowFiles) -> pads.Dataset:
+    """40 files of 10 rows each, as a source holding one file a window: which of them
+    hold a window's rows is known only from their footers, each a request to the store."""
+    for part in range(40):
+        table = pa.table({"k": pa.array(range(10 * part, 10 * part + 10), pa.int64())})
+        pq.write_table(table, root / f"part-{part:02d}.parquet")
+    return pads.dataset(str(root), format="parquet", filesystem=pafs.PyFileSystem(files))
+
+
+WINDOW = (pc.field("k") >= 195) & (pc.field("k") < 205)
+
+
+def test_the_footers_of_many_files_are_fetched_side_by_side(tmp_path: Path) -> None:
+    files = _SlowFiles(delay=0.02)
+    dataset = _windows(tmp_path, files)
+
+    table = row_groups.read(dataset, ["k"], WINDOW, batch_size=100).read_all()
+
+    assert table.column("k").to_pylist() == list(range(195, 205))
+    assert files.most > 1
+
+
+def test_footers_fetched_ahead_serve_the_count_that_would_fetch_them_in_turn(
+    tmp_path: Path,
+) -> None:
+    files = _SlowFiles(delay=0.02)
+    dataset = _windows(tmp_path, files)
+
+    row_groups.fetch_footers(dataset, WINDOW)
+    assert files.most > 1
+    opened: list[str] = []
+    files.open_input_file = _counted(files.open_input_file, opened)  # type: ignore[method-assign]
+
+    assert dataset.count_rows(filter=WINDOW) == 10
+    assert len(opened) <= 2  # the two files whose rows straddle the window's edges
+
+
+def _counted(open_: Any, opened: list[str]) -> Any:
+    def counted(path: str) -> Any:
+        opened.append(path)
+        return open_(path)
+
+    return counted
+
+
+def test_work_ahead_keeps_the_order_and_its_window_and_stops_when_left() -> None:
+    started: list[int] = []
+
+    def task(item: int) -> int:
+        started.append(item)
+        time.sleep(0.001 * (item % 3))  # finished out of order
+        return item * 10
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert list(row_groups._ahead(pool, task, range(20), 5)) == [i * 10 for i in range(20)]
+        started.clear()
+        taken = row_groups._ahead(pool, task, range(1000), 5)
+        assert next(taken) == 0
+        time.sleep(0.05)
+        assert len(started) <= 1 + 5  # the one taken, and the window after it
+        taken.close()
+    assert len(started) <= 1 + 5

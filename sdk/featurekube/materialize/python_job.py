@@ -419,6 +419,7 @@ def count_input_rows(
     try:
         in_range = _time_filter(dataset, plan, plan.read_start, plan.read_end)
         if in_range is not None:
+            row_groups.fetch_footers(dataset, in_range)  # side by side; the read keeps them
             return int(dataset.count_rows(filter=in_range))
         return int(dataset.count_rows())
     except (OSError, pa.ArrowException) as exc:

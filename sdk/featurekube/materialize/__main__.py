@@ -223,9 +223,9 @@ def open_publication(
     an online table (taken over when the launcher wrote it: ``recorded``); the engines
     write through it. ``started_at``: when this process began (:func:`process_started`).
 
-    The online client is made and the record written in the background: making a
-    DynamoDB client is a tenth of a second of botocore's loading, which the read of
-    the source covers."""
+    The online client is made and the record written in the background, while the
+    source is read: importing boto3 and making a DynamoDB client took 0.13 s on a
+    2-core machine."""
     return publish.Publication.open(
         view,
         online_table,

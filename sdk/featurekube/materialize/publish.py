@@ -205,7 +205,6 @@ class Publication:
     def write_online(self, write: Callable[[], T]) -> T:
         """Run ``write`` (the online write), once the pending record has stood for the
         writer's ``settle_seconds``."""
-        assert self.online is not None, "write_online needs an online writer"
         self._settle()
         self._written = True
         return write()
@@ -215,14 +214,22 @@ class Publication:
         its first item (a lease, the watermark, items built) and must call ``settle()``
         before sending it, which waits out the rest of the writer's ``settle_seconds``;
         so the wait passes while the write prepares rather than before it starts."""
-        assert self.online is not None, "write_online_settling needs an online writer"
+        self._recorded()  # before the write's preparation (its lease, the watermark)
         self._written = True
         return write(self._settle)
 
-    def _settle(self) -> None:
+    def _recorded(self) -> tuple[online_writer.OnlineWriter, float]:
+        """The online writer, and since when the pending record has stood, once it is
+        written: waits for it, and raises what writing it raised (a plain wait, not an
+        assert: ``python -O`` would drop that)."""
         opened = self._opened.result()
-        assert opened.writer is not None
-        wait = opened.writer.settings.settle_seconds - (time.monotonic() - opened.at)
+        if opened.writer is None:
+            raise ValueError("an online write of a publication without an online table")
+        return opened.writer, opened.at
+
+    def _settle(self) -> None:
+        writer, since = self._recorded()
+        wait = writer.settings.settle_seconds - (time.monotonic() - since)
         if wait > 0:
             time.sleep(wait)
             self.settle_waited += wait

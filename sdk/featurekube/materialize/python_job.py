@@ -418,8 +418,9 @@ def count_input_rows(
     dataset = source if source is not None else open_source(plan, storage_options)
     try:
         in_range = _time_filter(dataset, plan, plan.read_start, plan.read_end)
+        # count_rows would fetch the footers one after another; the read keeps them.
+        row_groups.fetch_footers(dataset, in_range)
         if in_range is not None:
-            row_groups.fetch_footers(dataset, in_range)  # side by side; the read keeps them
             return int(dataset.count_rows(filter=in_range))
         return int(dataset.count_rows())
     except (OSError, pa.ArrowException) as exc:

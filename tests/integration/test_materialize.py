@@ -21,6 +21,7 @@ from typing import Any
 import boto3
 import deltalake
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs
 import pyarrow.parquet as pq
 import pytest
@@ -55,9 +56,9 @@ def gen() -> ModuleType:
     return example_data_generator()
 
 
-def _example(name: str, source: str) -> v1alpha1.FeatureView:
+def _example(name: str, source: str, source_format: str = "parquet") -> v1alpha1.FeatureView:
     body = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
-    body["spec"]["source"]["batch"]["path"] = source
+    body["spec"]["source"]["batch"].update(path=source, format=source_format)
     return v1alpha1.FeatureView.model_validate(body)
 
 
@@ -193,6 +194,40 @@ def test_plain_features_keep_every_row_and_the_latest_correction_and_rerun_ident
             int(item[layout.EXPIRES_AT]["N"])
             == _micros(row["event_timestamp"]) // 10**6 + 3 * 86400
         )
+
+
+def _put_delta_by_day(uri: str, table: pa.Table) -> str:
+    """``table`` as a Delta table at ``uri``, one commit (and file) a day of events, as
+    a source that keeps its history grows."""
+    times = table.column("event_timestamp")
+    for day in sorted({moment.date() for moment in times.to_pylist()}):
+        low = dt.datetime.combine(day, dt.time(), UTC)
+        in_day = pc.and_(pc.greater_equal(times, low), pc.less(times, low + DAY))
+        deltalake.write_deltalake(
+            uri,
+            table.filter(in_day),
+            mode="append",
+            storage_options={"AWS_S3_ALLOW_UNSAFE_RENAME": "true"},
+        )
+    return uri
+
+
+def test_a_delta_source_gives_the_window_the_rows_a_parquet_source_does(
+    spark: SparkSession, engine: str, gen: ModuleType, s3_prefix: str, table_prefix: str
+) -> None:
+    drivers = gen.make_drivers(gen.Settings(days=3, drivers=8, riders=20))
+    source = _put_delta_by_day(f"{s3_prefix}raw/drivers", drivers)
+    view = _example("driver-profile", source, source_format="delta")
+    offline, online = f"{s3_prefix}offline/profile", _online_table(table_prefix, "profile")
+    start, end = T0 + DAY, T0 + 2 * DAY
+    expected = _profile_reference(drivers, start, end)
+
+    result = _materialize(spark, view, start, end, offline, online, engine=engine)
+
+    rows = _offline(offline)
+    assert [{k: r[k] for k in expected[0]} for r in rows] == expected
+    assert result.to_json()["rows"]["offline"] == len(expected)
+    assert len(_online(online)) == len({r["driver_id"] for r in expected})
 
 
 def _live_view(source: str) -> v1alpha1.FeatureView:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import deltalake
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -15,7 +17,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from featurekube.materialize import row_groups
+from featurekube.materialize import plan, python_job, row_groups
+from featurekube.spec import v1alpha1
 
 
 def _dataset(root: Path) -> pads.Dataset:
@@ -180,3 +183,54 @@ def test_work_ahead_keeps_the_order_and_its_window_and_stops_when_left() -> None
         assert len(started) <= 1 + 5  # the one taken, and the window after it
         taken.close()
     assert len(started) <= 1 + 5
+
+
+def test_a_delta_sources_window_opens_only_the_files_its_log_places_in_the_window(
+    tmp_path: Path,
+) -> None:
+    """A Delta log keeps each file's least and greatest event time, so the python
+    engine's count and read of a window open only the files whose times meet it, not
+    one footer per file of the source as a parquet source needs."""
+    days = 20
+    first = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for day in range(days):
+        moment = first + dt.timedelta(days=day)
+        events = [moment + dt.timedelta(hours=hour) for hour in (1, 7, 13)]
+        deltalake.write_deltalake(
+            tmp_path,
+            pa.table(
+                {
+                    "driver_id": pa.array([1, 2, 1], pa.int64()),
+                    "event_timestamp": pa.array(events, pa.timestamp("us", tz="UTC")),
+                    "trips": pa.array([day, day, day + 1], pa.int64()),
+                }
+            ),
+            mode="append",
+        )
+    files = _SlowFiles(delay=0)
+    opened: list[str] = []
+    files.open_input_file = _counted(files.open_input_file, opened)  # type: ignore[method-assign]
+    source = deltalake.DeltaTable(tmp_path).to_pyarrow_dataset(
+        filesystem=pafs.SubTreeFileSystem(str(tmp_path), pafs.PyFileSystem(files))
+    )
+    view = v1alpha1.FeatureView.model_validate(
+        {
+            "metadata": {"name": "driver-trips", "namespace": "rides"},
+            "spec": {
+                "owner": "tests",
+                "entities": [{"name": "driver_id", "type": "int64"}],
+                "source": {"batch": {"path": "s3://unread/raw/trips/", "format": "delta"}},
+                "features": [{"name": "trips", "type": "int64"}],
+            },
+        }
+    )
+    start = first + dt.timedelta(days=7)
+    end = start + dt.timedelta(days=1)
+
+    window = plan.plan_materialization(view, start, end)
+    assert python_job.count_input_rows(window, source=source) == 3
+    assert len(set(opened)) == 1
+
+    result = python_job.run(view, start, end, offline_uri=None, online_table=None, source=source)
+    assert result.rows_read == 3
+    assert len(set(opened)) == 1

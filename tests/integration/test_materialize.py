@@ -36,6 +36,7 @@ from featurekube.materialize.errors import (
 )
 from featurekube.online import layout, values
 from featurekube.spec import v1alpha1
+from featurekube.writer import offline as offline_writer
 from support import example_data_generator
 
 pytestmark = pytest.mark.spark
@@ -207,7 +208,7 @@ def _put_delta_by_day(uri: str, table: pa.Table) -> str:
             uri,
             table.filter(in_day),
             mode="append",
-            storage_options={"AWS_S3_ALLOW_UNSAFE_RENAME": "true"},
+            storage_options=offline_writer.storage_options_for(uri),
         )
     return uri
 

@@ -51,9 +51,15 @@ def fetch_footers(dataset: Any, filter: Any = None) -> None:
     their partitions), :data:`FOOTER_FETCHES` at a time; the dataset's fragments keep
     them, so that what reads or counts it next (``count_rows``, which fetches them one
     after another) has them."""
+    for _ in _footed_fragments(dataset, filter):
+        pass
+
+
+def _footed_fragments(dataset: Any, filter: Any) -> Iterator[Any]:
+    """The fragments of ``dataset`` that ``filter`` may match, in the files' order,
+    each once its footer is in; the footers of the next files arrive meanwhile."""
     with concurrent.futures.ThreadPoolExecutor(FOOTER_FETCHES) as pool:
-        for _ in _ahead(pool, _footed, dataset.get_fragments(filter=filter), FOOTER_FETCHES * 4):
-            pass
+        yield from _ahead(pool, _footed, dataset.get_fragments(filter=filter), FOOTER_FETCHES * 4)
 
 
 def _footed(fragment: Any) -> Any:
@@ -68,12 +74,8 @@ def _footed(fragment: Any) -> Any:
 def _batches(
     dataset: Any, columns: list[str], filter: Any, batch_size: int
 ) -> Iterator[pa.RecordBatch]:
-    fragments = dataset.get_fragments(filter=filter)
-    with concurrent.futures.ThreadPoolExecutor(FOOTER_FETCHES) as pool:
-        # In the files' order, each as soon as its footer is in; the footers of the
-        # next files arrive meanwhile.
-        for fragment in _ahead(pool, _footed, fragments, FOOTER_FETCHES * 4):
-            yield from _row_groups(fragment, dataset, columns, filter, batch_size)
+    for fragment in _footed_fragments(dataset, filter):
+        yield from _row_groups(fragment, dataset, columns, filter, batch_size)
 
 
 def _row_groups(
